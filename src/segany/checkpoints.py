@@ -1,0 +1,138 @@
+"""Finding, downloading, verifying and loading weights, with errors that say what to do."""
+from __future__ import annotations
+
+import hashlib
+import os
+import urllib.error
+import urllib.request
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .errors import CheckpointError, CheckpointMismatchError, ChecksumError, WeightsUnavailableError
+from .zoo import MODELS, ModelSpec
+
+_CHUNK = 1 << 20
+
+
+def cache_dir() -> Path:
+    """Where downloaded weights live: ``$SEGANY_HOME`` or ``~/.cache/segany``."""
+    return Path(os.environ.get("SEGANY_HOME") or Path.home() / ".cache" / "segany")
+
+
+def cached_path(spec: ModelSpec) -> Path:
+    return cache_dir() / spec.filename
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(_CHUNK), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _offline_message(spec: ModelSpec, reason: str) -> str:
+    return (
+        f"weights for {spec.name!r} are not cached and could not be downloaded ({reason}). "
+        f"Download {spec.url} ({spec.num_bytes:,} bytes, sha256 {spec.sha256}) "
+        f"and put it at {cached_path(spec)}, or pass --checkpoint PATH"
+    )
+
+
+def download(spec: ModelSpec, progress: bool = True, timeout: float = 30.0) -> Path:
+    """Fetch ``spec``'s weights into the cache; the file appears only once its sha256 matches."""
+    from tqdm.auto import tqdm
+
+    target = cached_path(spec)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    part = target.with_name(target.name + ".part")
+    digest = hashlib.sha256()
+    try:
+        with urllib.request.urlopen(spec.url, timeout=timeout) as response, open(part, "wb") as out:
+            total = int(response.headers.get("Content-Length") or spec.num_bytes)
+            with tqdm(total=total, unit="B", unit_scale=True, desc=spec.filename, disable=not progress) as bar:
+                for chunk in iter(lambda: response.read(_CHUNK), b""):
+                    out.write(chunk)
+                    digest.update(chunk)
+                    bar.update(len(chunk))
+    except (urllib.error.URLError, OSError, TimeoutError) as exc:
+        part.unlink(missing_ok=True)
+        raise WeightsUnavailableError(_offline_message(spec, str(getattr(exc, "reason", exc)))) from None
+    if digest.hexdigest() != spec.sha256:
+        part.unlink(missing_ok=True)
+        raise ChecksumError(f"download of {spec.url} has sha256 {digest.hexdigest()}, expected {spec.sha256}")
+    os.replace(part, target)
+    return target
+
+
+def ensure_weights(name: str, progress: bool = True) -> Path:
+    """The cached weights of zoo model ``name``, downloading them on first use."""
+    spec = MODELS[name]
+    path = cached_path(spec)
+    if path.exists():
+        size = path.stat().st_size
+        if size != spec.num_bytes:
+            raise ChecksumError(
+                f"{path} has {size:,} bytes, expected {spec.num_bytes:,}: delete it to download again"
+            )
+        return path
+    return download(spec, progress=progress)
+
+
+def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """Tensors of a checkpoint file: a bare state_dict, or one under ``model`` / ``state_dict``."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for truncated / foreign files
+        raise CheckpointError(f"checkpoint {path} cannot be read as a torch file: {exc}".split("\n")[0]) from None
+    for key in ("model", "state_dict"):
+        if isinstance(data, Mapping) and isinstance(data.get(key), Mapping):
+            data = data[key]
+    if not isinstance(data, Mapping) or not all(isinstance(v, torch.Tensor) for v in data.values()):
+        raise CheckpointError(f"checkpoint {path} does not hold a state_dict (a mapping of names to tensors)")
+    return {k.removeprefix("module."): v for k, v in data.items()}
+
+
+def _expected_shapes(model: nn.Module) -> dict[str, tuple[int, ...]]:
+    return {k: tuple(v.shape) for k, v in model.state_dict().items()}
+
+
+def closest_architecture(state_dict: Mapping[str, torch.Tensor]) -> str | None:
+    """The zoo model whose keys and shapes agree with most of ``state_dict`` (None if none fits)."""
+    from .build import build_model
+
+    given = {k: tuple(v.shape) for k, v in state_dict.items()}
+    best, best_score = None, 0.0
+    for name in MODELS:
+        with torch.device("meta"):
+            expected = _expected_shapes(build_model(name))
+        agree = sum(1 for k, s in given.items() if expected.get(k) == s)
+        score = agree / max(len(expected), len(given))
+        if score > best_score:
+            best, best_score = name, score
+    return best if best_score > 0.5 else None
+
+
+def load_weights(model: nn.Module, state_dict: Mapping[str, torch.Tensor], source: str = "checkpoint") -> None:
+    """Strictly load ``state_dict``; on any difference say which keys/shapes and what it looks like."""
+    expected = _expected_shapes(model)
+    given = {k: tuple(v.shape) for k, v in state_dict.items()}
+    missing = [k for k in expected if k not in given]
+    unexpected = [k for k in given if k not in expected]
+    wrong = [f"{k}: checkpoint {list(given[k])} vs model {list(expected[k])}" for k in expected if k in given and given[k] != expected[k]]
+    if missing or unexpected or wrong:
+        name = getattr(getattr(model, "config", None), "name", type(model).__name__)
+        guess = closest_architecture(state_dict)
+        lines = [f"{source} does not fit model {name!r}" + (f"; it looks like {guess!r}" if guess else "")]
+        for title, items in (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches", wrong)):
+            if items:
+                shown = ", ".join(items[:5]) + (f", ... ({len(items) - 5} more)" if len(items) > 5 else "")
+                lines.append(f"  {len(items)} {title}: {shown}")
+        raise CheckpointMismatchError("\n".join(lines))
+    model.load_state_dict(state_dict, strict=True)

@@ -1,0 +1,38 @@
+"""Every error segany raises on purpose: one place, one base class, messages a user can act on."""
+from __future__ import annotations
+
+
+class SeganyError(Exception):
+    """Base class of all segany errors."""
+
+
+class ConfigError(SeganyError, ValueError):
+    """An unknown model name or a malformed model configuration."""
+
+
+class CheckpointError(SeganyError):
+    """A checkpoint file that cannot be read or does not fit the architecture."""
+
+
+class CheckpointMismatchError(CheckpointError):
+    """The checkpoint's tensor names or shapes differ from the model's."""
+
+
+class WeightsUnavailableError(CheckpointError):
+    """Weights are neither cached nor downloadable (offline machine, failed download)."""
+
+
+class ChecksumError(CheckpointError):
+    """A downloaded file's size or sha256 differs from the registry's."""
+
+
+class ImageError(SeganyError, ValueError):
+    """A missing, corrupt or unsupported image file, or an image array of the wrong form."""
+
+
+class PromptError(SeganyError, ValueError):
+    """Points, labels, boxes or mask inputs of the wrong shape, type or range."""
+
+
+class PredictorStateError(SeganyError, RuntimeError):
+    """A predictor used out of order, e.g. ``predict`` before ``set_image``."""

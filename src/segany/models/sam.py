@@ -1,0 +1,73 @@
+"""The Segment Anything model: image encoder, prompt encoder and mask decoder, plus the pixel
+normalisation and mask geometry that tie them to image coordinates."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import EMBEDDING_SIZE, IMAGE_SIZE, PROMPT_EMBED_DIM, SamConfig, TinyViTConfig, ViTConfig
+from .mask_decoder import MaskDecoder
+from .prompt_encoder import PromptEncoder
+from .tiny_vit import TinyViT
+from .transformer import TwoWayTransformer
+from .vit import ImageEncoderViT
+
+
+class Sam(nn.Module):
+    """Holds the three networks under their official attribute names (and so state-dict keys)."""
+
+    mask_threshold: float = 0.0
+    image_format: str = "RGB"
+
+    def __init__(self, config: SamConfig) -> None:
+        super().__init__()
+        self.config = config
+        if isinstance(config.encoder, ViTConfig):
+            self.image_encoder: nn.Module = ImageEncoderViT(config.encoder)
+        elif isinstance(config.encoder, TinyViTConfig):
+            self.image_encoder = TinyViT(config.encoder)
+        else:
+            raise TypeError(f"unknown encoder config {type(config.encoder).__name__}")
+        self.prompt_encoder = PromptEncoder(
+            embed_dim=PROMPT_EMBED_DIM,
+            image_embedding_size=(EMBEDDING_SIZE, EMBEDDING_SIZE),
+            input_image_size=(IMAGE_SIZE, IMAGE_SIZE),
+            mask_in_chans=16,
+        )
+        self.mask_decoder = MaskDecoder(
+            transformer_dim=PROMPT_EMBED_DIM,
+            transformer=TwoWayTransformer(
+                depth=config.decoder_depth,
+                embedding_dim=PROMPT_EMBED_DIM,
+                num_heads=config.decoder_num_heads,
+                mlp_dim=config.decoder_mlp_dim,
+            ),
+            num_multimask_outputs=config.num_multimask_outputs,
+            iou_head_depth=config.iou_head_depth,
+            iou_head_hidden_dim=config.iou_head_hidden_dim,
+        )
+        self.register_buffer("pixel_mean", torch.tensor(config.pixel_mean).view(-1, 1, 1), persistent=False)
+        self.register_buffer("pixel_std", torch.tensor(config.pixel_std).view(-1, 1, 1), persistent=False)
+
+    @property
+    def image_size(self) -> int:
+        return IMAGE_SIZE
+
+    @property
+    def device(self) -> torch.device:
+        return self.pixel_mean.device
+
+    def preprocess(self, x: torch.Tensor) -> torch.Tensor:
+        """Normalise a (B, 3, h, w) resized image and zero-pad it to 1024x1024 (bottom/right)."""
+        x = (x - self.pixel_mean) / self.pixel_std
+        h, w = x.shape[-2:]
+        return F.pad(x, (0, IMAGE_SIZE - w, 0, IMAGE_SIZE - h))
+
+    def postprocess_masks(
+        self, masks: torch.Tensor, input_size: tuple[int, int], original_size: tuple[int, int]
+    ) -> torch.Tensor:
+        """Low-res logits (B, M, 256, 256) → logits at the original image size (B, M, H, W)."""
+        masks = F.interpolate(masks, (IMAGE_SIZE, IMAGE_SIZE), mode="bilinear", align_corners=False)
+        masks = masks[..., : input_size[0], : input_size[1]]
+        return F.interpolate(masks, original_size, mode="bilinear", align_corners=False)

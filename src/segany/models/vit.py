@@ -1,0 +1,160 @@
+"""SAM's image encoder: a plain ViT with windowed attention, decomposed relative positions
+and a convolutional neck down to the 256-channel, 64x64 image embedding (Kirillov et al., 2023, §3;
+Li et al., ViTDet, 2022)."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .common import LayerNorm2d, MLPBlock
+from .config import ViTConfig
+
+
+class PatchEmbed(nn.Module):
+    """Non-overlapping patches → tokens, laid out channels-last as (B, H, W, C)."""
+
+    def __init__(self, patch_size: int, in_chans: int, embed_dim: int) -> None:
+        super().__init__()
+        self.proj = nn.Conv2d(in_chans, embed_dim, kernel_size=patch_size, stride=patch_size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(x).permute(0, 2, 3, 1)
+
+
+def relative_position_table(q_size: int, k_size: int, rel_pos: torch.Tensor) -> torch.Tensor:
+    """Embeddings of every (query, key) offset along one axis: (q_size, k_size, head_dim).
+
+    The learned table is linearly resampled when its length does not match the attention size.
+    """
+    max_rel_dist = 2 * max(q_size, k_size) - 1
+    if rel_pos.shape[0] != max_rel_dist:
+        rel_pos = F.interpolate(
+            rel_pos.reshape(1, rel_pos.shape[0], -1).permute(0, 2, 1), size=max_rel_dist, mode="linear"
+        ).reshape(-1, max_rel_dist).permute(1, 0)
+    q_coords = torch.arange(q_size, device=rel_pos.device)[:, None] * max(k_size / q_size, 1.0)
+    k_coords = torch.arange(k_size, device=rel_pos.device)[None, :] * max(q_size / k_size, 1.0)
+    offsets = (q_coords - k_coords) + (k_size - 1) * max(q_size / k_size, 1.0)
+    return rel_pos[offsets.long()]
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention over a (B, H, W, C) grid with decomposed relative-position bias."""
+
+    def __init__(self, dim: int, num_heads: int, input_size: tuple[int, int], use_rel_pos: bool = True) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        head_dim = dim // num_heads
+        self.scale = head_dim**-0.5
+        self.qkv = nn.Linear(dim, dim * 3, bias=True)
+        self.proj = nn.Linear(dim, dim)
+        self.use_rel_pos = use_rel_pos
+        if use_rel_pos:
+            self.rel_pos_h = nn.Parameter(torch.zeros(2 * input_size[0] - 1, head_dim))
+            self.rel_pos_w = nn.Parameter(torch.zeros(2 * input_size[1] - 1, head_dim))
+
+    def relative_position_bias(self, q: torch.Tensor, height: int, width: int) -> torch.Tensor:
+        """Additive bias (B*heads, H*W, H*W) from the query content and the axis tables.
+
+        Built as a broadcast sum of two small terms (H*W x H and H*W x W) so the full bias is
+        materialised once, directly in the layout attention consumes.
+        """
+        table_h = relative_position_table(height, height, self.rel_pos_h)
+        table_w = relative_position_table(width, width, self.rel_pos_w)
+        grid_q = q.reshape(q.shape[0], height, width, -1)
+        rel_h = torch.einsum("bhwc,hkc->bhwk", grid_q, table_h)
+        rel_w = torch.einsum("bhwc,wkc->bhwk", grid_q, table_w)
+        bias = rel_h[:, :, :, :, None] + rel_w[:, :, :, None, :]
+        return bias.reshape(q.shape[0], height * width, height * width)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        batch, height, width, _ = x.shape
+        qkv = self.qkv(x).reshape(batch, height * width, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv.reshape(3, batch * self.num_heads, height * width, -1).unbind(0)
+        bias = self.relative_position_bias(q, height, width) if self.use_rel_pos else None
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=self.scale)
+        out = out.view(batch, self.num_heads, height, width, -1).permute(0, 2, 3, 1, 4)
+        return self.proj(out.reshape(batch, height, width, -1))
+
+
+def window_partition(x: torch.Tensor, window_size: int) -> tuple[torch.Tensor, tuple[int, int]]:
+    """Split (B, H, W, C) into zero-padded non-overlapping windows (B*nW, ws, ws, C)."""
+    batch, height, width, channels = x.shape
+    pad_h = (window_size - height % window_size) % window_size
+    pad_w = (window_size - width % window_size) % window_size
+    if pad_h or pad_w:
+        x = F.pad(x, (0, 0, 0, pad_w, 0, pad_h))
+    hp, wp = height + pad_h, width + pad_w
+    x = x.view(batch, hp // window_size, window_size, wp // window_size, window_size, channels)
+    windows = x.permute(0, 1, 3, 2, 4, 5).reshape(-1, window_size, window_size, channels)
+    return windows, (hp, wp)
+
+
+def window_unpartition(
+    windows: torch.Tensor, window_size: int, padded_hw: tuple[int, int], hw: tuple[int, int]
+) -> torch.Tensor:
+    """Inverse of :func:`window_partition`, dropping the padding."""
+    hp, wp = padded_hw
+    height, width = hw
+    batch = windows.shape[0] // (hp * wp // window_size // window_size)
+    x = windows.view(batch, hp // window_size, wp // window_size, window_size, window_size, -1)
+    x = x.permute(0, 1, 3, 2, 4, 5).reshape(batch, hp, wp, -1)
+    return x[:, :height, :width, :].contiguous() if (hp, wp) != (height, width) else x
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block; windowed attention unless ``window_size`` is 0 (global)."""
+
+    def __init__(self, dim: int, num_heads: int, mlp_ratio: float, window_size: int, input_size: tuple[int, int]):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim, eps=1e-6)
+        attn_size = input_size if window_size == 0 else (window_size, window_size)
+        self.attn = Attention(dim, num_heads, input_size=attn_size)
+        self.norm2 = nn.LayerNorm(dim, eps=1e-6)
+        self.mlp = MLPBlock(dim, int(dim * mlp_ratio), nn.GELU)
+        self.window_size = window_size
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shortcut = x
+        x = self.norm1(x)
+        if self.window_size > 0:
+            height, width = x.shape[1], x.shape[2]
+            x, padded_hw = window_partition(x, self.window_size)
+            x = window_unpartition(self.attn(x), self.window_size, padded_hw, (height, width))
+        else:
+            x = self.attn(x)
+        x = shortcut + x
+        return x + self.mlp(self.norm2(x))
+
+
+class ImageEncoderViT(nn.Module):
+    """(B, 3, 1024, 1024) normalised image → (B, 256, 64, 64) image embedding."""
+
+    def __init__(self, config: ViTConfig) -> None:
+        super().__init__()
+        grid = config.img_size // config.patch_size
+        self.img_size = config.img_size
+        self.patch_embed = PatchEmbed(config.patch_size, 3, config.embed_dim)
+        self.pos_embed = nn.Parameter(torch.zeros(1, grid, grid, config.embed_dim))
+        self.blocks = nn.ModuleList(
+            Block(
+                config.embed_dim,
+                config.num_heads,
+                config.mlp_ratio,
+                window_size=0 if i in config.global_attn_indexes else config.window_size,
+                input_size=(grid, grid),
+            )
+            for i in range(config.depth)
+        )
+        self.neck = nn.Sequential(
+            nn.Conv2d(config.embed_dim, config.out_chans, kernel_size=1, bias=False),
+            LayerNorm2d(config.out_chans),
+            nn.Conv2d(config.out_chans, config.out_chans, kernel_size=3, padding=1, bias=False),
+            LayerNorm2d(config.out_chans),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.patch_embed(x) + self.pos_embed
+        for block in self.blocks:
+            x = block(x)
+        return self.neck(x.permute(0, 3, 1, 2))

@@ -1,0 +1,226 @@
+"""One image, many prompts: the official ``SamPredictor`` semantics with checked inputs.
+
+``set_image`` runs the heavy image encoder once; every ``predict`` then runs only the prompt
+encoder and the light mask decoder. Coordinates are (x, y) pixels of the original image, boxes
+XYXY, images HWC RGB uint8.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .errors import PredictorStateError, PromptError
+from .image import ResizeLongestSide, check_image_array
+from .models.sam import Sam
+
+LOW_RES = 256  # side of the decoder's logits and of mask_input
+
+
+def _as_array(value: object, name: str) -> np.ndarray:
+    if isinstance(value, torch.Tensor):
+        value = value.detach().cpu().numpy()
+    try:
+        array = np.asarray(value)
+    except Exception as exc:
+        raise PromptError(f"{name} must be array-like: {exc}") from None
+    if array.dtype == object or not (np.issubdtype(array.dtype, np.number) or array.dtype == bool):
+        raise PromptError(f"{name} must be numeric, got dtype {array.dtype}")
+    return array
+
+
+def _check_inside(coords: np.ndarray, size: tuple[int, int], name: str) -> None:
+    height, width = size
+    if not np.isfinite(coords).all():
+        raise PromptError(f"{name} contains NaN or infinite values")
+    xs, ys = coords[..., 0], coords[..., 1]
+    outside = (xs < 0) | (xs > width) | (ys < 0) | (ys > height)
+    if outside.any():
+        first = coords.reshape(-1, 2)[np.flatnonzero(outside.reshape(-1))[0]]
+        raise PromptError(
+            f"{name} has a coordinate ({first[0]:g}, {first[1]:g}) outside the {width}x{height} image (x in [0, {width}], y in [0, {height}])"
+        )
+
+
+def _check_labels(labels: np.ndarray, allowed: set[int], name: str = "point_labels") -> None:
+    values = set(np.unique(labels).tolist())
+    if not values <= allowed:
+        raise PromptError(f"{name} must only hold {sorted(allowed)}, got {sorted(values - allowed)}")
+
+
+def _check_boxes(boxes: np.ndarray) -> None:
+    reversed_ = (boxes[..., 2] < boxes[..., 0]) | (boxes[..., 3] < boxes[..., 1])
+    if reversed_.any():
+        bad = boxes.reshape(-1, 4)[np.flatnonzero(reversed_.reshape(-1))[0]]
+        raise PromptError(f"box {bad.tolist()} has reversed corners: expected x0 <= x1 and y0 <= y1 (XYXY)")
+
+
+class Predictor:
+    """Promptable segmentation of one image at a time with a :class:`~segany.models.sam.Sam`."""
+
+    def __init__(self, model: Sam) -> None:
+        self.model = model
+        self.transform = ResizeLongestSide(model.image_encoder.img_size)
+        self.reset_image()
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.device
+
+    def reset_image(self) -> None:
+        """Forget the current image and its embedding."""
+        self.is_image_set = False
+        self.features: torch.Tensor | None = None
+        self.original_size: tuple[int, int] | None = None
+        self.input_size: tuple[int, int] | None = None
+
+    @torch.inference_mode()
+    def set_image(self, image: np.ndarray, image_format: str = "RGB") -> None:
+        """Compute the embedding of an HWC uint8 image (``image_format`` "RGB" or "BGR")."""
+        check_image_array(image)
+        if image_format not in ("RGB", "BGR"):
+            raise PromptError(f"image_format must be 'RGB' or 'BGR', got {image_format!r}")
+        if image_format != self.model.image_format:
+            image = image[..., ::-1]
+        resized = self.transform.apply_image(np.ascontiguousarray(image))
+        tensor = torch.as_tensor(resized, device=self.device).permute(2, 0, 1)[None]
+        self.set_torch_image(tensor, image.shape[:2])
+
+    @torch.inference_mode()
+    def set_torch_image(self, transformed_image: torch.Tensor, original_image_size: tuple[int, ...]) -> None:
+        """Embed an already resized (1, 3, h, w) image whose longest side is the model's input size."""
+        if transformed_image.ndim != 4 or transformed_image.shape[:2] != (1, 3):
+            raise PromptError(f"transformed_image must be 1x3xHxW, got {tuple(transformed_image.shape)}")
+        if max(transformed_image.shape[2:]) != self.model.image_encoder.img_size:
+            raise PromptError(f"transformed_image's longest side must be {self.model.image_encoder.img_size}")
+        self.reset_image()
+        self.original_size = (int(original_image_size[0]), int(original_image_size[1]))
+        self.input_size = (int(transformed_image.shape[2]), int(transformed_image.shape[3]))
+        self.features = self.model.image_encoder(self.model.preprocess(transformed_image))
+        self.is_image_set = True
+
+    def get_image_embedding(self) -> torch.Tensor:
+        """The current image's embedding, (1, 256, 64, 64)."""
+        self._require_image()
+        assert self.features is not None
+        return self.features
+
+    def _require_image(self) -> None:
+        if not self.is_image_set:
+            raise PredictorStateError("no image is set: call set_image(image) before predicting")
+
+    def predict(
+        self,
+        point_coords: np.ndarray | None = None,
+        point_labels: np.ndarray | None = None,
+        box: np.ndarray | None = None,
+        mask_input: np.ndarray | None = None,
+        multimask_output: bool = True,
+        return_logits: bool = False,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Masks for one prompt set: (C, H, W) bool masks, (C,) predicted IoUs, (C, 256, 256) logits.
+
+        ``point_coords`` (N, 2) in pixels with ``point_labels`` (N,) of 1 (foreground) / 0
+        (background); ``box`` (4,) XYXY; ``mask_input`` (1, 256, 256) low-res logits from a previous
+        call. ``multimask_output`` gives 3 candidates for ambiguous prompts, else 1.
+        """
+        self._require_image()
+        assert self.original_size is not None
+        coords_t = labels_t = box_t = mask_t = None
+        if (point_coords is None) != (point_labels is None):
+            raise PromptError("point_coords and point_labels must be given together")
+        if point_coords is not None:
+            coords = _as_array(point_coords, "point_coords")
+            labels = _as_array(point_labels, "point_labels")
+            if coords.ndim != 2 or coords.shape[1] != 2:
+                raise PromptError(f"point_coords must have shape (N, 2), got {coords.shape}")
+            if labels.shape != (coords.shape[0],):
+                raise PromptError(f"point_labels must have shape ({coords.shape[0]},), got {labels.shape}")
+            _check_inside(coords, self.original_size, "point_coords")
+            _check_labels(labels, {0, 1})
+            coords = self.transform.apply_coords(coords, self.original_size)
+            coords_t = torch.as_tensor(coords, dtype=torch.float, device=self.device)[None]
+            labels_t = torch.as_tensor(labels, dtype=torch.int, device=self.device)[None]
+        if box is not None:
+            box_np = _as_array(box, "box")
+            if box_np.shape not in ((4,), (1, 4)):
+                raise PromptError(f"box must have shape (4,) as XYXY, got {box_np.shape}; use predict_torch for several")
+            _check_boxes(box_np.reshape(-1, 4))
+            _check_inside(box_np.reshape(-1, 2), self.original_size, "box")
+            box_np = self.transform.apply_boxes(box_np, self.original_size)
+            box_t = torch.as_tensor(box_np, dtype=torch.float, device=self.device)[None, :]
+        if mask_input is not None:
+            mask_np = _as_array(mask_input, "mask_input")
+            if mask_np.shape == (LOW_RES, LOW_RES):
+                mask_np = mask_np[None]
+            if mask_np.shape != (1, LOW_RES, LOW_RES):
+                raise PromptError(
+                    f"mask_input must have shape (1, {LOW_RES}, {LOW_RES}) (low_res_logits of a previous call), got {mask_np.shape}"
+                )
+            mask_t = torch.as_tensor(mask_np, dtype=torch.float, device=self.device)[None]
+        masks, iou, low_res = self._predict(coords_t, labels_t, box_t, mask_t, multimask_output, return_logits)
+        return masks[0].cpu().numpy(), iou[0].float().cpu().numpy(), low_res[0].float().cpu().numpy()
+
+    def predict_torch(
+        self,
+        point_coords: torch.Tensor | None,
+        point_labels: torch.Tensor | None,
+        boxes: torch.Tensor | None = None,
+        mask_input: torch.Tensor | None = None,
+        multimask_output: bool = True,
+        return_logits: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """B prompt sets at once, in the model's input frame (use ``self.transform.apply_*_torch``).
+
+        ``point_coords`` (B, N, 2), ``point_labels`` (B, N) of 1 / 0 / -1 (padding), ``boxes``
+        (B, 4), ``mask_input`` (B, 1, 256, 256). Returns (B, C, H, W) masks, (B, C) IoUs and
+        (B, C, 256, 256) logits.
+        """
+        self._require_image()
+        if (point_coords is None) != (point_labels is None):
+            raise PromptError("point_coords and point_labels must be given together")
+        batch = None
+        if point_coords is not None:
+            if point_coords.ndim != 3 or point_coords.shape[2] != 2:
+                raise PromptError(f"point_coords must have shape (B, N, 2), got {tuple(point_coords.shape)}")
+            if tuple(point_labels.shape) != tuple(point_coords.shape[:2]):
+                raise PromptError(f"point_labels must have shape {tuple(point_coords.shape[:2])}, got {tuple(point_labels.shape)}")
+            _check_labels(point_labels.cpu().numpy(), {-1, 0, 1})
+            batch = point_coords.shape[0]
+        if boxes is not None:
+            if boxes.ndim != 2 or boxes.shape[1] != 4:
+                raise PromptError(f"boxes must have shape (B, 4), got {tuple(boxes.shape)}")
+            _check_boxes(boxes.cpu().numpy())
+            if batch is not None and boxes.shape[0] != batch:
+                raise PromptError(f"boxes has {boxes.shape[0]} rows but point_coords has {batch}")
+            batch = boxes.shape[0]
+        if mask_input is not None:
+            if mask_input.ndim != 4 or tuple(mask_input.shape[1:]) != (1, LOW_RES, LOW_RES):
+                raise PromptError(f"mask_input must have shape (B, 1, {LOW_RES}, {LOW_RES}), got {tuple(mask_input.shape)}")
+            if batch is not None and mask_input.shape[0] != batch:
+                raise PromptError(f"mask_input has {mask_input.shape[0]} rows but the prompts have {batch}")
+        return self._predict(point_coords, point_labels, boxes, mask_input, multimask_output, return_logits)
+
+    @torch.inference_mode()
+    def _predict(
+        self,
+        point_coords: torch.Tensor | None,
+        point_labels: torch.Tensor | None,
+        boxes: torch.Tensor | None,
+        mask_input: torch.Tensor | None,
+        multimask_output: bool,
+        return_logits: bool,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        assert self.features is not None and self.input_size is not None and self.original_size is not None
+        points = (point_coords, point_labels) if point_coords is not None else None
+        sparse, dense = self.model.prompt_encoder(points=points, boxes=boxes, masks=mask_input)
+        low_res, iou = self.model.mask_decoder(
+            image_embeddings=self.features,
+            image_pe=self.model.prompt_encoder.get_dense_pe(),
+            sparse_prompt_embeddings=sparse,
+            dense_prompt_embeddings=dense,
+            multimask_output=multimask_output,
+        )
+        masks = self.model.postprocess_masks(low_res, self.input_size, self.original_size)
+        if not return_logits:
+            masks = masks > self.model.mask_threshold
+        return masks, iou, low_res
