@@ -160,7 +160,7 @@ class Attention(nn.Module):
         q, k, v = qkv.permute(3, 0, 2, 1, 4).unbind(0)
         # Indexed from the live parameter on every call: no cached copy can go stale.
         bias = self.attention_biases[:, self.attention_bias_idxs].to(q.dtype)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias.unsqueeze(0))
         return self.proj(out.transpose(1, 2).reshape(batch, tokens, -1))
 
 

@@ -1,0 +1,1 @@
+"""Writers of masks in the formats users' tools read (PNG, overlays, COCO, SA-1B)."""
