@@ -1,0 +1,87 @@
+"""The ``segany`` command end to end on the golden tiny checkpoint."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from segany.cli import main
+from segany.masks import decode_rle
+
+
+def test_segment_writes_masks_overlay_and_json(golden, tmp_path, small_image) -> None:
+    Image.fromarray(small_image).save(tmp_path / "cat.png")
+    out = tmp_path / "out"
+    code = main([
+        "segment", str(tmp_path / "cat.png"), "--point", "30,10", "--point", "5,30,0", "--multimask",
+        "--model", str(golden / "tiny_sam.json"), "--checkpoint", str(golden / "tiny_sam.pth"), "-o", str(out),
+    ])
+    assert code == 0
+    result = json.loads((out / "cat.json").read_text())
+    assert result["prompt"]["labels"] == [1, 0] and len(result["masks"]) == 3
+    scores = [m["score"] for m in result["masks"]]
+    assert scores == sorted(scores, reverse=True)
+    for record in result["masks"]:
+        png = np.asarray(Image.open(out / record["png"])) > 0
+        assert png.shape == (37, 53)
+        assert np.array_equal(decode_rle(record["segmentation"]), png)
+        assert record["area"] == int(png.sum())
+    overlay = np.asarray(Image.open(out / "cat_overlay.png"))
+    assert overlay.shape == (37, 53, 3) and not np.array_equal(overlay, small_image)
+
+
+def test_segment_matches_predictor(golden, tmp_path, small_image, tiny_sam) -> None:
+    from segany import Predictor
+
+    Image.fromarray(small_image).save(tmp_path / "cat.png")
+    main(["segment", str(tmp_path / "cat.png"), "--box", "4.5,3,41,33", "--model", str(golden / "tiny_sam.json"),
+          "--checkpoint", str(golden / "tiny_sam.pth"), "-o", str(tmp_path)])
+    predictor = Predictor(tiny_sam)
+    predictor.set_image(small_image)
+    masks, scores, _ = predictor.predict(box=np.array([4.5, 3, 41, 33]), multimask_output=False)
+    record = json.loads((tmp_path / "cat.json").read_text())["masks"][0]
+    assert np.array_equal(decode_rle(record["segmentation"]), masks[0])
+    assert record["score"] == pytest.approx(float(scores[0]))
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["segment", "{tmp}/missing.png", "--point", "1,1"], "does not exist"),
+        (["segment", "{tmp}/corrupt.png", "--point", "1,1"], "cannot be read"),
+        (["segment", "{tmp}/ok.png"], "at least one"),
+        (["segment", "{tmp}/ok.png", "--point", "500,1"], "outside"),
+        (["segment", "{tmp}/ok.png", "--box", "9,9,1,1"], "reversed"),
+    ],
+)
+def test_segment_errors_are_one_line(golden, tmp_path, argv: list[str], message: str) -> None:
+    (tmp_path / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    Image.fromarray(np.zeros((20, 20, 3), np.uint8)).save(tmp_path / "ok.png")
+    argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
+    argv += ["--model", str(golden / "tiny_sam.json"), "--checkpoint", str(golden / "tiny_sam.pth")]
+    proc = subprocess.run([sys.executable, "-m", "segany", *argv], capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode != 0
+    assert message in proc.stderr
+    assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_bad_point_syntax_is_an_argparse_error(capsys) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["segment", "x.png", "--point", "1,2,3,4"])
+    assert info.value.code == 2
+    assert "--point must be 2 or 3" in capsys.readouterr().err
+
+
+def test_models_lists_zoo_and_cache(tmp_path, monkeypatch, capsys) -> None:
+    monkeypatch.setenv("SEGANY_HOME", str(tmp_path))
+    (tmp_path / "sam_vit_b_01ec64.pth").write_bytes(b"x")
+    assert main(["models"]) == 0
+    out = capsys.readouterr().out
+    assert str(tmp_path) in out
+    rows = {line.split()[0]: line for line in out.splitlines() if line.startswith("vit_")}
+    assert set(rows) == {"vit_t", "vit_b", "vit_l", "vit_h"}
+    assert " yes " in rows["vit_b"] and " no " in rows["vit_t"]

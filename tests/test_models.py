@@ -1,0 +1,161 @@
+"""Builders against the official manifests, config parsing, and state-dict round trips."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+import segany
+from segany.errors import CheckpointError, CheckpointMismatchError, ConfigError
+from segany.zoo import MODELS, config_from_dict, resolve_config
+
+
+@pytest.mark.parametrize("name", ["vit_b", "vit_l", "vit_h", "vit_t"])
+def test_builder_matches_official_manifest(golden, name: str) -> None:
+    manifest = json.loads((golden / f"manifest_{name}.json").read_text())
+    with torch.device("meta"):
+        model = segany.build_model(name)
+    state = model.state_dict()
+    assert list(state) == list(manifest["state_dict"])  # same keys, same order
+    for key, entry in manifest["state_dict"].items():
+        assert list(state[key].shape) == entry["shape"], key
+        assert str(state[key].dtype).removeprefix("torch.") == entry["dtype"], key
+    assert sum(p.numel() for p in model.parameters()) == manifest["num_parameters"]
+
+
+def test_json_config_builds_same_architecture_as_dict(golden) -> None:
+    from_file = resolve_config(golden / "tiny_sam.json")
+    from_dict = resolve_config(json.loads((golden / "tiny_sam.json").read_text()))
+    assert from_file.encoder == from_dict.encoder
+    assert from_file.encoder.embed_dim == 96 and from_file.encoder.global_attn_indexes == (1, 3)
+
+
+def test_second_config_round_trips_state_dict(tmp_path) -> None:
+    """Parity comes from the architecture: another small config saves and reloads bit-exactly."""
+    config = {"name": "other", "builder_args": {
+        "encoder_embed_dim": 64, "encoder_depth": 3, "encoder_num_heads": 2, "encoder_global_attn_indexes": [2]}}
+    path = tmp_path / "other.json"
+    path.write_text(json.dumps(config))
+    torch.manual_seed(0)
+    model = segany.build_model(path)
+    torch.save(model.state_dict(), tmp_path / "other.pth")
+    torch.save({"model": model.state_dict()}, tmp_path / "wrapped.pth")
+    image = torch.randn(1, 3, 1024, 1024)
+    with torch.inference_mode():
+        expected = model.image_encoder(image)
+        for file in ("other.pth", "wrapped.pth"):
+            loaded = segany.load_model(path, checkpoint=tmp_path / file)
+            assert torch.equal(loaded.image_encoder(image), expected)
+
+
+def test_mismatching_checkpoint_names_architecture_and_keys(golden) -> None:
+    with pytest.raises(CheckpointMismatchError) as info:
+        segany.load_model("vit_b", checkpoint=golden / "tiny_sam.pth")
+    message = str(info.value)
+    assert "shape mismatches" in message and "image_encoder.pos_embed" in message
+
+
+def test_checkpoint_of_other_zoo_model_is_recognised(tmp_path) -> None:
+    with torch.device("meta"):
+        state = segany.build_model("vit_b").state_dict()
+    fake = {k: torch.zeros(v.shape) if k.startswith("prompt") else torch.zeros(0) for k, v in state.items()}
+    del fake["image_encoder.pos_embed"]
+    from segany.checkpoints import closest_architecture
+
+    assert closest_architecture({k: torch.empty(v.shape, device="meta") for k, v in state.items()}) == "vit_b"
+    assert closest_architecture(fake) is None
+
+
+@pytest.mark.parametrize("content", [b"", b"not a torch file", b"PK\x03\x04garbage"])
+def test_corrupt_checkpoint_is_a_checkpoint_error(tmp_path, content: bytes) -> None:
+    path = tmp_path / "bad.pth"
+    path.write_bytes(content)
+    with pytest.raises(CheckpointError, match="cannot be read"):
+        segany.load_model("vit_t", checkpoint=path)
+
+
+def test_checkpoint_without_tensors_is_rejected(tmp_path) -> None:
+    path = tmp_path / "list.pth"
+    torch.save([1, 2, 3], path)
+    with pytest.raises(CheckpointError, match="state_dict"):
+        segany.load_model("vit_t", checkpoint=path)
+
+
+def test_missing_checkpoint_file(tmp_path) -> None:
+    with pytest.raises(CheckpointError, match="does not exist"):
+        segany.load_model("vit_t", checkpoint=tmp_path / "nope.pth")
+
+
+@pytest.mark.parametrize(
+    "config, message",
+    [
+        ({}, "builder_args"),
+        ({"builder_args": {"encoder_embed_dim": 64}}, "lacks"),
+        ({"builder_args": {"encoder_embed_dim": 64, "encoder_depth": 2, "encoder_num_heads": 2,
+                           "encoder_global_attn_indexes": [5]}}, "must lie in"),
+        ({"tinyvit_args": {"embed_dims": [1, 2], "depths": [1], "num_heads": [1], "window_sizes": [7]}}, "equal lengths"),
+    ],
+)
+def test_bad_configs(config: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        config_from_dict(config)
+
+
+def test_unknown_model_name_lists_zoo() -> None:
+    with pytest.raises(ConfigError, match="vit_b"):
+        resolve_config("vit_x")
+
+
+def test_offline_download_says_where_to_put_the_file(tmp_path, monkeypatch) -> None:
+    from segany import checkpoints
+    from segany.errors import WeightsUnavailableError
+
+    monkeypatch.setenv("SEGANY_HOME", str(tmp_path))
+
+    def refuse(*args, **kwargs):
+        raise OSError("network unreachable")
+
+    monkeypatch.setattr(checkpoints.urllib.request, "urlopen", refuse)
+    with pytest.raises(WeightsUnavailableError) as info:
+        checkpoints.ensure_weights("vit_b", progress=False)
+    spec = MODELS["vit_b"]
+    assert str(tmp_path / spec.filename) in str(info.value) and spec.url in str(info.value)
+    assert not list(tmp_path.iterdir())  # no partial file left behind
+
+
+def test_download_verifies_sha256_before_renaming(tmp_path, monkeypatch) -> None:
+    import io
+
+    from segany import checkpoints
+    from segany.errors import ChecksumError
+
+    monkeypatch.setenv("SEGANY_HOME", str(tmp_path))
+
+    class Response(io.BytesIO):
+        headers = {"Content-Length": "5"}
+
+    monkeypatch.setattr(checkpoints.urllib.request, "urlopen", lambda *a, **k: Response(b"hello"))
+    with pytest.raises(ChecksumError, match="sha256"):
+        checkpoints.download(MODELS["vit_t"], progress=False)
+    assert not list(tmp_path.iterdir())
+
+
+def test_download_lands_verified_file_in_cache(tmp_path, monkeypatch) -> None:
+    import hashlib
+    import io
+    from dataclasses import replace
+
+    from segany import checkpoints
+
+    monkeypatch.setenv("SEGANY_HOME", str(tmp_path))
+    payload = b"weights" * 1000
+    spec = replace(MODELS["vit_t"], num_bytes=len(payload), sha256=hashlib.sha256(payload).hexdigest())
+
+    class Response(io.BytesIO):
+        headers = {"Content-Length": str(len(payload))}
+
+    monkeypatch.setattr(checkpoints.urllib.request, "urlopen", lambda *a, **k: Response(payload))
+    path = checkpoints.download(spec, progress=False)
+    assert path == tmp_path / "mobile_sam.pt" and path.read_bytes() == payload
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mobile_sam.pt"]
