@@ -159,3 +159,29 @@ def test_download_lands_verified_file_in_cache(tmp_path, monkeypatch) -> None:
     path = checkpoints.download(spec, progress=False)
     assert path == tmp_path / "mobile_sam.pt" and path.read_bytes() == payload
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mobile_sam.pt"]
+
+
+def test_hugging_face_names_map_onto_official_vit_b(golden) -> None:
+    """Every key of transformers' SamModel (ViT-B) renames to an official key of the same shape."""
+    from segany.checkpoint_formats import to_official
+
+    hf = json.loads((golden / "manifest_hf_sam_default_vit_b.json").read_text())["state_dict"]
+    official = json.loads((golden / "manifest_vit_b.json").read_text())["state_dict"]
+    renamed = to_official({k: torch.empty(v["shape"], device="meta") for k, v in hf.items()})
+    assert set(renamed) == set(official)
+    assert all(list(renamed[k].shape) == official[k]["shape"] for k in official)
+
+
+def test_hugging_face_checkpoint_loads(tmp_path, golden) -> None:
+    """The tiny checkpoint saved under Hugging Face names loads to the same tensors."""
+    from segany.checkpoint_formats import hugging_face_key
+
+    hf_names = json.loads((golden / "manifest_hf_sam_default_vit_b.json").read_text())["state_dict"]
+    official_to_hf = {hugging_face_key(name): name for name in hf_names}
+    official = torch.load(golden / "tiny_sam.pth", weights_only=True)
+    hf_state = {official_to_hf[k]: v for k, v in official.items()}
+    hf_state["shared_image_embedding.positional_embedding"] = hf_state["prompt_encoder.shared_embedding.positional_embedding"]
+    torch.save(hf_state, tmp_path / "hf.pth")
+    model = segany.load_model(golden / "tiny_sam.json", checkpoint=tmp_path / "hf.pth")
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, official[key]), key

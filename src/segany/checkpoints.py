@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .checkpoint_formats import to_official
 from .errors import CheckpointError, CheckpointMismatchError, ChecksumError, WeightsUnavailableError
 from .zoo import MODELS, ModelSpec
 
@@ -83,7 +84,11 @@ def ensure_weights(name: str, progress: bool = True) -> Path:
 
 
 def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """Tensors of a checkpoint file: a bare state_dict, or one under ``model`` / ``state_dict``."""
+    """Tensors of a checkpoint file under the official names.
+
+    Accepts a bare state_dict, one under ``model`` / ``state_dict``, ``module.``-prefixed keys
+    (DataParallel) and Hugging Face ``SamModel`` names.
+    """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
@@ -96,7 +101,7 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
             data = data[key]
     if not isinstance(data, Mapping) or not all(isinstance(v, torch.Tensor) for v in data.values()):
         raise CheckpointError(f"checkpoint {path} does not hold a state_dict (a mapping of names to tensors)")
-    return {k.removeprefix("module."): v for k, v in data.items()}
+    return to_official({k.removeprefix("module."): v for k, v in data.items()})
 
 
 def _expected_shapes(model: nn.Module) -> dict[str, tuple[int, ...]]:
