@@ -36,3 +36,19 @@ class PromptError(SeganyError, ValueError):
 
 class PredictorStateError(SeganyError, RuntimeError):
     """A predictor used out of order, e.g. ``predict`` before ``set_image``."""
+
+
+class DatasetError(SeganyError, ValueError):
+    """An evaluation dataset that cannot be found or read, or whose masks do not fit its images."""
+
+
+class UnsupportedOperationError(SeganyError, NotImplementedError):
+    """An engine asked for something it does not have, e.g. an image embedding from the classic engine."""
+
+
+class NotFoundError(SeganyError, LookupError):
+    """An unknown id: an image, an annotation or a logits handle that does not exist (or expired)."""
+
+
+class AnnotationError(SeganyError, ValueError):
+    """An annotation file that cannot be read, or an annotation whose mask does not fit its image."""

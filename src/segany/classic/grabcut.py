@@ -1,0 +1,114 @@
+"""Interactive GrabCut: colour models and a graph cut (OpenCV) seeded by clicks, a box or a prior mask.
+
+Everything here works on one image at the engine's working resolution; coordinates are (x, y).
+The colour models are initialised from a strided sample with k-means (much faster than OpenCV's
+own initialisation over every pixel, same result up to sampling) and then refined by OpenCV's
+iterations (``GC_EVAL``), which re-learn both models from the current labelling each round.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+COMPONENTS = 5  # Gaussians per colour model: fixed by OpenCV's grabCut
+MODEL_SIZE = 13 * COMPONENTS  # weight, mean (3) and covariance (9) per Gaussian
+_FOREGROUND = (cv2.GC_FGD, cv2.GC_PR_FGD)
+
+
+@dataclass(frozen=True)
+class Seeds:
+    """Prompts in working-resolution pixels: (N, 2) float click arrays and an optional XYXY box."""
+
+    positive: np.ndarray
+    negative: np.ndarray
+    box: np.ndarray | None = None
+
+
+def fit_colour_model(pixels: np.ndarray, max_samples: int = 4000) -> np.ndarray:
+    """A (1, 65) OpenCV grabCut colour model: ``COMPONENTS`` Gaussians fitted by k-means on a sample."""
+    pixels = pixels.reshape(-1, 3).astype(np.float32)
+    if len(pixels) > max_samples:
+        pixels = pixels[:: len(pixels) // max_samples]
+    model = np.zeros((1, MODEL_SIZE), dtype=np.float64)
+    k = min(COMPONENTS, len(pixels))
+    if k == 0:
+        raise ValueError("cannot fit a colour model on no pixels")
+    criteria = (cv2.TERM_CRITERIA_MAX_ITER + cv2.TERM_CRITERIA_EPS, 10, 0.5)
+    cv2.setRNGSeed(0)
+    _, labels, _ = cv2.kmeans(pixels, k, None, criteria, 1, cv2.KMEANS_PP_CENTERS)
+    labels = labels.ravel()
+    weights = model[0, :COMPONENTS]
+    means = model[0, COMPONENTS:4 * COMPONENTS].reshape(COMPONENTS, 3)
+    covs = model[0, 4 * COMPONENTS:].reshape(COMPONENTS, 3, 3)
+    for c in range(k):
+        members = pixels[labels == c].astype(np.float64)
+        if len(members) == 0:
+            continue
+        weights[c] = len(members) / len(pixels)
+        means[c] = members.mean(axis=0)
+        centred = members - means[c]
+        covs[c] = centred.T @ centred / len(members) + 0.01 * np.eye(3)
+    return model
+
+
+def paint_clicks(trimap: np.ndarray, seeds: Seeds, radius: int) -> None:
+    """Hard constraints: a disk of ``radius`` around every click, definite foreground or background."""
+    for points, value in ((seeds.negative, cv2.GC_BGD), (seeds.positive, cv2.GC_FGD)):
+        for x, y in np.round(points).astype(int):
+            cv2.circle(trimap, (int(x), int(y)), radius, int(value), thickness=-1)
+
+
+def initial_trimap(shape: tuple[int, int], seeds: Seeds, prior: np.ndarray | None, seed_radius: int) -> np.ndarray:
+    """Probable foreground from ``prior`` (a bool mask), else the box, else disks around the positive
+    clicks; outside the box is definite background."""
+    trimap = np.full(shape, cv2.GC_PR_BGD, dtype=np.uint8)
+    if prior is not None:
+        trimap[prior] = cv2.GC_PR_FGD
+    elif seeds.box is not None:
+        x0, y0, x1, y1 = np.round(seeds.box).astype(int)
+        trimap[y0:y1 + 1, x0:x1 + 1] = cv2.GC_PR_FGD
+    else:
+        for x, y in np.round(seeds.positive).astype(int):
+            cv2.circle(trimap, (int(x), int(y)), seed_radius, cv2.GC_PR_FGD, thickness=-1)
+    if seeds.box is not None:
+        x0, y0, x1, y1 = np.round(seeds.box).astype(int)
+        outside = np.ones(shape, dtype=bool)
+        outside[max(y0, 0):y1 + 1, max(x0, 0):x1 + 1] = False
+        trimap[outside] = cv2.GC_BGD
+    return trimap
+
+
+def run_grabcut(image: np.ndarray, trimap: np.ndarray, iterations: int) -> np.ndarray:
+    """Refine ``trimap`` in place with OpenCV's GrabCut; returns the foreground (HxW bool)."""
+    fg = np.isin(trimap, _FOREGROUND)
+    if fg.all() or not fg.any():
+        return fg
+    bgd_model = fit_colour_model(image[~fg])
+    fgd_model = fit_colour_model(image[fg])
+    cv2.grabCut(image, trimap, None, bgd_model, fgd_model, iterations, cv2.GC_EVAL)
+    return np.isin(trimap, _FOREGROUND)
+
+
+def keep_clicked_components(mask: np.ndarray, positive: np.ndarray) -> np.ndarray:
+    """Only the connected parts of ``mask`` that hold a positive click (all of it when there is none)."""
+    if len(positive) == 0 or not mask.any():
+        return mask
+    _, labels = cv2.connectedComponents(mask.astype(np.uint8), connectivity=8)
+    h, w = mask.shape
+    xs = np.clip(np.round(positive[:, 0]).astype(int), 0, w - 1)
+    ys = np.clip(np.round(positive[:, 1]).astype(int), 0, h - 1)
+    keep = np.unique(labels[ys, xs])
+    keep = keep[keep > 0]
+    return np.isin(labels, keep)
+
+
+def largest_components(mask: np.ndarray, min_fraction: float = 0.1) -> np.ndarray:
+    """Drop connected parts smaller than ``min_fraction`` of the largest (specks a box prompt leaves)."""
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
+    if count <= 2:
+        return mask
+    areas = stats[1:, cv2.CC_STAT_AREA]
+    keep = np.flatnonzero(areas >= min_fraction * areas.max()) + 1
+    return np.isin(labels, keep)

@@ -1,0 +1,152 @@
+"""The classic engine behind the :class:`segany.Predictor` interface: GrabCut seeded by the prompts.
+
+Same call, same shapes, same coordinate conventions as the SAM predictor (points (x, y) in pixels
+of the original image, boxes XYXY, images HWC RGB uint8), so evaluation code, the CLI and the
+server use either engine unchanged. ``low_res_logits`` are signed distances in SAM's 256x256 frame
+(:mod:`.lowres`); fed back as ``mask_input`` they seed the next GrabCut with the previous mask,
+at full working resolution when they are exactly the logits this predictor last returned.
+"""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from ..errors import PredictorStateError, PromptError, UnsupportedOperationError
+from ..image import check_image_array
+from ..predictor import LOW_RES, _as_array, _check_boxes, _check_inside, _check_labels
+from .grabcut import Seeds, initial_trimap, keep_clicked_components, largest_components, paint_clicks, run_grabcut
+from .lowres import logits_to_image, mask_to_logits, signed_distance
+from .model import ClassicModel
+from .scoring import boundary_contrast
+
+MULTIMASK_SEED_SCALES = (0.5, 1.0, 2.0)  # lone-click seed radii of the three candidates
+
+
+class ClassicPredictor:
+    """Promptable segmentation without weights (see the module docstring)."""
+
+    def __init__(self, model: ClassicModel | None = None) -> None:
+        self.model = model or ClassicModel()
+        self.reset_image()
+
+    def reset_image(self) -> None:
+        """Forget the current image."""
+        self.is_image_set = False
+        self.original_size: tuple[int, int] | None = None
+        self._work: np.ndarray | None = None
+        self._gradient: np.ndarray | None = None
+        self._last: list[tuple[np.ndarray, np.ndarray]] = []  # (low-res logits, working mask) of the last call
+
+    def set_image(self, image: np.ndarray, image_format: str = "RGB") -> None:
+        """Take an HWC uint8 image (``image_format`` "RGB" or "BGR") and prepare its working copy."""
+        check_image_array(image)
+        if image_format not in ("RGB", "BGR"):
+            raise PromptError(f"image_format must be 'RGB' or 'BGR', got {image_format!r}")
+        self.reset_image()
+        bgr = np.ascontiguousarray(image[..., ::-1] if image_format == "RGB" else image)
+        h, w = bgr.shape[:2]
+        scale = min(1.0, self.model.config.max_side / max(h, w))
+        if scale < 1.0:
+            bgr = cv2.resize(bgr, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
+        self._work = bgr
+        gray = cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY).astype(np.float32)
+        self._gradient = cv2.magnitude(cv2.Sobel(gray, cv2.CV_32F, 1, 0), cv2.Sobel(gray, cv2.CV_32F, 0, 1))
+        self.original_size = (h, w)
+        self.is_image_set = True
+
+    def get_image_embedding(self):
+        """The classic engine has no embedding: raises :class:`~segany.errors.UnsupportedOperationError`."""
+        raise UnsupportedOperationError("the classic engine has no image embedding; use a SAM model for embeddings")
+
+    def predict_torch(self, *args, **kwargs):
+        """Batched tensor prompts are a SAM feature: raises :class:`~segany.errors.UnsupportedOperationError`."""
+        raise UnsupportedOperationError("the classic engine has no batched tensor path; call predict() per prompt")
+
+    # --- prompts ---------------------------------------------------------------------------------
+
+    def _scale(self) -> tuple[float, float]:
+        assert self._work is not None and self.original_size is not None
+        return self._work.shape[1] / self.original_size[1], self._work.shape[0] / self.original_size[0]
+
+    def _seeds(self, point_coords, point_labels, box) -> Seeds:
+        assert self.original_size is not None
+        sx, sy = self._scale()
+        positive = negative = np.zeros((0, 2))
+        if (point_coords is None) != (point_labels is None):
+            raise PromptError("point_coords and point_labels must be given together")
+        if point_coords is not None:
+            coords = _as_array(point_coords, "point_coords").astype(np.float64)
+            labels = _as_array(point_labels, "point_labels")
+            if coords.ndim != 2 or coords.shape[1] != 2:
+                raise PromptError(f"point_coords must have shape (N, 2), got {coords.shape}")
+            if labels.shape != (coords.shape[0],):
+                raise PromptError(f"point_labels must have shape ({coords.shape[0]},), got {labels.shape}")
+            _check_inside(coords, self.original_size, "point_coords")
+            _check_labels(labels, {0, 1})
+            coords = coords * (sx, sy)
+            positive, negative = coords[labels == 1], coords[labels == 0]
+        box_work = None
+        if box is not None:
+            box_np = _as_array(box, "box").astype(np.float64)
+            if box_np.shape not in ((4,), (1, 4)):
+                raise PromptError(f"box must have shape (4,) as XYXY, got {box_np.shape}")
+            _check_boxes(box_np.reshape(-1, 4))
+            _check_inside(box_np.reshape(-1, 2), self.original_size, "box")
+            box_work = box_np.reshape(4) * (sx, sy, sx, sy)
+        return Seeds(positive, negative, box_work)
+
+    def _prior(self, mask_input) -> np.ndarray | None:
+        if mask_input is None:
+            return None
+        assert self._work is not None
+        logits = _as_array(mask_input, "mask_input").astype(np.float32)
+        if logits.shape == (1, LOW_RES, LOW_RES):
+            logits = logits[0]
+        if logits.shape != (LOW_RES, LOW_RES):
+            raise PromptError(f"mask_input must have shape (1, {LOW_RES}, {LOW_RES}) (low_res_logits of a previous call), got {logits.shape}")
+        for previous, mask in self._last:
+            if np.array_equal(previous, logits):
+                return mask
+        return logits_to_image(logits, self._work.shape[:2]) > 0
+
+    # --- prediction ------------------------------------------------------------------------------
+
+    def _segment(self, seeds: Seeds, prior: np.ndarray | None, seed_scale: float) -> np.ndarray:
+        assert self._work is not None
+        config = self.model.config
+        shape = self._work.shape[:2]
+        seed_radius = max(config.click_radius + 1, round(config.seed_radius * seed_scale * max(shape)))
+        trimap = initial_trimap(shape, seeds, prior, seed_radius)
+        paint_clicks(trimap, seeds, config.click_radius)
+        mask = run_grabcut(self._work, trimap, config.iterations)
+        if len(seeds.positive):
+            return keep_clicked_components(mask, seeds.positive)
+        return largest_components(mask)
+
+    def predict(
+        self,
+        point_coords: np.ndarray | None = None,
+        point_labels: np.ndarray | None = None,
+        box: np.ndarray | None = None,
+        mask_input: np.ndarray | None = None,
+        multimask_output: bool = True,
+        return_logits: bool = False,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Masks for one prompt set: (C, H, W) bool masks (float logits with ``return_logits``),
+        (C,) scores in [0, 1] (boundary contrast, the engine's stand-in for predicted IoU) and
+        (C, 256, 256) float32 low-res logits. C is 3 with ``multimask_output``, else 1."""
+        if not self.is_image_set:
+            raise PredictorStateError("no image is set: call set_image(image) before predicting")
+        assert self._work is not None and self._gradient is not None and self.original_size is not None
+        seeds = self._seeds(point_coords, point_labels, box)
+        prior = self._prior(mask_input)
+        if len(seeds.positive) == 0 and seeds.box is None and prior is None:
+            raise PromptError("the classic engine needs a positive point, a box or a mask_input to know the object")
+        scales = MULTIMASK_SEED_SCALES if multimask_output else (1.0,)
+        works = [self._segment(seeds, prior, s) for s in scales]
+        scores = np.array([boundary_contrast(m, self._gradient) for m in works], dtype=np.float32)
+        low_res = np.stack([mask_to_logits(m) for m in works])
+        self._last = list(zip(low_res, works))
+        h, w = self.original_size
+        full = np.stack([cv2.resize(signed_distance(m), (w, h), interpolation=cv2.INTER_LINEAR) for m in works])
+        return (full if return_logits else full > 0), scores, low_res
