@@ -11,7 +11,7 @@ import sys
 
 from ..errors import SeganyError
 
-COMMANDS = ("segment", "models")
+COMMANDS = ("segment", "models", "serve")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,187 @@
+"""The FastAPI application: HTTP routes over the service, the store and the catalogue, plus the page.
+
+Errors are answered as ``{"detail": message}``: 404 for unknown ids, 422 for prompts, masks or
+fields that do not fit (400 when the body is not JSON at all), 413 for oversized bodies, 501
+for a capability the installation lacks.
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from fastapi import FastAPI, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
+
+from ..errors import AnnotationError, ImageError, NotFoundError, PromptError, SeganyError, UnsupportedOperationError
+from ..export.png import png_bytes
+from ..image import load_image
+from ..models.sam import Sam
+from . import schemas
+from .catalogue import ImageCatalogue
+from .limits import BodySizeLimit
+from .service import MiB, SegmentService
+from .store import AnnotationStore
+
+STATIC = Path(__file__).parent / "static"
+DEFAULT_ANNOTATIONS = "annotations.coco.json"
+
+_STATUS = ((NotFoundError, 404), (UnsupportedOperationError, 501),
+           (PromptError, 422), (AnnotationError, 422), (ImageError, 422))
+
+
+def _error_status(exc: SeganyError) -> int:
+    return next((status for kind, status in _STATUS if isinstance(exc, kind)), 500)
+
+
+def _validation_response(exc: RequestValidationError) -> JSONResponse:
+    errors = exc.errors()
+    bad_json = next((e for e in errors if e.get("type") == "json_invalid"), None)
+    if bad_json is not None:
+        reason = bad_json.get("ctx", {}).get("error", "")
+        return JSONResponse({"detail": f"request body is not valid JSON: {reason}".rstrip(": ")}, status_code=400)
+    messages = []
+    for error in errors:
+        where = ".".join(str(part) for part in error.get("loc", ()) if part != "body") or "body"
+        messages.append(f"{where}: {error.get('msg', 'invalid')}")
+    return JSONResponse({"detail": "; ".join(messages),
+                         "errors": [{"loc": list(e.get("loc", ())), "msg": e.get("msg"), "type": e.get("type")}
+                                    for e in errors]}, status_code=422)
+
+
+def create_app(
+    images_dir: str | os.PathLike,
+    model: Sam,
+    annotations: str | os.PathLike | None = None,
+    *,
+    model_name: str = "",
+    max_embeddings: int = 16,
+    max_embedding_bytes: int = 512 * MiB,
+    max_body_bytes: int = 8 * MiB,
+) -> FastAPI:
+    """The annotator app for the images under ``images_dir``, predicting with ``model``.
+
+    Accepted annotations go to ``annotations`` (default ``IMAGES_DIR/annotations.coco.json``),
+    a COCO instances file read back when it exists.
+    """
+    catalogue = ImageCatalogue(images_dir)
+    store = AnnotationStore(annotations if annotations is not None else catalogue.root / DEFAULT_ANNOTATIONS)
+    service = SegmentService(model, catalogue, max_embeddings=max_embeddings, max_embedding_bytes=max_embedding_bytes)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        service.close()
+
+    app = FastAPI(title="segany annotator", version="1", lifespan=lifespan,
+                  description="Click-to-mask annotation of a folder of images with Segment Anything.")
+    app.state.service, app.state.store, app.state.catalogue = service, store, catalogue
+    app.add_middleware(BodySizeLimit, max_bytes=max_body_bytes)
+
+    @app.exception_handler(SeganyError)
+    async def _segany_error(_: Request, exc: SeganyError) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=_error_status(exc))
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid_request(_: Request, exc: RequestValidationError) -> JSONResponse:
+        return _validation_response(exc)
+
+    def image_detail(image_id: str) -> dict:
+        entry = catalogue.get(image_id)
+        height, width = catalogue.size(image_id)
+        status, _ = service.embedding_status(image_id)
+        return {"id": entry.id, "file_name": entry.file_name, "width": width, "height": height, "embedding": status}
+
+    def embedding_status(image_id: str) -> dict:
+        status, error = service.embedding_status(image_id)
+        return {"image_id": image_id, "status": status, "error": error}
+
+    @app.get("/api/info", response_model=schemas.ServerInfo, tags=["server"])
+    def info() -> dict:
+        return {"model": model_name, "images": len(catalogue), "annotations_file": str(store.path),
+                "cached_embeddings": len(service.embeddings), "cached_embedding_bytes": service.embeddings.num_bytes,
+                "embeddings_computed": service.embeddings.computed, "max_body_bytes": max_body_bytes}
+
+    @app.get("/api/images", response_model=list[schemas.ImageSummary], tags=["images"])
+    def list_images() -> list[dict]:
+        counts = store.counts()
+        return [{"id": e.id, "file_name": e.file_name, "annotations": counts.get(e.file_name, 0)} for e in catalogue]
+
+    @app.get("/api/images/{image_id}", response_model=schemas.ImageDetail, tags=["images"])
+    def get_image(image_id: str) -> dict:
+        return image_detail(image_id)
+
+    @app.get("/api/images/{image_id}/file", tags=["images"], response_class=Response,
+             responses={200: {"content": {"image/*": {}}, "description": "the image (PNG when the browser "
+                                                                          "cannot show the original format)"}})
+    def image_file(image_id: str) -> Response:
+        entry = catalogue.get(image_id)
+        if entry.media_type is not None:
+            return FileResponse(entry.path, media_type=entry.media_type)
+        return Response(png_bytes(load_image(entry.path)), media_type="image/png")
+
+    @app.get("/api/images/{image_id}/embedding", response_model=schemas.EmbeddingStatus, tags=["embeddings"])
+    def get_embedding(image_id: str) -> dict:
+        return embedding_status(image_id)
+
+    @app.post("/api/images/{image_id}/embedding", response_model=schemas.EmbeddingStatus, tags=["embeddings"],
+              responses={202: {"model": schemas.EmbeddingStatus, "description": "computing in the background"}})
+    def compute_embedding(image_id: str, response: Response,
+                          wait: bool = Query(False, description="answer only once the embedding is ready")) -> dict:
+        if wait:
+            service.predictor(image_id)
+        else:
+            service.start_embedding(image_id)
+        status = embedding_status(image_id)
+        response.status_code = 202 if status["status"] == "computing" else 200
+        return status
+
+    @app.post("/api/images/{image_id}/predict", response_model=schemas.PredictResponse, tags=["prediction"])
+    def predict(image_id: str, body: schemas.PredictRequest) -> dict:
+        return service.predict(image_id, body.points, body.labels, body.box, body.logits, body.multimask,
+                               tuple(body.formats))
+
+    @app.post("/api/images/{image_id}/everything", response_model=schemas.EverythingResponse, tags=["prediction"])
+    def everything(image_id: str, body: schemas.EverythingRequest | None = None) -> dict:
+        options = (body or schemas.EverythingRequest()).model_dump()
+        return service.everything(image_id, **options)
+
+    @app.get("/api/images/{image_id}/annotations", response_model=list[schemas.Annotation], tags=["annotations"])
+    def list_annotations(image_id: str) -> list[dict]:
+        return store.annotations_for(catalogue.get(image_id).file_name)
+
+    @app.post("/api/images/{image_id}/annotations", response_model=schemas.Annotation, status_code=201,
+              tags=["annotations"])
+    def create_annotation(image_id: str, body: schemas.AnnotationCreate) -> dict:
+        entry = catalogue.get(image_id)
+        height, width = catalogue.size(image_id)
+        return store.create(entry.file_name, height, width, body.category, body.rle.model_dump(), body.score)
+
+    @app.patch("/api/annotations/{annotation_id}", response_model=schemas.Annotation, tags=["annotations"])
+    def update_annotation(annotation_id: int, body: schemas.AnnotationUpdate) -> dict:
+        return store.update(annotation_id, body.category, body.rle.model_dump() if body.rle is not None else None)
+
+    @app.delete("/api/annotations/{annotation_id}", status_code=204, response_class=Response, tags=["annotations"])
+    def delete_annotation(annotation_id: int) -> Response:
+        store.delete(annotation_id)
+        return Response(status_code=204)
+
+    @app.get("/api/categories", response_model=list[schemas.Category], tags=["annotations"])
+    def categories() -> list[dict]:
+        return store.categories()
+
+    @app.get("/api/export/coco", tags=["annotations"],
+             responses={200: {"description": "the COCO instances dataset (masks as RLE)"}})
+    def export_coco() -> JSONResponse:
+        return JSONResponse(store.dataset(),
+                            headers={"Content-Disposition": f'attachment; filename="{store.path.name}"'})
+
+    @app.get("/", include_in_schema=False)
+    def index() -> FileResponse:
+        return FileResponse(STATIC / "index.html", media_type="text/html")
+
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    return app

@@ -1,0 +1,154 @@
+"""Request and response bodies of the HTTP API (they define its OpenAPI schema).
+
+Coordinates are (x, y) pixels of the original image (EXIF rotation applied, as in
+GET /api/images/{id}), boxes are XYXY, masks are COCO RLE with ``size`` = [height, width].
+"""
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, Strict, model_validator
+
+MAX_POINTS = 64
+MAX_PROPOSAL_POINTS_PER_SIDE = 64
+
+Number = Annotated[float, Strict(), Field(allow_inf_nan=False)]
+Point = Annotated[list[Number], Field(min_length=2, max_length=2, description="(x, y) in pixels")]
+Box = Annotated[list[Number], Field(min_length=4, max_length=4, description="XYXY in pixels")]
+
+
+class Closed(BaseModel):
+    """Unknown fields are errors, so a misspelt option is reported instead of silently ignored."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class RLE(Closed):
+    size: Annotated[list[int], Field(min_length=2, max_length=2, description="[height, width]")]
+    counts: str | list[int] = Field(description="compressed COCO string, or run lengths")
+
+
+class ImageSummary(BaseModel):
+    id: str
+    file_name: str
+    annotations: int = Field(description="number of accepted annotations")
+
+
+class ImageDetail(BaseModel):
+    id: str
+    file_name: str
+    width: int
+    height: int
+    embedding: Literal["ready", "computing", "failed", "absent"]
+
+
+class EmbeddingStatus(BaseModel):
+    image_id: str
+    status: Literal["ready", "computing", "failed", "absent"]
+    error: str | None = None
+
+
+class PredictRequest(Closed):
+    points: list[Point] = Field(default_factory=list, max_length=MAX_POINTS)
+    labels: list[Literal[0, 1]] = Field(default_factory=list, max_length=MAX_POINTS,
+                                        description="1 = foreground, 0 = background, one per point")
+    box: Box | None = None
+    logits: str | None = Field(None, max_length=64, description="a candidate's logits handle from a previous "
+                                                                "prediction on this image, to refine that mask")
+    multimask: bool = Field(True, description="3 candidates (whole / part / sub-part) instead of 1")
+    formats: list[Literal["rle", "png"]] = Field(default_factory=lambda: ["rle"], min_length=1,
+                                                 description="mask encodings to return (png is base64)")
+
+    @model_validator(mode="after")
+    def _prompts(self) -> PredictRequest:
+        if len(self.points) != len(self.labels):
+            raise ValueError(f"points and labels must have the same length, got {len(self.points)} and {len(self.labels)}")
+        if not self.points and self.box is None:
+            raise ValueError("give at least one point (with its label) or a box")
+        return self
+
+
+class Candidate(BaseModel):
+    score: float = Field(description="the model's predicted IoU")
+    area: int
+    bbox: list[int] = Field(description="XYWH")
+    rle: RLE | None = None
+    png: str | None = Field(None, description="base64 PNG, 255 inside the mask")
+    logits: str = Field(description="handle to pass as `logits` to refine this mask")
+
+
+class PredictResponse(BaseModel):
+    image_id: str
+    width: int
+    height: int
+    candidates: list[Candidate] = Field(description="best first")
+    decoder_ms: float = Field(description="prompt encoder + mask decoder + upscaling time")
+    total_ms: float = Field(description="time spent in the server for this request (embedding included)")
+
+
+class EverythingRequest(Closed):
+    points_per_side: int = Field(16, ge=1, le=MAX_PROPOSAL_POINTS_PER_SIDE)
+    pred_iou_thresh: float = Field(0.88, ge=0, le=1)
+    stability_score_thresh: float = Field(0.95, ge=0, le=1)
+    box_nms_thresh: float = Field(0.7, ge=0, le=1)
+    min_mask_region_area: int = Field(0, ge=0)
+
+
+class Proposal(BaseModel):
+    rle: RLE
+    area: int
+    bbox: list[float]
+    predicted_iou: float
+    stability_score: float
+    point_coords: list[list[float]]
+
+
+class EverythingResponse(BaseModel):
+    image_id: str
+    proposals: list[Proposal]
+    total_ms: float
+
+
+class AnnotationCreate(Closed):
+    category: str = Field(min_length=1, max_length=100)
+    rle: RLE
+    score: float | None = Field(None, allow_inf_nan=False)
+
+
+class AnnotationUpdate(Closed):
+    category: str | None = Field(None, min_length=1, max_length=100)
+    rle: RLE | None = None
+
+    @model_validator(mode="after")
+    def _something(self) -> AnnotationUpdate:
+        if self.category is None and self.rle is None:
+            raise ValueError("give a new category and/or a new rle")
+        return self
+
+
+class Annotation(BaseModel):
+    id: int
+    image_id: int = Field(description="the COCO image id (not the API's image id)")
+    category_id: int
+    category: str
+    segmentation: RLE
+    area: int
+    bbox: list[int]
+    iscrowd: int
+    score: float | None = None
+
+
+class Category(BaseModel):
+    id: int
+    name: str
+    supercategory: str = ""
+
+
+class ServerInfo(BaseModel):
+    model: str
+    images: int
+    annotations_file: str
+    cached_embeddings: int
+    cached_embedding_bytes: int
+    embeddings_computed: int
+    max_body_bytes: int

@@ -1,0 +1,537 @@
+// segany annotator: click → mask, accept with a category, review automatic proposals.
+// Plain browser JavaScript talking to the JSON API of segany.serve (no build step).
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+const canvas = $("canvas");
+const ctx = canvas.getContext("2d");
+const DRAG_PIXELS = 5; // a press that moves further than this (screen pixels) is a box, not a click
+const ACCENT = [30, 120, 255];
+
+const emptyStep = () => ({ points: [], labels: [], box: null, result: null, selected: 0 });
+
+const state = {
+  images: [],
+  index: -1,
+  image: null, // {id, file_name, width, height}
+  bitmap: null,
+  steps: [emptyStep()], // prompt history for the object being segmented; steps[cursor] is shown
+  cursor: 0,
+  annotations: [],
+  selected: null, // id of the selected annotation
+  proposals: [],
+  focused: 0, // index of the focused proposal
+  drag: null,
+  sequence: 0, // ignores answers to superseded requests
+};
+
+// ---- talking to the server ----------------------------------------------------------------------
+
+async function api(method, url, body) {
+  const options = { method, headers: {} };
+  if (body !== undefined) {
+    options.headers["Content-Type"] = "application/json";
+    options.body = JSON.stringify(body);
+  }
+  const response = await fetch(url, options);
+  if (!response.ok) {
+    let detail = response.statusText;
+    try { detail = (await response.json()).detail || detail; } catch (_) { /* not JSON */ }
+    throw new Error(`${response.status}: ${detail}`);
+  }
+  return response.status === 204 ? null : response.json();
+}
+
+function setStatus(text, isError = false) {
+  const status = $("status");
+  status.textContent = text;
+  status.classList.toggle("error", isError);
+}
+
+function showSpinner(text) {
+  $("spinner-text").textContent = text;
+  $("spinner").hidden = !text;
+  document.body.dataset.busy = text ? "1" : "";
+}
+
+const fail = (error) => setStatus(error.message || String(error), true);
+
+// ---- masks: COCO RLE → coloured overlay canvases ------------------------------------------------
+
+function rleRuns(counts) {
+  // Inverse of pycocotools' rleToString: 6-bit characters from '0', 5 data bits, sign bit 0x10,
+  // continuation bit 0x20; runs after the second are stored as differences to the run two back.
+  if (Array.isArray(counts)) return counts;
+  const runs = [];
+  let p = 0;
+  while (p < counts.length) {
+    let value = 0, shift = 0, more = true;
+    while (more) {
+      const code = counts.charCodeAt(p++) - 48;
+      value |= (code & 0x1f) << shift;
+      more = (code & 0x20) !== 0;
+      shift += 5;
+      if (!more && (code & 0x10)) value |= -1 << shift;
+    }
+    if (runs.length > 2) value += runs[runs.length - 2];
+    runs.push(value);
+  }
+  return runs;
+}
+
+function rleToMask(rle) {
+  const [h, w] = rle.size;
+  const mask = new Uint8Array(h * w); // row-major; RLE runs are column-major
+  let k = 0, on = false;
+  for (const run of rleRuns(rle.counts)) {
+    if (on) for (let i = k; i < k + run; i++) mask[(i % h) * w + Math.floor(i / h)] = 1;
+    k += run;
+    on = !on;
+  }
+  return mask;
+}
+
+const overlayCache = new Map();
+
+function overlay(rle, color, alpha) {
+  const key = `${color}|${alpha}|${rle.counts}`;
+  let cached = overlayCache.get(key);
+  if (cached) return cached;
+  const [h, w] = rle.size;
+  const mask = rleToMask(rle);
+  const layer = document.createElement("canvas");
+  layer.width = w;
+  layer.height = h;
+  const layerCtx = layer.getContext("2d");
+  const pixels = layerCtx.createImageData(w, h);
+  const data = pixels.data;
+  const fill = Math.round(alpha * 255);
+  for (let y = 0, i = 0; y < h; y++) {
+    for (let x = 0; x < w; x++, i++) {
+      if (!mask[i]) continue;
+      const edge = x === 0 || y === 0 || x === w - 1 || y === h - 1 ||
+        !mask[i - 1] || !mask[i + 1] || !mask[i - w] || !mask[i + w];
+      data[4 * i] = color[0];
+      data[4 * i + 1] = color[1];
+      data[4 * i + 2] = color[2];
+      data[4 * i + 3] = edge ? 255 : fill;
+    }
+  }
+  layerCtx.putImageData(pixels, 0, 0);
+  if (overlayCache.size > 300) overlayCache.clear();
+  overlayCache.set(key, layer);
+  return layer;
+}
+
+function colorOf(index) {
+  // well-separated hues (golden angle), as segany's own overlays
+  const hue = (index * 137.508) % 360, s = 0.78, l = 0.52;
+  const f = (n) => {
+    const k = (n + hue / 30) % 12;
+    return Math.round(255 * (l - s * Math.min(l, 1 - l) * Math.max(-1, Math.min(k - 3, 9 - k, 1))));
+  };
+  return [f(0), f(8), f(4)];
+}
+
+const css = (c) => `rgb(${c[0]}, ${c[1]}, ${c[2]})`;
+
+// ---- drawing ------------------------------------------------------------------------------------
+
+const step = () => state.steps[state.cursor];
+const candidates = () => (step().result ? step().result.candidates : []);
+const candidate = () => candidates()[step().selected] || null;
+
+function draw() {
+  ctx.clearRect(0, 0, canvas.width, canvas.height);
+  if (!state.bitmap) return;
+  ctx.drawImage(state.bitmap, 0, 0, canvas.width, canvas.height);
+  for (const ann of state.annotations) {
+    const selected = ann.id === state.selected;
+    ctx.drawImage(overlay(ann.segmentation, colorOf(ann.category_id), selected ? 0.6 : 0.3), 0, 0);
+  }
+  state.proposals.forEach((proposal, i) => {
+    ctx.drawImage(overlay(proposal.rle, colorOf(i + 7), i === state.focused ? 0.6 : 0.2), 0, 0);
+  });
+  const chosen = candidate();
+  if (chosen) ctx.drawImage(overlay(chosen.rle, ACCENT, 0.5), 0, 0);
+  const scale = canvas.width / canvas.getBoundingClientRect().width || 1;
+  const { points, labels, box } = step();
+  ctx.lineWidth = 2 * scale;
+  if (box) drawBox(box, "#00c853");
+  if (state.drag && state.drag.moved) drawBox(state.drag.box, "#ffab00");
+  points.forEach(([x, y], i) => {
+    ctx.beginPath();
+    ctx.arc(x, y, 6 * scale, 0, 2 * Math.PI);
+    ctx.fillStyle = labels[i] === 1 ? "#00c853" : "#e53935";
+    ctx.fill();
+    ctx.strokeStyle = "#fff";
+    ctx.stroke();
+  });
+}
+
+function drawBox([x0, y0, x1, y1], color) {
+  ctx.strokeStyle = color;
+  ctx.strokeRect(x0, y0, x1 - x0, y1 - y0);
+}
+
+function row(list, { color, text, key, selected, onClick }) {
+  const li = document.createElement("li");
+  if (color) {
+    const swatch = document.createElement("span");
+    swatch.className = "swatch";
+    swatch.style.background = css(color);
+    li.append(swatch);
+  }
+  const label = document.createElement("span");
+  label.className = "grow";
+  label.textContent = text;
+  li.append(label);
+  if (key) {
+    const hint = document.createElement("span");
+    hint.className = "key";
+    hint.textContent = key;
+    li.append(hint);
+  }
+  li.classList.toggle("selected", Boolean(selected));
+  li.addEventListener("click", onClick);
+  list.append(li);
+}
+
+function renderPanels() {
+  const list = $("candidates");
+  list.replaceChildren();
+  candidates().forEach((c, i) => row(list, {
+    color: i === step().selected ? ACCENT : [200, 205, 215],
+    text: `score ${c.score.toFixed(3)} · ${c.area} px`,
+    key: String(i + 1),
+    selected: i === step().selected,
+    onClick: () => selectCandidate(i),
+  }));
+  $("accept").disabled = !candidate();
+
+  const annotations = $("annotations");
+  annotations.replaceChildren();
+  state.annotations.forEach((ann) => row(annotations, {
+    color: colorOf(ann.category_id),
+    text: `#${ann.id} ${ann.category} · ${ann.area} px`,
+    selected: ann.id === state.selected,
+    onClick: () => { state.selected = state.selected === ann.id ? null : ann.id; renderPanels(); draw(); },
+  }));
+  $("annotation-count").textContent = state.annotations.length ? `(${state.annotations.length})` : "";
+  $("relabel").disabled = $("delete").disabled = state.selected === null;
+
+  $("proposals-panel").hidden = state.proposals.length === 0;
+  const proposals = $("proposals");
+  proposals.replaceChildren();
+  state.proposals.forEach((p, i) => row(proposals, {
+    color: colorOf(i + 7),
+    text: `iou ${p.predicted_iou.toFixed(2)} · stability ${p.stability_score.toFixed(2)} · ${p.area} px`,
+    selected: i === state.focused,
+    onClick: () => { state.focused = i; renderPanels(); draw(); },
+  }));
+  $("proposal-count").textContent = `(${state.proposals.length})`;
+
+  document.querySelectorAll("#images li").forEach((li, i) => {
+    li.classList.toggle("current", i === state.index);
+    li.querySelector(".count").textContent = state.images[i].annotations || "";
+  });
+}
+
+function refresh() {
+  renderPanels();
+  draw();
+}
+
+// ---- images and embeddings --------------------------------------------------------------------
+
+async function loadImages() {
+  const [info, images] = await Promise.all([api("GET", "/api/info"), api("GET", "/api/images")]);
+  $("model").textContent = `model ${info.model} · ${info.images} images`;
+  state.images = images;
+  const list = $("images");
+  list.replaceChildren();
+  images.forEach((image, i) => {
+    const li = document.createElement("li");
+    li.title = image.file_name;
+    li.textContent = image.file_name;
+    const count = document.createElement("span");
+    count.className = "count";
+    li.append(count);
+    li.addEventListener("click", () => openImage(i).catch(fail));
+    list.append(li);
+  });
+  await refreshCategories();
+  if (images.length) await openImage(0);
+  else setStatus("no images found in the folder", true);
+}
+
+async function refreshCategories() {
+  const categories = await api("GET", "/api/categories");
+  $("categories").replaceChildren(...categories.map((c) => Object.assign(document.createElement("option"), { value: c.name })));
+}
+
+async function openImage(index) {
+  if (index < 0 || index >= state.images.length) return;
+  const summary = state.images[index];
+  const sequence = ++state.sequence;
+  state.index = index;
+  const [image, annotations] = await Promise.all([
+    api("GET", `/api/images/${summary.id}`),
+    api("GET", `/api/images/${summary.id}/annotations`),
+  ]);
+  const bitmap = new Image();
+  bitmap.src = `/api/images/${summary.id}/file`;
+  await bitmap.decode();
+  if (sequence !== state.sequence) return;
+  Object.assign(state, { image, bitmap, annotations, steps: [emptyStep()], cursor: 0, selected: null, proposals: [] });
+  overlayCache.clear();
+  canvas.width = image.width;
+  canvas.height = image.height;
+  $("hint").textContent = image.file_name;
+  refresh();
+  await ensureEmbedding(image.id);
+}
+
+async function ensureEmbedding(imageId) {
+  let status = await api("POST", `/api/images/${imageId}/embedding`);
+  const started = performance.now();
+  if (status.status === "computing") showSpinner("computing the image embedding…");
+  document.body.dataset.embedding = status.status;
+  while (status.status === "computing" && state.image && state.image.id === imageId) {
+    await new Promise((resolve) => setTimeout(resolve, 250));
+    status = await api("GET", `/api/images/${imageId}/embedding`);
+  }
+  if (!state.image || state.image.id !== imageId) return;
+  showSpinner("");
+  document.body.dataset.embedding = status.status;
+  if (status.status === "failed") setStatus(`embedding failed: ${status.error}`, true);
+  else setStatus(`ready (embedding ${Math.round(performance.now() - started)} ms) — click on an object`);
+}
+
+// ---- prompts → masks --------------------------------------------------------------------------
+
+function pushStep(change) {
+  const previous = step();
+  const next = { ...emptyStep(), points: [...previous.points], labels: [...previous.labels], box: previous.box, ...change };
+  state.steps = state.steps.slice(0, state.cursor + 1);
+  state.steps.push(next);
+  state.cursor += 1;
+  draw();
+  predict(next, previous.result ? previous.result.candidates[previous.selected] : null).catch(fail);
+}
+
+async function predict(target, previous, useLogits = true) {
+  if (!state.image) return;
+  const imageId = state.image.id;
+  const body = {
+    points: target.points,
+    labels: target.labels,
+    box: target.box,
+    multimask: target.points.length === 1 && !target.box,
+    logits: useLogits && previous ? previous.logits : null,
+  };
+  const sent = performance.now();
+  let result;
+  try {
+    result = await api("POST", `/api/images/${imageId}/predict`, body);
+  } catch (error) {
+    if (body.logits && /logits handle/.test(error.message)) return predict(target, previous, false);
+    throw error;
+  }
+  if (!state.steps.includes(target) || !state.image || state.image.id !== imageId) return;
+  target.result = result;
+  target.selected = 0;
+  const roundTrip = performance.now() - sent;
+  $("timing").textContent =
+    `decoder ${result.decoder_ms.toFixed(0)} ms · server ${result.total_ms.toFixed(0)} ms · round trip ${roundTrip.toFixed(0)} ms`;
+  if (target === step()) refresh();
+}
+
+function selectCandidate(i) {
+  if (i < candidates().length) {
+    step().selected = i;
+    refresh();
+  }
+}
+
+function undo() {
+  if (state.cursor > 0) { state.cursor -= 1; refresh(); }
+}
+
+function redo() {
+  if (state.cursor < state.steps.length - 1) { state.cursor += 1; refresh(); }
+}
+
+function clearPrompts() {
+  state.steps = [emptyStep()];
+  state.cursor = 0;
+  refresh();
+}
+
+function toImage(event) {
+  const rect = canvas.getBoundingClientRect();
+  const x = ((event.clientX - rect.left) * canvas.width) / rect.width;
+  const y = ((event.clientY - rect.top) * canvas.height) / rect.height;
+  return [Math.min(Math.max(x, 0), canvas.width), Math.min(Math.max(y, 0), canvas.height)];
+}
+
+canvas.addEventListener("contextmenu", (event) => event.preventDefault());
+canvas.addEventListener("mousedown", (event) => {
+  if (!state.image) return;
+  event.preventDefault(); // no text selection or image dragging; keys go to the page, not an input
+  if (document.activeElement instanceof HTMLElement) document.activeElement.blur();
+  state.drag = { start: toImage(event), screen: [event.clientX, event.clientY], button: event.button, shift: event.shiftKey, moved: false };
+});
+window.addEventListener("mousemove", (event) => {
+  const drag = state.drag;
+  if (!drag || drag.button !== 0) return;
+  drag.moved = drag.moved || Math.hypot(event.clientX - drag.screen[0], event.clientY - drag.screen[1]) > DRAG_PIXELS;
+  if (!drag.moved) return;
+  const [x, y] = toImage(event);
+  const [x0, y0] = drag.start;
+  drag.box = [Math.min(x0, x), Math.min(y0, y), Math.max(x0, x), Math.max(y0, y)];
+  draw();
+});
+window.addEventListener("mouseup", (event) => {
+  const drag = state.drag;
+  if (!drag) return;
+  state.drag = null;
+  if (drag.moved) {
+    pushStep({ box: drag.box });
+  } else {
+    const background = drag.button === 2 || drag.shift;
+    pushStep({ points: [...step().points, drag.start], labels: [...step().labels, background ? 0 : 1] });
+  }
+});
+
+// ---- annotations --------------------------------------------------------------------------------
+
+function category() {
+  const name = $("category").value.trim();
+  if (!name) {
+    $("category").focus();
+    setStatus("type a category name first", true);
+  }
+  return name;
+}
+
+async function saveAnnotation(rle, score) {
+  const name = category();
+  if (!name) return null;
+  const ann = await api("POST", `/api/images/${state.image.id}/annotations`, { category: name, rle, score });
+  state.annotations.push(ann);
+  state.images[state.index].annotations += 1;
+  setStatus(`saved annotation #${ann.id} (${ann.category})`);
+  await refreshCategories();
+  return ann;
+}
+
+async function accept() {
+  const chosen = candidate();
+  if (!chosen) return;
+  if (await saveAnnotation(chosen.rle, chosen.score)) clearPrompts();
+}
+
+async function relabel() {
+  const name = state.selected !== null && category();
+  if (!name) return;
+  const updated = await api("PATCH", `/api/annotations/${state.selected}`, { category: name });
+  state.annotations = state.annotations.map((a) => (a.id === updated.id ? updated : a));
+  setStatus(`annotation #${updated.id} is now ${updated.category}`);
+  await refreshCategories();
+  refresh();
+}
+
+async function deleteSelected() {
+  if (state.selected === null) return;
+  const id = state.selected;
+  await api("DELETE", `/api/annotations/${id}`);
+  state.annotations = state.annotations.filter((a) => a.id !== id);
+  state.images[state.index].annotations -= 1;
+  state.selected = null;
+  setStatus(`deleted annotation #${id}`);
+  refresh();
+}
+
+// ---- everything: automatic proposals to review --------------------------------------------------
+
+async function runEverything() {
+  if (!state.image) return;
+  const imageId = state.image.id;
+  showSpinner("generating mask proposals…");
+  try {
+    const result = await api("POST", `/api/images/${imageId}/everything`, {});
+    if (!state.image || state.image.id !== imageId) return;
+    state.proposals = result.proposals;
+    state.focused = 0;
+    setStatus(`${result.proposals.length} proposals in ${(result.total_ms / 1000).toFixed(1)} s: keep (K) or drop (X) each`);
+    refresh();
+  } finally {
+    showSpinner("");
+  }
+}
+
+async function keepProposal() {
+  const proposal = state.proposals[state.focused];
+  if (proposal && (await saveAnnotation(proposal.rle, proposal.predicted_iou))) dropProposal();
+}
+
+function dropProposal() {
+  state.proposals.splice(state.focused, 1);
+  state.focused = Math.min(state.focused, Math.max(0, state.proposals.length - 1));
+  refresh();
+}
+
+async function keepAll() {
+  if (!category()) return;
+  state.focused = 0;
+  while (state.proposals.length) await keepProposal();
+}
+
+// ---- wiring -------------------------------------------------------------------------------------
+
+const guarded = (fn) => () => Promise.resolve(fn()).catch(fail);
+
+$("accept-form").addEventListener("submit", (event) => { event.preventDefault(); guarded(accept)(); });
+$("relabel").addEventListener("click", guarded(relabel));
+$("delete").addEventListener("click", guarded(deleteSelected));
+$("everything").addEventListener("click", guarded(runEverything));
+$("keep").addEventListener("click", guarded(keepProposal));
+$("drop").addEventListener("click", dropProposal);
+$("keep-all").addEventListener("click", guarded(keepAll));
+$("drop-all").addEventListener("click", () => { state.proposals = []; refresh(); });
+window.addEventListener("resize", draw);
+
+const keys = {
+  "1": () => selectCandidate(0),
+  "2": () => selectCandidate(1),
+  "3": () => selectCandidate(2),
+  Tab: () => selectCandidate((step().selected + 1) % Math.max(1, candidates().length)),
+  Enter: accept,
+  z: undo,
+  y: redo,
+  Z: redo,
+  Escape: clearPrompts,
+  e: runEverything,
+  k: keepProposal,
+  x: dropProposal,
+  r: relabel,
+  Delete: deleteSelected,
+  Backspace: deleteSelected,
+  n: () => openImage(state.index + 1),
+  p: () => openImage(state.index - 1),
+};
+
+window.addEventListener("keydown", (event) => {
+  if (event.target instanceof HTMLInputElement) {
+    if (event.key === "Escape") event.target.blur();
+    return; // typing a category; Enter submits the form
+  }
+  const key = event.key.length === 1 && !event.shiftKey ? event.key.toLowerCase() : event.key;
+  const action = keys[key];
+  if (!action || event.altKey || ((event.ctrlKey || event.metaKey) && !"zyZ".includes(key))) return;
+  event.preventDefault();
+  guarded(action)();
+});
+
+loadImages().catch(fail);

@@ -1,0 +1,200 @@
+"""Accepted annotations as one COCO instances JSON file (masks as RLE), saved after every change.
+
+Each change is written with :func:`segany.fileio.atomic_write_json` before the call returns, so
+the file on disk is always a complete, loadable dataset holding every acknowledged annotation: a
+kill at any moment leaves either the previous or the new version, never half of one. The file
+is read back on start; a file that cannot be read stops the server instead of being overwritten.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import os
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import AnnotationError, NotFoundError
+from ..fileio import atomic_write_json
+from ..masks import encode_rle, mask_bbox_xywh
+from .rle import mask_from_rle
+
+MAX_CATEGORY_LENGTH = 100
+
+
+def _empty_dataset() -> dict[str, Any]:
+    return {
+        "info": {"description": "annotations made with segany serve",
+                 "date_created": datetime.now(timezone.utc).isoformat(timespec="seconds")},
+        "images": [],
+        "annotations": [],
+        "categories": [],
+    }
+
+
+def _check_dataset(data: Any, path: Path) -> dict[str, Any]:
+    if not isinstance(data, dict):
+        raise AnnotationError(f"annotation file {path} is not a COCO dataset (expected a JSON object)")
+    for key in ("images", "annotations", "categories"):
+        if not isinstance(data.setdefault(key, []), list):
+            raise AnnotationError(f"annotation file {path}: {key!r} must be a list")
+    try:
+        for item in data["images"]:
+            int(item["id"]), str(item["file_name"]), int(item["width"]), int(item["height"])
+        for item in data["categories"]:
+            int(item["id"]), str(item["name"])
+        for item in data["annotations"]:
+            int(item["id"]), int(item["image_id"]), int(item["category_id"]), item["segmentation"]
+    except (KeyError, TypeError, ValueError) as exc:
+        raise AnnotationError(f"annotation file {path} has a malformed entry ({type(exc).__name__}: {exc})") from None
+    return data
+
+
+def category_name(name: str) -> str:
+    """A category name as stored: stripped, non-empty, at most 100 characters."""
+    name = name.strip()
+    if not name:
+        raise AnnotationError("category must be a non-empty name")
+    if len(name) > MAX_CATEGORY_LENGTH:
+        raise AnnotationError(f"category must be at most {MAX_CATEGORY_LENGTH} characters, got {len(name)}")
+    return name
+
+
+class AnnotationStore:
+    """The COCO dataset in ``path``: images keyed by relative file name, categories by name."""
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+        self._lock = threading.Lock()
+        self._last_ids: dict[str, int] = {}
+        if self.path.exists():
+            try:
+                data = json.loads(self.path.read_text(encoding="utf-8"))
+            except (OSError, UnicodeError, json.JSONDecodeError) as exc:
+                raise AnnotationError(
+                    f"annotation file {self.path} cannot be read ({exc}); move it away or pass another --annotations file"
+                ) from None
+            self._data = _check_dataset(data, self.path)
+        else:
+            self._data = _empty_dataset()
+
+    # -- reading -------------------------------------------------------------------------------
+
+    def dataset(self) -> dict[str, Any]:
+        """A deep copy of the whole COCO dataset."""
+        with self._lock:
+            return copy.deepcopy(self._data)
+
+    def categories(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return copy.deepcopy(self._data["categories"])
+
+    def annotations_for(self, file_name: str) -> list[dict[str, Any]]:
+        """The annotations of one image (by relative file name), each with its ``category`` name."""
+        with self._lock:
+            image = self._image(file_name)
+            if image is None:
+                return []
+            return [self._public(a) for a in self._data["annotations"] if a["image_id"] == image["id"]]
+
+    def counts(self) -> dict[str, int]:
+        """Number of annotations per image file name."""
+        with self._lock:
+            names = {image["id"]: image["file_name"] for image in self._data["images"]}
+            counts: dict[str, int] = {}
+            for ann in self._data["annotations"]:
+                name = names.get(ann["image_id"])
+                if name is not None:
+                    counts[name] = counts.get(name, 0) + 1
+            return counts
+
+    # -- changing (each change is saved before returning) ----------------------------------------
+
+    def create(self, file_name: str, height: int, width: int, category: str, rle: dict,
+               score: float | None = None) -> dict[str, Any]:
+        """Add an annotation to an image; the category is created when new."""
+        mask = mask_from_rle(rle, height, width)
+        name = category_name(category)
+        with self._lock, self._transaction():
+            image = self._image(file_name) or self._add_image(file_name, height, width)
+            ann: dict[str, Any] = {
+                "id": self._next_id("annotations"),
+                "image_id": image["id"],
+                "category_id": self._category_id(name),
+                **self._geometry(mask),
+                "iscrowd": 0,
+            }
+            if score is not None:
+                ann["score"] = float(score)
+            self._data["annotations"].append(ann)
+            return self._public(ann)
+
+    def update(self, ann_id: int, category: str | None = None, rle: dict | None = None) -> dict[str, Any]:
+        """Relabel an annotation and/or replace its mask."""
+        name = category_name(category) if category is not None else None
+        with self._lock, self._transaction():
+            ann = self._annotation(ann_id)
+            if rle is not None:
+                image = next(i for i in self._data["images"] if i["id"] == ann["image_id"])
+                ann.update(self._geometry(mask_from_rle(rle, image["height"], image["width"])))
+            if name is not None:
+                ann["category_id"] = self._category_id(name)
+            return self._public(ann)
+
+    def delete(self, ann_id: int) -> None:
+        with self._lock, self._transaction():
+            self._data["annotations"].remove(self._annotation(ann_id))
+
+    # -- internals (called with the lock held) -----------------------------------------------
+
+    @contextmanager
+    def _transaction(self) -> Iterator[None]:
+        """Apply a change in memory and save it; if anything fails, memory goes back to the file's state."""
+        before = copy.deepcopy(self._data)
+        try:
+            yield
+            atomic_write_json(self.path, self._data)
+        except BaseException:
+            self._data = before
+            raise
+
+    def _next_id(self, key: str) -> int:
+        """A new id for ``images``, ``annotations`` or ``categories``: never one given out before
+        in this session, so a client holding a deleted annotation's id cannot hit another one."""
+        self._last_ids[key] = max(self._last_ids.get(key, 0), *(int(item["id"]) for item in self._data[key]), 0) + 1
+        return self._last_ids[key]
+
+    @staticmethod
+    def _geometry(mask: np.ndarray) -> dict[str, Any]:
+        return {"segmentation": encode_rle(mask), "area": int(mask.sum()), "bbox": mask_bbox_xywh(mask)}
+
+    def _image(self, file_name: str) -> dict[str, Any] | None:
+        return next((i for i in self._data["images"] if i["file_name"] == file_name), None)
+
+    def _add_image(self, file_name: str, height: int, width: int) -> dict[str, Any]:
+        image = {"id": self._next_id("images"), "file_name": file_name, "height": height, "width": width}
+        self._data["images"].append(image)
+        return image
+
+    def _category_id(self, name: str) -> int:
+        for category in self._data["categories"]:
+            if category["name"] == name:
+                return int(category["id"])
+        category = {"id": self._next_id("categories"), "name": name, "supercategory": ""}
+        self._data["categories"].append(category)
+        return category["id"]
+
+    def _annotation(self, ann_id: int) -> dict[str, Any]:
+        ann = next((a for a in self._data["annotations"] if a["id"] == ann_id), None)
+        if ann is None:
+            raise NotFoundError(f"no annotation with id {ann_id}")
+        return ann
+
+    def _public(self, ann: dict[str, Any]) -> dict[str, Any]:
+        names = {c["id"]: c["name"] for c in self._data["categories"]}
+        return {**copy.deepcopy(ann), "category": names.get(ann["category_id"], "")}
