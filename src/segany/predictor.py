@@ -175,6 +175,43 @@ class Predictor:
         (B, 4), ``mask_input`` (B, 1, 256, 256). Returns (B, C, H, W) masks, (B, C) IoUs and
         (B, C, 256, 256) logits.
         """
+        self._check_torch_prompts(point_coords, point_labels, boxes, mask_input)
+        return self._predict(point_coords, point_labels, boxes, mask_input, multimask_output, return_logits)
+
+    def predict_low_res_torch(
+        self,
+        point_coords: torch.Tensor | None,
+        point_labels: torch.Tensor | None,
+        boxes: torch.Tensor | None = None,
+        mask_input: torch.Tensor | None = None,
+        multimask_output: bool = True,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``predict_torch`` without the upsampling: (B, C, 256, 256) low-res logits and (B, C) IoUs.
+
+        For callers that filter many candidates before paying for full-size masks (the automatic
+        mask generator); :meth:`upscale_logits` turns the kept ones into full-size logits.
+        """
+        self._check_torch_prompts(point_coords, point_labels, boxes, mask_input)
+        return self._decode(point_coords, point_labels, boxes, mask_input, multimask_output)
+
+    @torch.inference_mode()
+    def upscale_logits(self, low_res_logits: torch.Tensor) -> torch.Tensor:
+        """(B, C, 256, 256) low-res logits → (B, C, H, W) logits at the original image size.
+
+        The same values ``predict_torch(..., return_logits=True)`` returns; threshold at
+        ``model.mask_threshold`` for masks.
+        """
+        self._require_image()
+        assert self.input_size is not None and self.original_size is not None
+        return self.model.postprocess_masks(low_res_logits, self.input_size, self.original_size)
+
+    def _check_torch_prompts(
+        self,
+        point_coords: torch.Tensor | None,
+        point_labels: torch.Tensor | None,
+        boxes: torch.Tensor | None,
+        mask_input: torch.Tensor | None,
+    ) -> None:
         self._require_image()
         if (point_coords is None) != (point_labels is None):
             raise PromptError("point_coords and point_labels must be given together")
@@ -198,7 +235,6 @@ class Predictor:
                 raise PromptError(f"mask_input must have shape (B, 1, {LOW_RES}, {LOW_RES}), got {tuple(mask_input.shape)}")
             if batch is not None and mask_input.shape[0] != batch:
                 raise PromptError(f"mask_input has {mask_input.shape[0]} rows but the prompts have {batch}")
-        return self._predict(point_coords, point_labels, boxes, mask_input, multimask_output, return_logits)
 
     @torch.inference_mode()
     def _predict(
@@ -210,7 +246,22 @@ class Predictor:
         multimask_output: bool,
         return_logits: bool,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        assert self.features is not None and self.input_size is not None and self.original_size is not None
+        low_res, iou = self._decode(point_coords, point_labels, boxes, mask_input, multimask_output)
+        masks = self.upscale_logits(low_res)
+        if not return_logits:
+            masks = masks > self.model.mask_threshold
+        return masks, iou, low_res
+
+    @torch.inference_mode()
+    def _decode(
+        self,
+        point_coords: torch.Tensor | None,
+        point_labels: torch.Tensor | None,
+        boxes: torch.Tensor | None,
+        mask_input: torch.Tensor | None,
+        multimask_output: bool,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        assert self.features is not None
         points = (point_coords, point_labels) if point_coords is not None else None
         sparse, dense = self.model.prompt_encoder(points=points, boxes=boxes, masks=mask_input)
         low_res, iou = self.model.mask_decoder(
@@ -220,7 +271,4 @@ class Predictor:
             dense_prompt_embeddings=dense,
             multimask_output=multimask_output,
         )
-        masks = self.model.postprocess_masks(low_res, self.input_size, self.original_size)
-        if not return_logits:
-            masks = masks > self.model.mask_threshold
-        return masks, iou, low_res
+        return low_res, iou
