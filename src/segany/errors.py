@@ -52,3 +52,7 @@ class NotFoundError(SeganyError, LookupError):
 
 class AnnotationError(SeganyError, ValueError):
     """An annotation file that cannot be read, or an annotation whose mask does not fit its image."""
+
+
+class GeneratorArgumentError(SeganyError, ValueError):
+    """Automatic mask generator settings that cannot work (grids, thresholds, output mode)."""
