@@ -6,16 +6,23 @@ import os
 import torch
 
 from .checkpoints import ensure_weights, load_weights, read_state_dict
-from .errors import WeightsUnavailableError
+from .classic.model import CLASSIC_NAME, ClassicModel
+from .errors import ConfigError, WeightsUnavailableError
 from .models.sam import Sam
 from .zoo import MODELS, NameOrConfig, resolve_config
 
 
-def build_model(name_or_config: NameOrConfig) -> Sam:
-    """The architecture with freshly initialised weights, in eval mode.
+def _is_classic(name_or_config: NameOrConfig) -> bool:
+    return isinstance(name_or_config, str) and name_or_config == CLASSIC_NAME
+
+
+def build_model(name_or_config: NameOrConfig) -> Sam | ClassicModel:
+    """The architecture with freshly initialised weights, in eval mode (``"classic"``: the weight-free engine).
 
     Works under ``with torch.device("meta"):`` to inspect shapes without allocating memory.
     """
+    if _is_classic(name_or_config):
+        return ClassicModel()
     return Sam(resolve_config(name_or_config)).eval()
 
 
@@ -24,8 +31,15 @@ def load_model(
     checkpoint: str | os.PathLike | None = None,
     device: str | torch.device = "cpu",
     progress: bool = True,
-) -> Sam:
-    """Build and load weights: ``checkpoint`` if given, else the zoo's (downloaded and cached)."""
+) -> Sam | ClassicModel:
+    """Build and load weights: ``checkpoint`` if given, else the zoo's (downloaded and cached).
+
+    ``"classic"`` needs no weights and returns the :class:`~segany.classic.ClassicModel` engine.
+    """
+    if _is_classic(name_or_config):
+        if checkpoint is not None:
+            raise ConfigError("the classic engine has no weights: drop the checkpoint")
+        return ClassicModel()
     config = resolve_config(name_or_config)
     if checkpoint is None:
         if config.name not in MODELS:

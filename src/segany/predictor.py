@@ -57,6 +57,13 @@ def _check_boxes(boxes: np.ndarray) -> None:
 class Predictor:
     """Promptable segmentation of one image at a time with a :class:`~segany.models.sam.Sam`."""
 
+    def __new__(cls, model: Sam | None = None, *args: object, **kwargs: object):
+        """``Predictor(engine)`` for an engine without a SAM network (``load_model("classic")``)
+        returns that engine's own predictor, which has this same interface."""
+        if cls is Predictor and hasattr(model, "make_predictor"):
+            return model.make_predictor()  # type: ignore[union-attr]
+        return super().__new__(cls)
+
     def __init__(self, model: Sam) -> None:
         self.model = model
         self.transform = ResizeLongestSide(model.image_encoder.img_size)

@@ -1,0 +1,51 @@
+"""``segany eval``: the standard interactive-segmentation protocols on a benchmark or your own data."""
+from __future__ import annotations
+
+import argparse
+
+from .common import add_model_arguments, info, load_model_from_args
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "eval", help="measure a model with the NoC (RITM), SAM-paper or box protocol",
+        description="Run a standard protocol on a dataset: 'noc' (RITM clicker, NoC@85/90, NoF, mIoU@k), "
+                    "'sam' (SAM paper: mIoU at 1/2/3/5/9 points, top-1 and oracle) or 'box' (GT box prompt, mIoU). "
+                    "Dataset names resolve under $SEGANY_DATA.")
+    parser.add_argument("--dataset", required=True, metavar="NAME|PATH",
+                        help="grabcut, berkeley, davis, coco_mval, coco, a folder with images/ + masks/, or a COCO .json")
+    parser.add_argument("--protocol", choices=("noc", "sam", "box"), default="noc", help="evaluation protocol (default noc)")
+    parser.add_argument("--max-clicks", type=_positive, default=20, help="clicks per object for noc (default 20; sam uses up to 9)")
+    parser.add_argument("--limit", type=_positive, default=None, metavar="N", help="only the first N objects")
+    parser.add_argument("--out", default=None, metavar="FILE.json", help="write the summary and per-object results here")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_model_arguments(parser)
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..datasets import open_dataset
+    from ..evaluation import evaluate, format_table
+    from ..fileio import atomic_write_json
+    from ..predictor import Predictor
+
+    dataset = open_dataset(args.dataset).head(args.limit)
+    model = load_model_from_args(args, fallback_to_classic=False)
+    summary = evaluate(Predictor(model), dataset, args.protocol, args.max_clicks, progress=not args.quiet)
+    summary["model"] = str(args.model)
+    summary["checkpoint"] = None if args.checkpoint is None else str(args.checkpoint)
+    print(format_table(summary))
+    if args.out:
+        atomic_write_json(args.out, summary, indent=1)
+        info(f"wrote {args.out}")
+    return 0
