@@ -164,6 +164,30 @@ def test_catalogue_ignores_links_leaving_the_folder(tmp_path: Path, small_image:
         ImageCatalogue(tmp_path / "missing")
 
 
+def test_catalogue_sizes_follow_exif_rotation(tmp_path: Path, small_image: np.ndarray) -> None:
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90°: width and height swap when read
+    Image.fromarray(small_image).save(tmp_path / "phone.jpg", exif=exif)
+    catalogue = ImageCatalogue(tmp_path)
+    (entry,) = catalogue
+    assert catalogue.size(entry.id) == load_image(tmp_path / "phone.jpg").shape[:2] == (53, 37)
+
+
+def test_serve_command_binds_to_loopback_by_default() -> None:
+    from segany.cli import build_parser
+
+    args = build_parser().parse_args(["serve", "some/folder"])
+    assert (args.host, args.port, args.annotations, args.images_dir) == ("127.0.0.1", 8000, None, "some/folder")
+
+
+def test_serve_command_reports_a_missing_folder(golden: Path, tmp_path: Path, capsys) -> None:
+    from segany.cli import main
+
+    code = main(["serve", str(tmp_path / "nope"), "--model", str(golden / "tiny_sam.json"),
+                 "--checkpoint", str(golden / "tiny_sam.pth")])
+    assert code == 2 and "does not exist" in capsys.readouterr().err
+
+
 # -- embeddings and prediction ----------------------------------------------------------------
 
 
@@ -314,6 +338,8 @@ def test_everything_proposes_masks(client: TestClient, ids: dict[str, str]) -> N
     for proposal in proposals:
         mask = decode_rle(proposal["rle"])
         assert mask.shape == (64, 80) and int(mask.sum()) == proposal["area"]
+    fast = client.post(f"/api/images/{ids['more/shapes.png']}/everything", json={**body, "fast": True})
+    assert fast.status_code == 200 and fast.json()["proposals"]
     bad = client.post(f"/api/images/{ids['more/shapes.png']}/everything", json={"points_per_side": 0})
     assert bad.status_code == 422 and "points_per_side" in bad.json()["detail"]
 

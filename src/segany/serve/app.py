@@ -16,7 +16,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 
-from ..errors import AnnotationError, ImageError, NotFoundError, PromptError, SeganyError, UnsupportedOperationError
+from ..errors import NotFoundError, SeganyError, UnsupportedOperationError
 from ..export.png import png_bytes
 from ..image import load_image
 from ..models.sam import Sam
@@ -29,8 +29,9 @@ from .store import AnnotationStore
 STATIC = Path(__file__).parent / "static"
 DEFAULT_ANNOTATIONS = "annotations.coco.json"
 
-_STATUS = ((NotFoundError, 404), (UnsupportedOperationError, 501),
-           (PromptError, 422), (AnnotationError, 422), (ImageError, 422))
+# Every segany error that is a ValueError (prompts, masks, images, generator settings) is the
+# client's to fix: 422.
+_STATUS = ((NotFoundError, 404), (UnsupportedOperationError, 501), (ValueError, 422))
 
 
 def _error_status(exc: SeganyError) -> int:

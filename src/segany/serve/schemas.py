@@ -92,6 +92,8 @@ class EverythingRequest(Closed):
     stability_score_thresh: float = Field(0.95, ge=0, le=1)
     box_nms_thresh: float = Field(0.7, ge=0, le=1)
     min_mask_region_area: int = Field(0, ge=0)
+    fast: bool = Field(False, description="score candidates on the low-res logits: faster, but the kept set "
+                                          "may differ slightly from the official generator's")
 
 
 class Proposal(BaseModel):

@@ -6,7 +6,7 @@ const $ = (id) => document.getElementById(id);
 const canvas = $("canvas");
 const ctx = canvas.getContext("2d");
 const DRAG_PIXELS = 5; // a press that moves further than this (screen pixels) is a box, not a click
-const ACCENT = [30, 120, 255];
+const ACCENT = [255, 40, 200]; // the mask being edited: magenta, rare in photographs
 
 const emptyStep = () => ({ points: [], labels: [], box: null, result: null, selected: 0 });
 
@@ -169,6 +169,16 @@ function draw() {
   });
 }
 
+function fitCanvas() {
+  // show the image as large as the stage allows (small images scaled up), aspect kept
+  const stage = $("stage");
+  const room = [stage.clientWidth - 24, stage.clientHeight - 24 - $("hint").offsetHeight - 8];
+  const zoom = Math.max(0.05, Math.min(room[0] / canvas.width, room[1] / canvas.height));
+  canvas.style.width = `${Math.floor(canvas.width * zoom)}px`;
+  canvas.style.height = `${Math.floor(canvas.height * zoom)}px`;
+  canvas.style.imageRendering = zoom >= 2 ? "pixelated" : "auto"; // see the pixels being annotated
+}
+
 function drawBox([x0, y0, x1, y1], color) {
   ctx.strokeStyle = color;
   ctx.strokeRect(x0, y0, x1 - x0, y1 - y0);
@@ -288,6 +298,7 @@ async function openImage(index) {
   canvas.width = image.width;
   canvas.height = image.height;
   $("hint").textContent = image.file_name;
+  fitCanvas();
   refresh();
   await ensureEmbedding(image.id);
 }
@@ -460,7 +471,12 @@ async function runEverything() {
   const imageId = state.image.id;
   showSpinner("generating mask proposals…");
   try {
-    const result = await api("POST", `/api/images/${imageId}/everything`, {});
+    const result = await api("POST", `/api/images/${imageId}/everything`, {
+      points_per_side: Number($("grid").value),
+      pred_iou_thresh: Number($("min-iou").value),
+      stability_score_thresh: Number($("min-stability").value),
+      fast: true,
+    });
     if (!state.image || state.image.id !== imageId) return;
     state.proposals = result.proposals;
     state.focused = 0;
@@ -495,12 +511,12 @@ const guarded = (fn) => () => Promise.resolve(fn()).catch(fail);
 $("accept-form").addEventListener("submit", (event) => { event.preventDefault(); guarded(accept)(); });
 $("relabel").addEventListener("click", guarded(relabel));
 $("delete").addEventListener("click", guarded(deleteSelected));
-$("everything").addEventListener("click", guarded(runEverything));
+$("everything-form").addEventListener("submit", (event) => { event.preventDefault(); guarded(runEverything)(); });
 $("keep").addEventListener("click", guarded(keepProposal));
 $("drop").addEventListener("click", dropProposal);
 $("keep-all").addEventListener("click", guarded(keepAll));
 $("drop-all").addEventListener("click", () => { state.proposals = []; refresh(); });
-window.addEventListener("resize", draw);
+window.addEventListener("resize", () => { fitCanvas(); draw(); });
 
 const keys = {
   "1": () => selectCandidate(0),
