@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -32,3 +33,11 @@ class LayerNorm2d(nn.Module):
         var = (x - mean).pow(2).mean(1, keepdim=True)
         x = (x - mean) / torch.sqrt(var + self.eps)
         return self.weight[:, None, None] * x + self.bias[:, None, None]
+
+
+def layer_norm_last(x: torch.Tensor, norm: LayerNorm2d) -> torch.Tensor:
+    """``norm`` (a :class:`LayerNorm2d`) applied to channels-last data: over the last axis of (..., C).
+
+    Lets channels-last code paths use the fused LayerNorm kernel with the module's own weights.
+    """
+    return F.layer_norm(x, (x.shape[-1],), norm.weight, norm.bias, norm.eps)

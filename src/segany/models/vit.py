@@ -1,13 +1,20 @@
 """SAM's image encoder: a plain ViT with windowed attention, decomposed relative positions
 and a convolutional neck down to the 256-channel, 64x64 image embedding (Kirillov et al., 2023, §3;
-Li et al., ViTDet, 2022)."""
+Li et al., ViTDet, 2022).
+
+Activations stay channels-last, (B, H, W, C), from the patch embedding to the neck. Two
+rearrangements of the official computation save work without changing the result beyond float
+rounding: windowed blocks project q|k|v on the unpadded grid and give padding tokens the value the
+official code computes for them (the projection of a zero token is the bias), and the output
+projection runs after the windows are merged, so the padding never goes through a Linear layer.
+"""
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .common import LayerNorm2d, MLPBlock
+from .common import LayerNorm2d, MLPBlock, layer_norm_last
 from .config import ViTConfig
 
 
@@ -19,7 +26,9 @@ class PatchEmbed(nn.Module):
         self.proj = nn.Conv2d(in_chans, embed_dim, kernel_size=patch_size, stride=patch_size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.proj(x).permute(0, 2, 3, 1)
+        # A channels-last input makes the convolution's output (B, C, H, W)-shaped but stored as
+        # (B, H, W, C), so the permute below is free.
+        return self.proj(x.contiguous(memory_format=torch.channels_last)).permute(0, 2, 3, 1)
 
 
 def relative_position_table(q_size: int, k_size: int, rel_pos: torch.Tensor) -> torch.Tensor:
@@ -54,36 +63,51 @@ class Attention(nn.Module):
             self.rel_pos_w = nn.Parameter(torch.zeros(2 * input_size[1] - 1, head_dim))
 
     def relative_position_bias(self, q: torch.Tensor, height: int, width: int) -> torch.Tensor:
-        """Additive bias (B*heads, H*W, H*W) from the query content and the axis tables.
+        """Additive bias (B, heads, H*W, H*W) from the queries (B, heads, H*W, d) and the axis tables.
 
-        Built as a broadcast sum of two small terms (H*W x H and H*W x W) so the full bias is
-        materialised once, directly in the layout attention consumes.
+        Built as a broadcast sum of two small terms (H*W x H and H*W x W), written once directly in
+        the layout the fused attention kernel reads.
         """
+        batch, heads, tokens, head_dim = q.shape
         table_h = relative_position_table(height, height, self.rel_pos_h)
         table_w = relative_position_table(width, width, self.rel_pos_w)
-        grid_q = q.reshape(q.shape[0], height, width, -1)
+        grid_q = q.reshape(batch * heads, height, width, head_dim)
         rel_h = torch.einsum("bhwc,hkc->bhwk", grid_q, table_h)
         rel_w = torch.einsum("bhwc,wkc->bhwk", grid_q, table_w)
-        bias = rel_h[:, :, :, :, None] + rel_w[:, :, :, None, :]
-        return bias.reshape(q.shape[0], height * width, height * width)
+        bias = rel_h.new_empty(batch * heads, height, width, height, width)
+        torch.add(rel_h[:, :, :, :, None], rel_w[:, :, :, None, :], out=bias)
+        return bias.view(batch, heads, tokens, tokens)
+
+    def attend(self, qkv: torch.Tensor) -> torch.Tensor:
+        """Projected q|k|v (B, H, W, 3C) → attention output (B, H, W, C), before ``proj``."""
+        batch, height, width, _ = qkv.shape
+        qkv = qkv.reshape(batch, height * width, 3, self.num_heads, -1)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # strided views, (B, heads, N, d)
+        bias = self.relative_position_bias(q, height, width) if self.use_rel_pos else None
+        if bias is not None and bias.dtype != q.dtype:
+            bias = bias.to(q.dtype)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=self.scale)
+        return out.transpose(1, 2).reshape(batch, height, width, -1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        batch, height, width, _ = x.shape
-        qkv = self.qkv(x).reshape(batch, height * width, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4)
-        q, k, v = qkv.reshape(3, batch * self.num_heads, height * width, -1).unbind(0)
-        bias = self.relative_position_bias(q, height, width) if self.use_rel_pos else None
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=self.scale)
-        out = out.view(batch, self.num_heads, height, width, -1).permute(0, 2, 3, 1, 4)
-        return self.proj(out.reshape(batch, height, width, -1))
+        return self.proj(self.attend(self.qkv(x)))
 
 
-def window_partition(x: torch.Tensor, window_size: int) -> tuple[torch.Tensor, tuple[int, int]]:
-    """Split (B, H, W, C) into zero-padded non-overlapping windows (B*nW, ws, ws, C)."""
+def window_partition(
+    x: torch.Tensor, window_size: int, fill: torch.Tensor | None = None
+) -> tuple[torch.Tensor, tuple[int, int]]:
+    """Split (B, H, W, C) into padded non-overlapping windows (B*nW, ws, ws, C).
+
+    Padding is zeros, or ``fill`` (a (C,) vector) when given.
+    """
     batch, height, width, channels = x.shape
     pad_h = (window_size - height % window_size) % window_size
     pad_w = (window_size - width % window_size) % window_size
     if pad_h or pad_w:
         x = F.pad(x, (0, 0, 0, pad_w, 0, pad_h))
+        if fill is not None:
+            x[:, height:] = fill
+            x[:, :height, width:] = fill
     hp, wp = height + pad_h, width + pad_w
     x = x.view(batch, hp // window_size, window_size, wp // window_size, window_size, channels)
     windows = x.permute(0, 1, 3, 2, 4, 5).reshape(-1, window_size, window_size, channels)
@@ -115,15 +139,14 @@ class Block(nn.Module):
         self.window_size = window_size
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        shortcut = x
-        x = self.norm1(x)
+        qkv = self.attn.qkv(self.norm1(x))
         if self.window_size > 0:
             height, width = x.shape[1], x.shape[2]
-            x, padded_hw = window_partition(x, self.window_size)
-            x = window_unpartition(self.attn(x), self.window_size, padded_hw, (height, width))
+            windows, padded_hw = window_partition(qkv, self.window_size, fill=self.attn.qkv.bias)
+            out = window_unpartition(self.attn.attend(windows), self.window_size, padded_hw, (height, width))
         else:
-            x = self.attn(x)
-        x = shortcut + x
+            out = self.attn.attend(qkv)
+        x = x + self.attn.proj(out)
         return x + self.mlp(self.norm2(x))
 
 
@@ -157,4 +180,15 @@ class ImageEncoderViT(nn.Module):
         x = self.patch_embed(x) + self.pos_embed
         for block in self.blocks:
             x = block(x)
-        return self.neck(x.permute(0, 3, 1, 2))
+        return self.forward_neck(x)
+
+    def forward_neck(self, x: torch.Tensor) -> torch.Tensor:
+        """``neck`` applied to channels-last tokens (B, H, W, C) → contiguous (B, 256, H, W).
+
+        The 1x1 convolution is a matmul over channels and the LayerNorms normalise the last axis,
+        so only the 3x3 convolution sees an image-shaped tensor (a channels-last view).
+        """
+        reduce, norm1, conv, norm2 = self.neck
+        x = layer_norm_last(F.linear(x, reduce.weight.flatten(1)), norm1)
+        x = conv(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
+        return layer_norm_last(x, norm2).permute(0, 3, 1, 2).contiguous()
