@@ -11,7 +11,7 @@ import sys
 
 from ..errors import SeganyError
 
-COMMANDS = ("segment", "models", "serve", "eval")
+COMMANDS = ("segment", "models", "serve", "everything", "eval")
 
 
 def build_parser() -> argparse.ArgumentParser:

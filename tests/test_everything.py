@@ -1,0 +1,175 @@
+"""The automatic mask generator against the official one's golden outputs, and ``segany everything``."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from segany import MaskGenerator, Predictor
+from segany.amg_geometry import build_point_grid
+from segany.cli import main
+from segany.errors import GeneratorArgumentError, ImageError
+from segany.masks import decode_rle, mask_bbox_xywh
+
+
+def golden_case(golden: Path, name: str) -> tuple[dict, dict]:
+    case = json.loads((golden / name).read_text())
+    args = {k: v for k, v in case["args"].items() if k != "output_mode"}
+    return case, args
+
+
+def assert_same_records(records: list[dict], expected: list[dict]) -> None:
+    """The README's AMG comparison: same masks in the same order, scores within tolerance."""
+    assert len(records) == len(expected)
+    for ours, theirs in zip(records, expected):
+        assert ours["segmentation"] == theirs["segmentation"]
+        assert ours["area"] == theirs["area"]
+        assert ours["bbox"] == theirs["bbox"]
+        assert ours["point_coords"] == theirs["point_coords"]
+        assert ours["crop_box"] == theirs["crop_box"]
+        assert ours["predicted_iou"] == pytest.approx(theirs["predicted_iou"], abs=1e-5)
+        assert ours["stability_score"] == pytest.approx(theirs["stability_score"], abs=1e-4)
+
+
+def test_pps8_matches_official(golden, tiny_sam, photo) -> None:
+    case, args = golden_case(golden, "sam_amg_pps8.json")
+    generator = MaskGenerator(tiny_sam, output_mode="coco_rle", **args)
+    assert_same_records(generator.generate(photo), case["records"])
+    counts = generator.counts
+    # stage sizes of the official run (golden README): 192 -> 188 -> 176 -> 6
+    assert (counts.candidates, counts.after_iou, counts.after_stability, counts.after_box_nms) == (192, 188, 176, 6)
+
+
+def test_pps6_crop_layer_and_small_regions_match_official(golden, tiny_sam, photo) -> None:
+    case, args = golden_case(golden, "sam_amg_pps6_crop1.json")
+    generator = MaskGenerator(tiny_sam, output_mode="coco_rle", **args)
+    records = generator.generate(photo)
+    assert_same_records(records, case["records"])
+    counts = generator.counts
+    assert (counts.candidates, counts.after_iou, counts.after_stability, counts.after_crop_edge) == (540, 524, 489, 120)
+    assert (counts.after_box_nms, counts.after_crop_nms, counts.final) == (15, 15, 11)
+
+
+def test_modes_grids_and_batch_sizes_agree(tiny_sam, small_image) -> None:
+    """coco_rle / binary_mask / uncompressed_rle, points_per_side or point_grids, one batch or
+    many: the same masks and values."""
+    loose = dict(pred_iou_thresh=0.0, stability_score_thresh=0.0)
+    coco = MaskGenerator(tiny_sam, points_per_side=3, output_mode="coco_rle", **loose).generate(small_image)
+    binary = MaskGenerator(Predictor(tiny_sam), points_per_side=None, point_grids=[build_point_grid(3)],
+                           points_per_batch=2, **loose).generate(small_image)
+    raw = MaskGenerator(tiny_sam, points_per_side=3, points_per_batch=1000, output_mode="uncompressed_rle",
+                        **loose).generate(small_image)
+    assert 0 < len(coco) == len(binary) == len(raw)
+    for a, b, c in zip(coco, binary, raw):
+        mask = b["segmentation"]
+        assert mask.dtype == bool and mask.shape == small_image.shape[:2]
+        assert isinstance(c["segmentation"]["counts"], list)
+        assert np.array_equal(decode_rle(a["segmentation"]), mask) and np.array_equal(decode_rle(c["segmentation"]), mask)
+        assert a["area"] == b["area"] == c["area"] == int(mask.sum())
+        assert a["bbox"] == b["bbox"] == c["bbox"] == mask_bbox_xywh(mask)
+        assert a["point_coords"] == b["point_coords"] == c["point_coords"] and a["crop_box"] == b["crop_box"] == c["crop_box"]
+        for key in ("predicted_iou", "stability_score"):  # other batch sizes round differently in the decoder
+            assert a[key] == pytest.approx(b[key], abs=1e-6, nan_ok=True) == c[key]
+
+
+def test_fast_mode_and_default_thresholds(tiny_sam, small_image) -> None:
+    exact = MaskGenerator(tiny_sam, points_per_side=3, pred_iou_thresh=0.0, stability_score_thresh=0.0, output_mode="coco_rle")
+    fast = MaskGenerator(tiny_sam, points_per_side=3, pred_iou_thresh=0.0, stability_score_thresh=0.0, output_mode="coco_rle",
+                         fast=True)
+    exact_records, fast_records = exact.generate(small_image), fast.generate(small_image)
+    assert fast_records and fast.counts.candidates == exact.counts.candidates == 27
+    exact_by_mask = {r["segmentation"]["counts"]: r for r in exact_records}
+    for record in fast_records:  # the records describe the kept masks exactly
+        mask = decode_rle(record["segmentation"])
+        assert record["area"] == int(mask.sum()) and record["bbox"] == mask_bbox_xywh(mask)
+        if record["segmentation"]["counts"] in exact_by_mask:
+            expected = exact_by_mask[record["segmentation"]["counts"]]["stability_score"]
+            assert record["stability_score"] == pytest.approx(expected, abs=0, nan_ok=True)
+    strict = MaskGenerator(tiny_sam, points_per_side=2)  # default thresholds: random weights predict low IoUs
+    assert strict.generate(small_image) == [] and strict.counts.candidates == 12 and strict.counts.after_iou == 0
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"output_mode": "png"}, "output_mode"),
+        ({"point_grids": [build_point_grid(4)]}, "exactly one"),
+        ({"points_per_side": None, "point_grids": [np.array([[0.5, 1.5]])]}, r"\[0, 1\]"),
+        ({"points_per_side": None, "point_grids": [build_point_grid(4)], "crop_n_layers": 1}, "one grid per crop layer"),
+        ({"points_per_batch": 0}, "points_per_batch"),
+        ({"box_nms_thresh": 1.5}, "box_nms_thresh"),
+    ],
+)
+def test_bad_arguments_are_typed_errors(tiny_sam, kwargs: dict, message: str) -> None:
+    with pytest.raises(GeneratorArgumentError, match=message):
+        MaskGenerator(tiny_sam, **kwargs)
+
+
+def test_bad_model_and_image(tiny_sam) -> None:
+    with pytest.raises(GeneratorArgumentError, match="Sam model or Predictor"):
+        MaskGenerator("vit_b")
+    with pytest.raises(ImageError, match="uint8"):
+        MaskGenerator(tiny_sam).generate(np.zeros((8, 8, 3), dtype=np.float32))
+
+
+def run_cli(golden: Path, *argv: str) -> int:
+    return main(["everything", *argv, "--model", str(golden / "tiny_sam.json"), "--checkpoint", str(golden / "tiny_sam.pth"),
+                 "--points-per-side", "3", "--pred-iou-thresh", "0", "--stability-thresh", "0"])
+
+
+def test_cli_folder_coco_overlay_corrupt_file_and_resume(golden, tiny_sam, small_image, photo, tmp_path, capsys) -> None:
+    from pycocotools.coco import COCO
+
+    images = tmp_path / "in"
+    (images / "sub").mkdir(parents=True)
+    Image.fromarray(small_image).save(images / "cat.png")
+    Image.fromarray(photo[200:248, 300:364]).save(images / "sub" / "cup.jpg", quality=95)
+    (images / "broken.png").write_bytes(b"not an image at all")
+    (images / "notes.txt").write_text("ignored: not an image")
+    out = tmp_path / "out"
+
+    assert run_cli(golden, str(images), "-o", str(out), "--format", "coco", "--overlay") == 1
+    err = capsys.readouterr().err
+    assert "done 2, skipped 0, failed 1" in err and "broken.png" in err
+    cat_json, cup_json = out / "cat.png.json", out / "sub" / "cup.jpg.json"
+    document = json.loads(cat_json.read_text())
+    assert document["image"] == {"image_id": 0, "file_name": "cat.png", "height": 37, "width": 53}
+    expected = MaskGenerator(tiny_sam, points_per_side=3, pred_iou_thresh=0, stability_score_thresh=0,
+                             output_mode="coco_rle").generate(np.asarray(Image.open(images / "cat.png")))
+    assert [a["segmentation"] for a in document["annotations"]] == [r["segmentation"] for r in expected]
+    assert (out / "cat.png_overlay.png").exists() and (out / "sub" / "cup.jpg_overlay.png").exists()
+
+    coco = COCO(str(out / "annotations.json"))
+    assert sorted(img["file_name"] for img in coco.dataset["images"]) == ["cat.png", "sub/cup.jpg"]
+    assert len(coco.getAnnIds()) == len(document["annotations"]) + len(json.loads(cup_json.read_text())["annotations"])
+    for ann in coco.loadAnns(coco.getAnnIds()):
+        info = coco.imgs[ann["image_id"]]
+        assert coco.annToMask(ann).shape == (info["height"], info["width"])
+        assert int(coco.annToMask(ann).sum()) == ann["area"]
+
+    # a run killed while on cup.jpg: its JSON was never renamed into place, a temp file may be left
+    cup_json.unlink()
+    (out / "sub" / ".cup.jpg.json.abc.tmp").write_text("{half")
+    before = cat_json.read_bytes(), cat_json.stat().st_mtime_ns
+    assert run_cli(golden, str(images), "-o", str(out), "--format", "coco") == 1
+    err = capsys.readouterr().err
+    assert "done 1, skipped 1, failed 1" in err
+    assert (cat_json.read_bytes(), cat_json.stat().st_mtime_ns) == before
+    assert json.loads(cup_json.read_text())["image"]["file_name"] == "sub/cup.jpg"
+    assert len(COCO(str(out / "annotations.json")).dataset["images"]) == 2
+
+    assert run_cli(golden, str(images / "*.png"), "-o", str(out), "--overwrite", "--format", "png") == 1
+    err = capsys.readouterr().err
+    assert "done 1, skipped 0, failed 1" in err
+    pngs = sorted((out / "cat.png_masks").glob("*.png"))
+    assert len(pngs) == len(document["annotations"])
+    assert np.array_equal(np.asarray(Image.open(pngs[0])) > 0, decode_rle(document["annotations"][0]["segmentation"]))
+
+
+def test_cli_reports_missing_inputs(golden, tmp_path, capsys) -> None:
+    assert run_cli(golden, str(tmp_path / "nothing*.jpg"), str(tmp_path / "missing.png"), "-o", str(tmp_path / "out")) == 1
+    err = capsys.readouterr().err
+    assert "missing.png" in err and "done 0, skipped 0, failed 2" in err
