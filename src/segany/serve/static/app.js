@@ -256,7 +256,7 @@ function refresh() {
 
 async function loadImages() {
   const [info, images] = await Promise.all([api("GET", "/api/info"), api("GET", "/api/images")]);
-  $("model").textContent = `model ${info.model} · ${info.images} images`;
+  $("model").textContent = $("model").title = `model ${info.model} · ${info.images} images`;
   state.images = images;
   const list = $("images");
   list.replaceChildren();
@@ -306,7 +306,10 @@ async function openImage(index) {
 async function ensureEmbedding(imageId) {
   let status = await api("POST", `/api/images/${imageId}/embedding`);
   const started = performance.now();
-  if (status.status === "computing") showSpinner("computing the image embedding…");
+  if (status.status === "computing") {
+    showSpinner("computing the image embedding…");
+    setStatus("computing the image embedding…");
+  }
   document.body.dataset.embedding = status.status;
   while (status.status === "computing" && state.image && state.image.id === imageId) {
     await new Promise((resolve) => setTimeout(resolve, 250));
