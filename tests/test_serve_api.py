@@ -307,8 +307,8 @@ def test_concurrent_requests_compute_each_embedding_once(images_dir: Path, tiny_
 
     def ask(job):
         name, point = job
-        with TestClient(app) as client:
-            return name, point, client.post(f"/api/images/{ids[name]}/predict", json={"points": [point], "labels": [1]})
+        client = TestClient(app)  # one client per thread, as separate browsers would be
+        return name, point, client.post(f"/api/images/{ids[name]}/predict", json={"points": [point], "labels": [1]})
 
     try:
         with ThreadPoolExecutor(len(jobs)) as pool:
