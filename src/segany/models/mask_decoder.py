@@ -6,8 +6,10 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .common import LayerNorm2d
+from .common import LayerNorm2d, layer_norm_last
 from .transformer import TwoWayTransformer
+
+_UPSCALE_CHUNK = 4  # prompts per upscaling step: keeps the 4h x 4w features cache-sized
 
 
 class MLP(nn.Module):
@@ -69,11 +71,10 @@ class MaskDecoder(nn.Module):
         dense_prompt_embeddings: torch.Tensor,
         multimask_output: bool,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        masks, iou_pred = self.predict_masks(
-            image_embeddings, image_pe, sparse_prompt_embeddings, dense_prompt_embeddings
-        )
         selected = slice(1, None) if multimask_output else slice(0, 1)
-        return masks[:, selected], iou_pred[:, selected]
+        return self.predict_masks(
+            image_embeddings, image_pe, sparse_prompt_embeddings, dense_prompt_embeddings, selected
+        )
 
     def predict_masks(
         self,
@@ -81,24 +82,57 @@ class MaskDecoder(nn.Module):
         image_pe: torch.Tensor,
         sparse_prompt_embeddings: torch.Tensor,
         dense_prompt_embeddings: torch.Tensor,
+        selected: slice = slice(None),
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """All mask tokens at once: (B, 4, 256, 256) logits and (B, 4) IoU predictions."""
+        """Mask logits (B, M, 256, 256) and IoU predictions (B, M) of the ``selected`` mask tokens
+        (all four by default).
+
+        One image embedding (1, C, h, w) serves the whole batch of prompts; it is not copied per
+        prompt while it is the same for all of them (no mask input).
+        """
         batch = sparse_prompt_embeddings.shape[0]
         output_tokens = torch.cat([self.iou_token.weight, self.mask_tokens.weight], dim=0)
         tokens = torch.cat([output_tokens.unsqueeze(0).expand(batch, -1, -1), sparse_prompt_embeddings], dim=1)
 
-        src = image_embeddings + dense_prompt_embeddings  # one image broadcasts over the prompts
-        pos_src = image_pe.expand(batch, -1, -1, -1)
-        b, c, h, w = src.shape
-
-        hs, src = self.transformer(src, pos_src, tokens)
-        iou_token_out = hs[:, 0, :]
+        dense = dense_prompt_embeddings
+        if dense.shape[0] > 1 and dense.stride(0) == 0:  # one embedding broadcast over the prompts
+            dense = dense[:1]
+        hs, keys = self.transformer(image_embeddings + dense, image_pe, tokens)
+        iou_pred = self.iou_prediction_head(hs[:, 0, :])[:, selected]
         mask_tokens_out = hs[:, 1 : 1 + self.num_mask_tokens, :]
 
-        upscaled = self.output_upscaling(src.transpose(1, 2).reshape(b, c, h, w))
+        indices = range(self.num_mask_tokens)[selected]
         hyper_in = torch.stack(
-            [mlp(mask_tokens_out[:, i, :]) for i, mlp in enumerate(self.output_hypernetworks_mlps)], dim=1
+            [self.output_hypernetworks_mlps[i](mask_tokens_out[:, i, :]) for i in indices], dim=1
         )
-        b, c, h, w = upscaled.shape
-        masks = (hyper_in @ upscaled.reshape(b, c, h * w)).reshape(b, -1, h, w)
-        return masks, self.iou_prediction_head(iou_token_out)
+        height, width = image_embeddings.shape[-2:]
+        return self.masks_from_tokens(keys, (height, width), hyper_in), iou_pred
+
+    def masks_from_tokens(
+        self, keys: torch.Tensor, size: tuple[int, int], hyper_in: torch.Tensor
+    ) -> torch.Tensor:
+        """``output_upscaling`` of the image tokens (B, h*w, C) dotted with ``hyper_in`` (B, M, C/8).
+
+        Each stride-2, 2x2 transposed convolution maps every input pixel to a 2x2 block on its
+        own, i.e. it is one matmul over channels; done that way on channels-last tokens, and a few
+        prompts at a time so the (B, 32, 4h, 4w) features stay in cache, the result is the official
+        (B, M, 4h, 4w) logits without an image-shaped intermediate.
+        """
+        up1, norm, act1, up2, act2 = self.output_upscaling
+        channels = keys.shape[-1]
+        weight1 = up1.weight.permute(0, 2, 3, 1).reshape(channels, -1)  # columns ordered (kh, kw, out)
+        weight2 = up2.weight.permute(0, 2, 3, 1).reshape(up2.in_channels, -1)
+        bias1, bias2 = up1.bias.repeat(4), up2.bias.repeat(4)
+        height, width = size
+        num_masks = hyper_in.shape[1]
+        chunks = []
+        for start in range(0, keys.shape[0], _UPSCALE_CHUNK):
+            part = keys[start : start + _UPSCALE_CHUNK]
+            n = part.shape[0]
+            x = torch.addmm(bias1, part.reshape(-1, channels), weight1)
+            x = act1(layer_norm_last(x.view(-1, up1.out_channels), norm))
+            x = act2(torch.addmm(bias2, x, weight2))  # rows (n, h, w, kh1, kw1), cols (kh2, kw2, c)
+            masks = torch.bmm(x.view(n, -1, up2.out_channels), hyper_in[start : start + n].transpose(1, 2))
+            masks = masks.view(n, height, width, 2, 2, 2, 2, num_masks).permute(0, 7, 1, 3, 5, 2, 4, 6)
+            chunks.append(masks.reshape(n, num_masks, 4 * height, 4 * width))
+        return chunks[0] if len(chunks) == 1 else torch.cat(chunks)

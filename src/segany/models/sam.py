@@ -67,7 +67,21 @@ class Sam(nn.Module):
     def postprocess_masks(
         self, masks: torch.Tensor, input_size: tuple[int, int], original_size: tuple[int, int]
     ) -> torch.Tensor:
-        """Low-res logits (B, M, 256, 256) → logits at the original image size (B, M, H, W)."""
-        masks = F.interpolate(masks, (IMAGE_SIZE, IMAGE_SIZE), mode="bilinear", align_corners=False)
+        """Low-res logits (B, M, 256, 256) → logits at the original image size (B, M, H, W).
+
+        Official steps (bilinear to 1024x1024, crop the padding, bilinear to the original size),
+        with two shortcuts that give identical values: only the low-res rows and columns the crop
+        keeps are upsampled (the 4x scale, and so every interpolation weight, is unchanged), and the
+        second resize is skipped when it would map the crop onto itself (a same-size bilinear resize
+        is the identity).
+        """
+        factor = IMAGE_SIZE // masks.shape[-1]
+        rows = min(masks.shape[-2], -(-input_size[0] // factor) + 1)
+        cols = min(masks.shape[-1], -(-input_size[1] // factor) + 1)
+        masks = F.interpolate(
+            masks[..., :rows, :cols].contiguous(), (rows * factor, cols * factor), mode="bilinear", align_corners=False
+        )
         masks = masks[..., : input_size[0], : input_size[1]]
-        return F.interpolate(masks, original_size, mode="bilinear", align_corners=False)
+        if tuple(original_size) == tuple(input_size):
+            return masks
+        return F.interpolate(masks, tuple(original_size), mode="bilinear", align_corners=False)

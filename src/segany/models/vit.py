@@ -142,7 +142,10 @@ class Block(nn.Module):
         qkv = self.attn.qkv(self.norm1(x))
         if self.window_size > 0:
             height, width = x.shape[1], x.shape[2]
-            windows, padded_hw = window_partition(qkv, self.window_size, fill=self.attn.qkv.bias)
+            # Padding tokens are zeros after norm1 in the official code: their q|k|v is the
+            # projection of a zero token (the bias), whatever kind of Linear ``qkv`` is.
+            fill = self.attn.qkv(x.new_zeros(1, x.shape[-1]))[0]
+            windows, padded_hw = window_partition(qkv, self.window_size, fill=fill)
             out = window_unpartition(self.attn.attend(windows), self.window_size, padded_hw, (height, width))
         else:
             out = self.attn.attend(qkv)
