@@ -56,3 +56,12 @@ class AnnotationError(SeganyError, ValueError):
 
 class GeneratorArgumentError(SeganyError, ValueError):
     """Automatic mask generator settings that cannot work (grids, thresholds, output mode)."""
+
+
+class ExportError(SeganyError, RuntimeError):
+    """A model export (ONNX) or its onnxruntime quantisation that failed, or an exported folder that
+    cannot be used (missing files, another model's export)."""
+
+
+class BackendError(SeganyError, ValueError):
+    """Inference options that cannot work together or on this machine (dtype, device, backend)."""

@@ -6,12 +6,15 @@ XYXY, images HWC RGB uint8.
 """
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import torch
 
 from .errors import PredictorStateError, PromptError
 from .image import ResizeLongestSide, check_image_array
 from .models.sam import Sam
+from .runtime import Runtime
 
 LOW_RES = 256  # side of the decoder's logits and of mask_input
 
@@ -64,8 +67,24 @@ class Predictor:
             return model.make_predictor()  # type: ignore[union-attr]
         return super().__new__(cls)
 
-    def __init__(self, model: Sam) -> None:
+    def __init__(
+        self,
+        model: Sam,
+        dtype: torch.dtype | str | None = None,
+        decoder_dtype: torch.dtype | str | None = None,
+        compile: bool = False,
+        quantize: str | None = None,
+        backend: str = "torch",
+        onnx_dir: str | os.PathLike | None = None,
+    ) -> None:
+        """``dtype`` of the encoder (float32 exact, bfloat16, float16 on GPU) and ``decoder_dtype``,
+        ``compile`` (torch.compile the encoder), ``quantize`` ("int8" dynamic quantisation) and
+        ``backend`` ("torch" or "onnxruntime", optionally from an ``onnx_dir`` export): see
+        :mod:`segany.runtime`."""
         self.model = model
+        self.runtime = Runtime(
+            model, dtype=dtype, decoder_dtype=decoder_dtype, compile=compile, quantize=quantize, backend=backend, onnx_dir=onnx_dir
+        )
         self.transform = ResizeLongestSide(model.image_encoder.img_size)
         self.reset_image()
 
@@ -102,7 +121,7 @@ class Predictor:
         self.reset_image()
         self.original_size = (int(original_image_size[0]), int(original_image_size[1]))
         self.input_size = (int(transformed_image.shape[2]), int(transformed_image.shape[3]))
-        self.features = self.model.image_encoder(self.model.preprocess(transformed_image))
+        self.features = self.runtime.encode(self.model.preprocess(transformed_image))
         self.is_image_set = True
 
     def get_image_embedding(self) -> torch.Tensor:
@@ -269,13 +288,4 @@ class Predictor:
         multimask_output: bool,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         assert self.features is not None
-        points = (point_coords, point_labels) if point_coords is not None else None
-        sparse, dense = self.model.prompt_encoder(points=points, boxes=boxes, masks=mask_input)
-        low_res, iou = self.model.mask_decoder(
-            image_embeddings=self.features,
-            image_pe=self.model.prompt_encoder.get_dense_pe(),
-            sparse_prompt_embeddings=sparse,
-            dense_prompt_embeddings=dense,
-            multimask_output=multimask_output,
-        )
-        return low_res, iou
+        return self.runtime.decode(self.features, point_coords, point_labels, boxes, mask_input, multimask_output)

@@ -40,4 +40,4 @@ def layer_norm_last(x: torch.Tensor, norm: LayerNorm2d) -> torch.Tensor:
 
     Lets channels-last code paths use the fused LayerNorm kernel with the module's own weights.
     """
-    return F.layer_norm(x, (x.shape[-1],), norm.weight, norm.bias, norm.eps)
+    return F.layer_norm(x, norm.weight.shape, norm.weight, norm.bias, norm.eps)

@@ -125,9 +125,11 @@ class MaskDecoder(nn.Module):
         bias1, bias2 = up1.bias.repeat(4), up2.bias.repeat(4)
         height, width = size
         num_masks = hyper_in.shape[1]
+        # A traced graph (ONNX export) must not bake the example's batch size into a loop.
+        step = keys.shape[0] if torch.jit.is_tracing() else _UPSCALE_CHUNK
         chunks = []
-        for start in range(0, keys.shape[0], _UPSCALE_CHUNK):
-            part = keys[start : start + _UPSCALE_CHUNK]
+        for start in range(0, keys.shape[0], step):
+            part = keys[start : start + step]
             n = part.shape[0]
             x = torch.addmm(bias1, part.reshape(-1, channels), weight1)
             x = act1(layer_norm_last(x.view(-1, up1.out_channels), norm))

@@ -87,7 +87,13 @@ class PromptEncoder(nn.Module):
             self._dense_pe_key = key
         return self._dense_pe
 
-    def _embed_points(self, points: torch.Tensor, labels: torch.Tensor, pad: bool) -> torch.Tensor:
+    def embed_points(self, points: torch.Tensor, labels: torch.Tensor, pad: bool = False) -> torch.Tensor:
+        """Point tokens (B, N, C) for (B, N, 2) pixel coordinates in the model's input frame.
+
+        Labels: 1 foreground, 0 background, -1 padding (no point), and 2 / 3 for the top-left /
+        bottom-right corners of a box given as points (the official ONNX model's convention).
+        ``pad`` appends the padding point the official encoder adds when there is no box.
+        """
         points = points + 0.5  # pixel centres
         if pad:
             points = torch.cat([points, points.new_zeros((points.shape[0], 1, 2))], dim=1)
@@ -95,9 +101,15 @@ class PromptEncoder(nn.Module):
         embedding = self.pe_layer.forward_with_coords(points, self.input_image_size)
         labels = labels[..., None]
         embedding = torch.where(labels == NOT_A_POINT, self.not_a_point_embed.weight, embedding)
-        embedding = embedding + torch.where(labels == 0, self.point_embeddings[0].weight, 0.0)
-        embedding = embedding + torch.where(labels == 1, self.point_embeddings[1].weight, 0.0)
+        for label, point_embedding in enumerate(self.point_embeddings):
+            embedding = embedding + torch.where(labels == label, point_embedding.weight, 0.0)
         return embedding
+
+    def embed_mask_input(self, mask_input: torch.Tensor, has_mask_input: torch.Tensor) -> torch.Tensor:
+        """Dense embedding (B, C, 64, 64) of ``mask_input`` (B, 1, 256, 256) where ``has_mask_input``
+        is 1, else the no-mask embedding: the official ONNX model's branch-free form."""
+        no_mask = self.no_mask_embed.weight.reshape(1, -1, 1, 1)
+        return has_mask_input * self.mask_downscaling(mask_input) + (1 - has_mask_input) * no_mask
 
     def _embed_boxes(self, boxes: torch.Tensor) -> torch.Tensor:
         corners = (boxes + 0.5).reshape(-1, 2, 2)
@@ -122,7 +134,7 @@ class PromptEncoder(nn.Module):
         weight = self.no_mask_embed.weight
         tokens = [weight.new_empty((batch, 0, self.embed_dim))]
         if points is not None:
-            tokens.append(self._embed_points(points[0], points[1], pad=boxes is None))
+            tokens.append(self.embed_points(points[0], points[1], pad=boxes is None))
         if boxes is not None:
             tokens.append(self._embed_boxes(boxes))
         sparse = torch.cat(tokens, dim=1)

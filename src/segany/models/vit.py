@@ -72,10 +72,9 @@ class Attention(nn.Module):
         table_h = relative_position_table(height, height, self.rel_pos_h)
         table_w = relative_position_table(width, width, self.rel_pos_w)
         grid_q = q.reshape(batch * heads, height, width, head_dim)
-        rel_h = torch.einsum("bhwc,hkc->bhwk", grid_q, table_h)
-        rel_w = torch.einsum("bhwc,wkc->bhwk", grid_q, table_w)
-        bias = rel_h.new_empty(batch * heads, height, width, height, width)
-        torch.add(rel_h[:, :, :, :, None], rel_w[:, :, :, None, :], out=bias)
+        rel_h = torch.einsum("bhwc,hkc->bhwk", grid_q, table_h).contiguous()
+        rel_w = torch.einsum("bhwc,wkc->bhwk", grid_q, table_w).contiguous()
+        bias = rel_h[:, :, :, :, None] + rel_w[:, :, :, None, :]  # contiguous operands: contiguous sum
         return bias.view(batch, heads, tokens, tokens)
 
     def attend(self, qkv: torch.Tensor) -> torch.Tensor:

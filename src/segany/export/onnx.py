@@ -1,0 +1,256 @@
+"""ONNX export of a SAM model: the prompt decoder with the official export's signature, and the
+image encoder (optionally with the pixel normalisation and padding folded in).
+
+``export_onnx(model, out_dir)`` writes
+
+- ``decoder.onnx``: the official web-demo model. Inputs ``image_embeddings`` (1, 256, 64, 64),
+  ``point_coords`` (B, N, 2) in the 1024 input frame, ``point_labels`` (B, N) as float
+  (1 foreground, 0 background, -1 padding, 2 / 3 box corners; append a (0, 0) point labelled -1
+  when there is no box), ``mask_input`` (B, 1, 256, 256), ``has_mask_input`` (1,),
+  ``orig_im_size`` (2,) as float (H, W) → ``masks`` (logits at the original size),
+  ``iou_predictions``, ``low_res_masks``; all float32, N and B dynamic;
+- ``decoder_low_res.onnx``: the same inputs without ``orig_im_size`` → ``iou_predictions`` and
+  ``low_res_masks`` of all four mask tokens (what :class:`segany.Predictor` runs, upsampling in torch);
+- ``encoder.onnx``: ``input_image`` (1, 3, 1024, 1024), normalised and padded → ``image_embeddings``;
+- ``encoder_preprocess.onnx`` (``fold_preprocessing=True``): ``image`` (h, w, 3) uint8 RGB already
+  resized so its longest side is 1024 (Pillow bilinear, as :class:`segany.image.ResizeLongestSide`)
+  → ``image_embeddings``;
+- ``segany_onnx.json``: what was exported, from which model, and with which options.
+
+``quantize=True`` replaces each network by its onnxruntime dynamic int8 quantisation (weights
+int8, activations quantised on the fly).
+"""
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import ExportError
+from ..fileio import atomic_write_json
+from ..models.sam import Sam
+
+OPSET = 17
+DECODER = "decoder.onnx"
+DECODER_LOW_RES = "decoder_low_res.onnx"
+ENCODER = "encoder.onnx"
+ENCODER_PREPROCESS = "encoder_preprocess.onnx"
+MANIFEST = "segany_onnx.json"
+
+DECODER_INPUTS = ("image_embeddings", "point_coords", "point_labels", "mask_input", "has_mask_input", "orig_im_size")
+DECODER_OUTPUTS = ("masks", "iou_predictions", "low_res_masks")
+
+
+class LowResPromptDecoder(nn.Module):
+    """Prompt encoder + mask decoder in the official ONNX model's branch-free form, stopping at the
+    low-res logits of all four mask tokens."""
+
+    def __init__(self, model: Sam) -> None:
+        super().__init__()
+        self.model = model
+
+    def decode(
+        self,
+        image_embeddings: torch.Tensor,
+        point_coords: torch.Tensor,
+        point_labels: torch.Tensor,
+        mask_input: torch.Tensor,
+        has_mask_input: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        prompt_encoder = self.model.prompt_encoder
+        sparse = prompt_encoder.embed_points(point_coords, point_labels)
+        dense = prompt_encoder.embed_mask_input(mask_input, has_mask_input)
+        return self.model.mask_decoder.predict_masks(image_embeddings, prompt_encoder.get_dense_pe(), sparse, dense)
+
+    def forward(
+        self,
+        image_embeddings: torch.Tensor,
+        point_coords: torch.Tensor,
+        point_labels: torch.Tensor,
+        mask_input: torch.Tensor,
+        has_mask_input: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        masks, scores = self.decode(image_embeddings, point_coords, point_labels, mask_input, has_mask_input)
+        return scores, masks
+
+
+class OfficialPromptDecoder(LowResPromptDecoder):
+    """The official ``SamOnnxModel`` semantics: optional single-mask selection by the number of
+    points, and logits upsampled to ``orig_im_size``."""
+
+    def __init__(self, model: Sam, return_single_mask: bool = False) -> None:
+        super().__init__(model)
+        self.return_single_mask = return_single_mask
+
+    def _postprocess(self, masks: torch.Tensor, orig_im_size: torch.Tensor) -> torch.Tensor:
+        size = self.model.image_size
+        masks = F.interpolate(masks, size=(size, size), mode="bilinear", align_corners=False)
+        scale = size / torch.max(orig_im_size)
+        prepadded = torch.floor(orig_im_size * scale + 0.5).to(torch.int64)
+        masks = masks[..., : int(prepadded[0]), : int(prepadded[1])]
+        original = orig_im_size.to(torch.int64)
+        return F.interpolate(masks, size=(original[0], original[1]), mode="bilinear", align_corners=False)
+
+    @staticmethod
+    def _select(masks: torch.Tensor, scores: torch.Tensor, num_points: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The single-mask token for 3+ points (padding included), else the best multimask one."""
+        reweight = torch.zeros_like(scores[:1])
+        reweight[:, 0] = 1000.0
+        best = torch.argmax(scores + (num_points - 2.5) * reweight, dim=1)
+        rows = torch.arange(masks.shape[0], device=masks.device)
+        return masks[rows, best].unsqueeze(1), scores[rows, best].unsqueeze(1)
+
+    def forward(  # type: ignore[override]
+        self,
+        image_embeddings: torch.Tensor,
+        point_coords: torch.Tensor,
+        point_labels: torch.Tensor,
+        mask_input: torch.Tensor,
+        has_mask_input: torch.Tensor,
+        orig_im_size: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        masks, scores = self.decode(image_embeddings, point_coords, point_labels, mask_input, has_mask_input)
+        if self.return_single_mask:
+            masks, scores = self._select(masks, scores, point_coords.shape[1])
+        return self._postprocess(masks, orig_im_size), scores, masks
+
+
+class PreprocessingImageEncoder(nn.Module):
+    """(h, w, 3) uint8 RGB resized image → normalised, zero-padded → image embedding."""
+
+    def __init__(self, model: Sam) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        return self.model.image_encoder(self.model.preprocess(image.permute(2, 0, 1)[None].float()))
+
+
+def _decoder_example(model: Sam, num_points: int = 5) -> dict[str, torch.Tensor]:
+    """Example inputs in the official export script's shapes and dtypes."""
+    embed_h, embed_w = model.prompt_encoder.image_embedding_size
+    generator = torch.Generator().manual_seed(0)
+    return {
+        "image_embeddings": torch.randn(1, model.prompt_encoder.embed_dim, embed_h, embed_w, generator=generator),
+        "point_coords": torch.randint(0, model.image_size, (1, num_points, 2), generator=generator).float(),
+        "point_labels": torch.randint(0, 4, (1, num_points), generator=generator).float(),
+        "mask_input": torch.randn(1, 1, 4 * embed_h, 4 * embed_w, generator=generator),
+        "has_mask_input": torch.tensor([1.0]),
+        "orig_im_size": torch.tensor([1500.0, 2250.0]),
+    }
+
+
+def _export(module: nn.Module, args: tuple, path: Path, inputs: list[str], outputs: list[str], dynamic: dict) -> None:
+    with warnings.catch_warnings():
+        # The tracer warns about Python ints taken from tensors (sizes): they are recorded as
+        # graph operations here, which is what the dynamic axes need.
+        warnings.simplefilter("ignore")
+        try:
+            torch.onnx.export(
+                module,
+                args,
+                str(path),
+                input_names=inputs,
+                output_names=outputs,
+                dynamic_axes=dynamic,
+                opset_version=OPSET,
+                do_constant_folding=True,
+                dynamo=False,
+            )
+        except Exception as exc:  # the exporter raises many unrelated types
+            raise ExportError(f"ONNX export of {path.name} failed: {exc}") from exc
+
+
+def export_decoder(model: Sam, path: str | os.PathLike, return_single_mask: bool = False, low_res: bool = False) -> Path:
+    """Write the prompt decoder (official signature, or the low-res variant) to ``path``."""
+    path = Path(path)
+    example = _decoder_example(model)
+    points = {1: "num_points"}
+    if low_res:
+        module: nn.Module = LowResPromptDecoder(model)
+        names = list(DECODER_INPUTS[:-1])
+        outputs = ["iou_predictions", "low_res_masks"]
+        dynamic = {"point_coords": {0: "batch", 1: "num_points"}, "point_labels": {0: "batch", 1: "num_points"},
+                   "mask_input": {0: "batch"}}
+    else:
+        module = OfficialPromptDecoder(model, return_single_mask)
+        names = list(DECODER_INPUTS)
+        outputs = list(DECODER_OUTPUTS)
+        dynamic = {"point_coords": points, "point_labels": points}
+    with torch.inference_mode(False), torch.no_grad():
+        _export(module.eval(), tuple(example[name] for name in names), path, names, outputs, dynamic)
+    return path
+
+
+def export_encoder(model: Sam, path: str | os.PathLike, fold_preprocessing: bool = False) -> Path:
+    """Write the image encoder to ``path``: on the normalised padded input, or on the resized uint8 image."""
+    path = Path(path)
+    size = model.image_size
+    with torch.inference_mode(False), torch.no_grad():
+        if fold_preprocessing:
+            example = torch.randint(0, 256, (size * 3 // 4, size, 3), dtype=torch.uint8)
+            dynamic = {"image": {0: "height", 1: "width"}}
+            _export(PreprocessingImageEncoder(model).eval(), (example,), path, ["image"], ["image_embeddings"], dynamic)
+        else:
+            example = torch.randn(1, 3, size, size)
+            _export(model.image_encoder.eval(), (example,), path, ["input_image"], ["image_embeddings"], {})
+    return path
+
+
+def quantize_file(path: Path) -> Path:
+    """Replace an ONNX file by its onnxruntime dynamic int8 quantisation (weights int8)."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    quantized = path.with_suffix(".quant.onnx")
+    try:
+        quantize_dynamic(str(path), str(quantized), weight_type=QuantType.QInt8)
+    except Exception as exc:
+        raise ExportError(f"onnxruntime quantisation of {path.name} failed: {exc}") from exc
+    os.replace(quantized, path)
+    return path
+
+
+def export_onnx(
+    model: Sam,
+    out_dir: str | os.PathLike,
+    *,
+    encoder: bool = True,
+    fold_preprocessing: bool = False,
+    return_single_mask: bool = False,
+    quantize: bool = False,
+    name: str | None = None,
+) -> dict:
+    """Export ``model`` into ``out_dir`` (see the module docstring); returns the manifest."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    model = model.eval()
+    files = {
+        "decoder": export_decoder(model, out / DECODER, return_single_mask=return_single_mask),
+        "decoder_low_res": export_decoder(model, out / DECODER_LOW_RES, low_res=True),
+    }
+    if encoder:
+        files["encoder"] = export_encoder(model, out / ENCODER)
+        if fold_preprocessing:
+            files["encoder_preprocess"] = export_encoder(model, out / ENCODER_PREPROCESS, fold_preprocessing=True)
+    if quantize:
+        for path in files.values():
+            quantize_file(path)
+    manifest = {
+        "model": name or model.config.name,
+        "image_size": model.image_size,
+        "mask_threshold": model.mask_threshold,
+        "pixel_mean": list(model.config.pixel_mean),
+        "pixel_std": list(model.config.pixel_std),
+        "opset": OPSET,
+        "quantized": quantize,
+        "return_single_mask": return_single_mask,
+        "files": {key: path.name for key, path in files.items()},
+        "decoder_inputs": list(DECODER_INPUTS),
+        "decoder_outputs": list(DECODER_OUTPUTS),
+    }
+    atomic_write_json(out / MANIFEST, manifest, indent=1)
+    return manifest

@@ -1,0 +1,116 @@
+"""Running an exported SAM model with onnxruntime: the image encoder and the low-res prompt decoder
+written by :func:`segany.export.onnx.export_onnx`.
+
+:class:`segany.Predictor` uses this with ``backend="onnxruntime"``; it keeps the torch prompt
+checks, coordinate transforms and mask upsampling, so results follow the same semantics.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .errors import BackendError, ExportError
+from .export.onnx import DECODER_LOW_RES, ENCODER, MANIFEST, export_onnx
+from .models.sam import Sam
+
+BOX_TOP_LEFT, BOX_BOTTOM_RIGHT = 2.0, 3.0  # point labels of box corners in the ONNX decoder
+PADDING_LABEL = -1.0
+
+
+def _session(path: Path, threads: int | None, providers: list[str] | None):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.intra_op_num_threads = threads or torch.get_num_threads()
+    available = ort.get_available_providers()
+    chosen = [p for p in (providers or ["CUDAExecutionProvider", "CPUExecutionProvider"]) if p in available]
+    try:
+        return ort.InferenceSession(str(path), sess_options=options, providers=chosen or ["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises its own exception types
+        raise ExportError(f"onnxruntime cannot load {path}: {exc}") from exc
+
+
+class OnnxRuntimeSam:
+    """Encoder and low-res decoder sessions of one exported model."""
+
+    def __init__(
+        self, directory: str | os.PathLike, threads: int | None = None, providers: list[str] | None = None
+    ) -> None:
+        self.directory = Path(directory)
+        manifest_path = self.directory / MANIFEST
+        if not manifest_path.is_file():
+            raise ExportError(f"{self.directory} is not a segany ONNX export (no {MANIFEST}); run `segany export onnx`")
+        self.manifest = json.loads(manifest_path.read_text())
+        files = self.manifest.get("files", {})
+        if files.get("encoder") != ENCODER or files.get("decoder_low_res") != DECODER_LOW_RES:
+            raise ExportError(f"{self.directory} lacks {ENCODER} or {DECODER_LOW_RES}: export with the encoder")
+        self.encoder = _session(self.directory / ENCODER, threads, providers)
+        self.decoder = _session(self.directory / DECODER_LOW_RES, threads, providers)
+        self._tempdir: tempfile.TemporaryDirectory | None = None
+
+    @classmethod
+    def from_model(cls, model: Sam, quantize: bool = False, threads: int | None = None) -> OnnxRuntimeSam:
+        """Export ``model`` to a private temporary folder (removed with this object) and load it."""
+        tempdir = tempfile.TemporaryDirectory(prefix="segany-onnx-")
+        export_onnx(model, tempdir.name, quantize=quantize)
+        backend = cls(tempdir.name, threads=threads)
+        backend._tempdir = tempdir
+        return backend
+
+    def check_model(self, model: Sam) -> None:
+        """Refuse an export of another architecture than ``model``'s."""
+        if self.manifest.get("model") != model.config.name:
+            raise BackendError(
+                f"the ONNX export in {self.directory} is of model {self.manifest.get('model')!r}, not {model.config.name!r}"
+            )
+
+    def encode(self, input_image: torch.Tensor) -> torch.Tensor:
+        """Normalised, padded (1, 3, 1024, 1024) image → (1, 256, 64, 64) embedding."""
+        array = input_image.detach().to("cpu", torch.float32).contiguous().numpy()
+        (features,) = self.encoder.run(None, {"input_image": array})
+        return torch.from_numpy(features)
+
+    def decode(
+        self,
+        features: torch.Tensor,
+        point_coords: torch.Tensor | None,
+        point_labels: torch.Tensor | None,
+        boxes: torch.Tensor | None,
+        mask_input: torch.Tensor | None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Low-res logits (B, 4, 256, 256) and IoU predictions (B, 4) of all mask tokens.
+
+        Points, labels and boxes as :meth:`segany.Predictor.predict_torch` takes them (input frame);
+        boxes become two corner points and, without a box, the padding point is appended, as the
+        official ONNX decoder expects.
+        """
+        coords, labels = [], []
+        if point_coords is not None:
+            coords.append(point_coords.float())
+            labels.append(point_labels.float())
+        if boxes is not None:
+            coords.append(boxes.float().reshape(-1, 2, 2))
+            corner_labels = torch.tensor([BOX_TOP_LEFT, BOX_BOTTOM_RIGHT])
+            labels.append(corner_labels.expand(boxes.shape[0], 2))
+        else:
+            batch = coords[0].shape[0]
+            coords.append(torch.zeros(batch, 1, 2))
+            labels.append(torch.full((batch, 1), PADDING_LABEL))
+        has_mask = mask_input is not None
+        if mask_input is None:
+            mask_input = torch.zeros(1, 1, 256, 256)
+        inputs = {
+            "image_embeddings": features.detach().to("cpu", torch.float32).contiguous().numpy(),
+            "point_coords": torch.cat(coords, dim=1).cpu().numpy(),
+            "point_labels": torch.cat(labels, dim=1).cpu().numpy(),
+            "mask_input": mask_input.detach().to("cpu", torch.float32).contiguous().numpy(),
+            "has_mask_input": np.array([1.0 if has_mask else 0.0], dtype=np.float32),
+        }
+        iou, low_res = self.decoder.run(None, inputs)
+        return torch.from_numpy(low_res), torch.from_numpy(iou)

@@ -1,0 +1,148 @@
+"""How a :class:`segany.Predictor` runs its networks: precision, compilation, quantisation, backend.
+
+- ``dtype=torch.float32`` (default): the exact path, same outputs as the official code up to float
+  rounding.
+- ``dtype=torch.bfloat16`` (CPUs with AVX512-BF16 or AMX, and GPUs) or ``torch.float16`` (GPUs):
+  the image encoder, 97-99% of the work for a few prompts, runs under ``torch.autocast``: matmuls
+  and convolutions in that dtype, reductions and the residual stream in float32. The mask decoder
+  stays float32 unless ``decoder_dtype`` is given too (worth it for large prompt batches on GPU;
+  its logits are the most rounding-sensitive part). Embeddings and logits are returned as float32.
+- ``compile=True``: the image encoder goes through ``torch.compile`` (first call slow).
+- ``quantize="int8"``: the image encoder's Linear layers use dynamic int8 quantisation (CPU).
+- ``backend="onnxruntime"``: encoder and decoder run as ONNX graphs in onnxruntime (exported on
+  the fly, or read from ``onnx_dir`` written by ``segany export onnx``); with ``quantize="int8"``
+  the graphs are onnxruntime's dynamic int8 quantisations.
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import os
+import warnings
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from .errors import BackendError
+from .models.sam import Sam
+
+BACKENDS = ("torch", "onnxruntime")
+QUANTIZATIONS = ("int8",)
+_DTYPE_NAMES = {
+    "float32": torch.float32, "fp32": torch.float32, "float": torch.float32,
+    "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+    "float16": torch.float16, "fp16": torch.float16, "half": torch.float16,
+}
+
+
+def resolve_dtype(dtype: torch.dtype | str | None) -> torch.dtype:
+    """A compute dtype from a torch dtype or its name (``"bf16"``, ``"float16"``, ...)."""
+    if dtype is None:
+        return torch.float32
+    if isinstance(dtype, str):
+        if dtype.lower() not in _DTYPE_NAMES:
+            raise BackendError(f"unknown dtype {dtype!r}: use one of float32, bfloat16, float16")
+        return _DTYPE_NAMES[dtype.lower()]
+    if dtype not in (torch.float32, torch.bfloat16, torch.float16):
+        raise BackendError(f"dtype must be float32, bfloat16 or float16, got {dtype}")
+    return dtype
+
+
+def _quantized_encoder(encoder: nn.Module) -> nn.Module:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # torch.ao.quantization's move to torchao
+        from torch.ao.quantization import quantize_dynamic
+
+        return quantize_dynamic(copy.deepcopy(encoder), {nn.Linear}, dtype=torch.qint8)
+
+
+class Runtime:
+    """The encoder and decoder calls of one predictor, configured once."""
+
+    def __init__(
+        self,
+        model: Sam,
+        dtype: torch.dtype | str | None = None,
+        decoder_dtype: torch.dtype | str | None = None,
+        compile: bool = False,
+        quantize: str | None = None,
+        backend: str = "torch",
+        onnx_dir: str | os.PathLike | None = None,
+    ) -> None:
+        self.model = model
+        self.dtype = resolve_dtype(dtype)
+        self.decoder_dtype = resolve_dtype(decoder_dtype)
+        self.backend = backend
+        self.quantize = quantize
+        device = model.device
+        if backend not in BACKENDS:
+            raise BackendError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+        if quantize is not None and quantize not in QUANTIZATIONS:
+            raise BackendError(f"quantize must be None or 'int8', got {quantize!r}")
+        if torch.float16 in (self.dtype, self.decoder_dtype) and device.type == "cpu":
+            raise BackendError("float16 needs a CUDA device; on CPU use dtype=torch.bfloat16")
+        if quantize and self.dtype != torch.float32:
+            raise BackendError("quantize='int8' runs the other layers in float32: leave dtype at float32")
+        if backend == "onnxruntime" and (self.dtype != torch.float32 or self.decoder_dtype != torch.float32 or compile):
+            raise BackendError("the onnxruntime backend runs float32 (or int8) graphs: no dtype or compile options")
+        if onnx_dir is not None and backend != "onnxruntime":
+            raise BackendError("onnx_dir is only used with backend='onnxruntime'")
+        if backend == "torch" and quantize and device.type != "cpu":
+            raise BackendError("dynamic int8 quantisation runs on CPU only")
+
+        self.onnx = None
+        self._encoder: Callable[[torch.Tensor], torch.Tensor] = model.image_encoder
+        if backend == "onnxruntime":
+            from .onnx_backend import OnnxRuntimeSam
+
+            if onnx_dir is None:
+                self.onnx = OnnxRuntimeSam.from_model(model, quantize=bool(quantize))
+            else:
+                self.onnx = OnnxRuntimeSam(onnx_dir)
+                self.onnx.check_model(model)
+            self._encoder = self.onnx.encode
+        elif quantize:
+            self._encoder = _quantized_encoder(model.image_encoder)
+        if compile:
+            self._encoder = torch.compile(self._encoder)
+
+    def autocast(self, dtype: torch.dtype) -> contextlib.AbstractContextManager:
+        """The reduced-precision context for ``dtype``, or a no-op for float32."""
+        if dtype == torch.float32:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.model.device.type, dtype=dtype)
+
+    def encode(self, input_image: torch.Tensor) -> torch.Tensor:
+        """Normalised, padded image (1, 3, 1024, 1024) → float32 embedding (1, 256, 64, 64)."""
+        with self.autocast(self.dtype):
+            features = self._encoder(input_image)
+        return features.to(self.model.device, torch.float32)
+
+    def decode(
+        self,
+        features: torch.Tensor,
+        point_coords: torch.Tensor | None,
+        point_labels: torch.Tensor | None,
+        boxes: torch.Tensor | None,
+        mask_input: torch.Tensor | None,
+        multimask_output: bool,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Float32 low-res logits (B, C, 256, 256) and IoU predictions (B, C)."""
+        selected = slice(1, None) if multimask_output else slice(0, 1)
+        if self.onnx is not None and (point_coords is not None or boxes is not None):
+            low_res, iou = self.onnx.decode(features, point_coords, point_labels, boxes, mask_input)
+            device = self.model.device
+            return low_res[:, selected].to(device), iou[:, selected].to(device)
+        model = self.model
+        points = (point_coords, point_labels) if point_coords is not None else None
+        with self.autocast(self.decoder_dtype):
+            sparse, dense = model.prompt_encoder(points=points, boxes=boxes, masks=mask_input)
+            low_res, iou = model.mask_decoder(
+                image_embeddings=features,
+                image_pe=model.prompt_encoder.get_dense_pe(),
+                sparse_prompt_embeddings=sparse,
+                dense_prompt_embeddings=dense,
+                multimask_output=multimask_output,
+            )
+        return low_res.float(), iou.float()
