@@ -15,12 +15,15 @@ class ClassicConfig:
     at full size). ``iterations``: GrabCut rounds per prompt. ``click_radius``: radius in working
     pixels of the hard constraint around each click. ``seed_radius``: radius of the first probable
     foreground around a lone click, as a fraction of the working image's longest side.
+    ``click_reach``: with a previous mask, each click's hard constraint grows to this fraction of
+    its distance to that mask's boundary (0 turns it off).
     """
 
     max_side: int = 512
     iterations: int = 3
     click_radius: int = 3
     seed_radius: float = 0.05
+    click_reach: float = 0.8
     name: str = field(default=CLASSIC_NAME)
 
 

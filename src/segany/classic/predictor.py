@@ -117,7 +117,7 @@ class ClassicPredictor:
         shape = self._work.shape[:2]
         seed_radius = max(config.click_radius + 1, round(config.seed_radius * seed_scale * max(shape)))
         trimap = initial_trimap(shape, seeds, prior, seed_radius)
-        paint_clicks(trimap, seeds, config.click_radius)
+        paint_clicks(trimap, seeds, prior, config.click_radius, config.click_reach)
         mask = run_grabcut(self._work, trimap, config.iterations)
         if len(seeds.positive):
             return keep_clicked_components(mask, seeds.positive)
