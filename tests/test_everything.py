@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from segany import MaskGenerator, Predictor
@@ -90,6 +91,34 @@ def test_fast_mode_and_default_thresholds(tiny_sam, small_image) -> None:
             assert record["stability_score"] == pytest.approx(expected, abs=0, nan_ok=True)
     strict = MaskGenerator(tiny_sam, points_per_side=2)  # default thresholds: random weights predict low IoUs
     assert strict.generate(small_image) == [] and strict.counts.candidates == 12 and strict.counts.after_iou == 0
+
+
+@pytest.mark.parametrize("size", [(480, 640), (37, 53), (322, 402), (1100, 700), (5, 3)])
+def test_scoring_from_bounds_matches_full_upscaling(tiny_sam, size: tuple[int, int]) -> None:
+    """Stability and boxes from low-res bounds + partial upscaling equal full upscaling's."""
+    import torch.nn.functional as F
+
+    from segany.amg_scoring import UpscaleGeometry, upscaled_statistics
+    from segany.image import preprocess_shape
+    from segany.masks import logit_statistics
+
+    generator = torch.Generator().manual_seed(size[0])
+    smooth = F.interpolate(torch.randn(12, 1, 16, 16, generator=generator), (256, 256), mode="bicubic")[:, 0]
+    logits = torch.cat([
+        smooth * 10,  # blobs: most tiles decided by their bounds
+        smooth * 0.3,  # never near +-1: counts decided, boxes searched
+        torch.randn(6, 256, 256, generator=generator) * 2,  # texture: upscaled whole
+        torch.full((1, 256, 256), -5.0), torch.full((1, 256, 256), 5.0),  # empty and full
+        torch.where(torch.arange(256) < 40, 8.0, -8.0).expand(1, 256, 256),  # a sharp vertical edge
+    ])
+    input_size = preprocess_shape(*size, 1024)
+    full = tiny_sam.postprocess_masks(logits[:, None], input_size, size)[:, 0]
+    expected_stability, expected_boxes = logit_statistics(full, 0.0, 1.0)
+    geometry = UpscaleGeometry.build(256, 1024, input_size, size)
+    upscale = lambda x: tiny_sam.postprocess_masks(x[:, None], input_size, size)[:, 0]  # noqa: E731
+    stability, boxes = upscaled_statistics(logits, geometry, 0.0, 1.0, upscale)
+    assert torch.equal(boxes, expected_boxes)
+    assert torch.allclose(stability, expected_stability, atol=1e-6, equal_nan=True)
 
 
 @pytest.mark.parametrize(

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from .amg_geometry import build_layer_point_grids, generate_crop_boxes, near_crop_edge
+from .amg_scoring import UpscaleGeometry, upscaled_statistics
 from .errors import GeneratorArgumentError
 from .image import check_image_array
 from .masks import (
@@ -215,9 +216,8 @@ class MaskGenerator:
         masks = _Masks.cat(batches)
         masks = masks.select(box_nms(masks.boxes.float(), masks.iou, self.box_nms_thresh))
         self.counts.after_box_nms += len(masks.iou)
-        masks.rles, stability, boxes = self._full_size(masks.low_res, crop_box, image_size, encode=True)
-        if self.fast:  # the kept masks' own scores and boxes, not the low-res estimates
-            masks.stability, masks.boxes = stability, boxes
+        # the kept masks' scores and boxes from the same full-size logits as their masks
+        masks.rles, masks.stability, masks.boxes = self._full_size(masks.low_res, crop_box, image_size)
         masks.low_res = None
         self.predictor.reset_image()
         offset = torch.tensor([x0, y0, x0, y0], dtype=torch.int64)
@@ -240,7 +240,7 @@ class MaskGenerator:
             keep = iou > self.pred_iou_thresh
             low_res, iou, points = low_res[keep], iou[keep], points[keep.cpu().numpy()]
         self.counts.after_iou += len(iou)
-        stability, boxes = self._score(low_res, crop_box, image_size)
+        stability, boxes = self._score(low_res, crop_size)
         masks = _Masks(iou.cpu(), stability.cpu(), boxes.cpu(), points,
                        np.tile(np.asarray(crop_box, dtype=np.int64), (len(iou), 1)), low_res)
         if self.stability_score_thresh > 0.0:
@@ -258,12 +258,16 @@ class MaskGenerator:
         step = max(1, _CHUNK_FLOATS // per_mask)
         return [slice(i, i + step) for i in range(0, count, step)]
 
-    def _score(self, low_res: torch.Tensor, crop_box: list[int], image_size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    def _score(self, low_res: torch.Tensor, crop_size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
         """Stability scores and crop-frame boxes of candidates from their low-res logits."""
         if self.fast:
-            return self._score_low_res(low_res, (crop_box[3] - crop_box[1], crop_box[2] - crop_box[0]))
-        _, stability, boxes = self._full_size(low_res, crop_box, image_size, encode=False)
-        return stability, boxes
+            return self._score_low_res(low_res, crop_size)
+        assert self.predictor.input_size is not None
+        geometry = UpscaleGeometry.build(low_res.shape[-1], self.predictor.transform.target_length, self.predictor.input_size, crop_size)
+        return upscaled_statistics(
+            low_res, geometry, self.mask_threshold, self.stability_score_offset,
+            lambda logits: self.predictor.upscale_logits(logits[:, None])[:, 0],
+        )
 
     def _score_low_res(self, low_res: torch.Tensor, crop_size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
         """Fast mode: stability and boxes on the low-res logits of the image area, boxes scaled up."""
@@ -280,10 +284,10 @@ class MaskGenerator:
         return stability.cpu(), scaled.to(torch.int64)
 
     def _full_size(
-        self, low_res: torch.Tensor | None, crop_box: list[int], image_size: tuple[int, int], encode: bool
+        self, low_res: torch.Tensor | None, crop_box: list[int], image_size: tuple[int, int]
     ) -> tuple[list[dict], torch.Tensor, torch.Tensor]:
-        """Stability scores, crop-frame boxes and (``encode``) image-frame COCO RLEs from logits
-        upsampled to the crop's size a chunk at a time."""
+        """Image-frame COCO RLEs, stability scores and crop-frame boxes of kept candidates, from
+        their logits upsampled to the crop's size a chunk at a time."""
         rles: list[dict] = []
         stabilities, boxes = [torch.zeros(0)], [torch.zeros((0, 4), dtype=torch.int64)]
         x0, y0, x1, y1 = crop_box
@@ -292,13 +296,12 @@ class MaskGenerator:
             stability, box = logit_statistics(logits, self.mask_threshold, self.stability_score_offset)
             stabilities.append(stability.cpu())
             boxes.append(box.cpu())
-            if encode:
-                masks = (logits > self.mask_threshold).cpu()
-                if (x1 - x0, y1 - y0) != (image_size[1], image_size[0]):
-                    framed = torch.zeros((len(masks), *image_size), dtype=torch.bool)
-                    framed[:, y0:y1, x0:x1] = masks
-                    masks = framed
-                rles.extend(encode_rles(masks.numpy()))
+            masks = (logits > self.mask_threshold).cpu()
+            if (x1 - x0, y1 - y0) != (image_size[1], image_size[0]):
+                framed = torch.zeros((len(masks), *image_size), dtype=torch.bool)
+                framed[:, y0:y1, x0:x1] = masks
+                masks = framed
+            rles.extend(encode_rles(masks.numpy()))
         return rles, torch.cat(stabilities), torch.cat(boxes)
 
     def _clean_small_regions(self, masks: _Masks) -> _Masks:
