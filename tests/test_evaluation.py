@@ -184,7 +184,10 @@ def test_eval_cli_tiny_sam_end_to_end(golden, tiny_dataset, tmp_path):
     assert all(0.0 <= v <= 1.0 for o in result["objects"] for v in o["ious"])
 
 
-def test_eval_cli_on_a_benchmark_with_the_box_protocol(tmp_path):
+def test_eval_cli_on_a_benchmark_with_the_box_protocol(tmp_path, monkeypatch):
+    from conftest import SHARED
+
+    monkeypatch.setenv("SEGANY_DATA", str(SHARED / "data"))
     try:
         open_dataset("grabcut")
     except Exception as exc:  # absent shared data
@@ -199,3 +202,16 @@ def test_eval_cli_on_a_benchmark_with_the_box_protocol(tmp_path):
 def test_eval_cli_errors_are_typed(capsys):
     assert main(["eval", "--model", "classic", "--dataset", "no_such_dataset"]) == 2
     assert "unknown dataset" in capsys.readouterr().err
+
+
+def test_eval_cli_saves_after_each_object_and_resumes(tiny_dataset, tmp_path):
+    out = tmp_path / "r.json"
+    args = ["eval", "--model", "classic", "--dataset", str(tiny_dataset), "--protocol", "box", "--quiet", "--out", str(out)]
+    assert main(args + ["--limit", "2"]) == 0
+    first = json.loads(out.read_text())
+    assert first["complete"] and first["num_objects"] == 2
+    assert main(args + ["--resume"]) == 0
+    resumed = json.loads(out.read_text())
+    assert resumed["num_objects"] == 3 and resumed["objects"][:2] == first["objects"]
+    assert main(["eval", "--model", "classic", "--dataset", str(tiny_dataset), "--protocol", "noc", "--quiet",
+                 "--out", str(out), "--resume"]) == 2  # a different evaluation is refused, not mixed in

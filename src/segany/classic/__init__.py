@@ -4,7 +4,8 @@
 gives a :class:`ClassicPredictor` (GrabCut seeded by clicks, boxes and previous masks) and the mask
 generator a :class:`ClassicMaskGenerator` (a region segmentation merged into object-like regions).
 """
+from .generator import ClassicMaskGenerator
 from .model import CLASSIC_NAME, ClassicConfig, ClassicModel
 from .predictor import ClassicPredictor
 
-__all__ = ["CLASSIC_NAME", "ClassicConfig", "ClassicModel", "ClassicPredictor"]
+__all__ = ["CLASSIC_NAME", "ClassicConfig", "ClassicMaskGenerator", "ClassicModel", "ClassicPredictor"]

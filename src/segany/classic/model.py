@@ -57,11 +57,11 @@ class ClassicModel:
 
         return ClassicPredictor(self)
 
-    def make_mask_generator(self, **kwargs: Any):
+    def make_mask_generator(self, *args: Any, **kwargs: Any):
         """A :class:`~segany.classic.generator.ClassicMaskGenerator` for this engine."""
         from .generator import ClassicMaskGenerator
 
-        return ClassicMaskGenerator(self, **kwargs)
+        return ClassicMaskGenerator(self, *args, **kwargs)
 
     def __repr__(self) -> str:
         return f"ClassicModel({self.config})"

@@ -54,6 +54,13 @@ class ClassicPredictor:
         self.original_size = (h, w)
         self.is_image_set = True
 
+    def make_mask_generator(self, *args, **kwargs):
+        """A :class:`~segany.classic.generator.ClassicMaskGenerator` on this predictor's engine
+        (what ``segany.MaskGenerator(predictor)`` hands over to)."""
+        from .generator import ClassicMaskGenerator
+
+        return ClassicMaskGenerator(self, *args, **kwargs)
+
     def get_image_embedding(self):
         """The classic engine has no embedding: raises :class:`~segany.errors.UnsupportedOperationError`."""
         raise UnsupportedOperationError("the classic engine has no image embedding; use a SAM model for embeddings")

@@ -28,6 +28,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--max-clicks", type=_positive, default=20, help="clicks per object for noc (default 20; sam uses up to 9)")
     parser.add_argument("--limit", type=_positive, default=None, metavar="N", help="only the first N objects")
     parser.add_argument("--out", default=None, metavar="FILE.json", help="write the summary and per-object results here")
+    parser.add_argument("--resume", action="store_true",
+                        help="--out is saved after every object; with --resume, reuse the objects already in it")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     add_model_arguments(parser)
     parser.set_defaults(handler=run)
@@ -40,12 +42,45 @@ def run(args: argparse.Namespace) -> int:
     from ..predictor import Predictor
 
     dataset = open_dataset(args.dataset).head(args.limit)
+    run_id = {"model": str(args.model), "checkpoint": None if args.checkpoint is None else str(args.checkpoint)}
+    done = _resumable(args, dataset.name, run_id) if args.resume else None
     model = load_model_from_args(args, fallback_to_classic=False)
-    summary = evaluate(Predictor(model), dataset, args.protocol, args.max_clicks, progress=not args.quiet)
-    summary["model"] = str(args.model)
-    summary["checkpoint"] = None if args.checkpoint is None else str(args.checkpoint)
+
+    def save(summary: dict) -> None:
+        if args.out:
+            atomic_write_json(args.out, {**summary, **run_id}, indent=1)
+
+    summary = evaluate(Predictor(model), dataset, args.protocol, args.max_clicks, progress=not args.quiet,
+                       done=done, on_object=save)
+    save(summary)
     print(format_table(summary))
     if args.out:
-        atomic_write_json(args.out, summary, indent=1)
         info(f"wrote {args.out}")
     return 0
+
+
+def _resumable(args: argparse.Namespace, dataset: str, run_id: dict) -> list[dict]:
+    """The per-object results of an earlier run of the same evaluation saved at ``--out``."""
+    import json
+    from pathlib import Path
+
+    from ..errors import DatasetError
+
+    if not args.out:
+        raise DatasetError("--resume needs --out FILE.json (the file the earlier run saved)")
+    path = Path(args.out)
+    if not path.exists():
+        return []
+    try:
+        previous = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise DatasetError(f"cannot resume from {path}: {exc}") from None
+    expected = {"dataset": dataset, "protocol": args.protocol, "max_clicks": args.max_clicks, **run_id}
+    if args.protocol == "sam":
+        expected["max_clicks"] = min(args.max_clicks, 9)
+    elif args.protocol == "box":
+        expected["max_clicks"] = 1
+    different = {k: previous.get(k) for k, v in expected.items() if previous.get(k) != v}
+    if different:
+        raise DatasetError(f"cannot resume from {path}: it is a different evaluation ({different})")
+    return list(previous.get("objects", []))

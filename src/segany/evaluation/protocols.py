@@ -158,9 +158,15 @@ def _summary(dataset: Dataset, protocol: str, max_clicks: int, objects: list[dic
 
 
 def evaluate(predictor: PromptPredictor, dataset: Dataset, protocol: str = "noc", max_clicks: int = 20,
-             progress: bool = True) -> dict[str, Any]:
+             progress: bool = True, done: list[dict[str, Any]] | None = None,
+             on_object: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
     """Run ``protocol`` ("noc", "sam" or "box") over every object of ``dataset``; a JSON-ready summary
-    with the aggregate metrics and a per-object list (IoU after each click, the clicks, NoC)."""
+    with the aggregate metrics and a per-object list (IoU after each click, the clicks, NoC).
+
+    ``done``: per-object results of an interrupted run (the ``objects`` of its partial summary),
+    reused for the objects they name so a long run resumes where it stopped. ``on_object`` gets the
+    partial summary after every object (``"complete": False``), e.g. to save it.
+    """
     if protocol not in _RUNNERS:
         raise PromptError(f"unknown protocol {protocol!r}; choose from {', '.join(PROTOCOLS)}")
     if protocol == "box":
@@ -172,9 +178,13 @@ def evaluate(predictor: PromptPredictor, dataset: Dataset, protocol: str = "noc"
     run = _RUNNERS[protocol]
     timer = _Timer()
     set_image_seconds = 0.0
+    previous = {o["name"]: o for o in done or []}
     objects: list[dict[str, Any]] = []
     bar = tqdm(dataset, desc=f"{dataset.name}/{protocol}", unit="obj", disable=not progress, dynamic_ncols=True)
     for sample in bar:
+        if sample.name in previous:
+            objects.append(previous[sample.name])
+            continue
         image, target = sample.load()
         start = perf_counter()
         predictor.set_image(image)
@@ -185,7 +195,9 @@ def evaluate(predictor: PromptPredictor, dataset: Dataset, protocol: str = "noc"
             bar.set_postfix_str(f"NoC@90 {noc([o['ious'] for o in objects], 0.9, max_clicks):.2f}")
         else:
             bar.set_postfix_str(f"mIoU@1 {np.mean([o['ious'][0] for o in objects]):.3f}")
-    return _summary(dataset, protocol, max_clicks, objects, timer, set_image_seconds)
+        if on_object is not None:
+            on_object({**_summary(dataset, protocol, max_clicks, objects, timer, set_image_seconds), "complete": False})
+    return {**_summary(dataset, protocol, max_clicks, objects, timer, set_image_seconds), "complete": True}
 
 
 def format_table(summary: dict[str, Any]) -> str:

@@ -1,0 +1,132 @@
+"""Automatic masks without weights: object-like regions of a region hierarchy, as SAM-style records.
+
+Records have the keys of :class:`segany.MaskGenerator`'s: ``segmentation`` (per ``output_mode``),
+``area``, ``bbox`` (XYWH), ``predicted_iou`` (boundary contrast, :mod:`.scoring`), ``point_coords``
+(the region's innermost pixel), ``stability_score`` (persistence in the hierarchy,
+:mod:`.regions`) and ``crop_box`` (the whole image). Regions are ranked by the product of the two
+scores and overlapping ones removed by box NMS.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+
+from ..errors import GeneratorArgumentError
+from ..image import check_image_array
+from ..masks import box_nms, encode_rles, mask_bbox_xywh, uncompressed_rles
+from .model import ClassicModel
+from .predictor import ClassicPredictor
+from .regions import hierarchy, superpixels
+from .scoring import boundary_contrast
+
+OUTPUT_MODES = ("binary_mask", "uncompressed_rle", "coco_rle")
+SAM_ONLY_OPTIONS = frozenset({
+    "points_per_side", "points_per_batch", "pred_iou_thresh", "stability_score_thresh", "stability_score_offset",
+    "crop_n_layers", "crop_nms_thresh", "crop_overlap_ratio", "crop_n_points_downscale_factor", "point_grids", "fast",
+})
+
+
+class ClassicMaskGenerator:
+    """``generate(image)`` → list of mask records, like :class:`segany.MaskGenerator` (see the module docstring).
+
+    ``min_area_fraction`` / ``max_area_fraction`` bound a region's share of the image,
+    ``max_masks`` caps the output, ``superpixel_step`` is the superpixel grid in working pixels.
+    The point-grid and threshold options of the SAM generator are accepted and do not apply (there
+    is no point grid; the scores here are not calibrated like SAM's); any other keyword is an error.
+    """
+
+    def __init__(self, model_or_predictor: ClassicModel | ClassicPredictor | None = None, *,
+                 box_nms_thresh: float = 0.7, min_mask_region_area: int = 0, output_mode: str = "binary_mask",
+                 min_area_fraction: float = 0.002, max_area_fraction: float = 0.9, max_masks: int = 100,
+                 superpixel_step: int = 14, **sam_options: Any) -> None:
+        unknown = set(sam_options) - SAM_ONLY_OPTIONS
+        if unknown:
+            raise GeneratorArgumentError(f"unknown option(s) for the classic mask generator: {', '.join(sorted(unknown))}")
+        if output_mode not in OUTPUT_MODES:
+            raise GeneratorArgumentError(f"output_mode must be one of {', '.join(OUTPUT_MODES)}; got {output_mode!r}")
+        if not 0.0 <= box_nms_thresh <= 1.0:
+            raise GeneratorArgumentError(f"box_nms_thresh must be in [0, 1], got {box_nms_thresh}")
+        if not 0.0 <= min_area_fraction < max_area_fraction <= 1.0:
+            raise GeneratorArgumentError("need 0 <= min_area_fraction < max_area_fraction <= 1")
+        if max_masks < 1 or superpixel_step < 4:
+            raise GeneratorArgumentError("max_masks must be >= 1 and superpixel_step >= 4")
+        if isinstance(model_or_predictor, ClassicPredictor):
+            model = model_or_predictor.model
+        elif isinstance(model_or_predictor, ClassicModel) or model_or_predictor is None:
+            model = model_or_predictor or ClassicModel()
+        else:
+            raise GeneratorArgumentError(f"expected a ClassicModel or ClassicPredictor, got {type(model_or_predictor).__name__}")
+        self.model = model
+        self.box_nms_thresh = box_nms_thresh
+        self.min_mask_region_area = min_mask_region_area
+        self.output_mode = output_mode
+        self.min_area_fraction = min_area_fraction
+        self.max_area_fraction = max_area_fraction
+        self.max_masks = max_masks
+        self.superpixel_step = superpixel_step
+
+    def generate(self, image: np.ndarray) -> list[dict[str, Any]]:
+        """Masks of the object-like regions of an HWC RGB uint8 image, best first."""
+        check_image_array(image)
+        h, w = image.shape[:2]
+        scale = min(1.0, self.model.config.max_side / max(h, w))
+        bgr = np.ascontiguousarray(image[..., ::-1])
+        if scale < 1.0:
+            bgr = cv2.resize(bgr, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
+        labels = superpixels(bgr, self.superpixel_step)
+        gray = cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY).astype(np.float32)
+        gradient = cv2.magnitude(cv2.Sobel(gray, cv2.CV_32F, 1, 0), cv2.Sobel(gray, cv2.CV_32F, 0, 1))
+        total = labels.size
+        min_area = max(self.min_area_fraction * total, self.min_mask_region_area * scale * scale)
+        candidates = []
+        sizes = np.bincount(labels.ravel())
+        for region in hierarchy(bgr, labels):
+            area = sizes[list(region.superpixels)].sum()
+            if len(region.superpixels) > 1 and min_area <= area <= self.max_area_fraction * total and region.persistence > 0:
+                candidates.append(region)
+        if not candidates:
+            return []
+        work_masks = [np.isin(labels, r.superpixels) for r in candidates]
+        contrast = np.array([boundary_contrast(m, gradient) for m in work_masks])
+        persistence = np.array([r.persistence for r in candidates])
+        boxes = torch.tensor([_xyxy(m) for m in work_masks], dtype=torch.float32)
+        keep = box_nms(boxes, torch.as_tensor(contrast * persistence, dtype=torch.float32), self.box_nms_thresh)
+        keep = keep[: self.max_masks].tolist()
+        full_labels = cv2.resize(labels, (w, h), interpolation=cv2.INTER_NEAREST) if scale < 1.0 else labels
+        records = []
+        for i in keep:
+            mask = np.isin(full_labels, candidates[i].superpixels)
+            records.append({
+                "segmentation": mask,
+                "area": int(mask.sum()),
+                "bbox": mask_bbox_xywh(mask),
+                "predicted_iou": float(contrast[i]),
+                "point_coords": [_innermost_point(mask)],
+                "stability_score": float(persistence[i]),
+                "crop_box": [0, 0, w, h],
+            })
+        return self._encode(records)
+
+    def _encode(self, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        if self.output_mode == "binary_mask" or not records:
+            return records
+        masks = np.stack([r["segmentation"] for r in records])
+        encoded = encode_rles(masks) if self.output_mode == "coco_rle" else uncompressed_rles(masks)
+        for record, rle in zip(records, encoded):
+            record["segmentation"] = rle
+        return records
+
+
+def _xyxy(mask: np.ndarray) -> list[int]:
+    x, y, bw, bh = mask_bbox_xywh(mask)
+    return [x, y, x + bw, y + bh]
+
+
+def _innermost_point(mask: np.ndarray) -> list[float]:
+    """The pixel farthest from the region's boundary, as [x, y]: a click that would select it."""
+    distance = cv2.distanceTransform(np.pad(mask.astype(np.uint8), 1), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)[1:-1, 1:-1]
+    y, x = divmod(int(np.argmax(distance)), mask.shape[1])
+    return [float(x), float(y)]

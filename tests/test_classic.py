@@ -1,0 +1,145 @@
+"""The weight-free classic engine: predictor interface, accuracy on a synthetic object, generator, wiring."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import segany
+from segany.classic import ClassicModel, ClassicPredictor
+from segany.classic.generator import ClassicMaskGenerator
+from segany.classic.lowres import logits_to_image, mask_to_logits
+from segany.errors import ConfigError, GeneratorArgumentError, PredictorStateError, PromptError, UnsupportedOperationError
+from segany.evaluation import iou
+
+
+@pytest.fixture(scope="module")
+def scene() -> tuple[np.ndarray, np.ndarray]:
+    """A 120x160 noisy two-tone background with a noisy ellipse whose colour differs from both tones."""
+    rng = np.random.default_rng(1)
+    yy, xx = np.mgrid[:120, :160]
+    image = np.where((xx < 80)[..., None], [70, 110, 60], [120, 90, 140]).astype(np.float64)
+    obj = ((xx - 90) / 38.0) ** 2 + ((yy - 62) / 26.0) ** 2 <= 1.0
+    image[obj] = [215, 170, 40]
+    image += rng.normal(0, 12, image.shape)
+    return np.clip(image, 0, 255).astype(np.uint8), obj
+
+
+@pytest.fixture()
+def predictor(scene) -> ClassicPredictor:
+    p = segany.Predictor(segany.load_model("classic"))
+    p.set_image(scene[0])
+    return p
+
+
+def test_load_model_and_predictor_dispatch():
+    model = segany.load_model("classic")
+    assert isinstance(model, ClassicModel) and isinstance(segany.build_model("classic"), ClassicModel)
+    assert isinstance(segany.Predictor(model), ClassicPredictor)
+    with pytest.raises(ConfigError, match="no weights"):
+        segany.load_model("classic", checkpoint="x.pth")
+
+
+def test_one_box_gives_the_object(predictor, scene):
+    _, obj = scene
+    masks, scores, low_res = predictor.predict(box=np.array([50, 34, 130, 90]), multimask_output=False)
+    assert masks.shape == (1, 120, 160) and masks.dtype == bool
+    assert scores.shape == (1,) and 0.0 <= scores[0] <= 1.0
+    assert low_res.shape == (1, 256, 256) and low_res.dtype == np.float32
+    assert iou(masks[0], obj) >= 0.9
+
+
+def test_one_click_multimask_and_feedback(predictor, scene):
+    _, obj = scene
+    masks, scores, low_res = predictor.predict(point_coords=[[90, 60]], point_labels=[1])
+    assert masks.shape == (3, 120, 160) and scores.shape == (3,) and low_res.shape == (3, 256, 256)
+    best = int(np.argmax(scores))
+    assert iou(masks[best], obj) >= 0.85
+    # the low-res logits describe the mask (positive inside), so they can seed the next call
+    assert iou(logits_to_image(low_res[best], (120, 160)) > 0, masks[best]) >= 0.9
+    masks2, _, _ = predictor.predict(point_coords=[[90, 60], [20, 20]], point_labels=[1, 0],
+                                     mask_input=low_res[best][None], multimask_output=False)
+    assert iou(masks2[0], obj) >= 0.85
+    logits, _, _ = predictor.predict(point_coords=[[90, 60]], point_labels=[1], multimask_output=False, return_logits=True)
+    assert logits.dtype == np.float32 and (logits > 0).any() and (logits < 0).any()
+
+
+def test_negative_click_removes_a_region(predictor, scene):
+    image, _ = scene
+    # prior: everything right of x=60; a negative click in the background part should be honoured
+    prior = np.zeros((120, 160), dtype=bool)
+    prior[:, 60:] = True
+    masks, _, _ = predictor.predict(point_coords=[[90, 60], [150, 10]], point_labels=[1, 0],
+                                    mask_input=mask_to_logits(prior)[None], multimask_output=False)
+    assert not masks[0][10, 150] and masks[0][60, 90]
+
+
+def test_lowres_round_trip():
+    mask = np.zeros((90, 200), dtype=bool)
+    mask[20:70, 40:160] = True
+    logits = mask_to_logits(mask)
+    assert logits.shape == (256, 256) and logits[200, 10] < 0  # padding below the image is background
+    assert iou(logits_to_image(logits, mask.shape) > 0, mask) > 0.97
+
+
+def test_errors_are_typed(scene):
+    p = ClassicPredictor()
+    with pytest.raises(PredictorStateError):
+        p.predict(point_coords=[[1, 1]], point_labels=[1])
+    p.set_image(scene[0])
+    with pytest.raises(PromptError, match="outside"):
+        p.predict(point_coords=[[500, 1]], point_labels=[1])
+    with pytest.raises(PromptError, match="reversed"):
+        p.predict(box=[50, 50, 10, 10])
+    with pytest.raises(PromptError, match="positive point"):
+        p.predict(point_coords=[[5, 5]], point_labels=[0])
+    with pytest.raises(PromptError, match="mask_input"):
+        p.predict(point_coords=[[5, 5]], point_labels=[1], mask_input=np.zeros((64, 64)))
+    with pytest.raises(UnsupportedOperationError):
+        p.get_image_embedding()
+
+
+def test_generator_records(scene):
+    image, obj = scene
+    records = ClassicMaskGenerator(ClassicModel()).generate(image)
+    assert records
+    keys = {"segmentation", "area", "bbox", "predicted_iou", "point_coords", "stability_score", "crop_box"}
+    for r in records:
+        assert set(r) == keys and r["segmentation"].shape == (120, 160) and r["area"] == int(r["segmentation"].sum())
+        x, y, w, h = r["bbox"]
+        assert r["segmentation"][y:y + h + 1, x:x + w + 1].sum() == r["area"] and r["crop_box"] == [0, 0, 160, 120]
+        px, py = r["point_coords"][0]
+        assert r["segmentation"][int(py), int(px)]
+    assert max(iou(r["segmentation"], obj) for r in records) >= 0.85  # the object is among the regions
+    rles = ClassicMaskGenerator(output_mode="coco_rle").generate(image)
+    assert rles and set(rles[0]["segmentation"]) == {"size", "counts"}
+    with pytest.raises(GeneratorArgumentError):
+        ClassicMaskGenerator(output_mode="png")
+    with pytest.raises(GeneratorArgumentError, match="unknown option"):
+        ClassicMaskGenerator(points_per_sid=4)
+    assert ClassicMaskGenerator(points_per_side=16).max_masks == 100  # SAM grid options are accepted
+
+
+def test_segment_cli_falls_back_to_classic_offline(monkeypatch, tmp_path, capsys):
+    from PIL import Image
+
+    import segany.build
+    from segany.cli import main
+    from segany.errors import WeightsUnavailableError
+
+    def offline(name, progress=True):
+        raise WeightsUnavailableError(f"weights for {name!r} are not cached and could not be downloaded")
+
+    monkeypatch.setattr(segany.build, "ensure_weights", offline)
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 60, (64, 80, 3), dtype=np.uint8)
+    image[16:48, 24:60] = (230, 200, 30)
+    Image.fromarray(image).save(tmp_path / "img.png")
+    assert main(["segment", str(tmp_path / "img.png"), "--point", "40,30", "--multimask", "-o", str(tmp_path / "out")]) == 0
+    err = capsys.readouterr().err
+    assert "classic engine" in err and len([line for line in err.splitlines() if "classic" in line]) == 1
+    mask = np.array(Image.open(tmp_path / "out" / "img_mask0.png")) > 0
+    truth = np.zeros((64, 80), dtype=bool)
+    truth[16:48, 24:60] = True
+    assert iou(mask, truth) >= 0.9
+    # an explicit checkpoint or a non-default model is never silently replaced
+    assert main(["segment", str(tmp_path / "img.png"), "--point", "40,30", "--model", "vit_b", "-o", str(tmp_path / "o2")]) == 2
