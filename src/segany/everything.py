@@ -2,11 +2,12 @@
 
 :class:`MaskGenerator` has the arguments and the output of the official
 ``SamAutomaticMaskGenerator`` and returns the same masks, in the same order, with the same
-scores. It gets there with less work: every candidate's predicted IoU is checked before any
-upsampling, stability scores and boxes are computed chunk by chunk from logits that are then
-dropped, box NMS runs before any mask is kept, and only the survivors are thresholded at full
-size, encoded (pycocotools) and cleaned. Coordinates are (x, y) pixels of the original image;
-boxes in records are XYWH, like COCO.
+scores. It gets there with less work: candidates are decoded without upsampling, the predicted
+IoU filter runs first, stability scores and boxes come from low-res bounds with full-size
+values computed only where the bounds leave a pixel undecided (:mod:`segany.amg_scoring`), box
+NMS runs on those boxes, and only the survivors are upsampled, thresholded, encoded
+(pycocotools) and cleaned. Coordinates are (x, y) pixels of the original image; boxes in
+records are XYWH, like COCO.
 """
 from __future__ import annotations
 
@@ -36,7 +37,7 @@ from .models.sam import Sam
 from .predictor import LOW_RES, Predictor
 
 OUTPUT_MODES = ("binary_mask", "uncompressed_rle", "coco_rle")
-_CHUNK_FLOATS = 1 << 25  # logits held at once while scoring candidates (128 MB of float32)
+_CHUNK_FLOATS = 1 << 25  # full-size logits held at once while encoding kept masks (128 MB)
 
 
 @dataclass
@@ -104,11 +105,12 @@ class MaskGenerator:
     """Automatic mask generation with the official ``SamAutomaticMaskGenerator`` arguments.
 
     ``model_or_predictor`` is a :class:`~segany.models.sam.Sam` or a :class:`Predictor` (whose
-    current image is replaced). ``points_per_batch`` prompts are decoded at once: raise it to
-    go faster where memory allows; the masks do not depend on it. ``fast=True`` scores
+    current image is replaced). ``points_per_batch`` prompts are decoded at once (memory grows
+    with it, the masks do not change beyond float rounding). The low-res logits of candidates
+    that pass the filters are held until the crop's NMS (256 KB each). ``fast=True`` scores
     candidates (stability, boxes for NMS) on the low-resolution logits instead of at full size:
-    faster when many candidates pass the IoU filter, but the kept set may differ slightly from
-    the official one (the default, exact mode, matches it).
+    the kept set may then differ slightly from the official one (the default, exact mode,
+    matches it); kept masks' records are exact in both modes.
     """
 
     def __init__(
