@@ -51,7 +51,7 @@ def resolve_dtype(dtype: torch.dtype | str | None) -> torch.dtype:
 
 def _quantized_encoder(encoder: nn.Module) -> nn.Module:
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)  # torch.ao.quantization's move to torchao
+        warnings.simplefilter("ignore")  # deprecation notes of torch.ao.quantization (moving to torchao)
         from torch.ao.quantization import quantize_dynamic
 
         return quantize_dynamic(copy.deepcopy(encoder), {nn.Linear}, dtype=torch.qint8)

@@ -91,7 +91,11 @@ class OfficialPromptDecoder(LowResPromptDecoder):
         masks = F.interpolate(masks, size=(size, size), mode="bilinear", align_corners=False)
         scale = size / torch.max(orig_im_size)
         prepadded = torch.floor(orig_im_size * scale + 0.5).to(torch.int64)
-        masks = masks[..., : int(prepadded[0]), : int(prepadded[1])]
+        # Index tensors rather than Python slice bounds, so the crop stays a function of
+        # orig_im_size in the traced graph instead of the example's constant.
+        rows = torch.arange(prepadded[0], device=masks.device)
+        cols = torch.arange(prepadded[1], device=masks.device)
+        masks = masks.index_select(2, rows).index_select(3, cols)
         original = orig_im_size.to(torch.int64)
         return F.interpolate(masks, size=(original[0], original[1]), mode="bilinear", align_corners=False)
 

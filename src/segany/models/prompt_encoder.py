@@ -76,10 +76,11 @@ class PromptEncoder(nn.Module):
         """Positional encoding of the image embedding grid, (1, C, 64, 64).
 
         It depends only on the random Fourier matrix, so it is computed once and reused until that
-        buffer changes (new weights, another device or dtype) or the grad mode differs.
+        buffer changes (new weights, another device or dtype) or the grad mode differs. A traced
+        graph (ONNX export) computes it from the matrix: runtimes fold that into one constant.
         """
         matrix = self.pe_layer.positional_encoding_gaussian_matrix
-        if matrix.is_inference():  # no version counter to tell whether it changed
+        if matrix.is_inference() or torch.jit.is_tracing():  # inference tensors have no version counter
             return self.pe_layer(self.image_embedding_size).unsqueeze(0)
         key = (matrix.device, matrix.dtype, matrix.data_ptr(), matrix._version, torch.is_inference_mode_enabled())
         if self._dense_pe_key != key:

@@ -1,0 +1,156 @@
+"""ONNX export and the onnxruntime backend on the golden tiny SAM: the official decoder signature,
+parity with the official outputs (golden files) and with the torch path, quantisation, errors."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("onnxruntime")
+import onnxruntime as ort  # noqa: E402
+
+from segany import Predictor  # noqa: E402
+from segany.cli import main  # noqa: E402
+from segany.errors import BackendError, ExportError  # noqa: E402
+from segany.export.onnx import OfficialPromptDecoder, quantize_file  # noqa: E402
+from segany.onnx_backend import OnnxRuntimeSam  # noqa: E402
+
+LOGIT_TOL = 1e-3  # golden README tolerances (float32 reordering)
+IOU_TOL = 1e-4
+EMBED_TOL = 1e-4
+
+
+@pytest.fixture(scope="module")
+def export_dir(golden: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny SAM exported once through the CLI, as a user would."""
+    out = tmp_path_factory.mktemp("onnx")
+    code = main(["export", "onnx", "--model", str(golden / "tiny_sam.json"), "--checkpoint", str(golden / "tiny_sam.pth"),
+                 "--out", str(out)])
+    assert code == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def decoder(export_dir: Path) -> ort.InferenceSession:
+    return ort.InferenceSession(str(export_dir / "decoder.onnx"), providers=["CPUExecutionProvider"])
+
+
+def test_decoder_has_the_official_signature(decoder: ort.InferenceSession, export_dir: Path) -> None:
+    inputs = {i.name: i for i in decoder.get_inputs()}
+    assert list(inputs) == ["image_embeddings", "point_coords", "point_labels", "mask_input", "has_mask_input", "orig_im_size"]
+    assert [o.name for o in decoder.get_outputs()] == ["masks", "iou_predictions", "low_res_masks"]
+    assert all(i.type == "tensor(float)" for i in inputs.values())
+    assert inputs["image_embeddings"].shape == [1, 256, 64, 64]
+    assert isinstance(inputs["point_coords"].shape[1], str)  # dynamic number of points
+    assert inputs["mask_input"].shape == [1, 1, 256, 256] and inputs["orig_im_size"].shape == [2]
+    manifest = json.loads((export_dir / "segany_onnx.json").read_text())
+    assert manifest["model"] == "tiny_sam" and set(manifest["files"]) == {"decoder", "decoder_low_res", "encoder"}
+
+
+def _official_inputs(golden: Path, case: str) -> tuple[dict[str, np.ndarray], np.lib.npyio.NpzFile]:
+    """The web demo's inputs for a golden case: box corners labelled 2 / 3, padding point without a box."""
+    data = np.load(golden / f"{case}.npz")
+    features = np.load(golden / "sam_embedding_photo.npz")["features"]
+    coords, labels = [], []
+    if "point_coords_transformed" in data:
+        coords.append(data["point_coords_transformed"])
+        labels.append(data["point_labels"].astype(np.float32))
+    if "box_transformed" in data:
+        coords.append(data["box_transformed"].reshape(2, 2))
+        labels.append(np.array([2.0, 3.0], dtype=np.float32))
+    else:
+        coords.append(np.zeros((1, 2), dtype=np.float32))
+        labels.append(np.array([-1.0], dtype=np.float32))
+    has_mask = "mask_input" in data
+    inputs = {
+        "image_embeddings": features,
+        "point_coords": np.concatenate(coords)[None].astype(np.float32),
+        "point_labels": np.concatenate(labels)[None],
+        "mask_input": (data["mask_input"][None] if has_mask else np.zeros((1, 1, 256, 256))).astype(np.float32),
+        "has_mask_input": np.array([1.0 if has_mask else 0.0], dtype=np.float32),
+        "orig_im_size": data["original_size"].astype(np.float32),
+    }
+    return inputs, data
+
+
+@pytest.mark.parametrize("case", ["sam_photo_point_multimask", "sam_photo_box_only", "sam_photo_mask_input_followup"])
+def test_decoder_matches_the_official_outputs(decoder: ort.InferenceSession, golden: Path, case: str) -> None:
+    inputs, data = _official_inputs(golden, case)
+    masks, iou, low_res = decoder.run(None, inputs)
+    chosen = slice(1, None) if bool(data["multimask_output"]) else slice(0, 1)
+    assert np.abs(low_res[0, chosen] - data["low_res_logits"]).max() <= LOGIT_TOL
+    assert np.abs(iou[0, chosen] - data["iou_predictions"]).max() <= IOU_TOL
+    logits = masks[0, chosen]
+    assert logits.shape == data["masks"].shape
+    differ = (logits > 0) != data["masks"]
+    assert not (differ & (np.abs(logits) > LOGIT_TOL)).any()
+
+
+def test_single_mask_selection_follows_the_official_rule(tiny_sam) -> None:
+    wrapper = OfficialPromptDecoder(tiny_sam, return_single_mask=True)
+    scores = torch.tensor([[0.1, 0.5, 0.9, 0.2]])
+    masks = torch.arange(4.0).reshape(1, 4, 1, 1).expand(1, 4, 2, 2)
+    one, score = wrapper._select(masks, scores, num_points=2)  # one point + padding: best multimask
+    assert score.item() == pytest.approx(0.9) and one[0, 0, 0, 0].item() == 2.0
+    one, score = wrapper._select(masks, scores, num_points=3)  # several points: the single-mask token
+    assert score.item() == pytest.approx(0.1) and one[0, 0, 0, 0].item() == 0.0
+
+
+@pytest.fixture(scope="module")
+def predictors(tiny_sam, export_dir: Path, photo: np.ndarray) -> tuple[Predictor, Predictor]:
+    torch_predictor, onnx_predictor = Predictor(tiny_sam), Predictor(tiny_sam, backend="onnxruntime", onnx_dir=export_dir)
+    torch_predictor.set_image(photo)
+    onnx_predictor.set_image(photo)
+    return torch_predictor, onnx_predictor
+
+
+def test_onnxruntime_backend_matches_torch(predictors: tuple[Predictor, Predictor], golden: Path) -> None:
+    reference, onnx = predictors
+    assert np.abs(onnx.get_image_embedding().numpy() - reference.get_image_embedding().numpy()).max() <= EMBED_TOL
+    data = np.load(golden / "sam_photo_box_points_multimask.npz")
+    prompt = {"point_coords": data["point_coords"], "point_labels": data["point_labels"], "box": data["box"]}
+    masks, iou, low_res = onnx.predict(**prompt, return_logits=True)
+    ref_masks, ref_iou, ref_low_res = reference.predict(**prompt, return_logits=True)
+    assert masks.shape == ref_masks.shape == (3, 480, 640)
+    assert np.abs(low_res - ref_low_res).max() <= LOGIT_TOL and np.abs(iou - ref_iou).max() <= IOU_TOL
+
+
+def test_onnxruntime_backend_batches(predictors: tuple[Predictor, Predictor], golden: Path) -> None:
+    reference, onnx = predictors
+    data = np.load(golden / "sam_photo_batched_boxes.npz")
+    boxes = torch.as_tensor(data["boxes_transformed"])
+    coords = boxes[:, None, :2] + 5.0  # one foreground point inside each box too
+    labels = torch.ones(len(boxes), 1, dtype=torch.int64)
+    masks, iou, low_res = onnx.predict_torch(coords, labels, boxes, multimask_output=False)
+    ref_masks, ref_iou, ref_low_res = reference.predict_torch(coords, labels, boxes, multimask_output=False)
+    assert masks.shape == ref_masks.shape == (4, 1, 480, 640) and masks.dtype == torch.bool
+    assert (low_res - ref_low_res).abs().max() <= LOGIT_TOL and (iou - ref_iou).abs().max() <= IOU_TOL
+
+
+def test_quantized_decoder_runs_close_to_float(export_dir: Path, golden: Path, tmp_path: Path) -> None:
+    path = tmp_path / "decoder.onnx"
+    path.write_bytes((export_dir / "decoder.onnx").read_bytes())
+    quantize_file(path)
+    import onnx
+
+    ops = {node.op_type for node in onnx.load(str(path)).graph.node}
+    assert "DynamicQuantizeLinear" in ops and path.stat().st_size < (export_dir / "decoder.onnx").stat().st_size / 2
+    inputs, _ = _official_inputs(golden, "sam_photo_point_multimask")
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    reference = ort.InferenceSession(str(export_dir / "decoder.onnx"), providers=["CPUExecutionProvider"])
+    _, iou, low_res = session.run(None, inputs)
+    _, ref_iou, ref_low_res = reference.run(None, inputs)
+    agree = ((low_res > 0) == (ref_low_res > 0)).mean()
+    assert agree >= 0.9 and np.abs(iou - ref_iou).max() <= 0.05
+
+
+def test_backend_refuses_foreign_or_missing_exports(export_dir: Path, tiny_mobilesam, tmp_path: Path) -> None:
+    with pytest.raises(ExportError, match="not a segany ONNX export"):
+        OnnxRuntimeSam(tmp_path)
+    with pytest.raises(BackendError, match="tiny_sam"):
+        Predictor(tiny_mobilesam, backend="onnxruntime", onnx_dir=export_dir)
+    with pytest.raises(BackendError, match="onnxruntime"):
+        Predictor(tiny_mobilesam, backend="onnxruntime", dtype=torch.bfloat16)
