@@ -56,6 +56,10 @@ class _Clicks:
     def arrays(self) -> tuple[np.ndarray, np.ndarray]:
         return np.asarray(self.coords, dtype=np.float64), np.asarray(self.labels, dtype=np.int64)
 
+    def as_json(self) -> list[list[int]]:
+        """The clicks as ``[x, y, label]`` rows."""
+        return [[x, y, label] for (x, y), label in zip(self.coords, self.labels)]
+
 
 def _key(threshold: float) -> str:
     return f"{round(threshold * 100)}"
@@ -91,7 +95,7 @@ def _noc_object(predictor: PromptPredictor, target: Target, max_clicks: int, tim
         best = int(np.argmax(scores))
         pred, logits = masks[best], low_res[best][None]
         ious.append(iou(pred, target.mask, target.ignore))
-    result: dict[str, Any] = {"ious": [round(v, 6) for v in ious], "clicks": [list(c) + [l] for c, l in zip(clicks.coords, clicks.labels)]}
+    result: dict[str, Any] = {"ious": [round(v, 6) for v in ious], "clicks": clicks.as_json()}
     for t in THRESHOLDS:
         result[f"noc@{_key(t)}"] = clicks_to_reach(ious, t, max_clicks)
     return result
@@ -116,7 +120,7 @@ def _sam_object(predictor: PromptPredictor, target: Target, max_clicks: int, tim
         top1.append(candidates[int(np.argmax(scores))])
         oracle.append(max(candidates))
     return {"ious": [round(v, 6) for v in top1], "oracle_ious": [round(v, 6) for v in oracle],
-            "clicks": [list(c) + [l] for c, l in zip(clicks.coords, clicks.labels)]}
+            "clicks": clicks.as_json()}
 
 
 def gt_box(mask: np.ndarray) -> np.ndarray:
