@@ -154,3 +154,29 @@ def test_backend_refuses_foreign_or_missing_exports(export_dir: Path, tiny_mobil
         Predictor(tiny_mobilesam, backend="onnxruntime", onnx_dir=export_dir)
     with pytest.raises(BackendError, match="onnxruntime"):
         Predictor(tiny_mobilesam, backend="onnxruntime", dtype=torch.bfloat16)
+
+
+def test_onnxruntime_decoder_behind_a_torch_encoder(tiny_sam, export_dir: Path, predictors, golden: Path) -> None:
+    reference, _ = predictors
+    hybrid = Predictor(tiny_sam, dtype=torch.bfloat16, decoder_backend="onnxruntime", onnx_dir=export_dir)
+    assert hybrid.runtime.onnx.encoder is None  # the encoder stays in torch (bf16)
+    hybrid.set_image(np.load(golden / "sam_photo_point_multimask.npz")["image"])
+    features = hybrid.get_image_embedding()
+    assert 0 < (features - reference.get_image_embedding()).abs().max() < 0.1
+    fp32_decoder = Predictor(tiny_sam)
+    fp32_decoder.features, fp32_decoder.is_image_set = features, True
+    fp32_decoder.original_size, fp32_decoder.input_size = hybrid.original_size, hybrid.input_size
+    prompt = {"point_coords": np.array([[315.0, 230.0]]), "point_labels": np.array([1])}
+    _, iou, low_res = hybrid.predict(**prompt)
+    _, ref_iou, ref_low_res = fp32_decoder.predict(**prompt)
+    assert np.abs(low_res - ref_low_res).max() <= LOGIT_TOL and np.abs(iou - ref_iou).max() <= IOU_TOL
+
+
+def test_decoder_only_export_cannot_encode(tiny_sam, tmp_path: Path) -> None:
+    assert main(["export", "onnx", "--model", "vit_t", "--checkpoint", "missing.pth", "--out", str(tmp_path)]) == 2
+    from segany.export.onnx import export_onnx
+
+    export_onnx(tiny_sam, tmp_path, encoder=False)
+    with pytest.raises(ExportError, match="encoder.onnx"):
+        Predictor(tiny_sam, backend="onnxruntime", onnx_dir=tmp_path)
+    Predictor(tiny_sam, decoder_backend="onnxruntime", onnx_dir=tmp_path)  # the decoder alone is enough

@@ -37,10 +37,14 @@ def _session(path: Path, threads: int | None, providers: list[str] | None):
 
 
 class OnnxRuntimeSam:
-    """Encoder and low-res decoder sessions of one exported model."""
+    """Encoder (optional) and low-res decoder sessions of one exported model."""
 
     def __init__(
-        self, directory: str | os.PathLike, threads: int | None = None, providers: list[str] | None = None
+        self,
+        directory: str | os.PathLike,
+        threads: int | None = None,
+        providers: list[str] | None = None,
+        encoder: bool = True,
     ) -> None:
         self.directory = Path(directory)
         manifest_path = self.directory / MANIFEST
@@ -48,18 +52,22 @@ class OnnxRuntimeSam:
             raise ExportError(f"{self.directory} is not a segany ONNX export (no {MANIFEST}); run `segany export onnx`")
         self.manifest = json.loads(manifest_path.read_text())
         files = self.manifest.get("files", {})
-        if files.get("encoder") != ENCODER or files.get("decoder_low_res") != DECODER_LOW_RES:
-            raise ExportError(f"{self.directory} lacks {ENCODER} or {DECODER_LOW_RES}: export with the encoder")
-        self.encoder = _session(self.directory / ENCODER, threads, providers)
+        if files.get("decoder_low_res") != DECODER_LOW_RES or (encoder and files.get("encoder") != ENCODER):
+            missing = DECODER_LOW_RES if files.get("decoder_low_res") != DECODER_LOW_RES else ENCODER
+            raise ExportError(f"{self.directory} has no {missing}: export it with `segany export onnx`")
+        self.encoder = _session(self.directory / ENCODER, threads, providers) if encoder else None
         self.decoder = _session(self.directory / DECODER_LOW_RES, threads, providers)
         self._tempdir: tempfile.TemporaryDirectory | None = None
 
     @classmethod
-    def from_model(cls, model: Sam, quantize: bool = False, threads: int | None = None) -> OnnxRuntimeSam:
-        """Export ``model`` to a private temporary folder (removed with this object) and load it."""
+    def from_model(
+        cls, model: Sam, quantize: bool = False, threads: int | None = None, encoder: bool = True
+    ) -> OnnxRuntimeSam:
+        """Export ``model`` (the encoder too, if ``encoder``) to a private temporary folder, removed
+        with this object, and load it."""
         tempdir = tempfile.TemporaryDirectory(prefix="segany-onnx-")
-        export_onnx(model, tempdir.name, quantize=quantize)
-        backend = cls(tempdir.name, threads=threads)
+        export_onnx(model, tempdir.name, encoder=encoder, quantize=quantize)
+        backend = cls(tempdir.name, threads=threads, encoder=encoder)
         backend._tempdir = tempdir
         return backend
 
@@ -72,6 +80,8 @@ class OnnxRuntimeSam:
 
     def encode(self, input_image: torch.Tensor) -> torch.Tensor:
         """Normalised, padded (1, 3, 1024, 1024) image → (1, 256, 64, 64) embedding."""
+        if self.encoder is None:
+            raise BackendError("this onnxruntime backend was loaded without the image encoder")
         array = input_image.detach().to("cpu", torch.float32).contiguous().numpy()
         (features,) = self.encoder.run(None, {"input_image": array})
         return torch.from_numpy(features)

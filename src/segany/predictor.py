@@ -76,14 +76,22 @@ class Predictor:
         quantize: str | None = None,
         backend: str = "torch",
         onnx_dir: str | os.PathLike | None = None,
+        decoder_backend: str | None = None,
     ) -> None:
         """``dtype`` of the encoder (float32 exact, bfloat16, float16 on GPU) and ``decoder_dtype``,
         ``compile`` (torch.compile the encoder), ``quantize`` ("int8" dynamic quantisation) and
-        ``backend`` ("torch" or "onnxruntime", optionally from an ``onnx_dir`` export): see
-        :mod:`segany.runtime`."""
+        ``backend`` ("torch" or "onnxruntime", optionally from an ``onnx_dir`` export; the
+        decoder's alone with ``decoder_backend``): see :mod:`segany.runtime`."""
         self.model = model
         self.runtime = Runtime(
-            model, dtype=dtype, decoder_dtype=decoder_dtype, compile=compile, quantize=quantize, backend=backend, onnx_dir=onnx_dir
+            model,
+            dtype=dtype,
+            decoder_dtype=decoder_dtype,
+            compile=compile,
+            quantize=quantize,
+            backend=backend,
+            onnx_dir=onnx_dir,
+            decoder_backend=decoder_backend,
         )
         self.transform = ResizeLongestSide(model.image_encoder.img_size)
         self.reset_image()

@@ -11,7 +11,9 @@
 - ``quantize="int8"``: the image encoder's Linear layers use dynamic int8 quantisation (CPU).
 - ``backend="onnxruntime"``: encoder and decoder run as ONNX graphs in onnxruntime (exported on
   the fly, or read from ``onnx_dir`` written by ``segany export onnx``); with ``quantize="int8"``
-  the graphs are onnxruntime's dynamic int8 quantisations.
+  the graphs are onnxruntime's dynamic int8 quantisations. ``decoder_backend`` overrides the
+  backend of the prompt decoder alone, e.g. a bf16 torch encoder with the onnxruntime decoder
+  (fewer, fused operations: faster for small prompt batches on CPU).
 """
 from __future__ import annotations
 
@@ -69,38 +71,44 @@ class Runtime:
         quantize: str | None = None,
         backend: str = "torch",
         onnx_dir: str | os.PathLike | None = None,
+        decoder_backend: str | None = None,
     ) -> None:
         self.model = model
         self.dtype = resolve_dtype(dtype)
         self.decoder_dtype = resolve_dtype(decoder_dtype)
         self.backend = backend
+        self.decoder_backend = decoder_backend or backend
         self.quantize = quantize
         device = model.device
-        if backend not in BACKENDS:
-            raise BackendError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+        for name in (backend, self.decoder_backend):
+            if name not in BACKENDS:
+                raise BackendError(f"backend must be one of {', '.join(BACKENDS)}, got {name!r}")
         if quantize is not None and quantize not in QUANTIZATIONS:
             raise BackendError(f"quantize must be None or 'int8', got {quantize!r}")
         if torch.float16 in (self.dtype, self.decoder_dtype) and device.type == "cpu":
             raise BackendError("float16 needs a CUDA device; on CPU use dtype=torch.bfloat16")
         if quantize and self.dtype != torch.float32:
             raise BackendError("quantize='int8' runs the other layers in float32: leave dtype at float32")
-        if backend == "onnxruntime" and (self.dtype != torch.float32 or self.decoder_dtype != torch.float32 or compile):
+        onnx_encoder, onnx_decoder = backend == "onnxruntime", self.decoder_backend == "onnxruntime"
+        if (onnx_encoder and (self.dtype != torch.float32 or compile)) or (onnx_decoder and self.decoder_dtype != torch.float32):
             raise BackendError("the onnxruntime backend runs float32 (or int8) graphs: no dtype or compile options")
-        if onnx_dir is not None and backend != "onnxruntime":
+        if onnx_dir is not None and not (onnx_encoder or onnx_decoder):
             raise BackendError("onnx_dir is only used with backend='onnxruntime'")
         if backend == "torch" and quantize and device.type != "cpu":
             raise BackendError("dynamic int8 quantisation runs on CPU only")
 
         self.onnx = None
         self._encoder: Callable[[torch.Tensor], torch.Tensor] = model.image_encoder
-        if backend == "onnxruntime":
+        if onnx_encoder or onnx_decoder:
             from .onnx_backend import OnnxRuntimeSam
 
             if onnx_dir is None:
-                self.onnx = OnnxRuntimeSam.from_model(model, quantize=bool(quantize))
+                # int8 graphs with an onnxruntime encoder; otherwise quantize is the torch encoder's
+                self.onnx = OnnxRuntimeSam.from_model(model, quantize=bool(quantize) and onnx_encoder, encoder=onnx_encoder)
             else:
-                self.onnx = OnnxRuntimeSam(onnx_dir)
+                self.onnx = OnnxRuntimeSam(onnx_dir, encoder=onnx_encoder)
                 self.onnx.check_model(model)
+        if onnx_encoder:
             self._encoder = self.onnx.encode
         elif quantize:
             self._encoder = _quantized_encoder(model.image_encoder)
@@ -130,7 +138,7 @@ class Runtime:
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Float32 low-res logits (B, C, 256, 256) and IoU predictions (B, C)."""
         selected = slice(1, None) if multimask_output else slice(0, 1)
-        if self.onnx is not None and (point_coords is not None or boxes is not None):
+        if self.decoder_backend == "onnxruntime" and (point_coords is not None or boxes is not None):
             low_res, iou = self.onnx.decode(features, point_coords, point_labels, boxes, mask_input)
             device = self.model.device
             return low_res[:, selected].to(device), iou[:, selected].to(device)
