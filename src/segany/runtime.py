@@ -28,6 +28,7 @@ from torch import nn
 
 from .errors import BackendError
 from .models.sam import Sam
+from .onnx_backend import OnnxRuntimeSam
 
 BACKENDS = ("torch", "onnxruntime")
 QUANTIZATIONS = ("int8",)
@@ -79,29 +80,12 @@ class Runtime:
         self.backend = backend
         self.decoder_backend = decoder_backend or backend
         self.quantize = quantize
-        device = model.device
-        for name in (backend, self.decoder_backend):
-            if name not in BACKENDS:
-                raise BackendError(f"backend must be one of {', '.join(BACKENDS)}, got {name!r}")
-        if quantize is not None and quantize not in QUANTIZATIONS:
-            raise BackendError(f"quantize must be None or 'int8', got {quantize!r}")
-        if torch.float16 in (self.dtype, self.decoder_dtype) and device.type == "cpu":
-            raise BackendError("float16 needs a CUDA device; on CPU use dtype=torch.bfloat16")
-        if quantize and self.dtype != torch.float32:
-            raise BackendError("quantize='int8' runs the other layers in float32: leave dtype at float32")
+        self._check(compile, onnx_dir)
         onnx_encoder, onnx_decoder = backend == "onnxruntime", self.decoder_backend == "onnxruntime"
-        if (onnx_encoder and (self.dtype != torch.float32 or compile)) or (onnx_decoder and self.decoder_dtype != torch.float32):
-            raise BackendError("the onnxruntime backend runs float32 (or int8) graphs: no dtype or compile options")
-        if onnx_dir is not None and not (onnx_encoder or onnx_decoder):
-            raise BackendError("onnx_dir is only used with backend='onnxruntime'")
-        if backend == "torch" and quantize and device.type != "cpu":
-            raise BackendError("dynamic int8 quantisation runs on CPU only")
 
-        self.onnx = None
+        self.onnx: OnnxRuntimeSam | None = None
         self._encoder: Callable[[torch.Tensor], torch.Tensor] = model.image_encoder
         if onnx_encoder or onnx_decoder:
-            from .onnx_backend import OnnxRuntimeSam
-
             if onnx_dir is None:
                 # int8 graphs with an onnxruntime encoder; otherwise quantize is the torch encoder's
                 self.onnx = OnnxRuntimeSam.from_model(model, quantize=bool(quantize) and onnx_encoder, encoder=onnx_encoder)
@@ -114,6 +98,28 @@ class Runtime:
             self._encoder = _quantized_encoder(model.image_encoder)
         if compile:
             self._encoder = torch.compile(self._encoder)
+
+    def _check(self, compile: bool, onnx_dir: str | os.PathLike | None) -> None:
+        """Refuse option combinations that cannot work, with the reason."""
+        device = self.model.device
+        onnx_encoder, onnx_decoder = self.backend == "onnxruntime", self.decoder_backend == "onnxruntime"
+        for name in (self.backend, self.decoder_backend):
+            if name not in BACKENDS:
+                raise BackendError(f"backend must be one of {', '.join(BACKENDS)}, got {name!r}")
+        if self.quantize is not None and self.quantize not in QUANTIZATIONS:
+            raise BackendError(f"quantize must be None or 'int8', got {self.quantize!r}")
+        if torch.float16 in (self.dtype, self.decoder_dtype) and device.type == "cpu":
+            raise BackendError("float16 needs a CUDA device; on CPU use dtype=torch.bfloat16")
+        if self.quantize and self.dtype != torch.float32:
+            raise BackendError("quantize='int8' runs the other layers in float32: leave dtype at float32")
+        if (onnx_encoder and (self.dtype != torch.float32 or compile)) or (
+            onnx_decoder and self.decoder_dtype != torch.float32
+        ):
+            raise BackendError("the onnxruntime backend runs float32 (or int8) graphs: no dtype or compile options")
+        if onnx_dir is not None and not (onnx_encoder or onnx_decoder):
+            raise BackendError("onnx_dir is only used with backend='onnxruntime'")
+        if self.quantize and not onnx_encoder and device.type != "cpu":
+            raise BackendError("dynamic int8 quantisation runs on CPU only")
 
     def autocast(self, dtype: torch.dtype) -> contextlib.AbstractContextManager:
         """The reduced-precision context for ``dtype``, or a no-op for float32."""
