@@ -143,3 +143,24 @@ def test_quantization_leaves_the_model_untouched(tiny_sam) -> None:
 def test_bad_options_are_refused(tiny_sam, options: dict, message: str) -> None:
     with pytest.raises(BackendError, match=message):
         Predictor(tiny_sam, **options)
+
+
+@pytest.mark.parametrize("act", [torch.nn.GELU(), torch.nn.ReLU()])
+def test_fused_linear_and_conv_match_the_plain_ops(act: torch.nn.Module) -> None:
+    from segany.models.fused import conv_act, linear_act
+
+    torch.manual_seed(0)
+    linear, x = torch.nn.Linear(96, 384), torch.randn(2, 8, 8, 96)
+    conv = torch.nn.Conv2d(32, 32, 3, padding=1, groups=32)
+    image = torch.randn(1, 32, 20, 20).contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        assert torch.allclose(linear_act(x, linear, act), act(linear(x)), atol=1e-5)
+        fused = conv_act(image, conv.weight, conv.bias, conv, act)
+        assert fused.is_contiguous(memory_format=torch.channels_last)
+        assert torch.allclose(fused, act(conv(image)), atol=1e-5)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            low = linear_act(x, linear, act)
+        assert low.dtype == torch.bfloat16 and torch.allclose(low.float(), act(linear(x)), atol=0.05)
+    trained = linear_act(x.requires_grad_(), linear, act)  # autograd: the plain ops
+    trained.sum().backward()
+    assert x.grad is not None and linear.weight.grad is not None

@@ -5,6 +5,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .fused import linear_act
+
 
 class MLPBlock(nn.Module):
     """Two-layer feed-forward block (``lin1`` → activation → ``lin2``)."""
@@ -16,7 +18,7 @@ class MLPBlock(nn.Module):
         self.act = act()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.lin2(self.act(self.lin1(x)))
+        return self.lin2(linear_act(x, self.lin1, self.act))
 
 
 class LayerNorm2d(nn.Module):

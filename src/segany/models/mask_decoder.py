@@ -7,6 +7,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from .common import LayerNorm2d, layer_norm_last
+from .fused import dense_act
 from .transformer import TwoWayTransformer
 
 _UPSCALE_CHUNK = 4  # prompts per upscaling step: keeps the 4h x 4w features cache-sized
@@ -121,7 +122,7 @@ class MaskDecoder(nn.Module):
         up1, norm, act1, up2, act2 = self.output_upscaling
         channels = keys.shape[-1]
         weight1 = up1.weight.permute(0, 2, 3, 1).reshape(channels, -1)  # columns ordered (kh, kw, out)
-        weight2 = up2.weight.permute(0, 2, 3, 1).reshape(up2.in_channels, -1)
+        weight2 = up2.weight.permute(2, 3, 1, 0).reshape(-1, up2.in_channels)  # rows ordered (kh, kw, out)
         bias1, bias2 = up1.bias.repeat(4), up2.bias.repeat(4)
         height, width = size
         num_masks = hyper_in.shape[1]
@@ -133,7 +134,7 @@ class MaskDecoder(nn.Module):
             n = part.shape[0]
             x = torch.addmm(bias1, part.reshape(-1, channels), weight1)
             x = act1(layer_norm_last(x.view(-1, up1.out_channels), norm))
-            x = act2(torch.addmm(bias2, x, weight2))  # rows (n, h, w, kh1, kw1), cols (kh2, kw2, c)
+            x = dense_act(x, weight2, bias2, act2)  # rows (n, h, w, kh1, kw1), cols (kh2, kw2, c)
             masks = torch.bmm(x.view(n, -1, up2.out_channels), hyper_in[start : start + n].transpose(1, 2))
             masks = masks.view(n, height, width, 2, 2, 2, 2, num_masks).permute(0, 7, 1, 3, 5, 2, 4, 6)
             chunks.append(masks.reshape(n, num_masks, 4 * height, 4 * width))

@@ -21,10 +21,12 @@ from torch import nn
 
 from .common import LayerNorm2d
 from .config import TinyViTConfig
+from .fused import conv_act, linear_act
 
 # PatchMerging keeps the resolution (stride 1) into stages of these widths: MobileSAM's change to
 # TinyViT so that the last stage runs at 1/16 scale, as SAM's embedding needs.
 _STRIDE_ONE_WIDTHS = (320, 448, 576)
+_GELU = nn.GELU()  # the exact (erf) GELU of every TinyViT activation
 
 
 class Conv2d_BN(nn.Module):  # noqa: N801 - official name
@@ -41,14 +43,24 @@ class Conv2d_BN(nn.Module):  # noqa: N801 - official name
         self.c = nn.Conv2d(in_chans, out_chans, kernel_size, stride, padding, groups=groups, bias=False)
         self.bn = nn.BatchNorm2d(out_chans)
 
+    def folded(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Weight and bias of the convolution with the BatchNorm folded in (eval mode)."""
+        bn = self.bn
+        scale = bn.weight * torch.rsqrt(bn.running_var + bn.eps)
+        return self.c.weight * scale[:, None, None, None], bn.bias - bn.running_mean * scale
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.training:
             return self.bn(self.c(x))
-        bn = self.bn
-        scale = bn.weight * torch.rsqrt(bn.running_var + bn.eps)
-        weight = self.c.weight * scale[:, None, None, None]
-        bias = bn.bias - bn.running_mean * scale
+        weight, bias = self.folded()
         return F.conv2d(x, weight, bias, self.c.stride, self.c.padding, self.c.dilation, self.c.groups)
+
+    def forward_act(self, x: torch.Tensor, act: nn.Module = _GELU) -> torch.Tensor:
+        """``act(self(x))``, as one fused kernel where possible (see :mod:`.fused`)."""
+        if self.training:
+            return act(self.bn(self.c(x)))
+        weight, bias = self.folded()
+        return conv_act(x, weight, bias, self.c, act)
 
 
 class PatchEmbed(nn.Module):
@@ -63,7 +75,8 @@ class PatchEmbed(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.seq(x)
+        first, act, second = self.seq
+        return second(first.forward_act(x, act))
 
 
 class MBConv(nn.Module):
@@ -77,7 +90,7 @@ class MBConv(nn.Module):
         self.conv3 = Conv2d_BN(hidden, chans)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = F.gelu(self.conv2(F.gelu(self.conv1(x))))
+        y = self.conv2.forward_act(self.conv1.forward_act(x))
         return F.gelu(self.conv3(y) + x)
 
 
@@ -93,7 +106,7 @@ class PatchMerging(nn.Module):
         self.conv3 = Conv2d_BN(out_dim, out_dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.gelu(self.conv2(F.gelu(self.conv1(x))))
+        x = self.conv2.forward_act(self.conv1.forward_act(x))
         return self.conv3(x).permute(0, 2, 3, 1)
 
 
@@ -123,7 +136,7 @@ class Mlp(nn.Module):
         self.fc2 = nn.Linear(hidden_dim, dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(F.gelu(self.fc1(self.norm(x))))
+        return self.fc2(linear_act(self.norm(x), self.fc1, _GELU))
 
 
 def attention_bias_indices(height: int, width: int) -> torch.Tensor:
