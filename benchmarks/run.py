@@ -55,12 +55,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--all-modes", action="store_true", help="also onnxruntime int8")
     parser.add_argument("--repeats", type=int, default=None, help="timed set_image calls per mode (default 3, quick 1)")
     parser.add_argument("--threads", type=int, default=os.cpu_count(), help="torch / onnxruntime threads")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (on CUDA: fp32, bf16, fp16 and compile modes)")
     parser.add_argument("--decoder-model", default="vit_b", help="model whose predictors time the decoder (same architecture for all)")
     parser.add_argument("--output", default="speed", help="results file name under benchmarks/results/")
     return parser.parse_args(argv)
 
 
 def modes_for(name: str, args: argparse.Namespace) -> list[str]:
+    if args.device != "cpu":  # int8 dynamic quantisation is CPU-only; onnxruntime here is the CPU build
+        return ["fp32", "bf16", "fp16"] + (["compile"] if args.compile else [])
     if args.quick:
         return ["fp32", "bf16"]
     modes = ["fp32", "bf16", "int8", "onnxruntime"]
@@ -81,6 +84,23 @@ def speed_photo() -> Any:
 
     with Image.open(SHARED / "data" / "coco_val2017_tiny" / "images" / SPEED_PHOTO) as img:
         return np.asarray(img.convert("RGB").resize((1024, 768), Image.LANCZOS))
+
+
+def describe(device: Any) -> str:
+    """The device in words: the GPU's name, or the CPU model and core count."""
+    import platform
+
+    import torch
+
+    if device.type == "cuda":
+        return f"cuda: {torch.cuda.get_device_name(device)}"
+    model_name = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            model_name = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return f"cpu: {model_name}, {os.cpu_count()} cores"
 
 
 def fmt(value: float | None, digits: int = 2) -> str:
@@ -124,31 +144,36 @@ def main(argv: list[str] | None = None) -> int:
 
     repeats = args.repeats or (1 if args.quick else 3)
     warmup = 1
+    device = torch.device(args.device)
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     load_before = load_average()
-    peaks = {"fp32": matmul_peak(torch.float32), "bf16": matmul_peak(torch.bfloat16)}
-    print(f"matmul peak (4096^3, best of 5): fp32 {peaks['fp32']:.0f} GFLOP/s, bf16 {peaks['bf16']:.0f} GFLOP/s; "
+    kinds = {"fp32": torch.float32, "bf16": torch.bfloat16} | ({"fp16": torch.float16} if device.type == "cuda" else {})
+    peaks = {kind: matmul_peak(dtype, device) for kind, dtype in kinds.items()}
+    described = ", ".join(f"{kind} {value:.0f} GFLOP/s" for kind, value in peaks.items())
+    print(f"device {describe(device)}; matmul peak (4096^3, best of 5): {described}; "
           f"{torch.get_num_threads()} threads; load average {load_before:.2f}", flush=True)
     image = speed_photo()
     photos = suite_quality.load_photos(SHARED / "data" / "coco_val2017_tiny" / "images")[: 2 if args.quick else 4]
-    results: dict[str, Any] = {"machine": machine(), "peaks_gflops": peaks, "threads": torch.get_num_threads(),
+    results: dict[str, Any] = {"machine": machine(), "device": describe(device), "peaks_gflops": peaks,
+                               "threads": torch.get_num_threads(),
                                "image_size": list(image.shape[:2]), "load_average_before": load_before, "models": {}}
     encoder_table, quality_table = [], []
     with tempfile.TemporaryDirectory(prefix="segany-bench-") as tmp:
         for name in models:
             started = time.perf_counter()
             official = build_official(name, SEED)
-            model = load_model(name, checkpoint=save_checkpoint(official, Path(tmp), name))
+            model = load_model(name, checkpoint=save_checkpoint(official, Path(tmp), name), device=device)
+            official = official.to(device)
             flops = suite_encoder.encoder_flops(official, model)
             predictors = suite_encoder.make_predictors(official, model, modes_for(name, args))
-            encoder = suite_encoder.run(predictors, image, flops, peaks, repeats, warmup)
+            encoder = suite_encoder.run(predictors, image, flops, peaks, repeats, warmup, device)
             encoder_table += encoder_rows(name, encoder)
             print(table(encoder_rows(name, encoder), ENCODER_HEADER), flush=True)
             entry: dict[str, Any] = {"modes": list(predictors), "encoder": encoder}
             if name == args.decoder_model or (args.decoder_model not in models and name == models[0]):
                 contenders = {k: predictors[k] for k in ("official", "fp32", "onnxruntime") if k in predictors}
                 batches = [1, 16, 64] if args.quick else [1, 16, 64, 256]
-                entry["decoder"] = suite_decoder.run(contenders, image.shape[:2], batches, args.quick)
+                entry["decoder"] = suite_decoder.run(contenders, image.shape[:2], batches, args.quick, device)
                 print(table(decoder_rows(entry["decoder"]), decoder_header(contenders)), flush=True)
             candidates = {k: p for k, p in predictors.items() if k not in ("official", "fp32")}
             candidates["bf16+decoder"] = Predictor(model, dtype=torch.bfloat16, decoder_dtype=torch.bfloat16)

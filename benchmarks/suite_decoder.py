@@ -19,7 +19,9 @@ def grid_points(count: int, height: int, width: int) -> np.ndarray:
     return np.stack([xs.ravel(), ys.ravel()], axis=1)[:count].astype(np.float32)
 
 
-def run(predictors: dict[str, Any], original_size: tuple[int, int], batches: list[int], quick: bool) -> dict[str, Any]:
+def run(
+    predictors: dict[str, Any], original_size: tuple[int, int], batches: list[int], quick: bool, device: torch.device
+) -> dict[str, Any]:
     """Latency rows per workload (``predict-1``, ``batch-B``) and per implementation; every
     predictor must already hold the same image."""
     height, width = original_size
@@ -32,8 +34,9 @@ def run(predictors: dict[str, Any], original_size: tuple[int, int], batches: lis
 
     transform = predictors["official"].transform
     for batch in batches:
-        coords = torch.as_tensor(transform.apply_coords(grid_points(batch, height, width), original_size))[:, None, :]
-        labels = torch.ones(batch, 1, dtype=torch.int64)
+        points = transform.apply_coords(grid_points(batch, height, width), original_size)
+        coords = torch.as_tensor(points, device=device)[:, None, :]
+        labels = torch.ones(batch, 1, dtype=torch.int64, device=device)
 
         def call(p: Any) -> None:
             with torch.inference_mode():
@@ -41,7 +44,7 @@ def run(predictors: dict[str, Any], original_size: tuple[int, int], batches: lis
 
         calls = {name: (lambda p=p: call(p)) for name, p in predictors.items()}
         repeats = 1 if quick else REPEATS.get(batch, 2)
-        samples = interleaved(calls, repeats=repeats, warmup=1)
+        samples = interleaved(calls, repeats=repeats, warmup=1, device=device)
         results[f"batch-{batch}"] = {name: median(t) for name, t in samples.items()}
     results["parity"] = parity(predictors, original_size)
     return results
@@ -51,8 +54,9 @@ def parity(predictors: dict[str, Any], original_size: tuple[int, int]) -> dict[s
     """Max |difference| of low-res logits and IoU predictions to the official decoder, 16 prompts."""
     height, width = original_size
     transform = predictors["official"].transform
-    coords = torch.as_tensor(transform.apply_coords(grid_points(16, height, width), original_size))[:, None, :]
-    labels = torch.ones(16, 1, dtype=torch.int64)
+    device = predictors["official"].device
+    coords = torch.as_tensor(transform.apply_coords(grid_points(16, height, width), original_size), device=device)[:, None, :]
+    labels = torch.ones(16, 1, dtype=torch.int64, device=device)
     with torch.inference_mode():
         _, ref_iou, ref_low = predictors["official"].predict_torch(coords, labels)
         out = {}

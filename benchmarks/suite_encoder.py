@@ -14,12 +14,13 @@ from .suite_measure import PeakMemory, count_flops, interleaved, median
 MODES: dict[str, dict[str, Any]] = {
     "fp32": {},
     "bf16": {"dtype": torch.bfloat16},
+    "fp16": {"dtype": torch.float16},
     "int8": {"quantize": "int8"},
     "compile": {"compile": True},
     "onnxruntime": {"backend": "onnxruntime"},
     "onnxruntime-int8": {"backend": "onnxruntime", "quantize": "int8"},
 }
-PEAK_OF = {"official": "fp32", "fp32": "fp32", "compile": "fp32", "onnxruntime": "fp32", "bf16": "bf16"}
+PEAK_OF = {"official": "fp32", "fp32": "fp32", "compile": "fp32", "onnxruntime": "fp32", "bf16": "bf16", "fp16": "fp16"}
 
 
 def make_predictors(official_model: torch.nn.Module, model: torch.nn.Module, modes: list[str]) -> dict[str, Any]:
@@ -36,7 +37,7 @@ def make_predictors(official_model: torch.nn.Module, model: torch.nn.Module, mod
 
 def encoder_flops(official_model: torch.nn.Module, model: torch.nn.Module) -> dict[str, int]:
     """FLOPs of one encoder forward on a 1024x1024 input, each implementation counted as it runs."""
-    x = torch.randn(1, 3, 1024, 1024)
+    x = torch.randn(1, 3, 1024, 1024, device=model.device)
     with torch.inference_mode():
         return {
             "official": count_flops(lambda: official_model.image_encoder(x)),
@@ -46,7 +47,7 @@ def encoder_flops(official_model: torch.nn.Module, model: torch.nn.Module) -> di
 
 def run(
     predictors: dict[str, Any], image: np.ndarray, flops: dict[str, int], peaks: dict[str, float],
-    repeats: int, warmup: int,
+    repeats: int, warmup: int, device: torch.device,
 ) -> dict[str, dict[str, Any]]:
     """Per implementation: median seconds, samples, peak MiB, GFLOP/s, peak fraction, ratio."""
     calls: dict[str, Callable[[], Any]] = {name: (lambda p=p: p.set_image(image)) for name, p in predictors.items()}
@@ -54,21 +55,21 @@ def run(
 
     def measured(name: str) -> Callable[[], Any]:
         def call() -> None:
-            with PeakMemory() as peak:
+            with PeakMemory(device) as peak:
                 calls[name]()
             memory[name] = peak.mib
         return call
 
     interleaved(calls, repeats=0, warmup=warmup)  # compilation, export, first-touch allocations
-    samples = interleaved({name: measured(name) for name in calls}, repeats=1, warmup=0)
-    for name, times in interleaved(calls, repeats=repeats - 1, warmup=0).items():
+    samples = interleaved({name: measured(name) for name in calls}, repeats=1, warmup=0, device=device)
+    for name, times in interleaved(calls, repeats=repeats - 1, warmup=0, device=device).items():
         samples[name] += times
     reference = median(samples["official"])
     rows = {}
     for name, times in samples.items():
         seconds = median(times)
         work = flops["official" if name == "official" else "segany"]
-        peak_name = PEAK_OF.get(name)
+        peak_name = PEAK_OF.get(name) if PEAK_OF.get(name) in peaks else None
         gflops = work / seconds / 1e9
         rows[name] = {
             "seconds": seconds,
