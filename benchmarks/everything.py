@@ -9,6 +9,10 @@ state dict), same COCO photos, same process and thread count, two workloads:
   so every candidate goes through stability scoring, boxes, NMS and encoding, as a trained
   model's good masks do. The speed targets are for this workload.
 
+``--fast`` adds segany's shortcut setting: ``MaskGenerator(Predictor(model, dtype=bfloat16,
+decoder_dtype=bfloat16), fast=True)`` (candidates scored at low resolution, networks in bf16),
+compared with exact mode.
+
 Prints seconds per image, the ratio, the masks left after each stage, and how segany's masks
 agree with the official ones (exactly equal masks; mean IoU of one-to-one matched masks), also
 for ``fast=True`` against exact mode. Writes benchmarks/results/everything.json.
@@ -86,7 +90,8 @@ def bench_model(name: str, images: list[tuple[str, np.ndarray]], args: argparse.
             continue
         official = SamAutomaticMaskGenerator(official_model, **options)
         exact = segany.MaskGenerator(ours_model, points_per_batch=args.points_per_batch, **options)
-        fast = segany.MaskGenerator(ours_model, points_per_batch=args.points_per_batch, fast=True, **options)
+        quick_predictor = segany.Predictor(ours_model, dtype=args.fast_dtype, decoder_dtype=args.fast_dtype)
+        fast = segany.MaskGenerator(quick_predictor, points_per_batch=args.points_per_batch, fast=True, **options)
         for image_name, image in images:
             row = {"model": name, "workload": workload, "image": image_name, "size": list(image.shape[:2])}
             with torch.inference_mode():
@@ -149,7 +154,9 @@ def main() -> None:
     parser.add_argument("--points-per-batch", type=int, default=64, help="segany's points_per_batch (official: 64)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--fast", action="store_true", help="also time fast=True and compare it with exact mode")
+    parser.add_argument("--fast", action="store_true",
+                        help="also time the fast setting (fast=True, encoder and decoder in --fast-dtype) against exact mode")
+    parser.add_argument("--fast-dtype", default="bfloat16", help="precision of the fast setting's predictor (default bfloat16)")
     parser.add_argument("--skip-official", action="store_true", help="segany only (quick iterations)")
     parser.add_argument("--out", default="everything", help="result name under benchmarks/results/")
     args = parser.parse_args()

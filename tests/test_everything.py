@@ -149,7 +149,7 @@ def run_cli(golden: Path, *argv: str) -> int:
                  "--points-per-side", "3", "--pred-iou-thresh", "0", "--stability-thresh", "0"])
 
 
-def test_cli_folder_coco_overlay_corrupt_file_and_resume(golden, tiny_sam, small_image, photo, tmp_path, capsys) -> None:
+def test_cli_folder_coco_overlay_corrupt_file_and_resume(golden, tiny_sam, small_image, photo, tmp_path, capsys, monkeypatch) -> None:
     from pycocotools.coco import COCO
 
     images = tmp_path / "in"
@@ -159,17 +159,38 @@ def test_cli_folder_coco_overlay_corrupt_file_and_resume(golden, tiny_sam, small
     (images / "broken.png").write_bytes(b"not an image at all")
     (images / "notes.txt").write_text("ignored: not an image")
     out = tmp_path / "out"
+    cat_json, cup_json = out / "cat.png.json", out / "sub" / "cup.jpg.json"
 
+    # first run: Ctrl-C while the second image (sub/cup.jpg) is being segmented
+    real_generate = MaskGenerator.generate
+
+    def interrupted_on_cup(self, image):
+        if image.shape[:2] == (48, 64):
+            raise KeyboardInterrupt
+        return real_generate(self, image)
+
+    monkeypatch.setattr(MaskGenerator, "generate", interrupted_on_cup)
+    assert run_cli(golden, str(images), "-o", str(out), "--format", "coco", "--overlay") == 130
+    err = capsys.readouterr().err
+    assert "broken.png" in err and "stopped after 1 image(s)" in err
+    assert cat_json.exists() and not cup_json.exists() and (out / "cat.png_overlay.png").exists()
+    monkeypatch.undo()
+    (out / "sub").mkdir(exist_ok=True)
+    (out / "sub" / ".cup.jpg.json.abc.tmp").write_text("{half")  # what a hard kill mid-write leaves
+    before = cat_json.read_bytes(), cat_json.stat().st_mtime_ns
+
+    # second run: finishes the rest without redoing cat.png, then writes the COCO file
     assert run_cli(golden, str(images), "-o", str(out), "--format", "coco", "--overlay") == 1
     err = capsys.readouterr().err
-    assert "done 2, skipped 0, failed 1" in err and "broken.png" in err
-    cat_json, cup_json = out / "cat.png.json", out / "sub" / "cup.jpg.json"
+    assert "done 1, skipped 1, failed 1" in err and "broken.png" in err
+    assert (cat_json.read_bytes(), cat_json.stat().st_mtime_ns) == before
     document = json.loads(cat_json.read_text())
     assert document["image"] == {"image_id": 0, "file_name": "cat.png", "height": 37, "width": 53}
     expected = MaskGenerator(tiny_sam, points_per_side=3, pred_iou_thresh=0, stability_score_thresh=0,
                              output_mode="coco_rle").generate(np.asarray(Image.open(images / "cat.png")))
     assert [a["segmentation"] for a in document["annotations"]] == [r["segmentation"] for r in expected]
-    assert (out / "cat.png_overlay.png").exists() and (out / "sub" / "cup.jpg_overlay.png").exists()
+    assert json.loads(cup_json.read_text())["image"]["file_name"] == "sub/cup.jpg"
+    assert (out / "sub" / "cup.jpg_overlay.png").exists()
 
     coco = COCO(str(out / "annotations.json"))
     assert sorted(img["file_name"] for img in coco.dataset["images"]) == ["cat.png", "sub/cup.jpg"]
@@ -179,17 +200,7 @@ def test_cli_folder_coco_overlay_corrupt_file_and_resume(golden, tiny_sam, small
         assert coco.annToMask(ann).shape == (info["height"], info["width"])
         assert int(coco.annToMask(ann).sum()) == ann["area"]
 
-    # a run killed while on cup.jpg: its JSON was never renamed into place, a temp file may be left
-    cup_json.unlink()
-    (out / "sub" / ".cup.jpg.json.abc.tmp").write_text("{half")
-    before = cat_json.read_bytes(), cat_json.stat().st_mtime_ns
-    assert run_cli(golden, str(images), "-o", str(out), "--format", "coco") == 1
-    err = capsys.readouterr().err
-    assert "done 1, skipped 1, failed 1" in err
-    assert (cat_json.read_bytes(), cat_json.stat().st_mtime_ns) == before
-    assert json.loads(cup_json.read_text())["image"]["file_name"] == "sub/cup.jpg"
-    assert len(COCO(str(out / "annotations.json")).dataset["images"]) == 2
-
+    # a glob, --overwrite, one PNG per mask
     assert run_cli(golden, str(images / "*.png"), "-o", str(out), "--overwrite", "--format", "png") == 1
     err = capsys.readouterr().err
     assert "done 1, skipped 0, failed 1" in err

@@ -28,7 +28,7 @@ def export_dir(golden: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The tiny SAM exported once through the CLI, as a user would."""
     out = tmp_path_factory.mktemp("onnx")
     code = main(["export", "onnx", "--model", str(golden / "tiny_sam.json"), "--checkpoint", str(golden / "tiny_sam.pth"),
-                 "--out", str(out)])
+                 "--out", str(out), "--fold-preprocessing"])
     assert code == 0
     return out
 
@@ -47,7 +47,8 @@ def test_decoder_has_the_official_signature(decoder: ort.InferenceSession, expor
     assert isinstance(inputs["point_coords"].shape[1], str)  # dynamic number of points
     assert inputs["mask_input"].shape == [1, 1, 256, 256] and inputs["orig_im_size"].shape == [2]
     manifest = json.loads((export_dir / "segany_onnx.json").read_text())
-    assert manifest["model"] == "tiny_sam" and set(manifest["files"]) == {"decoder", "decoder_low_res", "encoder"}
+    assert manifest["model"] == "tiny_sam"
+    assert set(manifest["files"]) == {"decoder", "decoder_low_res", "encoder", "encoder_preprocess"}
 
 
 def _official_inputs(golden: Path, case: str) -> tuple[dict[str, np.ndarray], np.lib.npyio.NpzFile]:
@@ -116,6 +117,15 @@ def test_onnxruntime_backend_matches_torch(predictors: tuple[Predictor, Predicto
     ref_masks, ref_iou, ref_low_res = reference.predict(**prompt, return_logits=True)
     assert masks.shape == ref_masks.shape == (3, 480, 640)
     assert np.abs(low_res - ref_low_res).max() <= LOGIT_TOL and np.abs(iou - ref_iou).max() <= IOU_TOL
+
+
+def test_encoder_with_folded_preprocessing(export_dir: Path, golden: Path) -> None:
+    """The resized uint8 image in, the official embedding out (normalisation and padding in the graph)."""
+    data = np.load(golden / "sam_embedding_small.npz")  # 715x1024 resized input: padding matters
+    session = ort.InferenceSession(str(export_dir / "encoder_preprocess.onnx"), providers=["CPUExecutionProvider"])
+    (features,) = session.run(None, {"image": data["input_image_resized"]})
+    assert features.shape == (1, 256, 64, 64)
+    assert np.abs(features[:, :, ::4, ::4] - data["features_stride4"]).max() <= EMBED_TOL
 
 
 def test_onnxruntime_backend_batches(predictors: tuple[Predictor, Predictor], golden: Path) -> None:

@@ -3,10 +3,12 @@
 The generator scores each candidate on its logits at the crop's size: the low-res logits
 upsampled bilinearly to the padded model input, cropped to the image area, then resized to the
 crop (``Sam.postprocess_masks``). Each full-size value is a convex combination of low-res values
-within a 3x3 neighbourhood, so a low-res cell whose neighbourhood lies entirely above (or below)
-a threshold decides all of its pixels at once. Only the pixel rows whose count a low-res bound
-leaves open, and the few rows and columns that can still hold a box edge, are computed exactly,
-from the same separable interpolation. For typical masks that is a small fraction of the pixels.
+within a 3x3 neighbourhood, so a tile of low-res cells whose neighbourhood lies entirely above
+(or below) a threshold decides all of its pixels at once. Only undecided tiles are computed
+exactly (for the stability counts), and undecided rows and columns outside the known extent of
+the mask, from the image edges inwards, until the box edges are found. Candidates left mostly
+undecided (texture-like logits) are upscaled whole. For typical masks that is a small fraction
+of the pixels, and the result is the same up to float rounding.
 """
 from __future__ import annotations
 
@@ -28,12 +30,11 @@ _BRUTE_FORCE_SHARE = 0.4  # above this share of undecided pixels, upscale the wh
 class AxisMap:
     """One axis, low-res → full size: 4 taps ``index``/``weight`` per output position (float32
     bilinear weights of both resize stages), the low-res ``centre`` of each position's taps (all
-    within ±1 of it), and how many output positions each low-res cell is the centre of."""
+    within ±1 of it), and how many low-res cells are ``used`` at all."""
 
     index: torch.Tensor
     weight: torch.Tensor
     centre: torch.Tensor
-    multiplicity: torch.Tensor
     used: int
 
     @staticmethod
@@ -45,9 +46,7 @@ class AxisMap:
         index = torch.stack([i00, i01, i10, i11], dim=1)
         weight = torch.stack([(1 - w2) * (1 - w10), (1 - w2) * w10, w2 * (1 - w11), w2 * w11], dim=1)
         used = int(index.max()) + 1
-        centre = (i00 + 1).clamp(max=used - 1)
-        multiplicity = torch.bincount(centre, minlength=used).to(torch.float64)
-        return AxisMap(index, weight, centre, multiplicity, used)
+        return AxisMap(index, weight, (i00 + 1).clamp(max=used - 1), used)
 
 
 def _bilinear_taps(size_in: int, size_out: int, dst: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -22,12 +22,15 @@ BOX_TOP_LEFT, BOX_BOTTOM_RIGHT = 2.0, 3.0  # point labels of box corners in the 
 PADDING_LABEL = -1.0
 
 
-def _session(path: Path, threads: int | None, providers: list[str] | None):
+def _session(path: Path, threads: int | None, providers: list[str] | None, arena: bool = True):
+    """An onnxruntime session; ``arena=False`` returns memory after each run instead of keeping
+    the largest batch's working set (the decoder's grows with the number of prompts)."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.intra_op_num_threads = threads or torch.get_num_threads()
+    options.enable_cpu_mem_arena = arena
     available = ort.get_available_providers()
     chosen = [p for p in (providers or ["CUDAExecutionProvider", "CPUExecutionProvider"]) if p in available]
     try:
@@ -56,7 +59,7 @@ class OnnxRuntimeSam:
             missing = DECODER_LOW_RES if files.get("decoder_low_res") != DECODER_LOW_RES else ENCODER
             raise ExportError(f"{self.directory} has no {missing}: export it with `segany export onnx`")
         self.encoder = _session(self.directory / ENCODER, threads, providers) if encoder else None
-        self.decoder = _session(self.directory / DECODER_LOW_RES, threads, providers)
+        self.decoder = _session(self.directory / DECODER_LOW_RES, threads, providers, arena=False)
         self._tempdir: tempfile.TemporaryDirectory | None = None
 
     @classmethod

@@ -132,27 +132,31 @@ def run(args: argparse.Namespace) -> int:
             output_mode="coco_rle",
             fast=args.fast,
         )
-        for path, relative in tqdm(todo, unit="image", desc="everything", disable=None):
-            try:
-                image = load_image(path)
-            except ImageError as exc:
-                tqdm.write(f"failed: {exc}", file=sys.stderr)
-                failed += 1
-                continue
-            records = generator.generate(image)
-            stem = out / relative.parent / relative.name
-            if args.format == "png" or args.overlay:
-                masks = [decode_rle(r["segmentation"]) for r in records]
-                if args.format == "png":
-                    for number, mask in enumerate(masks, start=1):
-                        save_png(Path(f"{stem}_masks") / f"{number:04d}.png", mask)
-                if args.overlay:
-                    by_area = sorted(masks, key=lambda m: -int(m.sum()))
-                    save_png(Path(f"{stem}_overlay.png"), draw_overlay(image, by_area))
-            document = sa1b_document(records, relative.as_posix(), image.shape[0], image.shape[1],
-                                     extra={"source": str(path), "settings": settings})
-            atomic_write_json(_output_json(out, relative), document)
-            done += 1
+        try:
+            for path, relative in tqdm(todo, unit="image", desc="everything", disable=None):
+                try:
+                    image = load_image(path)
+                except ImageError as exc:
+                    tqdm.write(f"failed: {exc}", file=sys.stderr)
+                    failed += 1
+                    continue
+                records = generator.generate(image)
+                stem = out / relative.parent / relative.name
+                if args.format == "png" or args.overlay:
+                    masks = [decode_rle(r["segmentation"]) for r in records]
+                    if args.format == "png":
+                        for number, mask in enumerate(masks, start=1):
+                            save_png(Path(f"{stem}_masks") / f"{number:04d}.png", mask)
+                    if args.overlay:
+                        by_area = sorted(masks, key=lambda m: -int(m.sum()))
+                        save_png(Path(f"{stem}_overlay.png"), draw_overlay(image, by_area))
+                document = sa1b_document(records, relative.as_posix(), image.shape[0], image.shape[1],
+                                         extra={"source": str(path), "settings": settings})
+                atomic_write_json(_output_json(out, relative), document)  # last: marks the image done
+                done += 1
+        except KeyboardInterrupt:
+            info(f"everything: stopped after {done} image(s); run the same command again to finish the rest")
+            raise
     if args.format == "coco":
         finished = [_output_json(out, r) for _, r in images if _output_json(out, r).exists()]
         documents = [json.loads(p.read_text()) for p in finished]
