@@ -10,6 +10,9 @@ from segany.classic.generator import ClassicMaskGenerator
 from segany.classic.lowres import logits_to_image, mask_to_logits
 from segany.errors import ConfigError, GeneratorArgumentError, PredictorStateError, PromptError, UnsupportedOperationError
 from segany.evaluation import iou
+from segany.masks import decode_rle
+
+RECORD_KEYS = {"segmentation", "area", "bbox", "predicted_iou", "point_coords", "stability_score", "crop_box"}
 
 
 @pytest.fixture(scope="module")
@@ -102,9 +105,8 @@ def test_generator_records(scene):
     image, obj = scene
     records = ClassicMaskGenerator(ClassicModel()).generate(image)
     assert records
-    keys = {"segmentation", "area", "bbox", "predicted_iou", "point_coords", "stability_score", "crop_box"}
     for r in records:
-        assert set(r) == keys and r["segmentation"].shape == (120, 160) and r["area"] == int(r["segmentation"].sum())
+        assert set(r) == RECORD_KEYS and r["segmentation"].shape == (120, 160) and r["area"] == int(r["segmentation"].sum())
         x, y, w, h = r["bbox"]
         assert r["segmentation"][y:y + h + 1, x:x + w + 1].sum() == r["area"] and r["crop_box"] == [0, 0, 160, 120]
         px, py = r["point_coords"][0]
@@ -117,6 +119,17 @@ def test_generator_records(scene):
     with pytest.raises(GeneratorArgumentError, match="unknown option"):
         ClassicMaskGenerator(points_per_sid=4)
     assert ClassicMaskGenerator(points_per_side=16).max_masks == 100  # SAM grid options are accepted
+
+
+def test_mask_generator_dispatches_to_the_classic_engine(scene):
+    image, obj = scene
+    model = segany.load_model("classic")
+    generator = segany.MaskGenerator(model, box_nms_thresh=0.5, output_mode="coco_rle")
+    assert isinstance(generator, ClassicMaskGenerator) and generator.box_nms_thresh == 0.5
+    assert isinstance(segany.MaskGenerator(segany.Predictor(model)), ClassicMaskGenerator)
+    records = generator.generate(image)
+    assert records and all(set(r) == RECORD_KEYS for r in records)
+    assert max(iou(decode_rle(r["segmentation"]), obj) for r in records) >= 0.85
 
 
 def test_segment_cli_falls_back_to_classic_offline(monkeypatch, tmp_path, capsys):

@@ -113,6 +113,13 @@ class MaskGenerator:
     matches it); kept masks' records are exact in both modes.
     """
 
+    def __new__(cls, model_or_predictor: Any = None, *args: Any, **kwargs: Any):
+        """``MaskGenerator(engine)`` for an engine without a SAM network (``load_model("classic")``
+        or its predictor) returns that engine's own generator, which gives records of this form."""
+        if cls is MaskGenerator and hasattr(model_or_predictor, "make_mask_generator"):
+            return model_or_predictor.make_mask_generator(*args, **kwargs)
+        return super().__new__(cls)
+
     def __init__(
         self,
         model_or_predictor: Sam | Predictor,
