@@ -118,7 +118,26 @@ def test_generator_records(scene):
         ClassicMaskGenerator(output_mode="png")
     with pytest.raises(GeneratorArgumentError, match="unknown option"):
         ClassicMaskGenerator(points_per_sid=4)
-    assert ClassicMaskGenerator(points_per_side=16).max_masks == 100  # SAM grid options are accepted
+
+
+def test_generator_takes_the_official_arguments_it_can_honour(scene):
+    image, _ = scene
+    official = dict(points_per_side=32, points_per_batch=16, pred_iou_thresh=0.88, stability_score_thresh=0.95,
+                    stability_score_offset=1.0, box_nms_thresh=0.5, crop_n_layers=0, crop_nms_thresh=0.7,
+                    crop_overlap_ratio=512 / 1500, crop_n_points_downscale_factor=1, point_grids=None,
+                    min_mask_region_area=0, output_mode="coco_rle", fast=True)
+    generator = segany.MaskGenerator(segany.load_model("classic"), **official)  # SAM defaults spelt out: fine
+    assert isinstance(generator, ClassicMaskGenerator) and generator.box_nms_thresh == 0.5
+    everything = ClassicMaskGenerator().generate(image)
+    big = ClassicMaskGenerator(min_mask_region_area=2000).generate(image)
+    assert big and len(big) < len(everything) and min(r["area"] for r in big) >= 2000  # honoured
+    assert len(ClassicMaskGenerator(box_nms_thresh=0.0).generate(image)) < len(everything)
+    for name, value in [("points_per_side", 16), ("point_grids", [np.zeros((4, 2))]), ("crop_n_layers", 1),
+                        ("pred_iou_thresh", 0.5), ("stability_score_thresh", 0.0), ("crop_overlap_ratio", 0.5)]:
+        with pytest.raises(GeneratorArgumentError, match=f"cannot honour {name}"):
+            segany.MaskGenerator(segany.load_model("classic"), **{name: value})
+    with pytest.raises(GeneratorArgumentError, match="min_mask_region_area"):
+        ClassicMaskGenerator(min_mask_region_area=-1)
 
 
 def test_mask_generator_dispatches_to_the_classic_engine(scene):

@@ -344,6 +344,34 @@ def test_everything_proposes_masks(client: TestClient, ids: dict[str, str]) -> N
     assert bad.status_code == 422 and "points_per_side" in bad.json()["detail"]
 
 
+def test_classic_engine_server_predicts_and_proposes(images_dir: Path, tmp_path: Path) -> None:
+    import segany
+
+    client = TestClient(create_app(images_dir, segany.load_model("classic"), tmp_path / "coco.json"))
+    image_id = {i["file_name"]: i["id"] for i in client.get("/api/images").json()}["more/shapes.png"]
+    red = np.zeros((64, 80), dtype=bool)
+    red[16:32, 16:40] = True  # the red block of _shapes(64, 80, 1)
+    answer = client.post(f"/api/images/{image_id}/predict", json={"points": [[28, 24]], "labels": [1]})
+    assert answer.status_code == 200
+    best = answer.json()["candidates"][0]
+    assert (decode_rle(best["rle"]) & red).sum() / (decode_rle(best["rle"]) | red).sum() >= 0.8
+    refined = client.post(f"/api/images/{image_id}/predict",
+                          json={"points": [[28, 24]], "labels": [1], "logits": best["logits"], "multimask": False})
+    assert refined.status_code == 200 and len(refined.json()["candidates"]) == 1
+    # the page's request: SAM's grid and thresholds do not apply to the classic engine, box NMS does
+    page = {"points_per_side": 16, "pred_iou_thresh": 0.88, "stability_score_thresh": 0.95, "fast": True}
+    proposals = client.post(f"/api/images/{image_id}/everything", json=page).json()["proposals"]
+    assert proposals
+    ious = [p["predicted_iou"] for p in proposals]
+    assert ious == sorted(ious, reverse=True)
+    for proposal in proposals:
+        mask = decode_rle(proposal["rle"])
+        assert mask.shape == (64, 80) and int(mask.sum()) == proposal["area"]
+    assert max((decode_rle(p["rle"]) & red).sum() / (decode_rle(p["rle"]) | red).sum() for p in proposals) >= 0.8
+    strict = client.post(f"/api/images/{image_id}/everything", json={**page, "box_nms_thresh": 0.0}).json()["proposals"]
+    assert 0 < len(strict) <= len(proposals)
+
+
 # -- annotations ------------------------------------------------------------------------------
 
 

@@ -10,6 +10,7 @@ persistence) and overlapping ones removed by box NMS.
 """
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import cv2
@@ -25,10 +26,13 @@ from .regions import hierarchy, superpixels
 from .scoring import boundary_contrast
 
 OUTPUT_MODES = ("binary_mask", "uncompressed_rle", "coco_rle")
-SAM_ONLY_OPTIONS = frozenset({
-    "points_per_side", "points_per_batch", "pred_iou_thresh", "stability_score_thresh", "stability_score_offset",
-    "crop_n_layers", "crop_nms_thresh", "crop_overlap_ratio", "crop_n_points_downscale_factor", "point_grids", "fast",
-})
+HONOURED_OPTIONS = frozenset({"box_nms_thresh", "min_mask_region_area", "output_mode"})
+SPEED_OPTIONS = frozenset({"points_per_batch", "fast"})  # how fast SAM runs: nothing to do here
+SAM_ONLY_DEFAULTS: dict[str, Any] = {  # the official generator's defaults, the only values accepted here
+    "points_per_side": 32, "point_grids": None, "pred_iou_thresh": 0.88, "stability_score_thresh": 0.95,
+    "stability_score_offset": 1.0, "crop_n_layers": 0, "crop_nms_thresh": 0.7, "crop_overlap_ratio": 512 / 1500,
+    "crop_n_points_downscale_factor": 1,
+}
 
 
 class ClassicMaskGenerator:
@@ -36,23 +40,27 @@ class ClassicMaskGenerator:
 
     ``min_area_fraction`` / ``max_area_fraction`` bound a region's share of the image,
     ``max_masks`` caps the output, ``superpixel_step`` is the superpixel grid in working pixels.
-    The point-grid and threshold options of the SAM generator are accepted and do not apply (there
-    is no point grid; the scores here are not calibrated like SAM's); any other keyword is an error.
+    Of the official generator's arguments, ``box_nms_thresh``, ``min_mask_region_area`` and
+    ``output_mode`` apply; ``points_per_batch`` and ``fast`` only set SAM's speed and are accepted.
+    The point grid, crop and SAM-calibrated threshold arguments (:data:`SAM_ONLY_DEFAULTS`) are
+    accepted at their official defaults, so SAM code runs unchanged, and any other value is a
+    :class:`~segany.errors.GeneratorArgumentError` (there is no point grid or crop here, and the
+    scores are not calibrated like SAM's); so is an unknown keyword.
     """
 
     def __init__(self, model_or_predictor: ClassicModel | ClassicPredictor | None = None, *,
                  box_nms_thresh: float = 0.7, min_mask_region_area: int = 0, output_mode: str = "binary_mask",
                  min_area_fraction: float = 0.002, max_area_fraction: float = 0.9, max_masks: int = 100,
                  superpixel_step: int = 14, **sam_options: Any) -> None:
-        unknown = set(sam_options) - SAM_ONLY_OPTIONS
-        if unknown:
-            raise GeneratorArgumentError(f"unknown option(s) for the classic mask generator: {', '.join(sorted(unknown))}")
+        _check_sam_options(sam_options)
         if output_mode not in OUTPUT_MODES:
             raise GeneratorArgumentError(f"output_mode must be one of {', '.join(OUTPUT_MODES)}; got {output_mode!r}")
         if not 0.0 <= box_nms_thresh <= 1.0:
             raise GeneratorArgumentError(f"box_nms_thresh must be in [0, 1], got {box_nms_thresh}")
         if not 0.0 <= min_area_fraction < max_area_fraction <= 1.0:
             raise GeneratorArgumentError("need 0 <= min_area_fraction < max_area_fraction <= 1")
+        if min_mask_region_area < 0:
+            raise GeneratorArgumentError(f"min_mask_region_area must be >= 0, got {min_mask_region_area}")
         if max_masks < 1 or superpixel_step < 4:
             raise GeneratorArgumentError("max_masks must be >= 1 and superpixel_step >= 4")
         if isinstance(model_or_predictor, ClassicPredictor):
@@ -122,6 +130,27 @@ class ClassicMaskGenerator:
         for record, rle in zip(records, encoded):
             record["segmentation"] = rle
         return records
+
+
+def _check_sam_options(options: dict[str, Any]) -> None:
+    """Reject unknown keywords and SAM-only arguments set to anything but the official default."""
+    unknown = sorted(set(options) - SPEED_OPTIONS - SAM_ONLY_DEFAULTS.keys())
+    if unknown:
+        raise GeneratorArgumentError(f"unknown option(s) for the classic mask generator: {', '.join(unknown)}")
+    changed = sorted(name for name in set(options) & SAM_ONLY_DEFAULTS.keys() if not _is_default(name, options[name]))
+    if changed:
+        raise GeneratorArgumentError(
+            f"the classic engine cannot honour {', '.join(changed)} (no point grid or crops, scores not calibrated "
+            f"like SAM's): leave them at the official defaults or use a SAM model; it takes "
+            f"{', '.join(sorted(HONOURED_OPTIONS))}"
+        )
+
+
+def _is_default(name: str, value: Any) -> bool:
+    default = SAM_ONLY_DEFAULTS[name]
+    if default is None or value is None:
+        return value is default
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isclose(value, default)
 
 
 def _xyxy(mask: np.ndarray) -> list[int]:

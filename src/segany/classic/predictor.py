@@ -61,6 +61,11 @@ class ClassicPredictor:
 
         return ClassicMaskGenerator(self, *args, **kwargs)
 
+    def held_bytes(self) -> int:
+        """Memory held for the current image (working copy and its gradient): what a cache of
+        predictors counts where a SAM predictor has its embedding."""
+        return sum(a.nbytes for a in (self._work, self._gradient) if a is not None)
+
     def get_image_embedding(self):
         """The classic engine has no embedding: raises :class:`~segany.errors.UnsupportedOperationError`."""
         raise UnsupportedOperationError("the classic engine has no image embedding; use a SAM model for embeddings")

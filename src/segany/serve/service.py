@@ -4,6 +4,10 @@ Each cached image has its own :class:`segany.Predictor` holding that image's emb
 prediction always runs against the right image whatever other requests do meanwhile. Heavy
 work (image encoder, "everything") runs one job at a time on a single worker thread; decoder
 calls are serialised by a lock (on a few CPU cores one decode at a time gives the lowest latency).
+
+With the weight-free classic engine a cached predictor holds the image's working copy instead of
+an embedding, and "everything" passes on only the request's options that engine honours (box NMS,
+minimum area): the point grid and the SAM-calibrated thresholds do not apply to it.
 """
 from __future__ import annotations
 
@@ -16,6 +20,8 @@ from typing import Any
 
 import numpy as np
 
+from ..classic import ClassicModel, ClassicPredictor
+from ..classic.generator import HONOURED_OPTIONS, SPEED_OPTIONS
 from ..errors import PromptError, UnsupportedOperationError
 from ..export.png import png_bytes
 from ..image import load_image
@@ -28,7 +34,10 @@ from .catalogue import ImageCatalogue, ImageEntry
 MiB = 1 << 20
 
 
-def _embedding_bytes(predictor: Predictor) -> int:
+def _held_bytes(predictor: Predictor | ClassicPredictor) -> int:
+    """Memory a cached predictor holds for its image: its embedding (SAM) or working copy (classic)."""
+    if isinstance(predictor, ClassicPredictor):
+        return predictor.held_bytes()
     embedding = predictor.get_image_embedding()
     return embedding.numel() * embedding.element_size()
 
@@ -43,7 +52,7 @@ class SegmentService:
 
     def __init__(
         self,
-        model: Sam,
+        model: Sam | ClassicModel,
         catalogue: ImageCatalogue,
         max_embeddings: int = 16,
         max_embedding_bytes: int = 512 * MiB,
@@ -54,7 +63,7 @@ class SegmentService:
         self.catalogue = catalogue
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="segany-encoder")
         self.embeddings: ComputingCache[Predictor] = ComputingCache(
-            max_embeddings, max_embedding_bytes, _embedding_bytes, self._worker
+            max_embeddings, max_embedding_bytes, _held_bytes, self._worker
         )
         self._logits: LRUCache[tuple[str, np.ndarray]] = LRUCache(max_logits, max_logits_bytes, lambda v: v[1].nbytes)
         self._decoder_lock = threading.Lock()
@@ -155,6 +164,9 @@ class SegmentService:
             from ..everything import MaskGenerator
         except ImportError as exc:
             raise UnsupportedOperationError(f"automatic mask generation is not available: {exc}") from None
+
+        if isinstance(self.model, ClassicModel):
+            options = {k: v for k, v in options.items() if k in HONOURED_OPTIONS | SPEED_OPTIONS}
 
         def run() -> list[dict[str, Any]]:
             generator = MaskGenerator(self.model, output_mode="coco_rle", **options)
