@@ -15,7 +15,7 @@ import onnxruntime as ort  # noqa: E402
 from segany import Predictor  # noqa: E402
 from segany.cli import main  # noqa: E402
 from segany.errors import BackendError, ExportError  # noqa: E402
-from segany.export.onnx import OfficialPromptDecoder, quantize_file  # noqa: E402
+from segany.export.onnx import PromptDecoder, quantize_file  # noqa: E402
 from segany.onnx_backend import OnnxRuntimeSam  # noqa: E402
 
 LOGIT_TOL = 1e-3  # golden README tolerances (float32 reordering)
@@ -91,7 +91,7 @@ def test_decoder_matches_the_official_outputs(decoder: ort.InferenceSession, gol
 
 
 def test_single_mask_selection_follows_the_official_rule(tiny_sam) -> None:
-    wrapper = OfficialPromptDecoder(tiny_sam, return_single_mask=True)
+    wrapper = PromptDecoder(tiny_sam, return_single_mask=True)
     scores = torch.tensor([[0.1, 0.5, 0.9, 0.2]])
     masks = torch.arange(4.0).reshape(1, 4, 1, 1).expand(1, 4, 2, 2)
     one, score = wrapper._select(masks, scores, num_points=2)  # one point + padding: best multimask

@@ -45,26 +45,18 @@ DECODER_INPUTS = ("image_embeddings", "point_coords", "point_labels", "mask_inpu
 DECODER_OUTPUTS = ("masks", "iou_predictions", "low_res_masks")
 
 
-class LowResPromptDecoder(nn.Module):
-    """Prompt encoder + mask decoder in the official ONNX model's branch-free form, stopping at the
-    low-res logits of all four mask tokens."""
+class PromptDecoder(nn.Module):
+    """Prompt encoder + mask decoder in the official ONNX model's branch-free form.
 
-    def __init__(self, model: Sam) -> None:
+    Called with ``orig_im_size``, it has the official ``SamOnnxModel`` semantics: optional
+    single-mask selection by the number of points, and logits upsampled to ``orig_im_size``.
+    Without it, the low-res variant: the scores and low-res logits of all four mask tokens.
+    """
+
+    def __init__(self, model: Sam, return_single_mask: bool = False) -> None:
         super().__init__()
         self.model = model
-
-    def decode(
-        self,
-        image_embeddings: torch.Tensor,
-        point_coords: torch.Tensor,
-        point_labels: torch.Tensor,
-        mask_input: torch.Tensor,
-        has_mask_input: torch.Tensor,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        prompt_encoder = self.model.prompt_encoder
-        sparse = prompt_encoder.embed_points(point_coords, point_labels)
-        dense = prompt_encoder.embed_mask_input(mask_input, has_mask_input)
-        return self.model.mask_decoder.predict_masks(image_embeddings, prompt_encoder.get_dense_pe(), sparse, dense)
+        self.return_single_mask = return_single_mask
 
     def forward(
         self,
@@ -73,18 +65,18 @@ class LowResPromptDecoder(nn.Module):
         point_labels: torch.Tensor,
         mask_input: torch.Tensor,
         has_mask_input: torch.Tensor,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        masks, scores = self.decode(image_embeddings, point_coords, point_labels, mask_input, has_mask_input)
-        return scores, masks
-
-
-class OfficialPromptDecoder(LowResPromptDecoder):
-    """The official ``SamOnnxModel`` semantics: optional single-mask selection by the number of
-    points, and logits upsampled to ``orig_im_size``."""
-
-    def __init__(self, model: Sam, return_single_mask: bool = False) -> None:
-        super().__init__(model)
-        self.return_single_mask = return_single_mask
+        orig_im_size: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, ...]:
+        """(masks, iou_predictions, low_res_masks) with ``orig_im_size``, else (iou_predictions, low_res_masks)."""
+        prompt_encoder = self.model.prompt_encoder
+        sparse = prompt_encoder.embed_points(point_coords, point_labels)
+        dense = prompt_encoder.embed_mask_input(mask_input, has_mask_input)
+        masks, scores = self.model.mask_decoder.predict_masks(image_embeddings, prompt_encoder.get_dense_pe(), sparse, dense)
+        if orig_im_size is None:
+            return scores, masks
+        if self.return_single_mask:
+            masks, scores = self._select(masks, scores, point_coords.shape[1])
+        return self._postprocess(masks, orig_im_size), scores, masks
 
     def _postprocess(self, masks: torch.Tensor, orig_im_size: torch.Tensor) -> torch.Tensor:
         size = self.model.image_size
@@ -107,20 +99,6 @@ class OfficialPromptDecoder(LowResPromptDecoder):
         best = torch.argmax(scores + (num_points - 2.5) * reweight, dim=1)
         rows = torch.arange(masks.shape[0], device=masks.device)
         return masks[rows, best].unsqueeze(1), scores[rows, best].unsqueeze(1)
-
-    def forward(  # type: ignore[override]
-        self,
-        image_embeddings: torch.Tensor,
-        point_coords: torch.Tensor,
-        point_labels: torch.Tensor,
-        mask_input: torch.Tensor,
-        has_mask_input: torch.Tensor,
-        orig_im_size: torch.Tensor,
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        masks, scores = self.decode(image_embeddings, point_coords, point_labels, mask_input, has_mask_input)
-        if self.return_single_mask:
-            masks, scores = self._select(masks, scores, point_coords.shape[1])
-        return self._postprocess(masks, orig_im_size), scores, masks
 
 
 class PreprocessingImageEncoder(nn.Module):
@@ -174,14 +152,13 @@ def export_decoder(model: Sam, path: str | os.PathLike, return_single_mask: bool
     path = Path(path)
     example = _decoder_example(model)
     points = {1: "num_points"}
+    module = PromptDecoder(model, return_single_mask)
     if low_res:
-        module: nn.Module = LowResPromptDecoder(model)
         names = list(DECODER_INPUTS[:-1])
         outputs = ["iou_predictions", "low_res_masks"]
         dynamic = {"point_coords": {0: "batch", 1: "num_points"}, "point_labels": {0: "batch", 1: "num_points"},
                    "mask_input": {0: "batch"}}
     else:
-        module = OfficialPromptDecoder(model, return_single_mask)
         names = list(DECODER_INPUTS)
         outputs = list(DECODER_OUTPUTS)
         dynamic = {"point_coords": points, "point_labels": points}
