@@ -40,10 +40,20 @@ def test_attention_orders_agree(batch_q: int, num_q: int, batch_k: int, num_k: i
     q, k, v = torch.randn(batch_q, num_q, 256), torch.randn(batch_k, num_k, 256), torch.randn(batch_k, num_k, 256)
     with torch.no_grad():
         expected = _reference_attention(attn, q, k, v)
-        for order in (attn._standard, attn._few_queries, attn._few_keys):
+        for order in (attn._standard, attn._few_queries, lambda q, k, v: attn._few_keys(q, k, v, None)):
             out = order(q, k, v)
             assert out.shape == expected.shape
-            assert (out - expected).abs().max() <= 1e-4 * expected.abs().max(), order.__name__
+            assert (out - expected).abs().max() <= 1e-4 * expected.abs().max()
+        residual = torch.randn(expected.shape[0] if batch_q == 1 else 1, num_q, 256)
+        with_residual = attn(q, k, v, residual=residual)
+        assert (with_residual - (expected + residual)).abs().max() <= 1e-4 * expected.abs().max()
+        if batch_k == 1:  # the image's projections prepared once, as SharedImageTokens holds them
+            shared = attn.attend_projected(q, attn.project(attn.k_proj, k), attn.project(attn.v_proj, v))
+            assert (shared - expected).abs().max() <= 1e-4 * expected.abs().max()
+        if batch_q == 1 and num_q > num_k:  # shared image tokens reading each prompt's few tokens
+            read = attn.read_few(attn.scaled_queries(q), k, v, residual=q)
+            assert read.shape == (batch_k, num_q, 256)
+            assert (read - (expected + q)).abs().max() <= 1e-4 * expected.abs().max()
 
 
 def test_attention_picks_the_cheap_order() -> None:

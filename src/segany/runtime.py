@@ -26,8 +26,10 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from .allocator import tune_malloc
 from .errors import BackendError
 from .models.sam import Sam
+from .models.transformer import SharedImageTokens
 from .onnx_backend import OnnxRuntimeSam
 
 BACKENDS = ("torch", "onnxruntime")
@@ -75,6 +77,8 @@ class Runtime:
         decoder_backend: str | None = None,
     ) -> None:
         self.model = model
+        if model.device.type == "cpu":
+            tune_malloc()
         self.dtype = resolve_dtype(dtype)
         self.decoder_dtype = resolve_dtype(decoder_dtype)
         self.backend = backend
@@ -84,6 +88,7 @@ class Runtime:
         onnx_encoder, onnx_decoder = backend == "onnxruntime", self.decoder_backend == "onnxruntime"
 
         self.onnx: OnnxRuntimeSam | None = None
+        self._shared: tuple[torch.Tensor, SharedImageTokens] | None = None  # (features, their decoder prep)
         self._encoder: Callable[[torch.Tensor], torch.Tensor] = model.image_encoder
         if onnx_encoder or onnx_decoder:
             if onnx_dir is None:
@@ -152,11 +157,19 @@ class Runtime:
         points = (point_coords, point_labels) if point_coords is not None else None
         with self.autocast(self.decoder_dtype):
             sparse, dense = model.prompt_encoder(points=points, boxes=boxes, masks=mask_input)
+            image_pe = model.prompt_encoder.get_dense_pe()
             low_res, iou = model.mask_decoder(
                 image_embeddings=features,
-                image_pe=model.prompt_encoder.get_dense_pe(),
+                image_pe=image_pe,
                 sparse_prompt_embeddings=sparse,
                 dense_prompt_embeddings=dense,
                 multimask_output=multimask_output,
+                shared=None if mask_input is not None else self._shared_tokens(features, image_pe, dense),
             )
         return low_res.float(), iou.float()
+
+    def _shared_tokens(self, features: torch.Tensor, image_pe: torch.Tensor, dense: torch.Tensor) -> SharedImageTokens:
+        """The decoder's prompt-independent work for ``features``, done on their first prompt."""
+        if self._shared is None or self._shared[0] is not features:
+            self._shared = (features, self.model.mask_decoder.share_image(features, image_pe, dense))
+        return self._shared[1]

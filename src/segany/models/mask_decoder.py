@@ -8,9 +8,10 @@ from torch.nn import functional as F
 
 from .common import LayerNorm2d, layer_norm_last
 from .fused import dense_act
-from .transformer import TwoWayTransformer
+from .transformer import SharedImageTokens, TwoWayTransformer
 
-_UPSCALE_CHUNK = 4  # prompts per upscaling step: keeps the 4h x 4w features cache-sized
+_PROMPT_CHUNK = 4  # prompts decoded at once: their image tokens (4 MB each) stay cache-sized
+_UPSCALE_CHUNK = 1  # prompts per upscaling step: keeps the 4h x 4w features cache-sized
 
 
 class MLP(nn.Module):
@@ -71,11 +72,19 @@ class MaskDecoder(nn.Module):
         sparse_prompt_embeddings: torch.Tensor,
         dense_prompt_embeddings: torch.Tensor,
         multimask_output: bool,
+        shared: SharedImageTokens | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         selected = slice(1, None) if multimask_output else slice(0, 1)
         return self.predict_masks(
-            image_embeddings, image_pe, sparse_prompt_embeddings, dense_prompt_embeddings, selected
+            image_embeddings, image_pe, sparse_prompt_embeddings, dense_prompt_embeddings, selected, shared
         )
+
+    def share_image(
+        self, image_embeddings: torch.Tensor, image_pe: torch.Tensor, dense_prompt_embeddings: torch.Tensor
+    ) -> SharedImageTokens:
+        """The prompt-independent part of decoding one image (1, C, h, w) with a dense embedding
+        that is the same for every prompt (no mask input), to pass as ``shared`` to later calls."""
+        return self.transformer.share_image(image_embeddings + dense_prompt_embeddings[:1], image_pe)
 
     def predict_masks(
         self,
@@ -84,21 +93,37 @@ class MaskDecoder(nn.Module):
         sparse_prompt_embeddings: torch.Tensor,
         dense_prompt_embeddings: torch.Tensor,
         selected: slice = slice(None),
+        shared: SharedImageTokens | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Mask logits (B, M, 256, 256) and IoU predictions (B, M) of the ``selected`` mask tokens
         (all four by default).
 
         One image embedding (1, C, h, w) serves the whole batch of prompts; it is not copied per
-        prompt while it is the same for all of them (no mask input).
+        prompt while it is the same for all of them (no mask input). ``shared`` (from
+        :meth:`share_image` of this image, for prompts without mask input) skips recomputing
+        the prompt-independent part. Large batches go through a few prompts at a time, so the
+        per-prompt image tokens stay cache-sized.
         """
         batch = sparse_prompt_embeddings.shape[0]
+        step = batch if torch.jit.is_tracing() else _PROMPT_CHUNK
+        if batch > step:
+            dense = dense_prompt_embeddings
+            parts = [
+                self.predict_masks(image_embeddings, image_pe, sparse_prompt_embeddings[i : i + step],
+                                   dense if dense.shape[0] == 1 else dense[i : i + step], selected, shared)
+                for i in range(0, batch, step)
+            ]
+            return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
         output_tokens = torch.cat([self.iou_token.weight, self.mask_tokens.weight], dim=0)
         tokens = torch.cat([output_tokens.unsqueeze(0).expand(batch, -1, -1), sparse_prompt_embeddings], dim=1)
 
-        dense = dense_prompt_embeddings
-        if dense.shape[0] > 1 and dense.stride(0) == 0:  # one embedding broadcast over the prompts
-            dense = dense[:1]
-        hs, keys = self.transformer(image_embeddings + dense, image_pe, tokens)
+        if shared is None:
+            dense = dense_prompt_embeddings
+            if dense.shape[0] > 1 and dense.stride(0) == 0:  # one embedding broadcast over the prompts
+                dense = dense[:1]
+            hs, keys = self.transformer(image_embeddings + dense, image_pe, tokens)
+        else:
+            hs, keys = self.transformer(None, None, tokens, shared)
         iou_pred = self.iou_prediction_head(hs[:, 0, :])[:, selected]
         mask_tokens_out = hs[:, 1 : 1 + self.num_mask_tokens, :]
 
