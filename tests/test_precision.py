@@ -94,6 +94,25 @@ def test_selected_mask_tokens_equal_the_full_output(tiny_sam) -> None:
     assert torch.equal(multi_iou, iou[:, 1:]) and torch.equal(single_iou, iou[:, :1])
 
 
+def test_shared_image_tokens_give_the_plain_decoder_output(tiny_sam) -> None:
+    """The per-image preparation reused across prompt batches (and chunks of 4 prompts inside a
+    batch of 9) changes nothing beyond float rounding."""
+    torch.manual_seed(0)
+    decoder = tiny_sam.mask_decoder
+    sparse = torch.randn(9, 2, 256)
+    dense = tiny_sam.prompt_encoder.no_mask_embed.weight.reshape(1, -1, 1, 1).expand(9, -1, 64, 64)
+    embedding, pe = torch.randn(1, 256, 64, 64), tiny_sam.prompt_encoder.get_dense_pe()
+    with torch.inference_mode():
+        shared = decoder.share_image(embedding, pe, dense)
+        plain, plain_iou = decoder.predict_masks(embedding, pe, sparse, dense)
+        reused, reused_iou = decoder.predict_masks(embedding, pe, sparse, dense, shared=shared)
+        one, one_iou = decoder.predict_masks(embedding, pe, sparse[4:5], dense[:1], shared=shared)
+    assert plain.shape == reused.shape == (9, 4, 256, 256)
+    assert (plain - reused).abs().max() <= 1e-4 * plain.abs().max()
+    assert (plain_iou - reused_iou).abs().max() <= 1e-5
+    assert (one[0] - plain[4]).abs().max() <= 1e-4 * plain.abs().max() and torch.allclose(one_iou[0], plain_iou[4], atol=1e-5)
+
+
 def _mask_ious(masks: np.ndarray, reference: np.ndarray) -> list[float]:
     return [float((m & r).sum() / max(1, (m | r).sum())) for m, r in zip(masks, reference)]
 
