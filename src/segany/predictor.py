@@ -101,9 +101,10 @@ class Predictor:
         return self.model.device
 
     def reset_image(self) -> None:
-        """Forget the current image and its embedding."""
+        """Forget the current image, its embedding and the decoder's work shared across its prompts."""
         self.is_image_set = False
         self.features: torch.Tensor | None = None
+        self.runtime.forget_image()
         self.original_size: tuple[int, int] | None = None
         self.input_size: tuple[int, int] | None = None
 

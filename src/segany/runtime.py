@@ -168,6 +168,10 @@ class Runtime:
             )
         return low_res.float(), iou.float()
 
+    def forget_image(self) -> None:
+        """Drop the decoder's shared work for the last embedding (and the reference to it)."""
+        self._shared = None
+
     def _shared_tokens(self, features: torch.Tensor, image_pe: torch.Tensor, dense: torch.Tensor) -> SharedImageTokens:
         """The decoder's prompt-independent work for ``features``, done on their first prompt."""
         if self._shared is None or self._shared[0] is not features:
