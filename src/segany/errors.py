@@ -65,3 +65,19 @@ class ExportError(SeganyError, RuntimeError):
 
 class BackendError(SeganyError, ValueError):
     """Inference options that cannot work together or on this machine (dtype, device, backend)."""
+
+
+class ImageTooLargeError(ImageError):
+    """An image whose header claims more pixels than the limit, or more than memory can decode."""
+
+
+class OutputError(SeganyError, OSError):
+    """An output file or folder that cannot be written: a file in the way, no permission, a full disk."""
+
+
+class NonFiniteError(SeganyError, ValueError):
+    """A NaN or infinite number where a result must be finite (a score, a JSON document): usually broken weights."""
+
+
+class SettingsMismatchError(SeganyError, ValueError):
+    """Results in an output folder made with other settings (model, weights, generator arguments)."""

@@ -17,6 +17,56 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default cpu)")
 
 
+def max_pixels_type(text: str) -> int | None:
+    """``--max-pixels``: a positive pixel count, or 0 for no limit."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"--max-pixels must be a pixel count (0: no limit), got {text!r}")
+    return value or None
+
+
+def add_image_arguments(parser: argparse.ArgumentParser) -> None:
+    from ..image import DEFAULT_MAX_PIXELS
+
+    parser.add_argument("--max-pixels", type=max_pixels_type, default=DEFAULT_MAX_PIXELS, metavar="N",
+                        help=f"refuse images with more pixels than this, from their header (default {DEFAULT_MAX_PIXELS:,}; 0: no limit)")
+
+
+def available_devices() -> list[str]:
+    """The torch devices this machine has: ``cpu``, then ``cuda:0``... and ``mps`` where present."""
+    import torch
+
+    devices = ["cpu"] + [f"cuda:{i}" for i in range(torch.cuda.device_count() if torch.cuda.is_available() else 0)]
+    if torch.backends.mps.is_available():
+        devices.append("mps")
+    return devices
+
+
+def check_device(text: str) -> str:
+    """``text`` if it names a torch device this machine has, else :class:`BackendError` saying which it has."""
+    import torch
+
+    from ..errors import BackendError
+
+    available = available_devices()
+    try:
+        device = torch.device(text)
+    except (RuntimeError, ValueError):
+        raise BackendError(f"unknown device {text!r}: this machine has {', '.join(available)}") from None
+    if device.type == "cpu":
+        return text
+    module = getattr(torch, device.type, None)
+    usable = device.type == "mps" and torch.backends.mps.is_available()
+    if device.type != "mps" and callable(getattr(module, "is_available", None)) and module.is_available():
+        usable = device.index is None or device.index < module.device_count()
+    if not usable:
+        raise BackendError(f"device {text!r} is not available: this machine has {', '.join(available)}")
+    return text
+
+
 def load_model_from_args(args: argparse.Namespace, fallback_to_classic: bool = True):
     """The model named by ``--model/--checkpoint/--device``.
 
@@ -27,6 +77,7 @@ def load_model_from_args(args: argparse.Namespace, fallback_to_classic: bool = T
     from ..build import load_model
     from ..errors import WeightsUnavailableError
 
+    check_device(args.device)
     try:
         return load_model(args.model, checkpoint=args.checkpoint, device=args.device)
     except WeightsUnavailableError:

@@ -1,14 +1,16 @@
 """SA-1B style JSON for one image: ``image`` info and ``annotations`` with COCO RLE masks.
 
 The layout of the Segment Anything 1B dataset files, so tools written for SA-1B read it. The
-annotations are the generator's records (``output_mode="coco_rle"``), numbered from 1.
+annotations are the generator's records (``output_mode="coco_rle"``), numbered from 1. Scores
+are always numbers: an empty mask's stability score (0/0 in the official formula) is written as
+0.0, and any other NaN or infinite score (broken weights) is a :class:`NonFiniteError`.
 """
 from __future__ import annotations
 
 import math
 from typing import Any, Iterable
 
-from ..errors import GeneratorArgumentError
+from ..errors import GeneratorArgumentError, NonFiniteError
 
 ANNOTATION_KEYS = ("segmentation", "area", "bbox", "predicted_iou", "point_coords", "stability_score", "crop_box")
 
@@ -21,16 +23,24 @@ def sa1b_document(
     image_id: int = 0,
     extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """One image's masks as an SA-1B document; ``extra`` lands under the ``"segany"`` key."""
+    """One image's masks as an SA-1B document; ``extra`` lands under the ``"segany"`` key.
+
+    ``image_id`` should be unique and stable (``segany everything`` derives it from the image's
+    relative name, or takes it from a reference COCO file).
+    """
     annotations = []
     for number, record in enumerate(records, start=1):
         segmentation = record["segmentation"]
         if not (isinstance(segmentation, dict) and isinstance(segmentation.get("counts"), str)):
             raise GeneratorArgumentError("SA-1B annotations need COCO RLE segmentations: generate with output_mode='coco_rle'")
         annotation = {"id": number, **{key: record[key] for key in ANNOTATION_KEYS}}
-        for key in ("predicted_iou", "stability_score"):  # NaN (an empty mask's 0/0 stability) is not JSON
-            if not math.isfinite(annotation[key]):
-                annotation[key] = None
+        for key in ("predicted_iou", "stability_score"):
+            if math.isfinite(annotation[key]):
+                continue
+            if key == "stability_score" and annotation["area"] == 0:
+                annotation[key] = 0.0  # an empty mask: nothing is stable about it
+            else:
+                raise NonFiniteError(f"{file_name}: mask {number}'s {key} is {annotation[key]}: are the model's weights broken?")
         annotations.append(annotation)
     document: dict[str, Any] = {
         "image": {"image_id": image_id, "file_name": file_name, "height": int(height), "width": int(width)},

@@ -1,0 +1,24 @@
+"""Batch labelling as a library: find images, label them resumably, assemble COCO.
+
+``segany everything`` is a thin client of this package; a cluster job or a server calls it the
+same way::
+
+    images, missing = find_images(["photos/"], out="labels/")
+    settings = job_settings(model, checkpoint_sha256, {"points_per_side": 32})
+    summary = label_images(images, MaskGenerator(model, output_mode="coco_rle"), "labels/", settings)
+"""
+from .discover import IMAGE_SUFFIXES, ImageItem, find_images, result_path, unique_images
+from .engine import COCO_FILE, Summary, job_settings, label_images, write_coco
+
+__all__ = [
+    "COCO_FILE",
+    "IMAGE_SUFFIXES",
+    "ImageItem",
+    "Summary",
+    "find_images",
+    "job_settings",
+    "label_images",
+    "result_path",
+    "unique_images",
+    "write_coco",
+]
