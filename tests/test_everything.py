@@ -215,3 +215,159 @@ def test_cli_reports_missing_inputs(golden, tmp_path, capsys) -> None:
     assert run_cli(golden, str(tmp_path / "nothing*.jpg"), str(tmp_path / "missing.png"), "-o", str(tmp_path / "out")) == 1
     err = capsys.readouterr().err
     assert "missing.png" in err and "done 0, skipped 0, failed 2" in err
+
+
+def bomb_png(path: Path, width: int = 60000, height: int = 60000) -> Path:
+    """A tiny valid PNG whose header claims ``width`` x ``height`` (IHDR patched, CRC fixed)."""
+    import io
+    import struct
+    import zlib
+
+    buffer = io.BytesIO()
+    Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(buffer, format="PNG")
+    data = bytearray(buffer.getvalue())
+    assert data[12:16] == b"IHDR"
+    data[16:24] = struct.pack(">II", width, height)
+    data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])))
+    path.write_bytes(bytes(data))
+    return path
+
+
+def run_classic(*argv: str) -> int:
+    """``segany everything`` with the weight-free engine: fast, for what does not depend on the model."""
+    return main(["everything", *argv, "--model", "classic"])
+
+
+def test_cli_oversized_image_is_reported_and_skipped(small_image, tmp_path, capsys) -> None:
+    images, out = tmp_path / "in", tmp_path / "out"
+    images.mkdir()
+    bomb_png(images / "a_huge.png")
+    Image.fromarray(small_image).save(images / "b_cat.png")
+    for _ in range(2):  # the re-run meets the same file and carries on too
+        assert run_classic(str(images), "-o", str(out)) == 1
+        err = capsys.readouterr().err
+        failed = [line for line in err.splitlines() if line.startswith("failed:")]
+        assert len(failed) == 1 and "a_huge.png: ImageTooLargeError" in failed[0] and "60000x60000" in failed[0]
+        assert "--max-pixels" in failed[0] and "Traceback" not in err
+        assert (out / "b_cat.png.json").exists() and not (out / "a_huge.png.json").exists()
+    assert "done 0, skipped 1, failed 1" in err
+
+
+def test_cli_memory_error_and_unexpected_errors_skip_the_image(small_image, tmp_path, capsys, monkeypatch) -> None:
+    from segany.classic.generator import ClassicMaskGenerator
+
+    images, out = tmp_path / "in", tmp_path / "out"
+    images.mkdir()
+    for name, (h, w) in {"a.png": (20, 30), "b.png": (21, 30), "c.png": (37, 53)}.items():
+        Image.fromarray(np.ascontiguousarray(small_image[:h, :w])).save(images / name)
+    real_generate = ClassicMaskGenerator.generate
+
+    def failing(self, image):
+        if image.shape[0] == 20:
+            raise MemoryError("cannot allocate 7.6 GiB")
+        if image.shape[0] == 21:
+            raise RuntimeError("boom\nsecond line")
+        return real_generate(self, image)
+
+    monkeypatch.setattr(ClassicMaskGenerator, "generate", failing)
+    assert run_classic(str(images), "-o", str(out)) == 1
+    err = capsys.readouterr().err
+    assert "failed: a.png: MemoryError: cannot allocate 7.6 GiB\n" in err
+    assert "failed: b.png: RuntimeError: boom second line\n" in err
+    assert "done 1, skipped 0, failed 2" in err and (out / "c.png.json").exists()
+
+
+def test_cli_results_made_with_other_settings_are_not_skipped(golden, small_image, tmp_path, capsys) -> None:
+    import torch
+
+    cat = tmp_path / "cat.png"
+    Image.fromarray(small_image).save(cat)
+    out = tmp_path / "out"
+    result = out / "cat.png.json"
+    sam = ["--model", str(golden / "tiny_sam.json"), "--points-per-side", "1"]
+    assert main(["everything", str(cat), "-o", str(out), *sam, "--checkpoint", str(golden / "tiny_sam.pth")]) == 0
+    settings = json.loads(result.read_text())["segany"]["settings"]
+    assert settings["generator"]["points_per_side"] == 1 and settings["model_config"]["name"] == settings["model"]
+    assert settings["checkpoint_sha256"] == hashlib.sha256((golden / "tiny_sam.pth").read_bytes()).hexdigest()
+    before = result.read_bytes()
+    capsys.readouterr()
+
+    # other weights (one value changed, the same file name): refused before any work, naming --overwrite
+    state = torch.load(golden / "tiny_sam.pth", weights_only=True)
+    key = next(iter(state))
+    state[key] = state[key] + 1e-3
+    (tmp_path / "w").mkdir()
+    torch.save(state, tmp_path / "w" / "tiny_sam.pth")
+    argv = ["everything", str(cat), "-o", str(out), *sam, "--checkpoint", str(tmp_path / "w" / "tiny_sam.pth")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "1 result(s)" in err and "checkpoint_sha256" in err and "--overwrite" in err
+    assert result.read_bytes() == before
+    assert main([*argv, "--overwrite"]) == 0 and "done 1" in capsys.readouterr().err
+    assert json.loads(result.read_text())["segany"]["settings"]["checkpoint_sha256"] != settings["checkpoint_sha256"]
+
+    # other generator arguments or another model: refused too; the same settings: skipped
+    assert run_classic(str(cat), "-o", str(out)) == 2
+    assert "model 'tiny_sam', now 'classic'" in capsys.readouterr().err
+    assert run_classic(str(cat), "-o", str(out), "--overwrite", "--min-region-area", "10") == 0
+    assert run_classic(str(cat), "-o", str(out), "--min-region-area", "20") == 2
+    assert "min_mask_region_area 10, now 20" in capsys.readouterr().err
+    assert run_classic(str(cat), "-o", str(out), "--min-region-area", "10") == 0
+    assert "done 0, skipped 1, failed 0" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("inside", ["sub", "."])
+def test_cli_never_reads_its_own_output(small_image, tmp_path, capsys, inside: str) -> None:
+    images = tmp_path / "in"
+    images.mkdir()
+    Image.fromarray(small_image).save(images / "cat.png")
+    out = images / inside
+    for _ in range(2):
+        assert run_classic(str(images), "-o", str(out), "--overlay", "--format", "png") == 0
+    err = capsys.readouterr().err
+    assert "done 0, skipped 1, failed 0" in err
+    assert (out / "cat.png_overlay.png").exists() and (out / "cat.png_masks").is_dir()
+    assert sorted(p.name for p in out.rglob("*.json")) == ["cat.png.json"]
+    assert run_classic(str(images / "*.png"), "-o", str(out), "--overlay") == 0  # a glob as well
+    assert "done 0, skipped 1, failed 0" in capsys.readouterr().err
+
+
+def test_cli_output_errors_are_one_line(small_image, tmp_path, capsys, monkeypatch) -> None:
+    import errno
+    import os
+
+    for name in ("a.png", "b.png"):
+        Image.fromarray(small_image).save(tmp_path / name)
+    (tmp_path / "file").write_text("x")
+    assert run_classic(str(tmp_path / "a.png"), "-o", str(tmp_path / "file")) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"segany: error: output folder {tmp_path / 'file'} is a file, not a folder: choose another path"]
+
+    # a full disk while writing b.png's result: a one-line error, a.png's result intact, no temporary files
+    out = tmp_path / "out"
+    real_fdopen, opened = os.fdopen, []
+
+    class FullDisk:
+        def __init__(self, f) -> None:
+            self.f = f
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc) -> None:
+            self.f.close()
+
+        def write(self, data: bytes) -> int:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    def fdopen(fd, *args, **kwargs):
+        opened.append(fd)
+        f = real_fdopen(fd, *args, **kwargs)
+        return FullDisk(f) if len(opened) > 1 else f  # a.png.json is written, b.png.json meets a full disk
+
+    monkeypatch.setattr(os, "fdopen", fdopen)
+    code = run_classic(str(tmp_path / "a.png"), str(tmp_path / "b.png"), "-o", str(out))
+    err = capsys.readouterr().err
+    assert code == 2 and err.strip().splitlines() == [f"segany: error: cannot write {out / 'b.png.json'}: No space left on device"]
+    assert sorted(p.name for p in out.iterdir()) == ["a.png.json"]
+    assert json.loads((out / "a.png.json").read_text())["image"]["file_name"] == "a.png"

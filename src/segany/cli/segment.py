@@ -5,7 +5,7 @@ import argparse
 from pathlib import Path
 
 from ..errors import PromptError
-from .common import add_model_arguments, info, load_model_from_args
+from .common import add_image_arguments, add_model_arguments, info, load_model_from_args
 
 
 def _numbers(text: str, counts: tuple[int, ...], what: str) -> list[float]:
@@ -39,6 +39,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--box", type=parse_box, default=None, metavar="X0,Y0,X1,Y1", help="prompt box in pixels")
     parser.add_argument("--multimask", action="store_true", help="return 3 candidate masks (whole/part/sub-part)")
     parser.add_argument("-o", "--output", default="out", help="output folder (default ./out)")
+    add_image_arguments(parser)
     add_model_arguments(parser)
     parser.set_defaults(handler=run)
 
@@ -48,14 +49,15 @@ def run(args: argparse.Namespace) -> int:
 
     from ..export.overlay import draw_overlay
     from ..export.png import save_png
-    from ..fileio import atomic_write_json
+    from ..fileio import atomic_write_text, ensure_directory, json_text
     from ..image import load_image
     from ..masks import encode_rle, mask_bbox_xywh
     from ..predictor import Predictor
 
     if not args.point and args.box is None:
         raise PromptError("give at least one --point X,Y[,LABEL] or a --box X0,Y0,X1,Y1")
-    image = load_image(args.image)
+    image = load_image(args.image, max_pixels=args.max_pixels)
+    out = ensure_directory(args.output)
     model = load_model_from_args(args)
     predictor = Predictor(model)
     predictor.set_image(image)
@@ -64,24 +66,19 @@ def run(args: argparse.Namespace) -> int:
     box = np.array(args.box, dtype=np.float64) if args.box is not None else None
     masks, scores, _ = predictor.predict(coords, labels, box, multimask_output=args.multimask)
 
-    out = Path(args.output)
     stem = Path(args.image).stem
     order = np.argsort(-scores, kind="stable")
     records = []
     for rank, index in enumerate(order):
-        png_name = f"{stem}_mask{rank}.png"
-        save_png(out / png_name, masks[index])
         records.append({
             "rank": rank,
             "score": float(scores[index]),
             "area": int(masks[index].sum()),
             "bbox": mask_bbox_xywh(masks[index]),
             "segmentation": encode_rle(masks[index]),
-            "png": png_name,
+            "png": f"{stem}_mask{rank}.png",
         })
-    overlay = draw_overlay(image, [masks[order[0]]], points=coords, labels=labels, box=box)
-    save_png(out / f"{stem}_overlay.png", overlay)
-    atomic_write_json(out / f"{stem}.json", {
+    text = json_text({
         "image": str(args.image),
         "height": int(image.shape[0]),
         "width": int(image.shape[1]),
@@ -93,6 +90,10 @@ def run(args: argparse.Namespace) -> int:
             "multimask": bool(args.multimask),
         },
         "masks": records,
-    }, indent=1)
+    }, indent=1)  # a NaN score (broken weights) fails here, before any file is written
+    for record, index in zip(records, order):
+        save_png(out / record["png"], masks[index])
+    save_png(out / f"{stem}_overlay.png", draw_overlay(image, [masks[order[0]]], points=coords, labels=labels, box=box))
+    atomic_write_text(out / f"{stem}.json", text)
     info(f"wrote {len(records)} mask(s), {stem}_overlay.png and {stem}.json to {out}/ (best score {scores[order[0]]:.3f})")
     return 0
