@@ -60,3 +60,25 @@ def photo(golden: Path) -> np.ndarray:
 @pytest.fixture(scope="session")
 def small_image(golden: Path) -> np.ndarray:
     return np.load(golden / "sam_small_point_multimask.npz")["image"]
+
+
+@pytest.fixture
+def claimed_size_png():
+    """Write a tiny valid PNG whose header claims ``width`` x ``height`` (IHDR patched, CRC fixed)."""
+    import io
+    import struct
+    import zlib
+
+    from PIL import Image
+
+    def write(path: Path, width: int = 60000, height: int = 60000) -> Path:
+        buffer = io.BytesIO()
+        Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(buffer, format="PNG")
+        data = bytearray(buffer.getvalue())
+        assert data[12:16] == b"IHDR"
+        data[16:24] = struct.pack(">II", width, height)
+        data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])))
+        path.write_bytes(bytes(data))
+        return path
+
+    return write

@@ -7,6 +7,7 @@ import sys
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from segany.cli import main
@@ -85,3 +86,43 @@ def test_models_lists_zoo_and_cache(tmp_path, monkeypatch, capsys) -> None:
     rows = {line.split()[0]: line for line in out.splitlines() if line.startswith("vit_")}
     assert set(rows) == {"vit_t", "vit_b", "vit_l", "vit_h"}
     assert " yes " in rows["vit_b"] and " no " in rows["vit_t"]
+
+
+def tiny_segment(golden, tmp_path, *extra: str) -> list[str]:
+    Image.fromarray(np.zeros((20, 20, 3), np.uint8)).save(tmp_path / "ok.png")
+    return ["segment", str(tmp_path / "ok.png"), "--point", "5,5", "-o", str(tmp_path / "out"),
+            "--model", str(golden / "tiny_sam.json"), "--checkpoint", str(golden / "tiny_sam.pth"), *extra]
+
+
+@pytest.mark.parametrize("device, message", [
+    ("bogus", "unknown device 'bogus': this machine has cpu"),
+    pytest.param("cuda", "device 'cuda' is not available: this machine has cpu",
+                 marks=pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")),
+])
+def test_unusable_device_is_a_one_line_error(golden, tmp_path, capsys, device: str, message: str) -> None:
+    assert main(tiny_segment(golden, tmp_path, "--device", device)) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [f"segany: error: {message}"]
+
+
+def test_nan_score_is_an_error_and_writes_nothing(golden, tmp_path, capsys, monkeypatch) -> None:
+    from segany import Predictor
+
+    real_predict = Predictor.predict
+
+    def broken(self, *args, **kwargs):  # what a checkpoint with NaN weights predicts
+        masks, scores, logits = real_predict(self, *args, **kwargs)
+        return masks, np.full_like(scores, np.nan), logits
+
+    monkeypatch.setattr(Predictor, "predict", broken)
+    assert main(tiny_segment(golden, tmp_path)) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "masks[0].score is not a finite number" in err[0]
+    assert list((tmp_path / "out").iterdir()) == []
+
+
+def test_segment_max_pixels(golden, tmp_path, capsys) -> None:
+    assert main(tiny_segment(golden, tmp_path, "--max-pixels", "399")) == 2
+    assert "20x20 (400 pixels), over the limit of 399 pixels" in capsys.readouterr().err
+    assert main(tiny_segment(golden, tmp_path, "--max-pixels", "400")) == 0
+    with pytest.raises(SystemExit):
+        main(tiny_segment(golden, tmp_path, "--max-pixels", "-1"))

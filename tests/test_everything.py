@@ -217,31 +217,15 @@ def test_cli_reports_missing_inputs(golden, tmp_path, capsys) -> None:
     assert "missing.png" in err and "done 0, skipped 0, failed 2" in err
 
 
-def bomb_png(path: Path, width: int = 60000, height: int = 60000) -> Path:
-    """A tiny valid PNG whose header claims ``width`` x ``height`` (IHDR patched, CRC fixed)."""
-    import io
-    import struct
-    import zlib
-
-    buffer = io.BytesIO()
-    Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(buffer, format="PNG")
-    data = bytearray(buffer.getvalue())
-    assert data[12:16] == b"IHDR"
-    data[16:24] = struct.pack(">II", width, height)
-    data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])))
-    path.write_bytes(bytes(data))
-    return path
-
-
 def run_classic(*argv: str) -> int:
     """``segany everything`` with the weight-free engine: fast, for what does not depend on the model."""
     return main(["everything", *argv, "--model", "classic"])
 
 
-def test_cli_oversized_image_is_reported_and_skipped(small_image, tmp_path, capsys) -> None:
+def test_cli_oversized_image_is_reported_and_skipped(small_image, tmp_path, capsys, claimed_size_png) -> None:
     images, out = tmp_path / "in", tmp_path / "out"
     images.mkdir()
-    bomb_png(images / "a_huge.png")
+    claimed_size_png(images / "a_huge.png")
     Image.fromarray(small_image).save(images / "b_cat.png")
     for _ in range(2):  # the re-run meets the same file and carries on too
         assert run_classic(str(images), "-o", str(out)) == 1

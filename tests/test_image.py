@@ -68,3 +68,33 @@ def test_resize_geometry_matches_official_rounding() -> None:
     assert np.allclose(coords, [[1024.0, 37 * 715 / 37]])
     boxes = transform.apply_boxes(np.array([0.0, 0.0, 53.0, 37.0]), (37, 53))
     assert np.allclose(boxes, [[0, 0, 1024, 715]])
+
+
+def test_oversized_header_is_refused_before_decoding(tmp_path, monkeypatch, claimed_size_png) -> None:
+    import warnings
+
+    from segany import image as image_module
+    from segany.errors import ImageTooLargeError
+
+    bomb = claimed_size_png(tmp_path / "bomb.png")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no DecompressionBombWarning either
+        with pytest.raises(ImageTooLargeError, match=r"bomb.png is 60000x60000 \(3,600,000,000 pixels\), over the limit "
+                                                     r"of 268,435,456 pixels: raise it with --max-pixels"):
+            load_image(bomb)
+        monkeypatch.setattr(image_module, "available_memory", lambda: 8 << 30)
+        with pytest.raises(ImageTooLargeError, match=r"needs about 36.9 GiB, only 8.0 GiB of memory is available"):
+            load_image(bomb, max_pixels=None)
+    assert image_module.DEFAULT_MAX_PIXELS == 1 << 28
+
+
+def test_pixel_limit_is_per_call_not_pillows(tmp_path, monkeypatch) -> None:
+    from segany.errors import ImageTooLargeError
+
+    Image.fromarray(np.full((100, 100, 3), 7, np.uint8)).save(tmp_path / "a.png")
+    with pytest.raises(ImageTooLargeError, match="100x100"):
+        load_image(tmp_path / "a.png", max_pixels=9999)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # a process with a strict Pillow limit of its own
+    assert load_image(tmp_path / "a.png").shape == (100, 100, 3)  # over 2x Pillow's limit, under segany's
+    assert load_image(tmp_path / "a.png", max_pixels=None)[0, 0, 0] == 7
+    assert Image.MAX_IMAGE_PIXELS == 1000  # left as it was

@@ -1,0 +1,106 @@
+"""The batch engine as a library (``segany.batch``), and its COCO output scored against real ground truth."""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import SHARED
+from segany import load_model
+from segany.batch import find_images, job_settings, label_images
+from segany.cli import main
+from segany.masks import encode_rle
+
+COCO_TINY = SHARED / "data" / "coco_val2017_tiny"
+
+
+class OneMaskGenerator:
+    """A stand-in generator: one record per image with the given scores and mask."""
+
+    def __init__(self, predicted_iou: float, stability: float, empty: bool = False) -> None:
+        self.predicted_iou, self.stability, self.empty = predicted_iou, stability, empty
+
+    def generate(self, image: np.ndarray) -> list[dict]:
+        mask = np.zeros(image.shape[:2], bool)
+        if not self.empty:
+            mask[1:4, 2:6] = True
+        return [{"segmentation": encode_rle(mask), "area": int(mask.sum()), "bbox": [2, 1, 4, 3],
+                 "predicted_iou": self.predicted_iou, "point_coords": [[3.0, 2.0]], "stability_score": self.stability,
+                 "crop_box": [0, 0, image.shape[1], image.shape[0]]}]
+
+
+def write_images(folder: Path, names: list[str]) -> None:
+    for name in names:
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.full((8, 10, 3), 100, np.uint8)).save(folder / name)
+
+
+def test_image_ids_are_stable_and_unique(tmp_path) -> None:
+    write_images(tmp_path / "in", ["a/x.png", "b/x.png", "y.png"])
+    images, missing = find_images([str(tmp_path / "in")], out=tmp_path / "out1")
+    assert missing == [] and [item.name for item in images] == ["a/x.png", "b/x.png", "y.png"]
+    settings = job_settings(load_model("classic"), None, {})
+    ids = []
+    for out in ("out1", "out2"):
+        summary = label_images(images, OneMaskGenerator(0.9, 0.95), tmp_path / out, settings)
+        assert (summary.done, summary.skipped, summary.failed) == (3, 0, 0)
+        ids.append([json.loads((tmp_path / out / f"{item.name}.json").read_text())["image"]["image_id"] for item in images])
+    assert ids[0] == ids[1] and len(set(ids[0])) == 3 and all(0 < i < 2**53 for i in ids[0])
+
+
+def test_scores_are_never_null(tmp_path) -> None:
+    write_images(tmp_path, ["a.png"])
+    images, _ = find_images([str(tmp_path / "a.png")])
+    settings = job_settings(load_model("classic"), None, {})
+    # an empty mask's stability (0/0 in the official formula) is 0.0, not null
+    assert label_images(images, OneMaskGenerator(0.9, math.nan, empty=True), tmp_path / "out", settings).done == 1
+    annotation = json.loads((tmp_path / "out" / "a.png.json").read_text())["annotations"][0]
+    assert annotation["stability_score"] == 0.0 and annotation["predicted_iou"] == 0.9
+    # a NaN predicted IoU (broken weights) fails the image, in one line, and writes nothing
+    lines: list[str] = []
+    summary = label_images(images, OneMaskGenerator(math.nan, 0.9), tmp_path / "out2", settings, report=lines.append)
+    assert (summary.done, summary.failed) == (0, 1)
+    assert lines == ["failed: a.png: NonFiniteError: a.png: mask 1's predicted_iou is nan: are the model's weights broken?"]
+    assert list((tmp_path / "out2").iterdir()) == []
+
+
+def test_coco_output_scores_against_the_ground_truth(tmp_path, small_image, capsys) -> None:
+    """`--coco-images GT.json` gives the GT's image ids, so pycocotools' COCOeval runs (class-agnostic)."""
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    gt_file = COCO_TINY / "annotations" / "instances_val2017.json"
+    if not gt_file.exists():
+        pytest.skip(f"{COCO_TINY} not found (set SEGANY_SHARED)")
+    gt = COCO(str(gt_file))
+    smallest = sorted(gt.dataset["images"], key=lambda e: e["height"] * e["width"])[:2]
+    paths = [str(COCO_TINY / "images" / e["file_name"]) for e in smallest]
+    out = tmp_path / "out"
+    options = ["-o", str(out), "--model", "classic", "--format", "coco", "--coco-images", str(gt_file)]
+    assert main(["everything", *paths, *options]) == 0
+    for entry in smallest:
+        assert json.loads((out / f"{entry['file_name']}.json").read_text())["image"]["image_id"] == entry["id"]
+    coco = json.loads((out / "annotations.json").read_text())
+    assert sorted(img["id"] for img in coco["images"]) == sorted(e["id"] for e in smallest)
+
+    evaluation = COCOeval(gt, gt.loadRes(coco["annotations"]), iouType="segm")
+    evaluation.params.useCats = 0
+    evaluation.params.imgIds = [e["id"] for e in smallest]
+    evaluation.params.maxDets = [1, 10, 100]
+    evaluation.evaluate()
+    evaluation.accumulate()
+    evaluation.summarize()
+    recalls = evaluation.stats[6:9]  # AR@1, AR@10, AR@100
+    assert all(0.0 <= r <= 1.0 for r in recalls) and recalls[0] <= recalls[1] <= recalls[2] and recalls[2] > 0
+
+    # an image the ground truth does not have: refused before any work, naming it
+    Image.fromarray(small_image).save(tmp_path / "cat.png")
+    capsys.readouterr()
+    assert main(["everything", *paths, str(tmp_path / "cat.png"), *options]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"segany: error: 1 image(s) are not in {gt_file} (matched by file name): cat.png"]
+
