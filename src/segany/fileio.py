@@ -120,7 +120,8 @@ def json_text(data: Any, indent: int | None = None) -> str:
         where = _non_finite_at(data)
         if where is None:
             raise
-        raise NonFiniteError(f"{where} is not a finite number (JSON has no NaN/Infinity): are the model's weights broken?") from None
+        raise NonFiniteError(f"{where} is not a finite number and JSON has no NaN/Infinity "
+                             f"(a NaN score usually means broken model weights)") from None
 
 
 def atomic_write_json(path: str | os.PathLike, data: Any, indent: int | None = None) -> Path:

@@ -15,9 +15,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import sys
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Mapping, Protocol
+from typing import Any, Protocol
 
 from ..errors import AnnotationError, ImageError, OutputError, SettingsMismatchError
 from ..export.coco import CocoImageIndex, coco_instances
