@@ -65,3 +65,7 @@ class ExportError(SeganyError, RuntimeError):
 
 class BackendError(SeganyError, ValueError):
     """Inference options that cannot work together or on this machine (dtype, device, backend)."""
+
+
+class ServerBusyError(SeganyError, RuntimeError):
+    """The annotation server has more work queued than it accepts, or is shutting down: retry later."""
