@@ -14,7 +14,7 @@ from types import FrameType
 import uvicorn
 from fastapi import FastAPI
 
-GRACEFUL_SHUTDOWN_S = 5
+GRACEFUL_SHUTDOWN_S = 2  # then requests still waiting on a running model call are cancelled
 
 
 class AnnotatorServer(uvicorn.Server):
