@@ -25,7 +25,13 @@ from fastapi.staticfiles import StaticFiles
 from PIL import Image
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
-from ..errors import ImageError, NotFoundError, SeganyError, ServerBusyError, UnsupportedOperationError
+from ..errors import (
+    ImageError,
+    NotFoundError,
+    SeganyError,
+    ServerBusyError,
+    UnsupportedOperationError,
+)
 from ..export.png import png_bytes
 from ..models.sam import Sam
 from . import schemas
@@ -33,7 +39,12 @@ from .catalogue import DEFAULT_MAX_PIXELS, ImageCatalogue
 from .guard import SameOriginGuard
 from .lanes import Cancelled, Ticket
 from .limits import BodySizeLimit
-from .service import DEFAULT_MAX_EVERYTHING_QUEUE, DEFAULT_MAX_QUEUE, MiB, SegmentService
+from .service import (
+    DEFAULT_MAX_EVERYTHING_QUEUE,
+    DEFAULT_MAX_QUEUE,
+    MiB,
+    SegmentService,
+)
 from .store import AnnotationStore
 
 STATIC = Path(__file__).parent / "static"
