@@ -25,13 +25,7 @@ from fastapi.staticfiles import StaticFiles
 from PIL import Image
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
-from ..errors import (
-    ImageError,
-    NotFoundError,
-    SeganyError,
-    ServerBusyError,
-    UnsupportedOperationError,
-)
+from ..errors import ImageError, NotFoundError, SeganyError, ServerBusyError, UnsupportedOperationError
 from ..export.png import png_bytes
 from ..models.sam import Sam
 from . import schemas
@@ -39,12 +33,7 @@ from .catalogue import DEFAULT_MAX_PIXELS, ImageCatalogue
 from .guard import SameOriginGuard
 from .lanes import Cancelled, Ticket
 from .limits import BodySizeLimit
-from .service import (
-    DEFAULT_MAX_EVERYTHING_QUEUE,
-    DEFAULT_MAX_QUEUE,
-    MiB,
-    SegmentService,
-)
+from .service import DEFAULT_MAX_EVERYTHING_QUEUE, DEFAULT_MAX_QUEUE, MiB, SegmentService
 from .store import AnnotationStore
 
 STATIC = Path(__file__).parent / "static"

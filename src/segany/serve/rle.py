@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+
 from pycocotools import mask as mask_utils
 
 from ..errors import AnnotationError

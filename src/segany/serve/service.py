@@ -25,12 +25,7 @@ import torch
 
 from ..classic import ClassicModel, ClassicPredictor
 from ..classic.generator import HONOURED_OPTIONS, SPEED_OPTIONS
-from ..errors import (
-    GeneratorArgumentError,
-    PromptError,
-    SeganyError,
-    UnsupportedOperationError,
-)
+from ..errors import GeneratorArgumentError, PromptError, SeganyError, UnsupportedOperationError
 from ..export.png import png_bytes
 from ..masks import encode_rles, mask_bbox_xywh
 from ..models.sam import Sam
