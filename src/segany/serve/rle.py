@@ -12,7 +12,6 @@ from typing import Any
 import numpy as np
 
 from pycocotools import mask as mask_utils
-
 from ..errors import AnnotationError
 from ..masks import decode_rle
 
