@@ -10,8 +10,8 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-
 from pycocotools import mask as mask_utils
+
 from ..errors import AnnotationError
 from ..masks import decode_rle
 
