@@ -9,7 +9,10 @@ clicks: the ratio says what HTTP, JSON, RLE and queueing add to the bare decoder
     .venv/bin/python benchmarks/serve_load.py --model vit_t --clients 8 --requests 25
 
 Random weights are fine (``--checkpoint`` defaults to a freshly built model saved to a temporary
-file): latency does not depend on weight values. Writes benchmarks/results/serve_load.json.
+file): latency does not depend on weight values; ``--model classic`` needs no weights. Answers 503
+(queue full) are counted apart from other errors. Last, the server is sent SIGTERM while all
+clients and an "everything" job are busy, and the time until it exits is measured.
+Writes benchmarks/results/serve_load.json.
 """
 from __future__ import annotations
 
@@ -71,11 +74,15 @@ def percentiles(values: list[float]) -> dict[str, float]:
             "p99": float(np.percentile(array, 99)), "max": float(array.max())}
 
 
-def random_checkpoint(name: str, folder: Path) -> Path:
-    """A freshly initialised ``name`` model saved in the official state-dict format."""
+def random_checkpoint(name: str, folder: Path) -> Path | None:
+    """A freshly initialised ``name`` model saved in the official state-dict format (None for
+    the weight-free classic engine)."""
     import torch
 
     import segany
+
+    if name == "classic":
+        return None
 
     torch.manual_seed(0)
     path = folder / f"{name}_random.pth"
@@ -83,9 +90,14 @@ def random_checkpoint(name: str, folder: Path) -> Path:
     return path
 
 
-def start_server(images: Path, args: argparse.Namespace, checkpoint: Path, port: int, log: Path) -> subprocess.Popen:
-    command = [sys.executable, "-m", "segany", "serve", str(images), "--port", str(port),
-               "--model", args.model, "--checkpoint", str(checkpoint), "--annotations", str(images.parent / "coco.json")]
+def server_command(images: Path, args: argparse.Namespace, checkpoint: Path | None, port: int) -> list[str]:
+    command = [sys.executable, "-m", "segany", "serve", str(images), "--port", str(port), "--model", args.model,
+               "--annotations", str(images.parent / "coco.json")]
+    return command + (["--checkpoint", str(checkpoint)] if checkpoint is not None else [])
+
+
+def start_server(images: Path, args: argparse.Namespace, checkpoint: Path | None, port: int, log: Path) -> subprocess.Popen:
+    command = server_command(images, args, checkpoint, port)
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)} if args.threads else None
     process = subprocess.Popen(command, stdout=log.open("w"), stderr=subprocess.STDOUT, env=env)
     deadline = time.monotonic() + 300
@@ -101,7 +113,8 @@ def start_server(images: Path, args: argparse.Namespace, checkpoint: Path, port:
     raise SystemExit("the server did not start within 300 s")
 
 
-def click_requests(base: str, image_id: str, clicks: list[list[float]], results: list, errors: list) -> None:
+def click_requests(base: str, image_id: str, clicks: list[list[float]], results: list, errors: list,
+                   busy: list) -> None:
     with httpx.Client(base_url=base, timeout=60) as client:
         for click in clicks:
             start = time.perf_counter()
@@ -109,6 +122,9 @@ def click_requests(base: str, image_id: str, clicks: list[list[float]], results:
                 response = client.post(f"/api/images/{image_id}/predict",
                                        json={"points": [click], "labels": [1], "multimask": True})
                 elapsed = (time.perf_counter() - start) * 1000
+                if response.status_code == 503:
+                    busy.append(elapsed)
+                    continue
                 if response.status_code != 200:
                     errors.append(f"{response.status_code}: {response.text[:200]}")
                     continue
@@ -123,7 +139,9 @@ def run_clients(base: str, image_id: str, clients: int, requests: int, size: tup
     plans = [(rng.random((requests, 2)) * [width - 1, height - 1]).tolist() for _ in range(clients)]
     results: list[tuple[float, float]] = []
     errors: list[str] = []
-    threads = [threading.Thread(target=click_requests, args=(base, image_id, plan, results, errors)) for plan in plans]
+    busy: list[float] = []
+    threads = [threading.Thread(target=click_requests, args=(base, image_id, plan, results, errors, busy))
+               for plan in plans]
     start = time.perf_counter()
     for thread in threads:
         thread.start()
@@ -131,8 +149,30 @@ def run_clients(base: str, image_id: str, clients: int, requests: int, size: tup
         thread.join()
     wall = time.perf_counter() - start
     return {"clients": clients, "requests": clients * requests, "errors": len(errors), "error_samples": errors[:5],
+            "busy_503": len(busy), "busy_latency_ms": percentiles(busy),
             "latency_ms": percentiles([r[0] for r in results]), "decoder_ms": percentiles([r[1] for r in results]),
             "throughput_rps": len(results) / wall}
+
+
+def shutdown_under_load(process: subprocess.Popen, base: str, image_id: str, clients: int, size: tuple[int, int],
+                        seed: int, busy_s: float = 1.0) -> float:
+    """Seconds from SIGTERM to the server's exit while ``clients`` click and one "everything"
+    job with points_per_side 64 runs (their failed answers are expected and ignored)."""
+    def everything() -> None:
+        try:
+            httpx.post(f"{base}/api/images/{image_id}/everything", json={"points_per_side": 64}, timeout=600)
+        except httpx.HTTPError:
+            pass
+
+    load = threading.Thread(target=run_clients, args=(base, image_id, clients, 1000, size, seed), daemon=True)
+    heavy = threading.Thread(target=everything, daemon=True)
+    heavy.start()
+    load.start()
+    time.sleep(busy_s)
+    start = time.perf_counter()
+    process.terminate()
+    process.wait(600)
+    return time.perf_counter() - start
 
 
 def reference_latency(args: argparse.Namespace, checkpoint: Path, image: Path, clicks: list[list[float]]) -> dict | None:
@@ -181,9 +221,11 @@ def main() -> None:
             run_clients(base, image["id"], 1, 3, size, args.seed + 99)  # warm-up
             alone = run_clients(base, image["id"], 1, args.requests, size, args.seed)
             loaded = run_clients(base, image["id"], args.clients, args.requests, size, args.seed + 1)
+            exit_s = shutdown_under_load(process, base, image["id"], args.clients, size, args.seed + 2)
         finally:
-            process.terminate()
-            process.wait(30)
+            if process.poll() is None:
+                process.terminate()
+                process.wait(30)
         rng = np.random.default_rng(args.seed)
         clicks = (rng.random((args.requests, 2)) * [size[1] - 1, size[0] - 1]).tolist()
         reference = reference_latency(args, checkpoint, images / Path(args.image).name, clicks)
@@ -191,6 +233,7 @@ def main() -> None:
     report = {
         "model": args.model, "image": Path(args.image).name, "image_size": list(size), "embedding_ms": embedding_ms,
         "one_client": alone, "concurrent": loaded, "reference_in_process": reference,
+        "exit_after_sigterm_under_load_s": exit_s,
         "machine": {"cpus": os.cpu_count(), "load_average_1m": os.getloadavg()[0], "platform": platform.platform(),
                     "python": platform.python_version()},
         "threads": args.threads or "torch default",
@@ -201,23 +244,25 @@ def main() -> None:
 
     print(f"segany serve load test: {args.model}, {Path(args.image).name} {size[1]}x{size[0]}, "
           f"embedding {embedding_ms:.0f} ms, {os.cpu_count()} CPUs (load average {os.getloadavg()[0]:.1f})")
-    print(f"| {'scenario':<34} | {'requests':>8} | {'errors':>6} | {'p50 ms':>7} | {'p99 ms':>7} | {'max ms':>7} | {'req/s':>6} |")
-    print(f"|{'-' * 36}|{'-' * 9}:|{'-' * 7}:|{'-' * 8}:|{'-' * 8}:|{'-' * 8}:|{'-' * 7}:|")
+    print(f"| {'scenario':<34} | {'requests':>8} | {'errors':>6} | {'503':>5} | {'p50 ms':>7} | {'p99 ms':>7} | "
+          f"{'max ms':>7} | {'req/s':>6} |")
+    print(f"|{'-' * 36}|{'-' * 9}:|{'-' * 7}:|{'-' * 6}:|{'-' * 8}:|{'-' * 8}:|{'-' * 8}:|{'-' * 7}:|")
     rows = [("HTTP, 1 client", alone), (f"HTTP, {args.clients} concurrent clients", loaded)]
     for name, result in rows:
         latency = result["latency_ms"]
-        print(f"| {name:<34} | {result['requests']:>8} | {result['errors']:>6} | {latency['p50']:>7.1f} | "
-              f"{latency['p99']:>7.1f} | {latency['max']:>7.1f} | {result['throughput_rps']:>6.1f} |")
+        print(f"| {name:<34} | {result['requests']:>8} | {result['errors']:>6} | {result['busy_503']:>5} | "
+              f"{latency['p50']:>7.1f} | {latency['p99']:>7.1f} | {latency['max']:>7.1f} | {result['throughput_rps']:>6.1f} |")
     decoder = alone["decoder_ms"]
-    print(f"| {'server decoder time, 1 client':<34} | {alone['requests']:>8} | {'':>6} | {decoder['p50']:>7.1f} | "
+    print(f"| {'server decoder time, 1 client':<34} | {alone['requests']:>8} | {'':>6} | {'':>5} | {decoder['p50']:>7.1f} | "
           f"{decoder['p99']:>7.1f} | {decoder['max']:>7.1f} | {'':>6} |")
     if reference is not None:
         ref = reference["latency_ms"]
-        print(f"| {'official ' + reference['package'] + ' predict()':<34} | {args.requests:>8} | {'':>6} | "
+        print(f"| {'official ' + reference['package'] + ' predict()':<34} | {args.requests:>8} | {'':>6} | {'':>5} | "
               f"{ref['p50']:>7.1f} | {ref['p99']:>7.1f} | {ref['max']:>7.1f} | {'':>6} |")
         print(f"ratio HTTP 1-client p50 / official in-process predict p50: {alone['latency_ms']['p50'] / ref['p50']:.2f}")
     else:
         print("official reference not run (needs .venv-bench and shared/reference, and a zoo model name)")
+    print(f"exit after SIGTERM with {args.clients} clients and an 'everything' job busy: {exit_s:.2f} s")
     print(f"wrote {output}")
     if loaded["errors"]:
         print("errors:", *loaded["error_samples"], sep="\n  ")

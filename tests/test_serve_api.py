@@ -34,6 +34,11 @@ from segany.serve.rle import compressed_counts, mask_from_rle  # noqa: E402
 MAX_BODY = 64 * 1024
 
 
+def local_client(app) -> TestClient:
+    """A client that, like a browser on this machine, names the server "localhost"."""
+    return TestClient(app, base_url="http://localhost")
+
+
 def _shapes(height: int, width: int, seed: int) -> np.ndarray:
     rng = np.random.default_rng(seed)
     image = np.full((height, width, 3), 200, np.uint8)
@@ -63,7 +68,7 @@ def app(images_dir: Path, tiny_sam, tmp_path_factory: pytest.TempPathFactory):
 
 @pytest.fixture(scope="module")
 def client(app) -> TestClient:
-    return TestClient(app)
+    return local_client(app)
 
 
 @pytest.fixture(scope="module")
@@ -301,13 +306,13 @@ def test_body_over_the_limit_is_413(client: TestClient, ids: dict[str, str]) -> 
 def test_concurrent_requests_compute_each_embedding_once(images_dir: Path, tiny_sam, tmp_path: Path,
                                                          reference) -> None:
     app = create_app(images_dir, tiny_sam, tmp_path / "coco.json")
-    ids = {image["file_name"]: image["id"] for image in TestClient(app).get("/api/images").json()}
+    ids = {image["file_name"]: image["id"] for image in local_client(app).get("/api/images").json()}
     jobs = [("cat.png", [30, 10]), ("more/shapes.png", [40, 40])] * 6
     counter = EncoderCounter(tiny_sam)
 
     def ask(job):
         name, point = job
-        client = TestClient(app)  # one client per thread, as separate browsers would be
+        client = local_client(app)  # one client per thread, as separate browsers would be
         return name, point, client.post(f"/api/images/{ids[name]}/predict", json={"points": [point], "labels": [1]})
 
     try:
@@ -316,7 +321,7 @@ def test_concurrent_requests_compute_each_embedding_once(images_dir: Path, tiny_
     finally:
         counter.close()
     assert counter.count == 2  # twelve concurrent requests, two images, two encoder runs
-    assert TestClient(app).get("/api/info").json()["embeddings_computed"] == 2
+    assert local_client(app).get("/api/info").json()["embeddings_computed"] == 2
     for name, point, response in answers:
         assert response.status_code == 200
         _check_same_as_reference(response.json(), reference[name], point_coords=np.array([point]),
@@ -347,7 +352,7 @@ def test_everything_proposes_masks(client: TestClient, ids: dict[str, str]) -> N
 def test_classic_engine_server_predicts_and_proposes(images_dir: Path, tmp_path: Path) -> None:
     import segany
 
-    client = TestClient(create_app(images_dir, segany.load_model("classic"), tmp_path / "coco.json"))
+    client = local_client(create_app(images_dir, segany.load_model("classic"), tmp_path / "coco.json"))
     image_id = {i["file_name"]: i["id"] for i in client.get("/api/images").json()}["more/shapes.png"]
     red = np.zeros((64, 80), dtype=bool)
     red[16:32, 16:40] = True  # the red block of _shapes(64, 80, 1)
@@ -453,10 +458,10 @@ def test_export_is_the_coco_file(client: TestClient, ids: dict[str, str], app) -
 
 def test_annotations_are_reloaded_on_start(images_dir: Path, tiny_sam, tmp_path: Path) -> None:
     path = tmp_path / "coco.json"
-    first = TestClient(create_app(images_dir, tiny_sam, path))
+    first = local_client(create_app(images_dir, tiny_sam, path))
     image = next(i["id"] for i in first.get("/api/images").json() if i["file_name"] == "cat.png")
     made = first.post(f"/api/images/{image}/annotations", json={"category": "cat", "rle": _mask_rle(37, 53, (0, 0, 4, 4))})
-    second = TestClient(create_app(images_dir, tiny_sam, path))
+    second = local_client(create_app(images_dir, tiny_sam, path))
     assert [a["id"] for a in second.get(f"/api/images/{image}/annotations").json()] == [made.json()["id"]]
     path.write_text('{"images": [')  # a damaged file is refused, never overwritten
     with pytest.raises(AnnotationError, match="cannot be read"):

@@ -81,3 +81,7 @@ class NonFiniteError(SeganyError, ValueError):
 
 class SettingsMismatchError(SeganyError, ValueError):
     """Results in an output folder made with other settings (model, weights, generator arguments)."""
+
+
+class ServerBusyError(SeganyError, RuntimeError):
+    """The annotation server has more work queued than it accepts, or is shutting down: retry later."""

@@ -5,6 +5,43 @@ import argparse
 
 from .common import add_model_arguments, info, load_model_from_args
 
+LOOPBACK = ("localhost", "127.0.0.1", "[::1]")
+WILDCARD_ADDRESSES = ("0.0.0.0", "::", "")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
+
+
+def _port(text: str) -> int:
+    value = _positive_int(text)
+    if value > 65535:
+        raise argparse.ArgumentTypeError(f"must be a TCP port from 1 to 65535, got {value}")
+    return value
+
+
+def allowed_hosts(host: str, extra: list[str]) -> list[str]:
+    """Host names requests may give: this machine's loopback names, the bound address (unless a
+    wildcard such as 0.0.0.0) and the ``--allowed-host`` names."""
+    bound = [] if host in WILDCARD_ADDRESSES else [f"[{host}]" if ":" in host and not host.startswith("[") else host]
+    return list(dict.fromkeys([*LOOPBACK, *bound, *extra]))
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -15,33 +52,48 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("images_dir", metavar="IMAGES_DIR", help="folder of images (searched recursively)")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
-    parser.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    parser.add_argument("--port", type=_port, default=8000, help="port (default 8000)")
+    parser.add_argument("--allowed-host", action="append", default=[], metavar="NAME",
+                        help="a host name clients may use in addressing the server, besides localhost, 127.0.0.1, "
+                             "[::1] and --host (repeatable; '*' allows any: no protection against DNS rebinding)")
     parser.add_argument("--annotations", default=None, metavar="FILE",
                         help="COCO instances JSON to read and update (default IMAGES_DIR/annotations.coco.json)")
-    parser.add_argument("--cache-embeddings", type=int, default=16, metavar="N",
+    parser.add_argument("--cache-embeddings", type=_positive_int, default=16, metavar="N",
                         help="image embeddings kept in memory (default 16)")
-    parser.add_argument("--cache-mb", type=int, default=512, metavar="MB",
+    parser.add_argument("--cache-mb", type=_positive_int, default=512, metavar="MB",
                         help="memory for cached embeddings in MiB (default 512)")
-    parser.add_argument("--max-body-mb", type=float, default=8.0, metavar="MB",
+    parser.add_argument("--max-body-mb", type=_positive_float, default=8.0, metavar="MB",
                         help="largest request body accepted, in MiB (default 8)")
+    parser.add_argument("--max-queue", type=_positive_int, default=32, metavar="N",
+                        help="jobs that may wait for the encoder and for the decoder; more get 503 (default 32)")
+    parser.add_argument("--max-everything-queue", type=_positive_int, default=4, metavar="N",
+                        help="'everything' jobs that may wait or run; more get 503 (default 4)")
+    parser.add_argument("--max-points-per-side", type=_positive_int, default=64, metavar="N",
+                        help="largest points_per_side an 'everything' request may ask for (default 64)")
+    parser.add_argument("--max-pixels", type=_positive_int, default=None, metavar="N",
+                        help="largest image, in pixels, the server decodes (default 2^28 = 268 megapixels)")
     add_model_arguments(parser)
     parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    import uvicorn
-
     from ..serve import create_app
+    from ..serve.catalogue import DEFAULT_MAX_PIXELS
+    from ..serve.server import make_server
     from ..serve.service import MiB
 
     model = load_model_from_args(args)
     app = create_app(
         args.images_dir, model, args.annotations, model_name=str(args.model),
         max_embeddings=args.cache_embeddings, max_embedding_bytes=args.cache_mb * MiB,
-        max_body_bytes=int(args.max_body_mb * MiB),
+        max_body_bytes=int(args.max_body_mb * MiB), allowed_hosts=allowed_hosts(args.host, args.allowed_host),
+        max_queue=args.max_queue, max_everything_queue=args.max_everything_queue,
+        max_points_per_side=args.max_points_per_side, max_pixels=args.max_pixels or DEFAULT_MAX_PIXELS,
     )
     catalogue, store = app.state.catalogue, app.state.store
     info(f"{len(catalogue)} images under {catalogue.root}; annotations in {store.path}")
     info(f"open http://{args.host}:{args.port}/ (API docs at /docs); Ctrl+C to stop")
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    if args.host in WILDCARD_ADDRESSES and not args.allowed_host:
+        info("listening on all addresses: other machines must use a name given with --allowed-host")
+    make_server(app, args.host, args.port).run()
     return 0

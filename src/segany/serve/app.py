@@ -1,41 +1,93 @@
 """The FastAPI application: HTTP routes over the service, the store and the catalogue, plus the page.
 
-Errors are answered as ``{"detail": message}``: 404 for unknown ids, 422 for prompts, masks or
-fields that do not fit (400 when the body is not JSON at all), 413 for oversized bodies, 501
-for a capability the installation lacks.
+Errors are answered as ``{"detail": message}``: 404 for unknown ids, 422 for prompts, masks,
+images or fields that do not fit (400 when the body is not JSON at all, or for a Host header
+the server was not started for), 403 for a state-changing request from another site, 413 for
+oversized bodies, 501 for a capability the installation lacks, 503 with ``Retry-After`` when
+the work queue is full, the server is stopping or memory ran out.
+
+Compute routes (embedding, predict, everything) wait for their job without holding a thread;
+when the client disconnects first, its job is cancelled (dropped if it has not started).
 """
 from __future__ import annotations
 
+import asyncio
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import TypeVar
 
 from fastapi import FastAPI, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
+from PIL import Image
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 
-from ..errors import NotFoundError, SeganyError, UnsupportedOperationError
+from ..errors import ImageError, NotFoundError, SeganyError, ServerBusyError, UnsupportedOperationError
 from ..export.png import png_bytes
-from ..image import load_image
 from ..models.sam import Sam
 from . import schemas
-from .catalogue import ImageCatalogue
+from .catalogue import DEFAULT_MAX_PIXELS, ImageCatalogue
+from .guard import SameOriginGuard
+from .lanes import Cancelled, Ticket
 from .limits import BodySizeLimit
-from .service import MiB, SegmentService
+from .service import DEFAULT_MAX_EVERYTHING_QUEUE, DEFAULT_MAX_QUEUE, MiB, SegmentService
 from .store import AnnotationStore
 
 STATIC = Path(__file__).parent / "static"
 DEFAULT_ANNOTATIONS = "annotations.coco.json"
+LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "[::1]")
+RETRY_AFTER_S = 1
+CLIENT_CLOSED = 499  # nginx's status for "the client went away first": nobody reads it
+V = TypeVar("V")
 
 # Every segany error that is a ValueError (prompts, masks, images, generator settings) is the
 # client's to fix: 422.
-_STATUS = ((NotFoundError, 404), (UnsupportedOperationError, 501), (ValueError, 422))
+_STATUS = ((NotFoundError, 404), (UnsupportedOperationError, 501), (ServerBusyError, 503), (ValueError, 422))
+
+
+class _ClientGone(Exception):
+    """The client disconnected while its work waited or ran."""
+
+
+async def outcome(request: Request, ticket: Ticket[V]) -> V:
+    """The ticket's result, awaited without a thread; the ticket is cancelled when the client
+    disconnects first (then :class:`_ClientGone`) or the request task is cancelled."""
+    result = asyncio.wrap_future(ticket.future)
+
+    async def disconnected() -> None:
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+
+    watcher = asyncio.ensure_future(disconnected())
+    try:
+        done, _ = await asyncio.wait({result, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    except asyncio.CancelledError:
+        ticket.cancel()
+        raise
+    finally:
+        watcher.cancel()
+    if result not in done:
+        ticket.cancel()
+        raise _ClientGone()
+    if result.cancelled():
+        raise ServerBusyError("the server is shutting down: the work was cancelled")
+    try:
+        return result.result()
+    except Cancelled:
+        raise ServerBusyError("the server is shutting down: the work was cancelled") from None
 
 
 def _error_status(exc: SeganyError) -> int:
     return next((status for kind, status in _STATUS if isinstance(exc, kind)), 500)
+
+
+def _shown_path(path: Path, root: Path) -> str:
+    """A path as clients may see it: relative to the images folder, else only its name."""
+    resolved = path.resolve()
+    return resolved.relative_to(root).as_posix() if resolved.is_relative_to(root) else path.name
 
 
 def _validation_response(exc: RequestValidationError) -> JSONResponse:
@@ -62,15 +114,24 @@ def create_app(
     max_embeddings: int = 16,
     max_embedding_bytes: int = 512 * MiB,
     max_body_bytes: int = 8 * MiB,
+    allowed_hosts: Sequence[str] = LOOPBACK_HOSTS,
+    max_queue: int = DEFAULT_MAX_QUEUE,
+    max_everything_queue: int = DEFAULT_MAX_EVERYTHING_QUEUE,
+    max_points_per_side: int = 64,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
 ) -> FastAPI:
     """The annotator app for the images under ``images_dir``, predicting with ``model``.
 
     Accepted annotations go to ``annotations`` (default ``IMAGES_DIR/annotations.coco.json``),
-    a COCO instances file read back when it exists.
+    a COCO instances file read back when it exists. Requests must name one of ``allowed_hosts``
+    in their Host header ("*" allows any). ``max_queue`` jobs may wait per lane (encoder,
+    decoder), ``max_everything_queue`` "everything" jobs; images over ``max_pixels`` are refused.
     """
-    catalogue = ImageCatalogue(images_dir)
+    catalogue = ImageCatalogue(images_dir, max_pixels=max_pixels)
     store = AnnotationStore(annotations if annotations is not None else catalogue.root / DEFAULT_ANNOTATIONS)
-    service = SegmentService(model, catalogue, max_embeddings=max_embeddings, max_embedding_bytes=max_embedding_bytes)
+    service = SegmentService(model, catalogue, max_embeddings=max_embeddings, max_embedding_bytes=max_embedding_bytes,
+                             max_queue=max_queue, max_everything_queue=max_everything_queue,
+                             max_points_per_side=max_points_per_side)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -81,10 +142,23 @@ def create_app(
                   description="Click-to-mask annotation of a folder of images with Segment Anything.")
     app.state.service, app.state.store, app.state.catalogue = service, store, catalogue
     app.add_middleware(BodySizeLimit, max_bytes=max_body_bytes)
+    app.add_middleware(SameOriginGuard)
+    app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(allowed_hosts))
 
     @app.exception_handler(SeganyError)
     async def _segany_error(_: Request, exc: SeganyError) -> JSONResponse:
-        return JSONResponse({"detail": str(exc)}, status_code=_error_status(exc))
+        status = _error_status(exc)
+        headers = {"Retry-After": str(RETRY_AFTER_S)} if status == 503 else None
+        return JSONResponse({"detail": str(exc)}, status_code=status, headers=headers)
+
+    @app.exception_handler(MemoryError)
+    async def _out_of_memory(_: Request, exc: MemoryError) -> JSONResponse:
+        return JSONResponse({"detail": "the server ran out of memory for this request; try a smaller one or later"},
+                            status_code=503, headers={"Retry-After": str(RETRY_AFTER_S)})
+
+    @app.exception_handler(_ClientGone)
+    async def _client_gone(_: Request, exc: _ClientGone) -> Response:
+        return Response(status_code=CLIENT_CLOSED)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid_request(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -102,7 +176,7 @@ def create_app(
 
     @app.get("/api/info", response_model=schemas.ServerInfo, tags=["server"])
     def info() -> dict:
-        return {"model": model_name, "images": len(catalogue), "annotations_file": str(store.path),
+        return {"model": model_name, "images": len(catalogue), "annotations_file": _shown_path(store.path, catalogue.root),
                 "cached_embeddings": len(service.embeddings), "cached_embedding_bytes": service.embeddings.num_bytes,
                 "embeddings_computed": service.embeddings.computed, "max_body_bytes": max_body_bytes}
 
@@ -121,8 +195,13 @@ def create_app(
     def image_file(image_id: str) -> Response:
         entry = catalogue.get(image_id)
         if entry.media_type is not None:
-            return FileResponse(entry.path, media_type=entry.media_type)
-        return Response(png_bytes(load_image(entry.path)), media_type="image/png")
+            catalogue.size(image_id)  # the pixel limit: a browser would have to decode it
+            return FileResponse(catalogue.path(image_id), media_type=entry.media_type)
+        image = catalogue.load(image_id)
+        try:
+            return Response(png_bytes(image), media_type="image/png")
+        except (MemoryError, Image.DecompressionBombError):
+            raise ImageError(f"image {entry.file_name} is too large to re-encode for the browser") from None
 
     @app.get("/api/images/{image_id}/embedding", response_model=schemas.EmbeddingStatus, tags=["embeddings"])
     def get_embedding(image_id: str) -> dict:
@@ -130,10 +209,10 @@ def create_app(
 
     @app.post("/api/images/{image_id}/embedding", response_model=schemas.EmbeddingStatus, tags=["embeddings"],
               responses={202: {"model": schemas.EmbeddingStatus, "description": "computing in the background"}})
-    def compute_embedding(image_id: str, response: Response,
-                          wait: bool = Query(False, description="answer only once the embedding is ready")) -> dict:
+    async def compute_embedding(request: Request, image_id: str, response: Response,
+                                wait: bool = Query(False, description="answer only once the embedding is ready")) -> dict:
         if wait:
-            service.predictor(image_id)
+            await outcome(request, service.embedding(image_id))
         else:
             service.start_embedding(image_id)
         status = embedding_status(image_id)
@@ -141,14 +220,19 @@ def create_app(
         return status
 
     @app.post("/api/images/{image_id}/predict", response_model=schemas.PredictResponse, tags=["prediction"])
-    def predict(image_id: str, body: schemas.PredictRequest) -> dict:
-        return service.predict(image_id, body.points, body.labels, body.box, body.logits, body.multimask,
-                               tuple(body.formats))
+    async def predict(request: Request, image_id: str, body: schemas.PredictRequest) -> dict:
+        start = asyncio.get_running_loop().time()
+        predictor = await outcome(request, service.embedding(image_id))
+        ticket = service.decode(image_id, predictor, body.points, body.labels, body.box, body.logits,
+                                body.multimask, tuple(body.formats))
+        answer = await outcome(request, ticket)
+        answer["total_ms"] = (asyncio.get_running_loop().time() - start) * 1000
+        return answer
 
     @app.post("/api/images/{image_id}/everything", response_model=schemas.EverythingResponse, tags=["prediction"])
-    def everything(image_id: str, body: schemas.EverythingRequest | None = None) -> dict:
+    async def everything(request: Request, image_id: str, body: schemas.EverythingRequest | None = None) -> dict:
         options = (body or schemas.EverythingRequest()).model_dump()
-        return service.everything(image_id, **options)
+        return await outcome(request, service.start_everything(image_id, **options))
 
     @app.get("/api/images/{image_id}/annotations", response_model=list[schemas.Annotation], tags=["annotations"])
     def list_annotations(image_id: str) -> list[dict]:

@@ -74,7 +74,8 @@ class ComputingCache(LRUCache[V]):
     ``future(key, compute)`` returns a future of the value: done at once on a hit, the running
     computation's future when another caller already asked, else a new computation. A failed
     computation is not cached (the next request tries again); its message stays readable by
-    :meth:`status` until then.
+    :meth:`status` until then. A computation that has not started is dropped when every caller
+    that waited for it abandons it (:meth:`abandon`) (and none asked for it in the background).
     """
 
     def __init__(self, max_items: int, max_bytes: int, size_of: Callable[[V], int], executor: Executor) -> None:
@@ -83,9 +84,12 @@ class ComputingCache(LRUCache[V]):
         self._flight_lock = threading.Lock()
         self._in_flight: dict[Hashable, Future[V]] = {}
         self._failures: dict[Hashable, str] = {}
+        self._waiters: dict[Hashable, int] = {}
+        self._background: set[Hashable] = set()
         self.computed = 0  # number of computations started, for statistics and tests
 
-    def future(self, key: Hashable, compute: Callable[[], V]) -> Future[V]:
+    def future(self, key: Hashable, compute: Callable[[], V], background: bool = False) -> Future[V]:
+        """The value's future; ``background=True``: computed even if no caller waits for it."""
         with self._flight_lock:
             value = self.get(key)
             if value is not None:
@@ -93,13 +97,27 @@ class ComputingCache(LRUCache[V]):
                 done.set_result(value)
                 return done
             running = self._in_flight.get(key)
-            if running is not None:
-                return running
-            self._failures.pop(key, None)
-            self.computed += 1
-            running = self._executor.submit(self._compute, key, compute)
-            self._in_flight[key] = running
+            if running is None:
+                running = self._executor.submit(self._compute, key, compute)
+                self._failures.pop(key, None)
+                self.computed += 1
+                self._in_flight[key] = running
+            if background:
+                self._background.add(key)
+            else:
+                self._waiters[key] = self._waiters.get(key, 0) + 1
         return running
+
+    def abandon(self, key: Hashable, future: Future[V]) -> None:
+        """A caller of :meth:`future` no longer waits: drop the computation if it is the last
+        one and the computation has not started."""
+        with self._flight_lock:
+            if self._in_flight.get(key) is not future:
+                return
+            left = self._waiters.get(key, 0) - 1
+            self._waiters[key] = max(left, 0)
+            if left <= 0 and key not in self._background and future.cancel():
+                self._forget(key)
 
     def get_or_compute(self, key: Hashable, compute: Callable[[], V]) -> V:
         """The value for ``key``, computed (or waited for) if absent; re-raises the computation's error."""
@@ -124,9 +142,15 @@ class ComputingCache(LRUCache[V]):
         except BaseException as exc:
             with self._flight_lock:
                 self._failures[key] = str(exc)
-                self._in_flight.pop(key, None)
+                self._forget(key)
             raise
         with self._flight_lock:
             self.put(key, value)
-            self._in_flight.pop(key, None)
+            self._forget(key)
         return value
+
+    def _forget(self, key: Hashable) -> None:
+        # with the flight lock held
+        self._in_flight.pop(key, None)
+        self._waiters.pop(key, None)
+        self._background.discard(key)

@@ -1,13 +1,16 @@
-"""Checking COCO RLE masks that come from clients before pycocotools decodes them.
+"""Checking COCO RLE masks that come from clients (or files) before pycocotools decodes them.
 
 pycocotools trusts its input: counts that add up to fewer pixels than the image leave the rest
 of the decoded mask uninitialised (random garbage), so the server checks the run lengths first.
+:func:`segmentation_rle` turns any COCO segmentation (polygons, uncompressed or compressed RLE)
+into the compressed RLE the API sends.
 """
 from __future__ import annotations
 
 from typing import Any
 
 import numpy as np
+from pycocotools import mask as mask_utils
 
 from ..errors import AnnotationError
 from ..masks import decode_rle
@@ -40,9 +43,7 @@ def compressed_counts(counts: str) -> list[int]:
     return runs
 
 
-def mask_from_rle(rle: Any, height: int, width: int) -> np.ndarray:
-    """Decode a client's COCO RLE (compressed string or list counts) for a ``height`` x ``width``
-    image, raising :class:`AnnotationError` unless it describes exactly that many pixels."""
+def _check_rle(rle: Any, height: int, width: int) -> None:
     if not isinstance(rle, dict) or "size" not in rle or "counts" not in rle:
         raise AnnotationError('segmentation must be a COCO RLE object {"size": [height, width], "counts": ...}')
     size, counts = rle["size"], rle["counts"]
@@ -58,7 +59,32 @@ def mask_from_rle(rle: Any, height: int, width: int) -> np.ndarray:
         raise AnnotationError("segmentation counts has a negative run length")
     if sum(runs) != height * width:
         raise AnnotationError(f"segmentation counts cover {sum(runs)} pixels, not {height}x{width} = {height * width}")
-    mask = decode_rle({"size": [height, width], "counts": counts})
+
+
+def mask_from_rle(rle: Any, height: int, width: int) -> np.ndarray:
+    """Decode a client's COCO RLE (compressed string or list counts) for a ``height`` x ``width``
+    image, raising :class:`AnnotationError` unless it describes exactly that many pixels."""
+    _check_rle(rle, height, width)
+    mask = decode_rle({"size": [height, width], "counts": rle["counts"]})
     if not mask.any():
         raise AnnotationError("segmentation is empty: an annotation needs at least one pixel")
     return mask
+
+
+def segmentation_rle(segmentation: Any, height: int, width: int) -> dict[str, Any]:
+    """A COCO segmentation of a ``height`` x ``width`` image (polygons ``[[x0, y0, x1, y1, ...], ...]``,
+    uncompressed or compressed RLE) as compressed RLE ``{"size": [h, w], "counts": str}``."""
+    if isinstance(segmentation, list):
+        if not segmentation or not all(
+            isinstance(poly, list) and len(poly) >= 6 and len(poly) % 2 == 0
+            and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in poly)
+            for poly in segmentation
+        ):
+            raise AnnotationError("segmentation polygons must be lists of at least 3 (x, y) pairs of numbers")
+        rle = mask_utils.merge(mask_utils.frPyObjects(segmentation, height, width))
+    else:
+        _check_rle(segmentation, height, width)
+        if isinstance(segmentation["counts"], str):
+            return {"size": [height, width], "counts": segmentation["counts"]}
+        rle = mask_utils.frPyObjects(segmentation, height, width)
+    return {"size": [height, width], "counts": rle["counts"].decode("ascii")}

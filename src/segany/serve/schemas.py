@@ -133,9 +133,9 @@ class Annotation(BaseModel):
     image_id: int = Field(description="the COCO image id (not the API's image id)")
     category_id: int
     category: str
-    segmentation: RLE
-    area: int
-    bbox: list[int]
+    segmentation: RLE = Field(description="compressed RLE, whatever form the file holds it in")
+    area: int | float
+    bbox: list[int | float] = Field(description="XYWH")
     iscrowd: int
     score: float | None = None
 

@@ -1,9 +1,12 @@
 """The server's model work: cached embeddings, prompt decoding and automatic proposals.
 
 Each cached image has its own :class:`segany.Predictor` holding that image's embedding, so a
-prediction always runs against the right image whatever other requests do meanwhile. Heavy
-work (image encoder, "everything") runs one job at a time on a single worker thread; decoder
-calls are serialised by a lock (on a few CPU cores one decode at a time gives the lowest latency).
+prediction always runs against the right image whatever other requests do meanwhile. The work
+runs on three bounded lanes (:mod:`.lanes`), one job at a time each: image encoding, prompt
+decoding (on a few CPU cores one decode at a time gives the lowest latency) and "everything",
+so a long proposal job holds up neither clicks nor other images' embeddings. A full lane
+answers :class:`~segany.errors.ServerBusyError`; cancelled work (client gone, server stopping)
+is dropped before it starts, and "everything" stops between decoder batches.
 
 With the weight-free classic engine a cached predictor holds the image's working copy instead of
 an embedding, and "everything" passes on only the request's options that engine honours (box NMS,
@@ -12,26 +15,28 @@ minimum area): the point grid and the SAM-calibrated thresholds do not apply to 
 from __future__ import annotations
 
 import base64
-import threading
 import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+import torch
 
 from ..classic import ClassicModel, ClassicPredictor
 from ..classic.generator import HONOURED_OPTIONS, SPEED_OPTIONS
-from ..errors import PromptError, UnsupportedOperationError
+from ..errors import GeneratorArgumentError, PromptError, SeganyError, UnsupportedOperationError
 from ..export.png import png_bytes
-from ..image import load_image
 from ..masks import encode_rles, mask_bbox_xywh
 from ..models.sam import Sam
 from ..predictor import Predictor
 from .cache import ComputingCache, LRUCache
-from .catalogue import ImageCatalogue, ImageEntry
+from .catalogue import ImageCatalogue
+from .lanes import Lane, Ticket
 
 MiB = 1 << 20
+DEFAULT_MAX_QUEUE = 32
+DEFAULT_MAX_EVERYTHING_QUEUE = 4
 
 
 def _held_bytes(predictor: Predictor | ClassicPredictor) -> int:
@@ -47,6 +52,33 @@ def _json_rle(rle: dict) -> dict:
     return {"size": [int(v) for v in rle["size"]], "counts": counts.decode("ascii") if isinstance(counts, bytes) else counts}
 
 
+def _engine_errors(work: Callable[[], Any], what: str) -> Any:
+    """Run ``work``; an engine's bare IndexError/ValueError (a prompt it cannot handle) becomes a
+    :class:`PromptError` naming it, never an opaque server error."""
+    try:
+        return work()
+    except SeganyError:
+        raise
+    except (IndexError, ValueError) as exc:
+        raise PromptError(f"the engine cannot {what} ({type(exc).__name__}: {exc})") from None
+
+
+class _CancellablePredictor(Predictor):
+    """A predictor that checks for cancellation before each image and each decoder batch."""
+
+    def __init__(self, model: Sam, check: Callable[[], None]) -> None:
+        super().__init__(model)
+        self._check = check
+
+    def set_image(self, image: np.ndarray, image_format: str = "RGB") -> None:
+        self._check()
+        super().set_image(image, image_format)
+
+    def predict_low_res_torch(self, *args: Any, **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        self._check()
+        return super().predict_low_res_torch(*args, **kwargs)
+
+
 class SegmentService:
     """Embeddings (LRU by count and bytes, computed once per image), predictions and proposals."""
 
@@ -58,36 +90,48 @@ class SegmentService:
         max_embedding_bytes: int = 512 * MiB,
         max_logits: int = 256,
         max_logits_bytes: int = 64 * MiB,
+        max_queue: int = DEFAULT_MAX_QUEUE,
+        max_everything_queue: int = DEFAULT_MAX_EVERYTHING_QUEUE,
+        max_points_per_side: int = 64,
     ) -> None:
         self.model = model
         self.catalogue = catalogue
-        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="segany-encoder")
+        self.max_points_per_side = max_points_per_side
+        self.encoder = Lane("encoder", max_queue)
+        self.decoder = Lane("decoder", max_queue)
+        self.proposals = Lane("everything", max_everything_queue)
         self.embeddings: ComputingCache[Predictor] = ComputingCache(
-            max_embeddings, max_embedding_bytes, _held_bytes, self._worker
+            max_embeddings, max_embedding_bytes, _held_bytes, self.encoder
         )
         self._logits: LRUCache[tuple[str, np.ndarray]] = LRUCache(max_logits, max_logits_bytes, lambda v: v[1].nbytes)
-        self._decoder_lock = threading.Lock()
 
     def close(self) -> None:
-        """Stop the worker thread, dropping queued work."""
-        self._worker.shutdown(wait=False, cancel_futures=True)
+        """Refuse new work, drop queued work and tell running "everything" jobs to stop (idempotent)."""
+        for lane in (self.encoder, self.decoder, self.proposals):
+            lane.shutdown()
 
     # -- embeddings ------------------------------------------------------------------------
 
-    def _embed(self, entry: ImageEntry) -> Predictor:
+    def _embed(self, image_id: str) -> Predictor:
         predictor = Predictor(self.model)
-        predictor.set_image(load_image(entry.path))
+        predictor.set_image(self.catalogue.load(image_id))
         return predictor
 
     def start_embedding(self, image_id: str) -> None:
         """Start computing an image's embedding in the background (no-op when cached or running)."""
-        entry = self.catalogue.get(image_id)
-        self.embeddings.future(image_id, lambda: self._embed(entry))
+        self.catalogue.get(image_id)
+        self.embeddings.future(image_id, lambda: self._embed(image_id), background=True)
+
+    def embedding(self, image_id: str) -> Ticket[Predictor]:
+        """The predictor holding this image's embedding, computed (once) if needed; cancelling the
+        ticket drops the computation if nobody else waits for it and it has not started."""
+        self.catalogue.get(image_id)
+        future = self.embeddings.future(image_id, lambda: self._embed(image_id))
+        return Ticket(future, lambda: self.embeddings.abandon(image_id, future))
 
     def predictor(self, image_id: str) -> Predictor:
         """The predictor holding this image's embedding, computed now (once) if needed."""
-        entry = self.catalogue.get(image_id)
-        return self.embeddings.get_or_compute(image_id, lambda: self._embed(entry))
+        return self.embedding(image_id).future.result()
 
     def embedding_status(self, image_id: str) -> tuple[str, str | None]:
         self.catalogue.get(image_id)
@@ -105,6 +149,28 @@ class SegmentService:
             raise PromptError(f"logits handle {handle!r} belongs to another image")
         return stored[1]
 
+    def decode(
+        self,
+        image_id: str,
+        predictor: Predictor,
+        points: list[list[float]],
+        labels: list[int],
+        box: list[float] | None = None,
+        logits: str | None = None,
+        multimask: bool = True,
+        formats: tuple[str, ...] = ("rle",),
+        start: float | None = None,
+    ) -> Ticket[dict[str, Any]]:
+        """Queue the decoding of one prompt set against ``predictor`` (this image's, from
+        :meth:`embedding`); the ticket's result is :meth:`predict`'s answer."""
+        mask_input = self._mask_input(image_id, logits)
+        start = time.perf_counter() if start is None else start
+
+        def run(_: Callable[[], None]) -> dict[str, Any]:
+            return self._answer(image_id, predictor, points, labels, box, mask_input, multimask, formats, start)
+
+        return self.decoder.job(run)
+
     def predict(
         self,
         image_id: str,
@@ -117,18 +183,21 @@ class SegmentService:
     ) -> dict[str, Any]:
         """Candidate masks for one prompt set, best first, each with a handle to its low-res logits."""
         start = time.perf_counter()
-        mask_input = self._mask_input(image_id, logits)
         predictor = self.predictor(image_id)
-        with self._decoder_lock:
-            decode_start = time.perf_counter()
-            masks, scores, low_res = predictor.predict(
-                point_coords=np.asarray(points, dtype=np.float64) if points else None,
-                point_labels=np.asarray(labels, dtype=np.int64) if points else None,
-                box=np.asarray(box, dtype=np.float64) if box is not None else None,
-                mask_input=mask_input,
-                multimask_output=multimask,
-            )
-            decoder_ms = (time.perf_counter() - decode_start) * 1000
+        return self.decode(image_id, predictor, points, labels, box, logits, multimask, formats, start).future.result()
+
+    def _answer(self, image_id: str, predictor: Predictor, points: list[list[float]], labels: list[int],
+                box: list[float] | None, mask_input: np.ndarray | None, multimask: bool,
+                formats: tuple[str, ...], start: float) -> dict[str, Any]:
+        decode_start = time.perf_counter()
+        masks, scores, low_res = _engine_errors(lambda: predictor.predict(
+            point_coords=np.asarray(points, dtype=np.float64) if points else None,
+            point_labels=np.asarray(labels, dtype=np.int64) if points else None,
+            box=np.asarray(box, dtype=np.float64) if box is not None else None,
+            mask_input=mask_input,
+            multimask_output=multimask,
+        ), "decode this prompt")
+        decoder_ms = (time.perf_counter() - decode_start) * 1000
         order = np.argsort(-scores, kind="stable")
         rles = encode_rles(masks[order]) if "rle" in formats else [None] * len(order)
         candidates = []
@@ -156,23 +225,38 @@ class SegmentService:
 
     # -- automatic proposals -------------------------------------------------------------
 
-    def everything(self, image_id: str, **options: Any) -> dict[str, Any]:
-        """Automatic mask proposals for the whole image (``segany.MaskGenerator``), best first."""
+    def start_everything(self, image_id: str, **options: Any) -> Ticket[dict[str, Any]]:
+        """Queue automatic mask proposals for the whole image (``segany.MaskGenerator``); the
+        ticket's result is :meth:`everything`'s answer. Cancelling it stops the job before its
+        next decoder batch."""
         start = time.perf_counter()
-        entry = self.catalogue.get(image_id)
+        self.catalogue.get(image_id)
         try:
             from ..everything import MaskGenerator
         except ImportError as exc:
             raise UnsupportedOperationError(f"automatic mask generation is not available: {exc}") from None
-
+        if options.get("points_per_side", 0) > self.max_points_per_side:
+            raise GeneratorArgumentError(f"points_per_side must be at most {self.max_points_per_side} on this server "
+                                         f"(segany serve --max-points-per-side), got {options['points_per_side']}")
         if isinstance(self.model, ClassicModel):
             options = {k: v for k, v in options.items() if k in HONOURED_OPTIONS | SPEED_OPTIONS}
 
-        def run() -> list[dict[str, Any]]:
-            generator = MaskGenerator(self.model, output_mode="coco_rle", **options)
-            return generator.generate(load_image(entry.path))
+        def run(check: Callable[[], None]) -> dict[str, Any]:
+            engine = self.model if isinstance(self.model, ClassicModel) else _CancellablePredictor(self.model, check)
+            generator = MaskGenerator(engine, output_mode="coco_rle", **options)
+            image = self.catalogue.load(image_id)
+            check()
+            records = _engine_errors(lambda: generator.generate(image), "propose masks for this image")
+            return self._proposals(image_id, records, start)
 
-        records = self._worker.submit(run).result()
+        return self.proposals.job(run)
+
+    def everything(self, image_id: str, **options: Any) -> dict[str, Any]:
+        """Automatic mask proposals for the whole image (``segany.MaskGenerator``), best first."""
+        return self.start_everything(image_id, **options).future.result()
+
+    @staticmethod
+    def _proposals(image_id: str, records: list[dict[str, Any]], start: float) -> dict[str, Any]:
         records.sort(key=lambda r: -float(r["predicted_iou"]))
         proposals = [{
             "rle": _json_rle(r["segmentation"]),

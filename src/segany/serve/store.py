@@ -4,6 +4,12 @@ Each change is written with :func:`segany.fileio.atomic_write_json` before the c
 the file on disk is always a complete, loadable dataset holding every acknowledged annotation: a
 kill at any moment leaves either the previous or the new version, never half of one. The file
 is read back on start; a file that cannot be read stops the server instead of being overwritten.
+Temporary files a killed server left beside it are removed on start.
+
+Annotations made elsewhere keep their segmentation as written (polygons, uncompressed or
+compressed RLE) unless their mask is edited here; the API shows each as compressed RLE. Ids are
+never given out twice, even across restarts and deletions: the highest id used so far is kept
+in the file's ``info`` block (``segany_last_ids``).
 """
 from __future__ import annotations
 
@@ -22,9 +28,10 @@ import numpy as np
 from ..errors import AnnotationError, NotFoundError
 from ..fileio import atomic_write_json
 from ..masks import encode_rle, mask_bbox_xywh
-from .rle import mask_from_rle
+from .rle import mask_from_rle, segmentation_rle
 
 MAX_CATEGORY_LENGTH = 100
+LAST_IDS = "segany_last_ids"  # in the dataset's info block: {"annotations": n, "images": n, "categories": n}
 
 
 def _empty_dataset() -> dict[str, Any]:
@@ -43,7 +50,10 @@ def _check_dataset(data: Any, path: Path) -> dict[str, Any]:
     for key in ("images", "annotations", "categories"):
         if not isinstance(data.setdefault(key, []), list):
             raise AnnotationError(f"annotation file {path}: {key!r} must be a list")
+    if not isinstance(data.setdefault("info", {}), dict) or not isinstance(data["info"].get(LAST_IDS, {}), dict):
+        raise AnnotationError(f"annotation file {path}: 'info' must be an object (with {LAST_IDS!r} an object)")
     try:
+        {key: int(value) for key, value in data["info"].get(LAST_IDS, {}).items()}
         for item in data["images"]:
             int(item["id"]), str(item["file_name"]), int(item["width"]), int(item["height"])
         for item in data["categories"]:
@@ -71,7 +81,8 @@ class AnnotationStore:
     def __init__(self, path: str | os.PathLike) -> None:
         self.path = Path(path)
         self._lock = threading.Lock()
-        self._last_ids: dict[str, int] = {}
+        for leftover in self.path.parent.glob(f".{self.path.name}.*.tmp"):  # atomic_write's, from a killed run
+            leftover.unlink(missing_ok=True)
         if self.path.exists():
             try:
                 data = json.loads(self.path.read_text(encoding="utf-8"))
@@ -165,9 +176,11 @@ class AnnotationStore:
 
     def _next_id(self, key: str) -> int:
         """A new id for ``images``, ``annotations`` or ``categories``: never one given out before
-        in this session, so a client holding a deleted annotation's id cannot hit another one."""
-        self._last_ids[key] = max(self._last_ids.get(key, 0), *(int(item["id"]) for item in self._data[key]), 0) + 1
-        return self._last_ids[key]
+        (the high-water mark is saved with the change), so a client holding a deleted
+        annotation's id cannot hit another one, even after a restart."""
+        last = self._data["info"].setdefault(LAST_IDS, {})
+        last[key] = max(int(last.get(key, 0)), *(int(item["id"]) for item in self._data[key]), 0) + 1
+        return last[key]
 
     @staticmethod
     def _geometry(mask: np.ndarray) -> dict[str, Any]:
@@ -196,5 +209,14 @@ class AnnotationStore:
         return ann
 
     def _public(self, ann: dict[str, Any]) -> dict[str, Any]:
+        """The API's view of a stored annotation: segmentation as compressed RLE, category name."""
         names = {c["id"]: c["name"] for c in self._data["categories"]}
-        return {**copy.deepcopy(ann), "category": names.get(ann["category_id"], "")}
+        image = next((i for i in self._data["images"] if i["id"] == ann["image_id"]), None)
+        if image is None:
+            raise AnnotationError(f"annotation {ann['id']} refers to image {ann['image_id']}, which the file lacks")
+        try:
+            rle = segmentation_rle(ann["segmentation"], int(image["height"]), int(image["width"]))
+        except AnnotationError as exc:
+            raise AnnotationError(f"annotation {ann['id']} in {self.path.name}: {exc}") from None
+        return {**copy.deepcopy(ann), "segmentation": rle, "iscrowd": int(ann.get("iscrowd", 0)),
+                "category": names.get(ann["category_id"], "")}
