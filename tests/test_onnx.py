@@ -190,3 +190,30 @@ def test_decoder_only_export_cannot_encode(tiny_sam, tmp_path: Path) -> None:
     with pytest.raises(ExportError, match="encoder.onnx"):
         Predictor(tiny_sam, backend="onnxruntime", onnx_dir=tmp_path)
     Predictor(tiny_sam, decoder_backend="onnxruntime", onnx_dir=tmp_path)  # the decoder alone is enough
+
+
+def test_classic_engine_cannot_be_exported(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from segany import load_model
+    from segany.errors import UnsupportedOperationError
+    from segany.export.onnx import export_onnx
+
+    assert main(["export", "onnx", "--model", "classic", "--out", str(tmp_path / "out")]) == 2
+    message = capsys.readouterr().err.strip()
+    assert "\n" not in message and "classic engine has no network to export" in message and "--checkpoint" in message
+    with pytest.raises(UnsupportedOperationError, match="no network"):
+        export_onnx(load_model("classic"), tmp_path / "lib")
+    assert not (tmp_path / "lib").exists()
+
+
+def test_offline_export_does_not_fall_back_to_classic(tmp_path: Path, monkeypatch, capsys: pytest.CaptureFixture) -> None:
+    """Without cached weights the default model's export says where to get them (no classic fallback)."""
+    from segany import build
+    from segany.errors import WeightsUnavailableError
+
+    def offline(name: str, progress: bool = True) -> Path:
+        raise WeightsUnavailableError(f"weights for {name!r} are not cached: pass --checkpoint PATH")
+
+    monkeypatch.setattr(build, "ensure_weights", offline)
+    assert main(["export", "onnx", "--out", str(tmp_path / "out")]) == 2
+    message = capsys.readouterr().err
+    assert "not cached" in message and "--checkpoint" in message and "classic engine" not in message

@@ -28,9 +28,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..export.onnx import export_onnx
+    from ..export.onnx import export_onnx, require_network
 
-    model = load_model_from_args(args).to("cpu")
+    # No fallback to the classic engine: it has no network to export.
+    model = require_network(load_model_from_args(args, fallback_to_classic=False)).to("cpu")
     info(f"exporting {model.config.name} to {args.out} ...")
     manifest = export_onnx(
         model,

@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import ExportError
+from ..errors import ExportError, UnsupportedOperationError
 from ..fileio import atomic_write_json
 from ..models.sam import Sam
 
@@ -195,6 +195,16 @@ def quantize_file(path: Path) -> Path:
     return path
 
 
+def require_network(model: object) -> Sam:
+    """``model`` if it is a SAM network; :class:`UnsupportedOperationError` for the classic engine."""
+    if not isinstance(model, Sam):
+        raise UnsupportedOperationError(
+            f"the {getattr(model, 'name', type(model).__name__)} engine has no network to export to ONNX: "
+            "pass --model vit_t|vit_b|vit_l|vit_h (weights cached or downloadable) or --checkpoint PATH"
+        )
+    return model
+
+
 def export_onnx(
     model: Sam,
     out_dir: str | os.PathLike,
@@ -206,9 +216,9 @@ def export_onnx(
     name: str | None = None,
 ) -> dict:
     """Export ``model`` into ``out_dir`` (see the module docstring); returns the manifest."""
+    model = require_network(model).eval()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    model = model.eval()
     files = {
         "decoder": export_decoder(model, out / DECODER, return_single_mask=return_single_mask),
         "decoder_low_res": export_decoder(model, out / DECODER_LOW_RES, low_res=True),
