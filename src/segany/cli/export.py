@@ -23,7 +23,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     onnx.add_argument("--fold-preprocessing", action="store_true",
                       help="also write encoder_preprocess.onnx: resized uint8 HxWx3 image in, embedding out")
     onnx.add_argument("--return-single-mask", action="store_true",
-                      help="decoder.onnx returns the one best mask (official option) instead of all four")
+                      help="decoder.onnx returns the one best mask (official option) instead of all four: "
+                      "what the official web demo expects (it draws channel 0)")
     onnx.set_defaults(handler=run)
 
 

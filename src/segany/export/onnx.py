@@ -8,7 +8,9 @@ image encoder (optionally with the pixel normalisation and padding folded in).
   (1 foreground, 0 background, -1 padding, 2 / 3 box corners; append a (0, 0) point labelled -1
   when there is no box), ``mask_input`` (B, 1, 256, 256), ``has_mask_input`` (1,),
   ``orig_im_size`` (2,) as float (H, W) → ``masks`` (logits at the original size),
-  ``iou_predictions``, ``low_res_masks``; all float32, N and B dynamic;
+  ``iou_predictions``, ``low_res_masks``; all float32, N and B dynamic. ``masks`` has the four
+  mask tokens unless ``return_single_mask`` (the official web demo draws channel 0, so it needs
+  that option: then channel 0 is the official single-mask selection);
 - ``decoder_low_res.onnx``: the same inputs without ``orig_im_size`` → ``iou_predictions`` and
   ``low_res_masks`` of all four mask tokens (what :class:`segany.Predictor` runs, upsampling in torch);
 - ``encoder.onnx``: ``input_image`` (1, 3, 1024, 1024), normalised and padded → ``image_embeddings``;
