@@ -173,15 +173,38 @@ def test_hugging_face_names_map_onto_official_vit_b(golden) -> None:
 
 
 def test_hugging_face_checkpoint_loads(tmp_path, golden) -> None:
-    """The tiny checkpoint saved under Hugging Face names loads to the same tensors."""
+    """The tiny checkpoint saved under Hugging Face names, with the positional matrix only under
+    the name save_pretrained writes, loads to the same tensors."""
     from segany.checkpoint_formats import hugging_face_key
 
     hf_names = json.loads((golden / "manifest_hf_sam_default_vit_b.json").read_text())["state_dict"]
-    official_to_hf = {hugging_face_key(name): name for name in hf_names}
+    official_to_hf = {hugging_face_key(name): name for name in hf_names if "positional_embedding" not in name}
+    official_to_hf["prompt_encoder.pe_layer.positional_encoding_gaussian_matrix"] = "shared_image_embedding.positional_embedding"
     official = torch.load(golden / "tiny_sam.pth", weights_only=True)
-    hf_state = {official_to_hf[k]: v for k, v in official.items()}
-    hf_state["shared_image_embedding.positional_embedding"] = hf_state["prompt_encoder.shared_embedding.positional_embedding"]
-    torch.save(hf_state, tmp_path / "hf.pth")
+    torch.save({official_to_hf[k]: v for k, v in official.items()}, tmp_path / "hf.pth")
     model = segany.load_model(golden / "tiny_sam.json", checkpoint=tmp_path / "hf.pth")
     for key, value in model.state_dict().items():
         assert torch.equal(value, official[key]), key
+
+
+def test_checkpoint_with_non_finite_weights_is_refused(tmp_path, golden) -> None:
+    """NaN / inf weights would give NaN scores (invalid JSON downstream): refused, tensors named."""
+    state = torch.load(golden / "tiny_sam.pth", weights_only=True)
+    state["mask_decoder.iou_token.weight"][0, 0] = float("nan")
+    state["image_encoder.pos_embed"][0, 0, 0, 0] = float("inf")
+    torch.save(state, tmp_path / "nan.pth")
+    with pytest.raises(CheckpointError, match=r"NaN or infinite values in 2 tensor\(s\): .*pos_embed.*iou_token"):
+        segany.load_model(golden / "tiny_sam.json", checkpoint=tmp_path / "nan.pth")
+
+
+def test_safetensors_checkpoint_loads(tmp_path, golden) -> None:
+    from safetensors.torch import save_file
+
+    official = torch.load(golden / "tiny_sam.pth", weights_only=True)
+    save_file({k: v.contiguous() for k, v in official.items()}, tmp_path / "tiny.safetensors")
+    model = segany.load_model(golden / "tiny_sam.json", checkpoint=tmp_path / "tiny.safetensors")
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, official[key]), key
+    (tmp_path / "bad.safetensors").write_bytes(b"not a safetensors file")
+    with pytest.raises(CheckpointError, match="safetensors"):
+        segany.load_model(golden / "tiny_sam.json", checkpoint=tmp_path / "bad.safetensors")

@@ -190,3 +190,91 @@ def test_decoder_only_export_cannot_encode(tiny_sam, tmp_path: Path) -> None:
     with pytest.raises(ExportError, match="encoder.onnx"):
         Predictor(tiny_sam, backend="onnxruntime", onnx_dir=tmp_path)
     Predictor(tiny_sam, decoder_backend="onnxruntime", onnx_dir=tmp_path)  # the decoder alone is enough
+
+
+def test_classic_engine_cannot_be_exported(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from segany import load_model
+    from segany.errors import UnsupportedOperationError
+    from segany.export.onnx import export_onnx
+
+    assert main(["export", "onnx", "--model", "classic", "--out", str(tmp_path / "out")]) == 2
+    message = capsys.readouterr().err.strip()
+    assert "\n" not in message and "classic engine has no network to export" in message and "--checkpoint" in message
+    with pytest.raises(UnsupportedOperationError, match="no network"):
+        export_onnx(load_model("classic"), tmp_path / "lib")
+    assert not (tmp_path / "lib").exists()
+
+
+def test_offline_export_does_not_fall_back_to_classic(tmp_path: Path, monkeypatch, capsys: pytest.CaptureFixture) -> None:
+    """Without cached weights the default model's export says where to get them (no classic fallback)."""
+    from segany import build
+    from segany.errors import WeightsUnavailableError
+
+    def offline(name: str, progress: bool = True) -> Path:
+        raise WeightsUnavailableError(f"weights for {name!r} are not cached: pass --checkpoint PATH")
+
+    monkeypatch.setattr(build, "ensure_weights", offline)
+    assert main(["export", "onnx", "--out", str(tmp_path / "out")]) == 2
+    message = capsys.readouterr().err
+    assert "not cached" in message and "--checkpoint" in message and "classic engine" not in message
+
+
+def _web_demo_feeds(embedding: np.ndarray, clicks: list[tuple[float, float, int]], height: int, width: int) -> dict:
+    """The official web demo's decoder feeds (demo/src/components/helpers/onnxModelAPI.tsx,
+    scaleHelper.tsx): clicks scaled by 1024 / max(h, w), a (0, 0) point labelled -1 appended,
+    a zero mask with has_mask_input 0, and orig_im_size (h, w)."""
+    sam_scale = 1024 / max(height, width)
+    n = len(clicks)
+    coords = np.zeros(2 * (n + 1), dtype=np.float32)
+    labels = np.zeros(n + 1, dtype=np.float32)
+    for i, (x, y, click_type) in enumerate(clicks):
+        coords[2 * i], coords[2 * i + 1], labels[i] = x * sam_scale, y * sam_scale, click_type
+    labels[n] = -1.0
+    return {
+        "image_embeddings": embedding,
+        "point_coords": coords.reshape(1, n + 1, 2),
+        "point_labels": labels.reshape(1, n + 1),
+        "orig_im_size": np.array([height, width], dtype=np.float32),
+        "mask_input": np.zeros((1, 1, 256, 256), dtype=np.float32),
+        "has_mask_input": np.array([0], dtype=np.float32),
+    }
+
+
+def _assert_same_mask(logits: np.ndarray, mask: np.ndarray) -> None:
+    assert logits.shape == mask.shape
+    differ = (logits > 0) != mask
+    assert not (differ & (np.abs(logits) > LOGIT_TOL)).any()
+
+
+@pytest.fixture(scope="module")
+def single_mask_dir(golden: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("onnx_single")
+    assert main(["export", "onnx", "--model", str(golden / "tiny_sam.json"), "--checkpoint", str(golden / "tiny_sam.pth"),
+                 "--out", str(out), "--no-encoder", "--return-single-mask"]) == 0
+    return out
+
+
+@pytest.mark.parametrize("clicks", [[(320.0, 240.0, 1)], [(320.0, 240.0, 1), (100.0, 400.0, 0)]])
+def test_web_demo_draws_the_predictors_mask(clicks, predictors, export_dir: Path, single_mask_dir: Path) -> None:
+    """README: the official web demo draws channel 0 of ``masks``; with ``--return-single-mask``
+    that is the mask the predictor recommends (best-IoU multimask for one click, the single-mask
+    output for several); the default export keeps all four, channel 0 the single-mask output."""
+    reference = predictors[0]
+    height, width = reference.original_size
+    feeds = _web_demo_feeds(reference.get_image_embedding().numpy(), clicks, height, width)
+    coords = np.array([c[:2] for c in clicks])
+    labels = np.array([c[2] for c in clicks])
+    multi_masks, multi_iou, _ = reference.predict(coords, labels, multimask_output=True)
+    single_mask, single_iou, _ = reference.predict(coords, labels, multimask_output=False)
+    best = (multi_masks[np.argmax(multi_iou)], multi_iou.max()) if len(clicks) == 1 else (single_mask[0], single_iou[0])
+
+    demo = ort.InferenceSession(str(single_mask_dir / "decoder.onnx"), providers=["CPUExecutionProvider"])
+    masks, iou, _ = demo.run(None, feeds)
+    assert masks.shape == (1, 1, height, width)
+    _assert_same_mask(masks[0, 0], best[0])
+    assert abs(iou[0, 0] - best[1]) <= IOU_TOL
+
+    default = ort.InferenceSession(str(export_dir / "decoder.onnx"), providers=["CPUExecutionProvider"])
+    masks, iou, _ = default.run(None, feeds)
+    assert masks.shape == (1, 4, height, width)
+    _assert_same_mask(masks[0, 0], single_mask[0])

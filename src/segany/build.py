@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import torch
 
@@ -14,6 +15,11 @@ from .zoo import MODELS, NameOrConfig, resolve_config
 
 def _is_classic(name_or_config: NameOrConfig) -> bool:
     return isinstance(name_or_config, str) and name_or_config == CLASSIC_NAME
+
+
+def _is_folder(name_or_config: NameOrConfig) -> bool:
+    """A transformers model folder (not a zoo name that happens to name a folder too)."""
+    return isinstance(name_or_config, (str, os.PathLike)) and str(name_or_config) not in MODELS and Path(name_or_config).is_dir()
 
 
 def build_model(name_or_config: NameOrConfig) -> Sam | ClassicModel:
@@ -34,13 +40,18 @@ def load_model(
 ) -> Sam | ClassicModel:
     """Build and load weights: ``checkpoint`` if given, else the zoo's (downloaded and cached).
 
-    ``"classic"`` needs no weights and returns the :class:`~segany.classic.ClassicModel` engine.
+    ``name_or_config`` may be a transformers ``SamModel.save_pretrained`` folder: the architecture
+    comes from its ``config.json`` and, without ``checkpoint``, the weights from its
+    ``model.safetensors`` (or ``pytorch_model.bin``). ``"classic"`` needs no weights and returns
+    the :class:`~segany.classic.ClassicModel` engine.
     """
     if _is_classic(name_or_config):
         if checkpoint is not None:
             raise ConfigError("the classic engine has no weights: drop the checkpoint")
         return ClassicModel()
     config = resolve_config(name_or_config)
+    if checkpoint is None and _is_folder(name_or_config):
+        checkpoint = name_or_config
     if checkpoint is None:
         if config.name not in MODELS:
             raise WeightsUnavailableError(f"model {config.name!r} is not in the zoo: pass checkpoint=PATH")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import urllib.error
 import urllib.request
@@ -83,19 +84,64 @@ def ensure_weights(name: str, progress: bool = True) -> Path:
     return download(spec, progress=progress)
 
 
-def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """Tensors of a checkpoint file under the official names.
+# The weight files of a transformers save_pretrained folder, in the order they are looked for.
+HF_WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
 
-    Accepts a bare state_dict, one under ``model`` / ``state_dict``, ``module.``-prefixed keys
-    (DataParallel) and Hugging Face ``SamModel`` names.
-    """
-    path = Path(path)
+
+def hugging_face_weights(folder: Path) -> list[Path]:
+    """The weight file(s) of a ``save_pretrained`` folder (all shards of a sharded safetensors)."""
+    for filename in HF_WEIGHT_FILES:
+        path = folder / filename
+        if not path.is_file():
+            continue
+        if not filename.endswith(".index.json"):
+            return [path]
+        try:
+            weight_map = json.loads(path.read_text())["weight_map"]
+            return [folder / shard for shard in sorted(set(weight_map.values()))]
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise CheckpointError(f"{path} is not a safetensors shard index: {exc}") from None
+    raise CheckpointError(f"model folder {folder} holds none of {', '.join(HF_WEIGHT_FILES)}")
+
+
+def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
     try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
+        return load_file(path, device="cpu")
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(f"checkpoint {path} cannot be read as a safetensors file: {exc}".split("\n")[0]) from None
+
+
+def _read_torch(path: Path) -> Mapping:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for truncated / foreign files
         raise CheckpointError(f"checkpoint {path} cannot be read as a torch file: {exc}".split("\n")[0]) from None
+
+
+def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """Tensors of a checkpoint under the official names.
+
+    ``path`` is a torch file (a bare state_dict, one under ``model`` / ``state_dict``,
+    ``module.``-prefixed keys from DataParallel), a ``.safetensors`` file, or a transformers
+    ``save_pretrained`` folder (``model.safetensors``, its shards, or ``pytorch_model.bin``);
+    Hugging Face ``SamModel`` names are renamed to the official ones.
+    """
+    path = Path(path)
+    if path.is_dir():
+        data: Mapping = {}
+        for file in hugging_face_weights(path):
+            data = {**data, **(_read_safetensors(file) if file.suffix == ".safetensors" else _read_torch(file))}
+    elif path.suffix == ".safetensors":
+        data = _read_safetensors(path)
+    elif not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    else:
+        data = _read_torch(path)
     for key in ("model", "state_dict"):
         if isinstance(data, Mapping) and isinstance(data.get(key), Mapping):
             data = data[key]
@@ -125,7 +171,10 @@ def closest_architecture(state_dict: Mapping[str, torch.Tensor]) -> str | None:
 
 
 def load_weights(model: nn.Module, state_dict: Mapping[str, torch.Tensor], source: str = "checkpoint") -> None:
-    """Strictly load ``state_dict``; on any difference say which keys/shapes and what it looks like."""
+    """Strictly load ``state_dict``; on any difference say which keys/shapes and what it looks like.
+
+    Floating tensors with NaN or infinite values are refused (:class:`CheckpointError` naming them).
+    """
     expected = _expected_shapes(model)
     given = {k: tuple(v.shape) for k, v in state_dict.items()}
     missing = [k for k in expected if k not in given]
@@ -140,4 +189,13 @@ def load_weights(model: nn.Module, state_dict: Mapping[str, torch.Tensor], sourc
                 shown = ", ".join(items[:5]) + (f", ... ({len(items) - 5} more)" if len(items) > 5 else "")
                 lines.append(f"  {len(items)} {title}: {shown}")
         raise CheckpointMismatchError("\n".join(lines))
+    _check_finite(state_dict, source)
     model.load_state_dict(state_dict, strict=True)
+
+
+def _check_finite(state_dict: Mapping[str, torch.Tensor], source: str) -> None:
+    """Refuse floating tensors holding NaN or infinity: they would give NaN scores and masks."""
+    bad = [k for k, v in state_dict.items() if v.is_floating_point() and not v.is_meta and not torch.isfinite(v).all()]
+    if bad:
+        shown = ", ".join(bad[:5]) + (f", ... ({len(bad) - 5} more)" if len(bad) > 5 else "")
+        raise CheckpointError(f"{source} has NaN or infinite values in {len(bad)} tensor(s): {shown}")

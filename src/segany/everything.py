@@ -104,8 +104,8 @@ def _xyxy_to_xywh(box: list[int]) -> list[int]:
 class MaskGenerator:
     """Automatic mask generation with the official ``SamAutomaticMaskGenerator`` arguments.
 
-    ``model_or_predictor`` is a :class:`~segany.models.sam.Sam` or a :class:`Predictor` (whose
-    current image is replaced). ``points_per_batch`` prompts are decoded at once (memory grows
+    ``model`` (the official parameter name; positional use is unchanged) is a
+    :class:`~segany.models.sam.Sam` or a :class:`Predictor` (whose current image is replaced). ``points_per_batch`` prompts are decoded at once (memory grows
     with it, the masks do not change beyond float rounding). The low-res logits of candidates
     that pass the filters are held until the crop's NMS (256 KB each). ``fast=True`` scores
     candidates (stability, boxes for NMS) on the low-resolution logits instead of at full size:
@@ -113,16 +113,16 @@ class MaskGenerator:
     matches it); kept masks' records are exact in both modes.
     """
 
-    def __new__(cls, model_or_predictor: Any = None, *args: Any, **kwargs: Any):
+    def __new__(cls, model: Any = None, *args: Any, **kwargs: Any):
         """``MaskGenerator(engine)`` for an engine without a SAM network (``load_model("classic")``
         or its predictor) returns that engine's own generator, which gives records of this form."""
-        if cls is MaskGenerator and hasattr(model_or_predictor, "make_mask_generator"):
-            return model_or_predictor.make_mask_generator(*args, **kwargs)
+        if cls is MaskGenerator and hasattr(model, "make_mask_generator"):
+            return model.make_mask_generator(*args, **kwargs)
         return super().__new__(cls)
 
     def __init__(
         self,
-        model_or_predictor: Sam | Predictor,
+        model: Sam | Predictor,
         points_per_side: int | None = 32,
         points_per_batch: int = 64,
         pred_iou_thresh: float = 0.88,
@@ -138,12 +138,12 @@ class MaskGenerator:
         output_mode: str = "binary_mask",
         fast: bool = False,
     ) -> None:
-        if isinstance(model_or_predictor, Predictor):
-            self.predictor = model_or_predictor
-        elif isinstance(model_or_predictor, Sam):
-            self.predictor = Predictor(model_or_predictor)
+        if isinstance(model, Predictor):
+            self.predictor = model
+        elif isinstance(model, Sam):
+            self.predictor = Predictor(model)
         else:
-            raise GeneratorArgumentError(f"expected a segany Sam model or Predictor, got {type(model_or_predictor).__name__}")
+            raise GeneratorArgumentError(f"expected a segany Sam model or Predictor, got {type(model).__name__}")
         if (points_per_side is None) == (point_grids is None):
             raise GeneratorArgumentError("give exactly one of points_per_side and point_grids (set points_per_side=None with point_grids)")
         if crop_n_layers < 0:

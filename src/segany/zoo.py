@@ -2,7 +2,8 @@
 
 Sources of the weight facts are given beside each entry. Configs may also come from a dict or
 a JSON file holding the official builder's arguments (``builder_args`` for SAM's ViT,
-``tinyvit_args`` for MobileSAM's TinyViT), the format of ``shared/golden/tiny_sam.json``.
+``tinyvit_args`` for MobileSAM's TinyViT), the format of ``shared/golden/tiny_sam.json``, from
+transformers' ``SamConfig`` JSON, or from a ``SamModel.save_pretrained`` folder (its ``config.json``).
 """
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Union
 
+from .checkpoint_formats import hugging_face_config, is_hugging_face_config
 from .errors import ConfigError
 from .models.config import SamConfig, TinyViTConfig, ViTConfig
 
@@ -89,8 +91,11 @@ def _ints(value: Any, key: str) -> tuple[int, ...]:
 
 
 def config_from_dict(data: dict, name: str = "custom") -> SamConfig:
-    """A config from the official builder's arguments (``builder_args`` or ``tinyvit_args``)."""
+    """A config from the official builder's arguments (``builder_args`` or ``tinyvit_args``)
+    or from a transformers ``SamConfig`` dict (``model_type``, ``vision_config``, ...)."""
     name = str(data.get("name", name))
+    if "builder_args" not in data and "tinyvit_args" not in data and is_hugging_face_config(data):
+        return hugging_face_config(data, name=name)
     if "builder_args" in data:
         args = data["builder_args"]
         required = ("encoder_embed_dim", "encoder_depth", "encoder_num_heads", "encoder_global_attn_indexes")
@@ -124,7 +129,8 @@ def config_from_dict(data: dict, name: str = "custom") -> SamConfig:
 
 
 def resolve_config(name_or_config: NameOrConfig) -> SamConfig:
-    """A zoo name, a :class:`SamConfig`, a config dict, or a path to a JSON config → SamConfig."""
+    """A zoo name, a :class:`SamConfig`, a config dict, a path to a JSON config, or a
+    transformers ``save_pretrained`` folder (its ``config.json``) → SamConfig."""
     if isinstance(name_or_config, SamConfig):
         return name_or_config
     if isinstance(name_or_config, dict):
@@ -133,14 +139,25 @@ def resolve_config(name_or_config: NameOrConfig) -> SamConfig:
     if key in MODELS:
         return MODELS[key].config
     path = Path(key)
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise ConfigError(f"model folder {path} has no config.json (a transformers save_pretrained folder)")
+        return _config_file(path / "config.json", name=path.resolve().name)
     if path.suffix.lower() == ".json" or path.exists():
-        try:
-            data = json.loads(path.read_text())
-        except FileNotFoundError:
-            raise ConfigError(f"model config file {path} does not exist") from None
-        except (OSError, json.JSONDecodeError) as exc:
-            raise ConfigError(f"model config file {path} is not valid JSON: {exc}") from None
-        if not isinstance(data, dict):
-            raise ConfigError(f"model config file {path} must hold a JSON object")
-        return config_from_dict(data, name=path.stem)
-    raise ConfigError(f"unknown model {key!r}: choose one of {', '.join(MODELS)} or give a JSON config path")
+        return _config_file(path, name=path.stem)
+    raise ConfigError(
+        f"unknown model {key!r}: choose one of {', '.join(MODELS)}, or give a JSON config path or a transformers model folder"
+    )
+
+
+def _config_file(path: Path, name: str) -> SamConfig:
+    """The config held by a JSON file (segany's builder arguments or transformers' SamConfig)."""
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"model config file {path} does not exist") from None
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"model config file {path} is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"model config file {path} must hold a JSON object")
+    return config_from_dict(data, name=name)

@@ -11,7 +11,8 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--model",
         default=DEFAULT_MODEL,
-        help=f"zoo name (vit_t, vit_b, vit_l, vit_h), 'classic' (no weights: GrabCut) or a JSON config path (default {DEFAULT_MODEL})",
+        help=f"zoo name (vit_t, vit_b, vit_l, vit_h), 'classic' (no weights: GrabCut), a JSON config path "
+        f"or a transformers save_pretrained folder (default {DEFAULT_MODEL})",
     )
     parser.add_argument("--checkpoint", default=None, help="weights file (default: the zoo's, downloaded and cached)")
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default cpu)")

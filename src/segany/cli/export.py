@@ -23,14 +23,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     onnx.add_argument("--fold-preprocessing", action="store_true",
                       help="also write encoder_preprocess.onnx: resized uint8 HxWx3 image in, embedding out")
     onnx.add_argument("--return-single-mask", action="store_true",
-                      help="decoder.onnx returns the one best mask (official option) instead of all four")
+                      help="decoder.onnx returns the one best mask (official option) instead of all four: "
+                      "what the official web demo expects (it draws channel 0)")
     onnx.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..export.onnx import export_onnx
+    from ..export.onnx import export_onnx, require_network
 
-    model = load_model_from_args(args).to("cpu")
+    # No fallback to the classic engine: it has no network to export.
+    model = require_network(load_model_from_args(args, fallback_to_classic=False)).to("cpu")
     info(f"exporting {model.config.name} to {args.out} ...")
     manifest = export_onnx(
         model,

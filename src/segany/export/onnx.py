@@ -8,7 +8,9 @@ image encoder (optionally with the pixel normalisation and padding folded in).
   (1 foreground, 0 background, -1 padding, 2 / 3 box corners; append a (0, 0) point labelled -1
   when there is no box), ``mask_input`` (B, 1, 256, 256), ``has_mask_input`` (1,),
   ``orig_im_size`` (2,) as float (H, W) → ``masks`` (logits at the original size),
-  ``iou_predictions``, ``low_res_masks``; all float32, N and B dynamic;
+  ``iou_predictions``, ``low_res_masks``; all float32, N and B dynamic. ``masks`` has the four
+  mask tokens unless ``return_single_mask`` (the official web demo draws channel 0, so it needs
+  that option: then channel 0 is the official single-mask selection);
 - ``decoder_low_res.onnx``: the same inputs without ``orig_im_size`` → ``iou_predictions`` and
   ``low_res_masks`` of all four mask tokens (what :class:`segany.Predictor` runs, upsampling in torch);
 - ``encoder.onnx``: ``input_image`` (1, 3, 1024, 1024), normalised and padded → ``image_embeddings``;
@@ -30,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import ExportError
+from ..errors import ExportError, UnsupportedOperationError
 from ..fileio import atomic_write_json
 from ..models.sam import Sam
 
@@ -195,6 +197,16 @@ def quantize_file(path: Path) -> Path:
     return path
 
 
+def require_network(model: object) -> Sam:
+    """``model`` if it is a SAM network; :class:`UnsupportedOperationError` for the classic engine."""
+    if not isinstance(model, Sam):
+        raise UnsupportedOperationError(
+            f"the {getattr(model, 'name', type(model).__name__)} engine has no network to export to ONNX: "
+            "pass --model vit_t|vit_b|vit_l|vit_h (weights cached or downloadable) or --checkpoint PATH"
+        )
+    return model
+
+
 def export_onnx(
     model: Sam,
     out_dir: str | os.PathLike,
@@ -206,9 +218,9 @@ def export_onnx(
     name: str | None = None,
 ) -> dict:
     """Export ``model`` into ``out_dir`` (see the module docstring); returns the manifest."""
+    model = require_network(model).eval()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    model = model.eval()
     files = {
         "decoder": export_decoder(model, out / DECODER, return_single_mask=return_single_mask),
         "decoder_low_res": export_decoder(model, out / DECODER_LOW_RES, low_res=True),
