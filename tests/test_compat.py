@@ -30,7 +30,13 @@ from segany.compat.segment_anything import (
     build_sam_vit_l,
     sam_model_registry,
 )
-from segany.errors import CheckpointMismatchError, ConfigError, GeneratorArgumentError, PredictorStateError, PromptError
+from segany.errors import (
+    CheckpointMismatchError,
+    ConfigError,
+    GeneratorArgumentError,
+    PredictorStateError,
+    PromptError,
+)
 from segany.masks import encode_rle
 
 LOGIT_TOL, IOU_TOL, EMBEDDING_TOL = 1e-3, 1e-5, 1e-4
@@ -266,8 +272,9 @@ AMG_KEYS = ("points_per_side", "points_per_batch", "pred_iou_thresh", "stability
 
 
 def write_masks_to_folder(masks: list[dict[str, Any]], path: str) -> None:
-    rows = ["id,area,bbox_x0,bbox_y0,bbox_w,bbox_h,point_input_x,point_input_y,predicted_iou,stability_score,"
-            "crop_box_x0,crop_box_y0,crop_box_w,crop_box_h"]
+    header = ("id,area,bbox_x0,bbox_y0,bbox_w,bbox_h,point_input_x,point_input_y,predicted_iou,stability_score,"
+              "crop_box_x0,crop_box_y0,crop_box_w,crop_box_h")
+    rows = [header]
     for i, record in enumerate(masks):
         cv2.imwrite(os.path.join(path, f"{i}.png"), record["segmentation"] * 255)
         values = [i, record["area"], *record["bbox"], *record["point_coords"][0], record["predicted_iou"],

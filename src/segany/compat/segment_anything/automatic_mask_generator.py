@@ -2,8 +2,6 @@
 under the official signature (its exact mode: the official masks, order and scores)."""
 from __future__ import annotations
 
-from typing import Optional
-
 import numpy as np
 
 from ...errors import GeneratorArgumentError
@@ -21,7 +19,7 @@ class SamAutomaticMaskGenerator(MaskGenerator):
     def __init__(
         self,
         model: Sam,
-        points_per_side: Optional[int] = 32,
+        points_per_side: int | None = 32,
         points_per_batch: int = 64,
         pred_iou_thresh: float = 0.88,
         stability_score_thresh: float = 0.95,
@@ -31,7 +29,7 @@ class SamAutomaticMaskGenerator(MaskGenerator):
         crop_nms_thresh: float = 0.7,
         crop_overlap_ratio: float = 512 / 1500,
         crop_n_points_downscale_factor: int = 1,
-        point_grids: Optional[list[np.ndarray]] = None,
+        point_grids: list[np.ndarray] | None = None,
         min_mask_region_area: int = 0,
         output_mode: str = "binary_mask",
     ) -> None:

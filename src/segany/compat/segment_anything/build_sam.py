@@ -8,7 +8,7 @@ is in eval mode, on the CPU.
 from __future__ import annotations
 
 import os
-from typing import Callable
+from collections.abc import Callable
 
 from ...build import build_model, load_model
 from ...models.sam import Sam
