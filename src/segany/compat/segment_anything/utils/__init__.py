@@ -1,0 +1,1 @@
+"""``segment_anything.utils``: the transforms notebooks import."""
