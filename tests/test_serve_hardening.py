@@ -380,7 +380,7 @@ def test_oversized_images_are_a_4xx(folder: Path, tiny_sam, tmp_path: Path, monk
                      client.post(f"/api/images/{image}/predict", json={"points": [[1, 1]], "labels": [1]})):
         assert 400 <= response.status_code < 500 and "bomb.png" in response.json()["detail"]
 
-    def no_memory(path):
+    def no_memory(path, **options):
         raise MemoryError()
 
     monkeypatch.setattr("segany.serve.catalogue.load_image", no_memory)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from .common import add_model_arguments, info, load_model_from_args
+from .common import add_image_arguments, add_model_arguments, info, load_model_from_args
 
 LOOPBACK = ("localhost", "127.0.0.1", "[::1]")
 WILDCARD_ADDRESSES = ("0.0.0.0", "::", "")
@@ -70,15 +70,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="'everything' jobs that may wait or run; more get 503 (default 4)")
     parser.add_argument("--max-points-per-side", type=_positive_int, default=64, metavar="N",
                         help="largest points_per_side an 'everything' request may ask for (default 64)")
-    parser.add_argument("--max-pixels", type=_positive_int, default=None, metavar="N",
-                        help="largest image, in pixels, the server decodes (default 2^28 = 268 megapixels)")
+    add_image_arguments(parser)
     add_model_arguments(parser)
     parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from ..serve import create_app
-    from ..serve.catalogue import DEFAULT_MAX_PIXELS
     from ..serve.server import make_server
     from ..serve.service import MiB
 
@@ -88,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
         max_embeddings=args.cache_embeddings, max_embedding_bytes=args.cache_mb * MiB,
         max_body_bytes=int(args.max_body_mb * MiB), allowed_hosts=allowed_hosts(args.host, args.allowed_host),
         max_queue=args.max_queue, max_everything_queue=args.max_everything_queue,
-        max_points_per_side=args.max_points_per_side, max_pixels=args.max_pixels or DEFAULT_MAX_PIXELS,
+        max_points_per_side=args.max_points_per_side, max_pixels=args.max_pixels,
     )
     catalogue, store = app.state.catalogue, app.state.store
     info(f"{len(catalogue)} images under {catalogue.root}; annotations in {store.path}")

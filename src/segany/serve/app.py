@@ -27,9 +27,10 @@ from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from ..errors import ImageError, NotFoundError, SeganyError, ServerBusyError, UnsupportedOperationError
 from ..export.png import png_bytes
+from ..image import DEFAULT_MAX_PIXELS
 from ..models.sam import Sam
 from . import schemas
-from .catalogue import DEFAULT_MAX_PIXELS, ImageCatalogue
+from .catalogue import ImageCatalogue
 from .guard import SameOriginGuard
 from .lanes import Cancelled, Ticket
 from .limits import BodySizeLimit
@@ -118,7 +119,7 @@ def create_app(
     max_queue: int = DEFAULT_MAX_QUEUE,
     max_everything_queue: int = DEFAULT_MAX_EVERYTHING_QUEUE,
     max_points_per_side: int = 64,
-    max_pixels: int = DEFAULT_MAX_PIXELS,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
 ) -> FastAPI:
     """The annotator app for the images under ``images_dir``, predicting with ``model``.
 

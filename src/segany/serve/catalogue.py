@@ -18,7 +18,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from ..errors import ImageError, NotFoundError
-from ..image import load_image
+from ..image import DEFAULT_MAX_PIXELS, load_image
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 # Files a browser shows as they are; the others are sent re-encoded as PNG.
@@ -26,9 +26,6 @@ BROWSER_EXTENSIONS = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "imag
                       ".bmp": "image/bmp", ".gif": "image/gif"}
 _EXIF_ORIENTATION = 0x0112
 _TRANSPOSING_ORIENTATIONS = {5, 6, 7, 8}  # 90° rotations: width and height swap
-# 268 megapixels (e.g. 16384 x 16384): large aerial and medical images pass, a 60000 x 60000
-# "decompression bomb" (10 GB decoded) does not. ``segany serve --max-pixels`` changes it.
-DEFAULT_MAX_PIXELS = 1 << 28
 
 
 @dataclass(frozen=True)
@@ -68,12 +65,12 @@ class ImageCatalogue:
     """Images under ``root`` (recursively, symlinks that leave ``root`` ignored), sorted by path."""
 
     def __init__(self, root: str | os.PathLike, extensions: tuple[str, ...] = IMAGE_EXTENSIONS,
-                 max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
+                 max_pixels: int | None = DEFAULT_MAX_PIXELS) -> None:
         self.root = Path(root).resolve()
         if not self.root.is_dir():
             raise ImageError(f"images folder {root} does not exist or is not a folder")
-        if max_pixels < 1:
-            raise ImageError(f"max_pixels must be positive, got {max_pixels}")
+        if max_pixels is not None and max_pixels < 1:
+            raise ImageError(f"max_pixels must be positive (None: no limit), got {max_pixels}")
         self.max_pixels = max_pixels
         self.extensions = tuple(e.lower() for e in extensions)
         self._entries = self._scan()
@@ -128,7 +125,7 @@ class ImageCatalogue:
             with self._lock:
                 self._sizes[id_] = known
         height, width = known
-        if height * width > self.max_pixels:
+        if self.max_pixels is not None and height * width > self.max_pixels:
             raise ImageError(f"image {entry.file_name} has {width}x{height} = {height * width} pixels, more than "
                              f"this server's limit of {self.max_pixels} (segany serve --max-pixels)")
         return known
@@ -140,7 +137,7 @@ class ImageCatalogue:
         height, width = self.size(id_)
         path = self.path(id_)
         try:
-            return load_image(path)
+            return load_image(path, max_pixels=self.max_pixels)
         except ImageError as exc:
             raise type(exc)(str(exc).replace(str(path), entry.file_name)) from None
         except (MemoryError, Image.DecompressionBombError):
