@@ -17,7 +17,7 @@ from ..predictor import LOW_RES, _as_array, _check_boxes, _check_inside, _check_
 from .grabcut import Seeds, initial_trimap, keep_clicked_components, largest_components, paint_clicks, run_grabcut
 from .lowres import logits_to_image, mask_to_logits, signed_distance
 from .model import ClassicModel
-from .scoring import boundary_contrast
+from .scoring import boundary_contrast, gradient_magnitude
 
 MULTIMASK_SEED_SCALES = (0.5, 1.0, 2.0)  # lone-click seed radii of the three candidates
 
@@ -49,8 +49,7 @@ class ClassicPredictor:
         if scale < 1.0:
             bgr = cv2.resize(bgr, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
         self._work = bgr
-        gray = cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY).astype(np.float32)
-        self._gradient = cv2.magnitude(cv2.Sobel(gray, cv2.CV_32F, 1, 0), cv2.Sobel(gray, cv2.CV_32F, 0, 1))
+        self._gradient = gradient_magnitude(bgr)
         self.original_size = (h, w)
         self.is_image_set = True
 
