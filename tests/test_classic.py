@@ -268,3 +268,39 @@ def test_repeated_runs_are_byte_identical(scene, tmp_path):
     for arrays, generated in runs[1:]:
         assert all(np.array_equal(a, b) and a.dtype == b.dtype for a, b in zip(first_arrays, arrays))
         assert generated == first_json
+
+
+# --- degenerate prompts --------------------------------------------------------------------------
+
+@pytest.mark.parametrize("box", [[90, 60, 90, 60], [60, 62, 120, 62], [90, 45, 90, 80], [90, 45, 91, 80]],
+                         ids=["zero-area", "horizontal-line", "vertical-line", "1px-wide"])
+def test_degenerate_box_segments_the_object_under_it(predictor, scene, box):
+    _, obj = scene
+    masks, scores, low_res = predictor.predict(box=np.array(box, dtype=float), multimask_output=False)
+    assert masks.shape == (1, 120, 160) and low_res.shape == (1, 256, 256)
+    assert iou(masks[0], obj) >= 0.85 and 0.0 < scores[0] < 1.0
+
+
+@pytest.mark.parametrize("prompt", [{"box": [159, 119, 160, 120]}, {"box": [160, 0, 160, 120]}, {"box": [0, 0, 160, 0]},
+                                    {"point_coords": [[160, 120]], "point_labels": [1]}],
+                         ids=["corner-box", "right-edge-line", "top-edge-line", "corner-point"])
+def test_prompts_on_the_image_border_give_masks(predictor, prompt):
+    masks, scores, _ = predictor.predict(**prompt)
+    assert masks.shape == (3, 120, 160) and masks.any(axis=(1, 2)).all()
+    assert np.isfinite(scores).all() and ((scores >= 0) & (scores <= 1)).all()
+
+
+def test_degenerate_prompts_outside_or_without_object_are_prompt_errors(predictor):
+    for box in ([170, 10, 170, 50], [100, 100, 170, 110], [-1, 5, -1, 5]):
+        with pytest.raises(PromptError, match="outside"):
+            predictor.predict(box=box)
+    with pytest.raises(PromptError, match="positive point"):
+        predictor.predict(point_coords=[[5, 5], [150, 100]], point_labels=[0, 0])
+
+
+def test_colour_model_of_a_single_pixel():
+    from segany.classic.grabcut import COMPONENTS, fit_colour_model
+
+    model = fit_colour_model(np.array([[10, 20, 30]], dtype=np.uint8))
+    weights, means = model[0, :COMPONENTS], model[0, COMPONENTS:4 * COMPONENTS].reshape(COMPONENTS, 3)
+    assert weights.tolist() == [1, 0, 0, 0, 0] and means[0].tolist() == [10, 20, 30]
