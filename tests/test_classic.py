@@ -240,14 +240,15 @@ if __name__ == "__main__":
 def test_repeated_runs_are_byte_identical(scene, tmp_path):
     """Same masks, logits, scores and generator JSON in every run: whatever the OpenCV thread count,
     wherever numpy places the arrays, and in a fresh process (its own thread pools and heap)."""
+    import runpy
     import subprocess
     import sys
 
     import cv2
 
     image, _ = scene
-    namespace: dict = {}
-    exec(compile(_RUN_ENGINE, "run_engine", "exec"), namespace)
+    (tmp_path / "engine.py").write_text(_RUN_ENGINE)
+    namespace = runpy.run_path(str(tmp_path / "engine.py"))
     threads = cv2.getNumThreads()
     held = []
     runs = []
@@ -258,7 +259,6 @@ def test_repeated_runs_are_byte_identical(scene, tmp_path):
             runs.append(namespace["run"](image))
     finally:
         cv2.setNumThreads(threads)
-    (tmp_path / "engine.py").write_text(_RUN_ENGINE)
     np.save(tmp_path / "image.npy", image)
     subprocess.run([sys.executable, str(tmp_path / "engine.py"), str(tmp_path / "image.npy"), str(tmp_path / "out.npz"),
                     str(tmp_path / "out.json")], check=True, env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
