@@ -1,6 +1,8 @@
 """The weight-free classic engine: predictor interface, accuracy on a synthetic object, generator, wiring."""
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 
@@ -175,3 +177,130 @@ def test_segment_cli_falls_back_to_classic_offline(monkeypatch, tmp_path, capsys
     assert iou(mask, truth) >= 0.9
     # an explicit checkpoint or a non-default model is never silently replaced
     assert main(["segment", str(tmp_path / "img.png"), "--point", "40,30", "--model", "vit_b", "-o", str(tmp_path / "o2")]) == 2
+
+
+# --- determinism ---------------------------------------------------------------------------------
+
+def _exact_gradient(image: np.ndarray) -> np.ndarray:
+    """Reference edge map: float64 Sobel magnitude of the image's gray levels, rounded once to float32."""
+    import cv2
+
+    gray = cv2.cvtColor(np.ascontiguousarray(image[..., ::-1]), cv2.COLOR_BGR2GRAY)
+    gx, gy = cv2.Sobel(gray, cv2.CV_64F, 1, 0), cv2.Sobel(gray, cv2.CV_64F, 0, 1)
+    return np.sqrt(gx * gx + gy * gy).astype(np.float32)
+
+
+def test_scores_are_the_boundary_contrast_on_the_exact_gradient(scene):
+    """Scores are a pure function of the image: no bit depends on OpenCV's vector/scalar split."""
+    from segany.classic.scoring import boundary_contrast
+
+    image, _ = scene
+    gradient = _exact_gradient(image)
+    records = ClassicMaskGenerator().generate(image)
+    assert [r["predicted_iou"] for r in records] == [boundary_contrast(r["segmentation"], gradient) for r in records]
+    p = ClassicPredictor()
+    p.set_image(image)
+    masks, scores, _ = p.predict(point_coords=[[90, 60]], point_labels=[1])
+    assert np.array_equal(scores, np.array([boundary_contrast(m, gradient) for m in masks], dtype=np.float32))
+
+
+def test_distances_are_exact():
+    from segany.classic.lowres import distance_to_zero
+
+    rng = np.random.default_rng(4)
+    mask = (rng.random((40, 56)) > 0.03).astype(np.uint8)
+    zeros = np.argwhere(mask == 0)
+    pixels = np.indices(mask.shape).reshape(2, -1).T
+    brute = np.sqrt(((pixels[:, None, :] - zeros[None, :, :]) ** 2).sum(-1).min(1)).reshape(mask.shape)
+    assert np.array_equal(distance_to_zero(mask), brute.astype(np.float32))
+
+
+_RUN_ENGINE = """
+import json, sys
+import os
+
+import numpy as np
+from segany.classic import ClassicMaskGenerator, ClassicPredictor
+
+def run(image):
+    p = ClassicPredictor()
+    p.set_image(image)
+    outputs = [p.predict(point_coords=[[90, 60]], point_labels=[1], return_logits=True),
+               p.predict(box=[50, 34, 130, 90], multimask_output=False)]
+    arrays = [a for output in outputs for a in output]
+    return arrays, json.dumps(ClassicMaskGenerator(output_mode="coco_rle").generate(image))
+
+if __name__ == "__main__":
+    arrays, generated = run(np.load(sys.argv[1]))
+    np.savez(sys.argv[2], *arrays)
+    open(sys.argv[3], "w").write(generated)
+"""
+
+
+def test_repeated_runs_are_byte_identical(scene, tmp_path):
+    """Same masks, logits, scores and generator JSON in every run: whatever the OpenCV thread count,
+    wherever numpy places the arrays, and in a fresh process (its own thread pools and heap)."""
+    import runpy
+    import subprocess
+    import sys
+
+    import cv2
+
+    image, _ = scene
+    (tmp_path / "engine.py").write_text(_RUN_ENGINE)
+    namespace = runpy.run_path(str(tmp_path / "engine.py"))
+    threads = cv2.getNumThreads()
+    held = []
+    runs = []
+    try:
+        for i, count in enumerate([threads, 1, 2, threads]):
+            cv2.setNumThreads(count)
+            held.append(np.empty(4096 + 16 * i, np.uint8))  # move later allocations around the heap
+            runs.append(namespace["run"](image))
+    finally:
+        cv2.setNumThreads(threads)
+    np.save(tmp_path / "image.npy", image)
+    subprocess.run([sys.executable, str(tmp_path / "engine.py"), str(tmp_path / "image.npy"), str(tmp_path / "out.npz"),
+                    str(tmp_path / "out.json")], check=True, env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    with np.load(tmp_path / "out.npz") as saved:
+        runs.append(([saved[f"arr_{i}"] for i in range(len(saved.files))], (tmp_path / "out.json").read_text()))
+    first_arrays, first_json = runs[0]
+    for arrays, generated in runs[1:]:
+        assert all(np.array_equal(a, b) and a.dtype == b.dtype for a, b in zip(first_arrays, arrays))
+        assert generated == first_json
+
+
+# --- degenerate prompts --------------------------------------------------------------------------
+
+@pytest.mark.parametrize("box", [[90, 60, 90, 60], [60, 62, 120, 62], [90, 45, 90, 80], [90, 45, 91, 80]],
+                         ids=["zero-area", "horizontal-line", "vertical-line", "1px-wide"])
+def test_degenerate_box_segments_the_object_under_it(predictor, scene, box):
+    _, obj = scene
+    masks, scores, low_res = predictor.predict(box=np.array(box, dtype=float), multimask_output=False)
+    assert masks.shape == (1, 120, 160) and low_res.shape == (1, 256, 256)
+    assert iou(masks[0], obj) >= 0.85 and 0.0 < scores[0] < 1.0
+
+
+@pytest.mark.parametrize("prompt", [{"box": [159, 119, 160, 120]}, {"box": [160, 0, 160, 120]}, {"box": [0, 0, 160, 0]},
+                                    {"point_coords": [[160, 120]], "point_labels": [1]}],
+                         ids=["corner-box", "right-edge-line", "top-edge-line", "corner-point"])
+def test_prompts_on_the_image_border_give_masks(predictor, prompt):
+    masks, scores, _ = predictor.predict(**prompt)
+    assert masks.shape == (3, 120, 160) and masks.any(axis=(1, 2)).all()
+    assert np.isfinite(scores).all() and ((scores >= 0) & (scores <= 1)).all()
+
+
+def test_degenerate_prompts_outside_or_without_object_are_prompt_errors(predictor):
+    for box in ([170, 10, 170, 50], [100, 100, 170, 110], [-1, 5, -1, 5]):
+        with pytest.raises(PromptError, match="outside"):
+            predictor.predict(box=box)
+    with pytest.raises(PromptError, match="positive point"):
+        predictor.predict(point_coords=[[5, 5], [150, 100]], point_labels=[0, 0])
+
+
+def test_colour_model_of_a_single_pixel():
+    from segany.classic.grabcut import COMPONENTS, fit_colour_model
+
+    model = fit_colour_model(np.array([[10, 20, 30]], dtype=np.uint8))
+    weights, means = model[0, :COMPONENTS], model[0, COMPONENTS:4 * COMPONENTS].reshape(COMPONENTS, 3)
+    assert weights.tolist() == [1, 0, 0, 0, 0] and means[0].tolist() == [10, 20, 30]

@@ -20,10 +20,11 @@ import torch
 from ..errors import GeneratorArgumentError
 from ..image import check_image_array
 from ..masks import box_nms, encode_rles, mask_bbox_xywh, uncompressed_rles
+from .lowres import distance_to_zero
 from .model import ClassicModel
 from .predictor import ClassicPredictor
 from .regions import hierarchy, superpixels
-from .scoring import boundary_contrast
+from .scoring import boundary_contrast, gradient_magnitude
 
 OUTPUT_MODES = ("binary_mask", "uncompressed_rle", "coco_rle")
 HONOURED_OPTIONS = frozenset({"box_nms_thresh", "min_mask_region_area", "output_mode"})
@@ -87,8 +88,7 @@ class ClassicMaskGenerator:
         if scale < 1.0:
             bgr = cv2.resize(bgr, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
         labels = superpixels(bgr, self.superpixel_step)
-        gray = cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY).astype(np.float32)
-        gradient = cv2.magnitude(cv2.Sobel(gray, cv2.CV_32F, 1, 0), cv2.Sobel(gray, cv2.CV_32F, 0, 1))
+        gradient = gradient_magnitude(bgr)
         total = labels.size
         min_area = max(self.min_area_fraction * total, self.min_mask_region_area * scale * scale)
         candidates = []
@@ -111,12 +111,13 @@ class ClassicMaskGenerator:
         records = []
         for i in keep:
             mask = np.isin(full_labels, candidates[i].superpixels)
+            bbox = mask_bbox_xywh(mask)
             records.append({
                 "segmentation": mask,
                 "area": int(mask.sum()),
-                "bbox": mask_bbox_xywh(mask),
+                "bbox": bbox,
                 "predicted_iou": float(contrast[i]),
-                "point_coords": [_innermost_point(mask)],
+                "point_coords": [_innermost_point(mask, bbox)],
                 "stability_score": float(persistence[i]),
                 "crop_box": [0, 0, w, h],
             })
@@ -158,8 +159,11 @@ def _xyxy(mask: np.ndarray) -> list[int]:
     return [x, y, x + bw, y + bh]
 
 
-def _innermost_point(mask: np.ndarray) -> list[float]:
-    """The pixel farthest from the region's boundary, as [x, y]: a click that would select it."""
-    distance = cv2.distanceTransform(np.pad(mask.astype(np.uint8), 1), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)[1:-1, 1:-1]
-    y, x = divmod(int(np.argmax(distance)), mask.shape[1])
-    return [float(x), float(y)]
+def _innermost_point(mask: np.ndarray, bbox: list[int]) -> list[float]:
+    """The pixel farthest from the region's boundary (or the image border), as [x, y]: a click that
+    would select it. Computed in the XYWH ``bbox`` ringed with background, which no pixel outside
+    can be nearer to."""
+    x0, y0, bw, bh = bbox
+    crop = np.pad(mask[y0:y0 + bh + 1, x0:x0 + bw + 1].astype(np.uint8), 1)
+    y, x = divmod(int(np.argmax(distance_to_zero(crop))), crop.shape[1])
+    return [float(x0 + x - 1), float(y0 + y - 1)]

@@ -37,10 +37,12 @@ def fit_colour_model(pixels: np.ndarray, max_samples: int = 4000) -> np.ndarray:
     k = min(COMPONENTS, len(pixels))
     if k == 0:
         raise ValueError("cannot fit a colour model on no pixels")
-    criteria = (cv2.TERM_CRITERIA_MAX_ITER + cv2.TERM_CRITERIA_EPS, 10, 0.5)
-    cv2.setRNGSeed(0)
-    _, labels, _ = cv2.kmeans(pixels, k, None, criteria, 1, cv2.KMEANS_PP_CENTERS)
-    labels = labels.ravel()
+    if len(pixels) <= COMPONENTS:  # one Gaussian per pixel (and OpenCV reads a single row as 3 samples)
+        labels = np.arange(len(pixels))
+    else:
+        criteria = (cv2.TERM_CRITERIA_MAX_ITER + cv2.TERM_CRITERIA_EPS, 10, 0.5)
+        cv2.setRNGSeed(0)
+        labels = cv2.kmeans(pixels, k, None, criteria, 1, cv2.KMEANS_PP_CENTERS)[1].ravel()
     weights = model[0, :COMPONENTS]
     means = model[0, COMPONENTS:4 * COMPONENTS].reshape(COMPONENTS, 3)
     covs = model[0, 4 * COMPONENTS:].reshape(COMPONENTS, 3, 3)

@@ -22,11 +22,25 @@ def lowres_size(height: int, width: int) -> tuple[int, int]:
     return preprocess_shape(height, width, LOW_RES)
 
 
+def distance_to_zero(mask: np.ndarray) -> np.ndarray:
+    """Exact Euclidean distance of every nonzero pixel of a uint8 mask to the nearest zero pixel
+    (float32, 0 on zeros), the same bits on every run.
+
+    OpenCV's precise transform finds the exact squared distances (integers) but takes their root
+    with a vectorised approximation whose last bit depends on the output's memory alignment and
+    on how rows are split between threads. Rounding the square back to its integer and taking a
+    correctly rounded root undoes that; it is exact while the approximation's error on the square
+    stays below 0.5, i.e. for distances up to about 1400 pixels.
+    """
+    approximate = cv2.distanceTransform(mask, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+    return np.sqrt(np.rint(np.square(approximate, dtype=np.float64))).astype(np.float32)
+
+
 def signed_distance(mask: np.ndarray) -> np.ndarray:
     """Distance to the boundary, positive inside ``mask`` and negative outside (float32, pixels)."""
     m = mask.astype(np.uint8)
-    inside = cv2.distanceTransform(m, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
-    outside = cv2.distanceTransform(1 - m, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+    inside = distance_to_zero(m)
+    outside = distance_to_zero(1 - m)
     return np.where(mask, inside - 0.5, 0.5 - outside).astype(np.float32)
 
 

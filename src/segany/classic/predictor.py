@@ -5,6 +5,12 @@ of the original image, boxes XYXY, images HWC RGB uint8), so evaluation code, th
 server use either engine unchanged. ``low_res_logits`` are signed distances in SAM's 256x256 frame
 (:mod:`.lowres`); fed back as ``mask_input`` they seed the next GrabCut with the previous mask,
 at full working resolution when they are exactly the logits this predictor last returned.
+
+Prompts are checked like the SAM predictor's (typed :class:`~segany.errors.PromptError` for a
+box or point outside the image, reversed corners, no positive prompt). Like SAM, a degenerate box
+(thinner than :data:`MIN_BOX_SIDE` working pixels: a dot or a line, e.g. ``x0 == x1``) still gives
+a mask: GrabCut cannot cut inside it, so it is read as positive clicks on its centre line
+(:func:`stroke_points`), and segments the object under it.
 """
 from __future__ import annotations
 
@@ -17,9 +23,24 @@ from ..predictor import LOW_RES, _as_array, _check_boxes, _check_inside, _check_
 from .grabcut import Seeds, initial_trimap, keep_clicked_components, largest_components, paint_clicks, run_grabcut
 from .lowres import logits_to_image, mask_to_logits, signed_distance
 from .model import ClassicModel
-from .scoring import boundary_contrast
+from .scoring import boundary_contrast, gradient_magnitude
 
 MULTIMASK_SEED_SCALES = (0.5, 1.0, 2.0)  # lone-click seed radii of the three candidates
+MIN_BOX_SIDE = 2.0  # working pixels: a thinner box is a line or a dot, read as positive clicks on it
+
+
+def stroke_points(box: np.ndarray) -> np.ndarray:
+    """(K, 2) positive clicks standing for a degenerate XYXY box: its centre, and the ends of its
+    centre line along any side that is not degenerate (a zero-area box is a drag that did not move,
+    or a line drawn over the object)."""
+    x0, y0, x1, y1 = box
+    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+    points = [(cx, cy)]
+    if x1 - x0 >= MIN_BOX_SIDE:
+        points += [(x0, cy), (x1, cy)]
+    if y1 - y0 >= MIN_BOX_SIDE:
+        points += [(cx, y0), (cx, y1)]
+    return np.array(points, dtype=np.float64)
 
 
 class ClassicPredictor:
@@ -49,8 +70,7 @@ class ClassicPredictor:
         if scale < 1.0:
             bgr = cv2.resize(bgr, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
         self._work = bgr
-        gray = cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY).astype(np.float32)
-        self._gradient = cv2.magnitude(cv2.Sobel(gray, cv2.CV_32F, 1, 0), cv2.Sobel(gray, cv2.CV_32F, 0, 1))
+        self._gradient = gradient_magnitude(bgr)
         self.original_size = (h, w)
         self.is_image_set = True
 
@@ -105,6 +125,9 @@ class ClassicPredictor:
             _check_boxes(box_np.reshape(-1, 4))
             _check_inside(box_np.reshape(-1, 2), self.original_size, "box")
             box_work = box_np.reshape(4) * (sx, sy, sx, sy)
+            if min(box_work[2] - box_work[0], box_work[3] - box_work[1]) < MIN_BOX_SIDE:
+                positive = np.concatenate([positive, stroke_points(box_work)])
+                box_work = None
         return Seeds(positive, negative, box_work)
 
     def _prior(self, mask_input) -> np.ndarray | None:

@@ -7,6 +7,21 @@ import numpy as np
 _RING = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (3, 3))
 
 
+def gradient_magnitude(bgr: np.ndarray) -> np.ndarray:
+    """(H, W) float32 Sobel gradient magnitude of a BGR uint8 image, the same bits on every run.
+
+    The derivatives are integers (``CV_16S``), their sum of squares is exact in float32 (below
+    2**24) and numpy's square root is correctly rounded, so the result is a pure function of the
+    image. ``cv2.magnitude`` is not: its vector and scalar paths round differently, and which
+    pixels take which depends on where the output array happens to lie in memory, which made
+    scores differ between identical runs.
+    """
+    gray = cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY)
+    gx = cv2.Sobel(gray, cv2.CV_16S, 1, 0).astype(np.int32)
+    gy = cv2.Sobel(gray, cv2.CV_16S, 0, 1).astype(np.int32)
+    return np.sqrt((gx * gx + gy * gy).astype(np.float32))
+
+
 def boundary(mask: np.ndarray) -> np.ndarray:
     """The one-pixel inner boundary of a bool mask."""
     m = mask.astype(np.uint8)

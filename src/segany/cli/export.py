@@ -1,4 +1,5 @@
-"""``segany export onnx``: the model as ONNX graphs for onnxruntime and the official web demo."""
+"""``segany export onnx``: the model as ONNX graphs for onnxruntime and the official web demo;
+``segany export coco-polygons|yolo``: masks (``segany everything`` output) as COCO polygons or YOLO-seg labels."""
 from __future__ import annotations
 
 import argparse
@@ -7,7 +8,7 @@ from .common import add_model_arguments, info, load_model_from_args
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("export", help="export a model (ONNX)")
+    parser = subparsers.add_parser("export", help="export a model (ONNX) or masks (COCO polygons, YOLO labels)")
     formats = parser.add_subparsers(dest="format", required=True, metavar="FORMAT")
     onnx = formats.add_parser(
         "onnx",
@@ -26,6 +27,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                       help="decoder.onnx returns the one best mask (official option) instead of all four: "
                       "what the official web demo expects (it draws channel 0)")
     onnx.set_defaults(handler=run)
+    _register_mask_formats(formats)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -44,4 +46,51 @@ def run(args: argparse.Namespace) -> int:
     )
     for key, filename in manifest["files"].items():
         print(f"{key}: {args.out}/{filename}")
+    return 0
+
+
+ANNOTATIONS_HELP = "a COCO instances file (e.g. everything --format coco's annotations.json), an SA-1B JSON, or a folder of them"
+
+
+def _register_mask_formats(formats: argparse._SubParsersAction) -> None:
+    polygons = formats.add_parser(
+        "coco-polygons",
+        help="COCO instances file with polygon segmentations",
+        description="Rewrites every RLE mask as COCO polygons (OpenCV contours; holes bridged into the outline "
+        "by a zero-width cut, so pycocotools' even-odd fill keeps them).",
+    )
+    polygons.add_argument("annotations", help=ANNOTATIONS_HELP)
+    polygons.add_argument("-o", "--out", required=True, help="output COCO JSON file")
+    yolo = formats.add_parser(
+        "yolo",
+        help="YOLO-seg label files and classes.txt",
+        description="Writes OUTDIR/labels/<image>.txt (class x1 y1 x2 y2 ..., normalised to [0, 1]; one line per "
+        "object part) and OUTDIR/classes.txt (COCO categories by id).",
+    )
+    yolo.add_argument("annotations", help=ANNOTATIONS_HELP)
+    yolo.add_argument("-o", "--out", required=True, help="output folder")
+    for parser in (polygons, yolo):
+        parser.add_argument("--tolerance", type=float, default=1.0,
+                            help="polygon simplification (cv2.approxPolyDP epsilon) in pixels; 0 keeps every step (default 1.0)")
+    polygons.set_defaults(handler=run_polygons)
+    yolo.set_defaults(handler=run_yolo)
+
+
+def run_polygons(args: argparse.Namespace) -> int:
+    from ..export.polygons import load_instances, polygon_annotations
+    from ..fileio import atomic_write_json
+
+    coco, dropped = polygon_annotations(load_instances(args.annotations), args.tolerance)
+    atomic_write_json(args.out, coco)
+    info(f"{len(coco['annotations'])} annotations of {len(coco['images'])} images as polygons in {args.out}"
+         + (f" ({dropped} without a polygon of 3 points dropped)" if dropped else ""))
+    return 0
+
+
+def run_yolo(args: argparse.Namespace) -> int:
+    from ..export.polygons import load_instances
+    from ..export.yolo import write_yolo
+
+    written = write_yolo(load_instances(args.annotations), args.out, args.tolerance)
+    info(f"{len(written)} YOLO label files and classes.txt in {args.out}")
     return 0
