@@ -9,12 +9,12 @@ contains it) the files segany writes there (``*_overlay.png``, ``*_masks/``) are
 from __future__ import annotations
 
 import glob
-import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import ImageError
+from ..export.sa1b import stable_image_id
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm", ".pgm"})
 OVERLAY_SUFFIX = "_overlay.png"
@@ -35,8 +35,8 @@ class ImageItem:
 
     @property
     def image_id(self) -> int:
-        """A stable id from the relative name: the first 53 bits of its sha256 (a JSON-safe integer)."""
-        return int.from_bytes(hashlib.sha256(self.name.encode("utf-8")).digest()[:8], "big") >> 11
+        """A stable id from the relative name (:func:`~segany.export.sa1b.stable_image_id`)."""
+        return stable_image_id(self.name)
 
 
 def result_path(out: Path, relative: Path) -> Path:

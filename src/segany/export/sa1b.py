@@ -7,6 +7,7 @@ are always numbers: an empty mask's stability score (0/0 in the official formula
 """
 from __future__ import annotations
 
+import hashlib
 import math
 from typing import Any, Iterable
 
@@ -15,18 +16,23 @@ from ..errors import GeneratorArgumentError, NonFiniteError
 ANNOTATION_KEYS = ("segmentation", "area", "bbox", "predicted_iou", "point_coords", "stability_score", "crop_box")
 
 
+def stable_image_id(file_name: str) -> int:
+    """A stable id from an image's relative name: the first 53 bits of its sha256 (a JSON-safe integer)."""
+    return int.from_bytes(hashlib.sha256(file_name.encode("utf-8")).digest()[:8], "big") >> 11
+
+
 def sa1b_document(
     records: Iterable[dict[str, Any]],
     file_name: str,
     height: int,
     width: int,
-    image_id: int = 0,
+    image_id: int | None = None,
     extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """One image's masks as an SA-1B document; ``extra`` lands under the ``"segany"`` key.
 
-    ``image_id`` should be unique and stable (``segany everything`` derives it from the image's
-    relative name, or takes it from a reference COCO file).
+    ``image_id`` defaults to :func:`stable_image_id` of ``file_name`` (``segany everything`` passes
+    the id of a reference COCO file where it has one).
     """
     annotations = []
     for number, record in enumerate(records, start=1):
@@ -43,7 +49,7 @@ def sa1b_document(
                 raise NonFiniteError(f"{file_name}: mask {number}'s {key} is {annotation[key]}: are the model's weights broken?")
         annotations.append(annotation)
     document: dict[str, Any] = {
-        "image": {"image_id": image_id, "file_name": file_name, "height": int(height), "width": int(width)},
+        "image": {"image_id": stable_image_id(file_name) if image_id is None else image_id, "file_name": file_name, "height": int(height), "width": int(width)},
         "annotations": annotations,
     }
     if extra:
