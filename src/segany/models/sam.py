@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .config import EMBEDDING_SIZE, IMAGE_SIZE, PROMPT_EMBED_DIM, SamConfig, TinyViTConfig, ViTConfig
+from .config import SamConfig, TinyViTConfig, ViTConfig
 from .mask_decoder import MaskDecoder
 from .prompt_encoder import PromptEncoder
 from .tiny_vit import TinyViT
@@ -29,19 +29,21 @@ class Sam(nn.Module):
             self.image_encoder = TinyViT(config.encoder)
         else:
             raise TypeError(f"unknown encoder config {type(config.encoder).__name__}")
+        grid, size = config.embedding_size, config.image_size
         self.prompt_encoder = PromptEncoder(
-            embed_dim=PROMPT_EMBED_DIM,
-            image_embedding_size=(EMBEDDING_SIZE, EMBEDDING_SIZE),
-            input_image_size=(IMAGE_SIZE, IMAGE_SIZE),
-            mask_in_chans=16,
+            embed_dim=config.prompt_embed_dim,
+            image_embedding_size=(grid, grid),
+            input_image_size=(size, size),
+            mask_in_chans=config.mask_in_chans,
         )
         self.mask_decoder = MaskDecoder(
-            transformer_dim=PROMPT_EMBED_DIM,
+            transformer_dim=config.prompt_embed_dim,
             transformer=TwoWayTransformer(
                 depth=config.decoder_depth,
-                embedding_dim=PROMPT_EMBED_DIM,
+                embedding_dim=config.prompt_embed_dim,
                 num_heads=config.decoder_num_heads,
                 mlp_dim=config.decoder_mlp_dim,
+                attention_downsample_rate=config.attention_downsample_rate,
             ),
             num_multimask_outputs=config.num_multimask_outputs,
             iou_head_depth=config.iou_head_depth,
@@ -52,30 +54,32 @@ class Sam(nn.Module):
 
     @property
     def image_size(self) -> int:
-        return IMAGE_SIZE
+        """Side of the square, padded input image."""
+        return self.config.image_size
 
     @property
     def device(self) -> torch.device:
         return self.pixel_mean.device
 
     def preprocess(self, x: torch.Tensor) -> torch.Tensor:
-        """Normalise a (B, 3, h, w) resized image and zero-pad it to 1024x1024 (bottom/right)."""
+        """Normalise a (B, 3, h, w) resized image and zero-pad it to the square input size (bottom/right)."""
         x = (x - self.pixel_mean) / self.pixel_std
         h, w = x.shape[-2:]
-        return F.pad(x, (0, IMAGE_SIZE - w, 0, IMAGE_SIZE - h))
+        size = self.image_size
+        return F.pad(x, (0, size - w, 0, size - h))
 
     def postprocess_masks(
         self, masks: torch.Tensor, input_size: tuple[int, int], original_size: tuple[int, int]
     ) -> torch.Tensor:
-        """Low-res logits (B, M, 256, 256) → logits at the original image size (B, M, H, W).
+        """Low-res logits (B, M, low, low) → logits at the original image size (B, M, H, W).
 
-        Official steps (bilinear to 1024x1024, crop the padding, bilinear to the original size),
+        Official steps (bilinear to the square input size, crop the padding, bilinear to the original size),
         with two shortcuts that give identical values: only the low-res rows and columns the crop
         keeps are upsampled (the 4x scale, and so every interpolation weight, is unchanged), and the
         second resize is skipped when it would map the crop onto itself (a same-size bilinear resize
         is the identity).
         """
-        factor = IMAGE_SIZE // masks.shape[-1]
+        factor = self.image_size // masks.shape[-1]
         rows = min(masks.shape[-2], -(-input_size[0] // factor) + 1)
         cols = min(masks.shape[-1], -(-input_size[1] // factor) + 1)
         masks = F.interpolate(
