@@ -140,7 +140,7 @@ def test_bad_arguments_are_typed_errors(tiny_random_sam, kwargs: dict, message: 
         MaskGenerator(tiny_random_sam, **kwargs)
 
 
-def test_bad_model_and_image(tiny_sam) -> None:
+def test_bad_model_and_image(tiny_random_sam) -> None:
     with pytest.raises(GeneratorArgumentError, match="Sam model or Predictor"):
         MaskGenerator("vit_b")
     with pytest.raises(ImageError, match="uint8"):
