@@ -35,11 +35,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=30)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--decoder-backend", default="torch", choices=("torch", "onnxruntime"))
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     model = Sam(SamConfig(name="bench", encoder=ViTConfig(32, 2, 2, (1,)))).eval()
-    predictor = Predictor(model)
+    predictor = Predictor(model, decoder_backend=args.decoder_backend)
     image = np.random.default_rng(0).integers(0, 255, (480, 640, 3), dtype=np.uint8)
     predictor.set_image(image)
     point = {"point_coords": np.array([[320.0, 240.0]]), "point_labels": np.array([1])}
