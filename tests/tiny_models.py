@@ -17,10 +17,10 @@ from segany.models.sam import Sam
 TINY_IMAGE_SIZE = 128
 TINY_DIM = 32
 
-_DECODER = dict(
-    prompt_embed_dim=TINY_DIM, mask_in_chans=8, decoder_depth=2, decoder_mlp_dim=64, decoder_num_heads=2,
-    iou_head_hidden_dim=TINY_DIM,
-)
+_DECODER = {
+    "prompt_embed_dim": TINY_DIM, "mask_in_chans": 8, "decoder_depth": 2, "decoder_mlp_dim": 64,
+    "decoder_num_heads": 2, "iou_head_hidden_dim": TINY_DIM,
+}
 
 
 def tiny_sam_config(image_size: int = TINY_IMAGE_SIZE, patch_size: int = 8) -> SamConfig:
