@@ -1,5 +1,7 @@
 """Shared fixtures. ``SEGANY_SHARED`` names the shared data folder (golden outputs, datasets);
-it defaults to ``../shared`` beside the repository, and tests needing it skip where it is absent."""
+it defaults to ``../shared`` beside the repository. Tests needing it skip where the folder is
+absent, and fail where it exists without the golden files. Tests that need no golden numbers use
+the tiny random models (``tiny_random_sam``, ``tiny_random_mobilesam``; see ``tiny_models.py``)."""
 from __future__ import annotations
 
 import os
@@ -16,10 +18,15 @@ GOLDEN = SHARED / "golden"
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 
 
-def require_golden() -> Path:
-    if not (GOLDEN / "tiny_sam.pth").exists():
-        pytest.skip(f"golden data not found at {GOLDEN} (set SEGANY_SHARED to the shared folder)")
-    return GOLDEN
+def require_golden(shared: Path | None = None) -> Path:
+    """The golden folder; skips when the shared folder is absent, fails when it lacks the golden files."""
+    shared = SHARED if shared is None else shared
+    golden = shared / "golden"
+    if not shared.exists():
+        pytest.skip(f"shared folder not found at {shared} (set SEGANY_SHARED to the shared folder)")
+    if not (golden / "tiny_sam.pth").exists():
+        pytest.fail(f"the shared folder {shared} exists but has no golden data ({golden / 'tiny_sam.pth'} is missing)")
+    return golden
 
 
 @pytest.fixture(scope="session")
@@ -50,6 +57,41 @@ def tiny_mobilesam(golden: Path, tiny_mobilesam_checkpoint: Path):
     from segany import load_model
 
     return load_model(golden / "tiny_mobilesam.json", checkpoint=tiny_mobilesam_checkpoint)
+
+
+@pytest.fixture(scope="session")
+def tiny_random_sam():
+    """A seeded tiny SAM (ViT encoder, 128 px input, 32 channels): no shared folder needed."""
+    from tiny_models import tiny_random_model
+
+    return tiny_random_model("sam")
+
+
+@pytest.fixture(scope="session")
+def tiny_random_mobilesam():
+    """A seeded tiny MobileSAM (TinyViT encoder, 128 px input, 32 channels)."""
+    from tiny_models import tiny_random_model
+
+    return tiny_random_model("mobilesam")
+
+
+@pytest.fixture(scope="session")
+def random_sam_1024():
+    """SAM's real geometry and decoder (1024 px, 64x64x256 embedding, 8-head decoder) behind a
+    tiny random encoder: for tests of the decoder at its true size."""
+    from tiny_models import tiny_random_model
+
+    from segany.models.config import SamConfig, ViTConfig
+
+    return tiny_random_model(config=SamConfig(name="random_sam_1024", encoder=ViTConfig(32, 2, 2, (1,))))
+
+
+@pytest.fixture(scope="session")
+def synthetic_small() -> np.ndarray:
+    """A 37x53 RGB image with structure, made here (no shared folder needed)."""
+    from tiny_models import synthetic_image
+
+    return synthetic_image(37, 53)
 
 
 @pytest.fixture(scope="session")

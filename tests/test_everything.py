@@ -55,19 +55,19 @@ def test_pps6_crop_layer_and_small_regions_match_official(golden, tiny_sam, phot
     assert (counts.after_box_nms, counts.after_crop_nms, counts.final) == (15, 15, 11)
 
 
-def test_modes_grids_and_batch_sizes_agree(tiny_sam, small_image) -> None:
+def test_modes_grids_and_batch_sizes_agree(tiny_random_sam, synthetic_small) -> None:
     """coco_rle / binary_mask / uncompressed_rle, points_per_side or point_grids, one batch or
     many: the same masks and values."""
     loose = dict(pred_iou_thresh=0.0, stability_score_thresh=0.0)
-    coco = MaskGenerator(tiny_sam, points_per_side=3, output_mode="coco_rle", **loose).generate(small_image)
-    binary = MaskGenerator(Predictor(tiny_sam), points_per_side=None, point_grids=[build_point_grid(3)],
-                           points_per_batch=2, **loose).generate(small_image)
-    raw = MaskGenerator(tiny_sam, points_per_side=3, points_per_batch=1000, output_mode="uncompressed_rle",
-                        **loose).generate(small_image)
+    coco = MaskGenerator(tiny_random_sam, points_per_side=3, output_mode="coco_rle", **loose).generate(synthetic_small)
+    binary = MaskGenerator(Predictor(tiny_random_sam), points_per_side=None, point_grids=[build_point_grid(3)],
+                           points_per_batch=2, **loose).generate(synthetic_small)
+    raw = MaskGenerator(tiny_random_sam, points_per_side=3, points_per_batch=1000, output_mode="uncompressed_rle",
+                        **loose).generate(synthetic_small)
     assert 0 < len(coco) == len(binary) == len(raw)
     for a, b, c in zip(coco, binary, raw):
         mask = b["segmentation"]
-        assert mask.dtype == bool and mask.shape == small_image.shape[:2]
+        assert mask.dtype == bool and mask.shape == synthetic_small.shape[:2]
         assert isinstance(c["segmentation"]["counts"], list)
         assert np.array_equal(decode_rle(a["segmentation"]), mask) and np.array_equal(decode_rle(c["segmentation"]), mask)
         assert a["area"] == b["area"] == c["area"] == int(mask.sum())
@@ -77,11 +77,11 @@ def test_modes_grids_and_batch_sizes_agree(tiny_sam, small_image) -> None:
             assert a[key] == pytest.approx(b[key], abs=1e-6, nan_ok=True) == c[key]
 
 
-def test_fast_mode_and_default_thresholds(tiny_sam, small_image) -> None:
-    exact = MaskGenerator(tiny_sam, points_per_side=3, pred_iou_thresh=0.0, stability_score_thresh=0.0, output_mode="coco_rle")
-    fast = MaskGenerator(tiny_sam, points_per_side=3, pred_iou_thresh=0.0, stability_score_thresh=0.0, output_mode="coco_rle",
+def test_fast_mode_and_default_thresholds(tiny_random_sam, synthetic_small) -> None:
+    exact = MaskGenerator(tiny_random_sam, points_per_side=3, pred_iou_thresh=0.0, stability_score_thresh=0.0, output_mode="coco_rle")
+    fast = MaskGenerator(tiny_random_sam, points_per_side=3, pred_iou_thresh=0.0, stability_score_thresh=0.0, output_mode="coco_rle",
                          fast=True)
-    exact_records, fast_records = exact.generate(small_image), fast.generate(small_image)
+    exact_records, fast_records = exact.generate(synthetic_small), fast.generate(synthetic_small)
     assert fast_records and fast.counts.candidates == exact.counts.candidates == 27
     exact_by_mask = {r["segmentation"]["counts"]: r for r in exact_records}
     for record in fast_records:  # the records describe the kept masks exactly
@@ -90,12 +90,13 @@ def test_fast_mode_and_default_thresholds(tiny_sam, small_image) -> None:
         if record["segmentation"]["counts"] in exact_by_mask:
             expected = exact_by_mask[record["segmentation"]["counts"]]["stability_score"]
             assert record["stability_score"] == pytest.approx(expected, abs=0, nan_ok=True)
-    strict = MaskGenerator(tiny_sam, points_per_side=2)  # default thresholds: random weights predict low IoUs
-    assert strict.generate(small_image) == [] and strict.counts.candidates == 12 and strict.counts.after_iou == 0
+    strict = MaskGenerator(tiny_random_sam, points_per_side=2)  # default thresholds: random weights predict low IoUs
+    assert strict.generate(synthetic_small) == [] and strict.counts.candidates == 12 and strict.counts.after_iou == 0
 
 
+@pytest.mark.parametrize("model_name", ["random_sam_1024", "tiny_random_sam"])
 @pytest.mark.parametrize("size", [(480, 640), (37, 53), (322, 402), (1100, 700), (5, 3)])
-def test_scoring_from_bounds_matches_full_upscaling(tiny_sam, size: tuple[int, int]) -> None:
+def test_scoring_from_bounds_matches_full_upscaling(request, model_name: str, size: tuple[int, int]) -> None:
     """Stability and boxes from low-res bounds + partial upscaling equal full upscaling's."""
     import torch.nn.functional as F
 
@@ -103,20 +104,22 @@ def test_scoring_from_bounds_matches_full_upscaling(tiny_sam, size: tuple[int, i
     from segany.image import preprocess_shape
     from segany.masks import logit_statistics
 
+    model = request.getfixturevalue(model_name)
+    low, padded = model.config.low_res_size, model.image_size
     generator = torch.Generator().manual_seed(size[0])
-    smooth = F.interpolate(torch.randn(12, 1, 16, 16, generator=generator), (256, 256), mode="bicubic")[:, 0]
+    smooth = F.interpolate(torch.randn(12, 1, 16, 16, generator=generator), (low, low), mode="bicubic")[:, 0]
     logits = torch.cat([
         smooth * 10,  # blobs: most tiles decided by their bounds
         smooth * 0.3,  # never near +-1: counts decided, boxes searched
-        torch.randn(6, 256, 256, generator=generator) * 2,  # texture: upscaled whole
-        torch.full((1, 256, 256), -5.0), torch.full((1, 256, 256), 5.0),  # empty and full
-        torch.where(torch.arange(256) < 40, 8.0, -8.0).expand(1, 256, 256),  # a sharp vertical edge
+        torch.randn(6, low, low, generator=generator) * 2,  # texture: upscaled whole
+        torch.full((1, low, low), -5.0), torch.full((1, low, low), 5.0),  # empty and full
+        torch.where(torch.arange(low) < low // 6, 8.0, -8.0).expand(1, low, low),  # a sharp vertical edge
     ])
-    input_size = preprocess_shape(*size, 1024)
-    full = tiny_sam.postprocess_masks(logits[:, None], input_size, size)[:, 0]
+    input_size = preprocess_shape(*size, padded)
+    full = model.postprocess_masks(logits[:, None], input_size, size)[:, 0]
     expected_stability, expected_boxes = logit_statistics(full, 0.0, 1.0)
-    geometry = UpscaleGeometry.build(256, 1024, input_size, size)
-    upscale = lambda x: tiny_sam.postprocess_masks(x[:, None], input_size, size)[:, 0]  # noqa: E731
+    geometry = UpscaleGeometry.build(low, padded, input_size, size)
+    upscale = lambda x: model.postprocess_masks(x[:, None], input_size, size)[:, 0]  # noqa: E731
     stability, boxes = upscaled_statistics(logits, geometry, 0.0, 1.0, upscale)
     assert torch.equal(boxes, expected_boxes)
     assert torch.allclose(stability, expected_stability, atol=1e-6, equal_nan=True)
@@ -133,16 +136,16 @@ def test_scoring_from_bounds_matches_full_upscaling(tiny_sam, size: tuple[int, i
         ({"box_nms_thresh": 1.5}, "box_nms_thresh"),
     ],
 )
-def test_bad_arguments_are_typed_errors(tiny_sam, kwargs: dict, message: str) -> None:
+def test_bad_arguments_are_typed_errors(tiny_random_sam, kwargs: dict, message: str) -> None:
     with pytest.raises(GeneratorArgumentError, match=message):
-        MaskGenerator(tiny_sam, **kwargs)
+        MaskGenerator(tiny_random_sam, **kwargs)
 
 
-def test_bad_model_and_image(tiny_sam) -> None:
+def test_bad_model_and_image(tiny_random_sam) -> None:
     with pytest.raises(GeneratorArgumentError, match="Sam model or Predictor"):
         MaskGenerator("vit_b")
     with pytest.raises(ImageError, match="uint8"):
-        MaskGenerator(tiny_sam).generate(np.zeros((8, 8, 3), dtype=np.float32))
+        MaskGenerator(tiny_random_sam).generate(np.zeros((8, 8, 3), dtype=np.float32))
 
 
 def run_cli(golden: Path, *argv: str) -> int:

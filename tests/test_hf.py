@@ -145,7 +145,7 @@ def test_folder_without_weights_is_a_checkpoint_error(hf_folder: Path, tmp_path:
 @pytest.mark.parametrize(
     ("section", "field", "value"),
     [("vision_config", "use_rel_pos", False), ("vision_config", "patch_size", 8),
-     ("mask_decoder_config", "hidden_size", 128), ("prompt_encoder_config", "mask_input_channels", 8)],
+     ("mask_decoder_config", "hidden_size", 128), ("mask_decoder_config", "iou_head_depth", 2)],
 )
 def test_unrepresentable_configs_are_refused(hf_folder: Path, tmp_path: Path, section: str, field: str, value) -> None:
     data = json.loads((hf_folder / "config.json").read_text())

@@ -49,9 +49,10 @@ def test_second_config_round_trips_state_dict(tmp_path) -> None:
             assert torch.equal(loaded.image_encoder(image), expected)
 
 
-def test_mismatching_checkpoint_names_architecture_and_keys(golden) -> None:
+def test_mismatching_checkpoint_names_architecture_and_keys(tiny_random_sam, tmp_path) -> None:
+    torch.save(tiny_random_sam.state_dict(), tmp_path / "tiny.pth")
     with pytest.raises(CheckpointMismatchError) as info:
-        segany.load_model("vit_b", checkpoint=golden / "tiny_sam.pth")
+        segany.load_model("vit_b", checkpoint=tmp_path / "tiny.pth")
     message = str(info.value)
     assert "shape mismatches" in message and "image_encoder.pos_embed" in message
 

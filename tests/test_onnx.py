@@ -90,8 +90,8 @@ def test_decoder_matches_the_official_outputs(decoder: ort.InferenceSession, gol
     assert not (differ & (np.abs(logits) > LOGIT_TOL)).any()
 
 
-def test_single_mask_selection_follows_the_official_rule(tiny_sam) -> None:
-    wrapper = PromptDecoder(tiny_sam, return_single_mask=True)
+def test_single_mask_selection_follows_the_official_rule(tiny_random_sam) -> None:
+    wrapper = PromptDecoder(tiny_random_sam, return_single_mask=True)
     scores = torch.tensor([[0.1, 0.5, 0.9, 0.2]])
     masks = torch.arange(4.0).reshape(1, 4, 1, 1).expand(1, 4, 2, 2)
     one, score = wrapper._select(masks, scores, num_points=2)  # one point + padding: best multimask
@@ -182,14 +182,14 @@ def test_onnxruntime_decoder_behind_a_torch_encoder(tiny_sam, export_dir: Path, 
     assert np.abs(low_res - ref_low_res).max() <= LOGIT_TOL and np.abs(iou - ref_iou).max() <= IOU_TOL
 
 
-def test_decoder_only_export_cannot_encode(tiny_sam, tmp_path: Path) -> None:
+def test_decoder_only_export_cannot_encode(tiny_random_sam, tmp_path: Path) -> None:
     assert main(["export", "onnx", "--model", "vit_t", "--checkpoint", "missing.pth", "--out", str(tmp_path)]) == 2
     from segany.export.onnx import export_onnx
 
-    export_onnx(tiny_sam, tmp_path, encoder=False)
+    export_onnx(tiny_random_sam, tmp_path, encoder=False)
     with pytest.raises(ExportError, match="encoder.onnx"):
-        Predictor(tiny_sam, backend="onnxruntime", onnx_dir=tmp_path)
-    Predictor(tiny_sam, decoder_backend="onnxruntime", onnx_dir=tmp_path)  # the decoder alone is enough
+        Predictor(tiny_random_sam, backend="onnxruntime", onnx_dir=tmp_path)
+    Predictor(tiny_random_sam, decoder_backend="onnxruntime", onnx_dir=tmp_path)  # the decoder alone is enough
 
 
 def test_classic_engine_cannot_be_exported(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

@@ -60,16 +60,18 @@ def _bilinear_taps(size_in: int, size_out: int, dst: torch.Tensor) -> tuple[torc
 
 @dataclass(frozen=True)
 class UpscaleGeometry:
-    """The two axes of ``Sam.postprocess_masks`` for one crop."""
+    """The two axes of ``Sam.postprocess_masks`` for one crop, and the side of the padded input."""
 
     rows: AxisMap
     cols: AxisMap
+    padded: int
 
     @staticmethod
     def build(low_res_size: int, padded_size: int, input_size: tuple[int, int], output_size: tuple[int, int]) -> "UpscaleGeometry":
         return UpscaleGeometry(
             AxisMap.build(low_res_size, padded_size, input_size[0], output_size[0]),
             AxisMap.build(low_res_size, padded_size, input_size[1], output_size[1]),
+            padded_size,
         )
 
 
@@ -165,7 +167,7 @@ def upscaled_statistics(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Stability scores (N,) and inclusive XYXY boxes (N, 4) of ``logits > threshold`` at full size.
 
-    Same results as upscaling every (N, 256, 256) low-res logit map with ``upscale`` (N, H, W)
+    Same results as upscaling every (N, low, low) low-res logit map with ``upscale`` (N, H, W)
     and counting, up to float rounding of values within ~1e-6 of a threshold. Candidates whose
     bounds decide too little (texture-like logits) are upscaled that way.
     """
@@ -209,7 +211,7 @@ def upscaled_statistics(
     boxes = torch.stack([left, top, right, bottom], dim=1).to(torch.int64) * ((bottom >= 0) & (right >= 0))[:, None]
 
     heavy = brute.nonzero()[:, 0]
-    step = max(1, _FLOATS_PER_CHUNK // (len(rows.index) * len(cols.index) + 1024 * 1024))
+    step = max(1, _FLOATS_PER_CHUNK // (len(rows.index) * len(cols.index) + geometry.padded**2))
     for start in range(0, len(heavy), step):
         which = heavy[start : start + step]
         full = upscale(low_res[which.to(low_res.device)])

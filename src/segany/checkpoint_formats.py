@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from .errors import CheckpointError, ConfigError
-from .models.config import IMAGE_SIZE, PROMPT_EMBED_DIM, VIT_PATCH_SIZE, SamConfig, ViTConfig
+from .models.config import DEFAULT_IMAGE_SIZE, DEFAULT_PATCH_SIZE, DEFAULT_PROMPT_EMBED_DIM, SamConfig, ViTConfig
 
 # (pattern, replacement) applied in order to each Hugging Face key; the first match wins.
 _HF_RULES: tuple[tuple[str, str], ...] = (
@@ -91,25 +91,24 @@ _HF_DEFAULTS: dict[str, dict[str, Any]] = {
     "vision_config": {
         "hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12,
         "global_attn_indexes": [2, 5, 8, 11], "window_size": 14, "mlp_ratio": 4.0, "mlp_dim": None,
-        "output_channels": PROMPT_EMBED_DIM, "image_size": IMAGE_SIZE, "patch_size": VIT_PATCH_SIZE,
+        "output_channels": DEFAULT_PROMPT_EMBED_DIM, "image_size": DEFAULT_IMAGE_SIZE, "patch_size": DEFAULT_PATCH_SIZE,
         "num_channels": 3, "hidden_act": "gelu", "layer_norm_eps": 1e-6, "qkv_bias": True,
-        "use_abs_pos": True, "use_rel_pos": True, "num_pos_feats": PROMPT_EMBED_DIM // 2,
+        "use_abs_pos": True, "use_rel_pos": True, "num_pos_feats": DEFAULT_PROMPT_EMBED_DIM // 2,
     },
     "prompt_encoder_config": {
-        "hidden_size": PROMPT_EMBED_DIM, "image_size": IMAGE_SIZE, "patch_size": VIT_PATCH_SIZE,
+        "hidden_size": DEFAULT_PROMPT_EMBED_DIM, "image_size": DEFAULT_IMAGE_SIZE, "patch_size": DEFAULT_PATCH_SIZE,
         "mask_input_channels": 16, "num_point_embeddings": 4, "hidden_act": "gelu", "layer_norm_eps": 1e-6,
     },
     "mask_decoder_config": {
-        "hidden_size": PROMPT_EMBED_DIM, "hidden_act": "relu", "mlp_dim": 2048, "num_hidden_layers": 2,
+        "hidden_size": DEFAULT_PROMPT_EMBED_DIM, "hidden_act": "relu", "mlp_dim": 2048, "num_hidden_layers": 2,
         "num_attention_heads": 8, "attention_downsample_rate": 2, "num_multimask_outputs": 3,
         "iou_head_depth": 3, "iou_head_hidden_dim": 256, "layer_norm_eps": 1e-6,
     },
 }
 _HF_FIXED: dict[str, tuple[str, ...]] = {
-    "vision_config": ("output_channels", "image_size", "patch_size", "num_channels", "hidden_act",
-                      "layer_norm_eps", "qkv_bias", "use_abs_pos", "use_rel_pos", "num_pos_feats"),
-    "prompt_encoder_config": tuple(_HF_DEFAULTS["prompt_encoder_config"]),
-    "mask_decoder_config": ("hidden_size", "hidden_act", "attention_downsample_rate", "iou_head_depth"),
+    "vision_config": ("num_channels", "hidden_act", "layer_norm_eps", "qkv_bias", "use_abs_pos", "use_rel_pos"),
+    "prompt_encoder_config": ("num_point_embeddings", "hidden_act", "layer_norm_eps"),
+    "mask_decoder_config": ("hidden_act", "iou_head_depth"),
 }
 # The two-way blocks' LayerNorms: transformers uses layer_norm_eps (1e-6), the official code
 # nn.LayerNorm's 1e-5; segany's blocks use 1e-5, so logits differ by ~1e-4..1e-3 from transformers'.
@@ -144,7 +143,17 @@ def hugging_face_config(data: Mapping[str, Any], name: str = "hf_sam") -> SamCon
                     f"(segany's SAM architecture needs {defaults[field]!r})"
                 )
         sections[section] = values
-    vision, decoder = sections["vision_config"], sections["mask_decoder_config"]
+    vision, prompt, decoder = (sections[k] for k in ("vision_config", "prompt_encoder_config", "mask_decoder_config"))
+    width = vision["output_channels"]
+    tied = {"vision_config.num_pos_feats": 2 * vision["num_pos_feats"], "prompt_encoder_config.hidden_size": prompt["hidden_size"],
+            "mask_decoder_config.hidden_size": decoder["hidden_size"]}
+    for field, value in tied.items():
+        if value != width:
+            raise ConfigError(f"config {name!r}: {field} does not fit vision_config.output_channels {width} (SAM ties them)")
+    for field in ("image_size", "patch_size"):
+        if prompt[field] != vision[field]:
+            raise ConfigError(f"config {name!r}: vision_config.{field} {vision[field]} differs from "
+                              f"prompt_encoder_config.{field} {prompt[field]}")
     if decoder["layer_norm_eps"] not in _HF_DECODER_EPS:
         raise ConfigError(f"config {name!r}: mask_decoder_config.layer_norm_eps must be 1e-6 or 1e-5, got {decoder['layer_norm_eps']!r}")
     dim, depth = vision["hidden_size"], vision["num_hidden_layers"]
@@ -158,10 +167,14 @@ def hugging_face_config(data: Mapping[str, Any], name: str = "hf_sam") -> SamCon
     if int(dim * mlp_ratio) != mlp_dim:
         raise ConfigError(f"config {name!r}: vision_config.mlp_dim {mlp_dim} is not a ratio of hidden_size {dim}")
     encoder = ViTConfig(int(dim), int(depth), int(vision["num_attention_heads"]), global_attn,
-                        window_size=int(vision["window_size"]), mlp_ratio=mlp_ratio)
+                        window_size=int(vision["window_size"]), mlp_ratio=mlp_ratio, img_size=int(vision["image_size"]),
+                        patch_size=int(vision["patch_size"]), out_chans=int(width))
     return SamConfig(
         name=name,
         encoder=encoder,
+        prompt_embed_dim=int(width),
+        mask_in_chans=int(prompt["mask_input_channels"]),
+        attention_downsample_rate=int(decoder["attention_downsample_rate"]),
         decoder_depth=int(decoder["num_hidden_layers"]),
         decoder_mlp_dim=int(decoder["mlp_dim"]),
         decoder_num_heads=int(decoder["num_attention_heads"]),

@@ -34,7 +34,7 @@ from .masks import (
     uncompressed_rles,
 )
 from .models.sam import Sam
-from .predictor import LOW_RES, Predictor
+from .predictor import Predictor
 
 OUTPUT_MODES = ("binary_mask", "uncompressed_rle", "coco_rle")
 _CHUNK_FLOATS = 1 << 25  # full-size logits held at once while encoding kept masks (128 MB)
@@ -107,7 +107,7 @@ class MaskGenerator:
     ``model`` (the official parameter name; positional use is unchanged) is a
     :class:`~segany.models.sam.Sam` or a :class:`Predictor` (whose current image is replaced). ``points_per_batch`` prompts are decoded at once (memory grows
     with it, the masks do not change beyond float rounding). The low-res logits of candidates
-    that pass the filters are held until the crop's NMS (256 KB each). ``fast=True`` scores
+    that pass the filters are held until the crop's NMS (256 KB each at SAM's size). ``fast=True`` scores
     candidates (stability, boxes for NMS) on the low-resolution logits instead of at full size:
     the kept set may then differ slightly from the official one (the default, exact mode,
     matches it); kept masks' records are exact in both modes.
@@ -263,7 +263,7 @@ class MaskGenerator:
         return masks
 
     def _chunks(self, count: int, crop_size: tuple[int, int]) -> list[slice]:
-        per_mask = 1024 * 1024 + crop_size[0] * crop_size[1]
+        per_mask = self.predictor.model.image_size ** 2 + crop_size[0] * crop_size[1]
         step = max(1, _CHUNK_FLOATS // per_mask)
         return [slice(i, i + step) for i in range(0, count, step)]
 
@@ -281,7 +281,8 @@ class MaskGenerator:
     def _score_low_res(self, low_res: torch.Tensor, crop_size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
         """Fast mode: stability and boxes on the low-res logits of the image area, boxes scaled up."""
         input_h, input_w = self.predictor.input_size or crop_size
-        rows, cols = math.ceil(input_h * LOW_RES / 1024), math.ceil(input_w * LOW_RES / 1024)
+        low, size = low_res.shape[-1], self.predictor.model.image_size
+        rows, cols = math.ceil(input_h * low / size), math.ceil(input_w * low / size)
         logits = low_res[:, :rows, :cols]
         stability, boxes = logit_statistics(logits, self.mask_threshold, self.stability_score_offset)
         scale = torch.tensor([crop_size[1] / cols, crop_size[0] / rows] * 2, dtype=torch.float64)

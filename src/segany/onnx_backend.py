@@ -82,7 +82,7 @@ class OnnxRuntimeSam:
             )
 
     def encode(self, input_image: torch.Tensor) -> torch.Tensor:
-        """Normalised, padded (1, 3, 1024, 1024) image → (1, 256, 64, 64) embedding."""
+        """Normalised, padded (1, 3, S, S) image → (1, C, h, w) embedding."""
         if self.encoder is None:
             raise BackendError("this onnxruntime backend was loaded without the image encoder")
         array = input_image.detach().to("cpu", torch.float32).contiguous().numpy()
@@ -97,7 +97,8 @@ class OnnxRuntimeSam:
         boxes: torch.Tensor | None,
         mask_input: torch.Tensor | None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Low-res logits (B, 4, 256, 256) and IoU predictions (B, 4) of all mask tokens.
+        """Low-res logits (B, 4, 4h, 4w) and IoU predictions (B, 4) of all mask tokens, for an
+        embedding (1, C, h, w).
 
         Points, labels and boxes as :meth:`segany.Predictor.predict_torch` takes them (input frame);
         boxes become two corner points and, without a box, the padding point is appended, as the
@@ -117,7 +118,7 @@ class OnnxRuntimeSam:
             labels.append(torch.full((batch, 1), PADDING_LABEL))
         has_mask = mask_input is not None
         if mask_input is None:
-            mask_input = torch.zeros(1, 1, 256, 256)
+            mask_input = torch.zeros(1, 1, 4 * features.shape[-2], 4 * features.shape[-1])
         inputs = {
             "image_embeddings": features.detach().to("cpu", torch.float32).contiguous().numpy(),
             "point_coords": torch.cat(coords, dim=1).cpu().numpy(),

@@ -16,8 +16,6 @@ from .image import ResizeLongestSide, check_image_array
 from .models.sam import Sam
 from .runtime import Runtime
 
-LOW_RES = 256  # side of the decoder's logits and of mask_input
-
 
 def _as_array(value: object, name: str) -> np.ndarray:
     if isinstance(value, torch.Tensor):
@@ -93,12 +91,17 @@ class Predictor:
             onnx_dir=onnx_dir,
             decoder_backend=decoder_backend,
         )
-        self.transform = ResizeLongestSide(model.image_encoder.img_size)
+        self.transform = ResizeLongestSide(model.image_size)
         self.reset_image()
 
     @property
     def device(self) -> torch.device:
         return self.model.device
+
+    @property
+    def low_res_size(self) -> int:
+        """Side of the low-res logits this model predicts and takes as ``mask_input`` (256 officially)."""
+        return self.model.config.low_res_size
 
     def reset_image(self) -> None:
         """Forget the current image, its embedding and the decoder's work shared across its prompts."""
@@ -125,8 +128,8 @@ class Predictor:
         """Embed an already resized (1, 3, h, w) image whose longest side is the model's input size."""
         if transformed_image.ndim != 4 or transformed_image.shape[:2] != (1, 3):
             raise PromptError(f"transformed_image must be 1x3xHxW, got {tuple(transformed_image.shape)}")
-        if max(transformed_image.shape[2:]) != self.model.image_encoder.img_size:
-            raise PromptError(f"transformed_image's longest side must be {self.model.image_encoder.img_size}")
+        if max(transformed_image.shape[2:]) != self.model.image_size:
+            raise PromptError(f"transformed_image's longest side must be {self.model.image_size}")
         self.reset_image()
         self.original_size = (int(original_image_size[0]), int(original_image_size[1]))
         self.input_size = (int(transformed_image.shape[2]), int(transformed_image.shape[3]))
@@ -134,7 +137,7 @@ class Predictor:
         self.is_image_set = True
 
     def get_image_embedding(self) -> torch.Tensor:
-        """The current image's embedding, (1, 256, 64, 64)."""
+        """The current image's embedding, (1, C, h, w): (1, 256, 64, 64) for the official models."""
         self._require_image()
         assert self.features is not None
         return self.features
@@ -152,10 +155,11 @@ class Predictor:
         multimask_output: bool = True,
         return_logits: bool = False,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Masks for one prompt set: (C, H, W) bool masks, (C,) predicted IoUs, (C, 256, 256) logits.
+        """Masks for one prompt set: (C, H, W) bool masks, (C,) predicted IoUs, (C, low, low) logits
+        (low = :attr:`low_res_size`, 256 for the official models).
 
         ``point_coords`` (N, 2) in pixels with ``point_labels`` (N,) of 1 (foreground) / 0
-        (background); ``box`` (4,) XYXY; ``mask_input`` (1, 256, 256) low-res logits from a previous
+        (background); ``box`` (4,) XYXY; ``mask_input`` (1, low, low) low-res logits from a previous
         call. ``multimask_output`` gives 3 candidates for ambiguous prompts, else 1.
         """
         self._require_image()
@@ -185,11 +189,12 @@ class Predictor:
             box_t = torch.as_tensor(box_np, dtype=torch.float, device=self.device)[None, :]
         if mask_input is not None:
             mask_np = _as_array(mask_input, "mask_input")
-            if mask_np.shape == (LOW_RES, LOW_RES):
+            low = self.low_res_size
+            if mask_np.shape == (low, low):
                 mask_np = mask_np[None]
-            if mask_np.shape != (1, LOW_RES, LOW_RES):
+            if mask_np.shape != (1, low, low):
                 raise PromptError(
-                    f"mask_input must have shape (1, {LOW_RES}, {LOW_RES}) (low_res_logits of a previous call), got {mask_np.shape}"
+                    f"mask_input must have shape (1, {low}, {low}) (low_res_logits of a previous call), got {mask_np.shape}"
                 )
             mask_t = torch.as_tensor(mask_np, dtype=torch.float, device=self.device)[None]
         masks, iou, low_res = self._predict(coords_t, labels_t, box_t, mask_t, multimask_output, return_logits)
@@ -207,8 +212,8 @@ class Predictor:
         """B prompt sets at once, in the model's input frame (use ``self.transform.apply_*_torch``).
 
         ``point_coords`` (B, N, 2), ``point_labels`` (B, N) of 1 / 0 / -1 (padding), ``boxes``
-        (B, 4), ``mask_input`` (B, 1, 256, 256). Returns (B, C, H, W) masks, (B, C) IoUs and
-        (B, C, 256, 256) logits.
+        (B, 4), ``mask_input`` (B, 1, low, low). Returns (B, C, H, W) masks, (B, C) IoUs and
+        (B, C, low, low) logits.
         """
         self._check_torch_prompts(point_coords, point_labels, boxes, mask_input)
         return self._predict(point_coords, point_labels, boxes, mask_input, multimask_output, return_logits)
@@ -221,7 +226,7 @@ class Predictor:
         mask_input: torch.Tensor | None = None,
         multimask_output: bool = True,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """``predict_torch`` without the upsampling: (B, C, 256, 256) low-res logits and (B, C) IoUs.
+        """``predict_torch`` without the upsampling: (B, C, low, low) low-res logits and (B, C) IoUs.
 
         For callers that filter many candidates before paying for full-size masks (the automatic
         mask generator); :meth:`upscale_logits` turns the kept ones into full-size logits.
@@ -231,7 +236,7 @@ class Predictor:
 
     @torch.inference_mode()
     def upscale_logits(self, low_res_logits: torch.Tensor) -> torch.Tensor:
-        """(B, C, 256, 256) low-res logits → (B, C, H, W) logits at the original image size.
+        """(B, C, low, low) low-res logits → (B, C, H, W) logits at the original image size.
 
         The same values ``predict_torch(..., return_logits=True)`` returns; threshold at
         ``model.mask_threshold`` for masks.
@@ -266,8 +271,9 @@ class Predictor:
                 raise PromptError(f"boxes has {boxes.shape[0]} rows but point_coords has {batch}")
             batch = boxes.shape[0]
         if mask_input is not None:
-            if mask_input.ndim != 4 or tuple(mask_input.shape[1:]) != (1, LOW_RES, LOW_RES):
-                raise PromptError(f"mask_input must have shape (B, 1, {LOW_RES}, {LOW_RES}), got {tuple(mask_input.shape)}")
+            low = self.low_res_size
+            if mask_input.ndim != 4 or tuple(mask_input.shape[1:]) != (1, low, low):
+                raise PromptError(f"mask_input must have shape (B, 1, {low}, {low}), got {tuple(mask_input.shape)}")
             if batch is not None and mask_input.shape[0] != batch:
                 raise PromptError(f"mask_input has {mask_input.shape[0]} rows but the prompts have {batch}")
 

@@ -28,8 +28,8 @@ from torch import nn
 
 from .allocator import tune_malloc
 from .errors import BackendError
+from .fast_decoder import FastMaskDecoder, SharedImageTokens
 from .models.sam import Sam
-from .models.transformer import SharedImageTokens
 from .onnx_backend import OnnxRuntimeSam
 
 BACKENDS = ("torch", "onnxruntime")
@@ -88,6 +88,7 @@ class Runtime:
         onnx_encoder, onnx_decoder = backend == "onnxruntime", self.decoder_backend == "onnxruntime"
 
         self.onnx: OnnxRuntimeSam | None = None
+        self.decoder = FastMaskDecoder(model.mask_decoder, model.prompt_encoder)
         self._shared: tuple[torch.Tensor, SharedImageTokens] | None = None  # (features, their decoder prep)
         self._encoder: Callable[[torch.Tensor], torch.Tensor] = model.image_encoder
         if onnx_encoder or onnx_decoder:
@@ -133,7 +134,7 @@ class Runtime:
         return torch.autocast(device_type=self.model.device.type, dtype=dtype)
 
     def encode(self, input_image: torch.Tensor) -> torch.Tensor:
-        """Normalised, padded image (1, 3, 1024, 1024) → float32 embedding (1, 256, 64, 64)."""
+        """Normalised, padded image (1, 3, S, S) → float32 embedding (1, C, S / patch, S / patch)."""
         with self.autocast(self.dtype):
             features = self._encoder(input_image)
         return features.to(self.model.device, torch.float32)
@@ -147,7 +148,7 @@ class Runtime:
         mask_input: torch.Tensor | None,
         multimask_output: bool,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Float32 low-res logits (B, C, 256, 256) and IoU predictions (B, C)."""
+        """Float32 low-res logits (B, M, low, low) and IoU predictions (B, M)."""
         selected = slice(1, None) if multimask_output else slice(0, 1)
         if self.decoder_backend == "onnxruntime" and (point_coords is not None or boxes is not None):
             low_res, iou = self.onnx.decode(features, point_coords, point_labels, boxes, mask_input)
@@ -157,8 +158,8 @@ class Runtime:
         points = (point_coords, point_labels) if point_coords is not None else None
         with self.autocast(self.decoder_dtype):
             sparse, dense = model.prompt_encoder(points=points, boxes=boxes, masks=mask_input)
-            image_pe = model.prompt_encoder.get_dense_pe()
-            low_res, iou = model.mask_decoder(
+            image_pe = self.decoder.dense_pe()
+            low_res, iou = self.decoder(
                 image_embeddings=features,
                 image_pe=image_pe,
                 sparse_prompt_embeddings=sparse,
@@ -175,5 +176,5 @@ class Runtime:
     def _shared_tokens(self, features: torch.Tensor, image_pe: torch.Tensor, dense: torch.Tensor) -> SharedImageTokens:
         """The decoder's prompt-independent work for ``features``, done on their first prompt."""
         if self._shared is None or self._shared[0] is not features:
-            self._shared = (features, self.model.mask_decoder.share_image(features, image_pe, dense))
+            self._shared = (features, self.decoder.share_image(features, image_pe, dense))
         return self._shared[1]

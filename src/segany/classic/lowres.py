@@ -12,7 +12,9 @@ import cv2
 import numpy as np
 
 from ..image import preprocess_shape
-from ..predictor import LOW_RES
+from ..models.config import DEFAULT_IMAGE_SIZE, DEFAULT_PATCH_SIZE
+
+LOW_RES = 4 * DEFAULT_IMAGE_SIZE // DEFAULT_PATCH_SIZE  # the official SAM models' low-res side, 256
 
 LOGIT_CLIP = 20.0
 

@@ -19,9 +19,9 @@ import numpy as np
 
 from ..errors import PredictorStateError, PromptError, UnsupportedOperationError
 from ..image import check_image_array
-from ..predictor import LOW_RES, _as_array, _check_boxes, _check_inside, _check_labels
+from ..predictor import _as_array, _check_boxes, _check_inside, _check_labels
 from .grabcut import Seeds, initial_trimap, keep_clicked_components, largest_components, paint_clicks, run_grabcut
-from .lowres import logits_to_image, mask_to_logits, signed_distance
+from .lowres import LOW_RES, logits_to_image, mask_to_logits, signed_distance
 from .model import ClassicModel
 from .scoring import boundary_contrast, gradient_magnitude
 

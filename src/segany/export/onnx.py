@@ -3,19 +3,20 @@ image encoder (optionally with the pixel normalisation and padding folded in).
 
 ``export_onnx(model, out_dir)`` writes
 
-- ``decoder.onnx``: the official web-demo model. Inputs ``image_embeddings`` (1, 256, 64, 64),
-  ``point_coords`` (B, N, 2) in the 1024 input frame, ``point_labels`` (B, N) as float
+- ``decoder.onnx``: the official web-demo model. Inputs ``image_embeddings`` (1, C, h, w)
+  ((1, 256, 64, 64) officially), ``point_coords`` (B, N, 2) in the input frame (1024 officially),
+  ``point_labels`` (B, N) as float
   (1 foreground, 0 background, -1 padding, 2 / 3 box corners; append a (0, 0) point labelled -1
-  when there is no box), ``mask_input`` (B, 1, 256, 256), ``has_mask_input`` (1,),
+  when there is no box), ``mask_input`` (B, 1, 4h, 4w), ``has_mask_input`` (1,),
   ``orig_im_size`` (2,) as float (H, W) → ``masks`` (logits at the original size),
   ``iou_predictions``, ``low_res_masks``; all float32, N and B dynamic. ``masks`` has the four
   mask tokens unless ``return_single_mask`` (the official web demo draws channel 0, so it needs
   that option: then channel 0 is the official single-mask selection);
 - ``decoder_low_res.onnx``: the same inputs without ``orig_im_size`` → ``iou_predictions`` and
   ``low_res_masks`` of all four mask tokens (what :class:`segany.Predictor` runs, upsampling in torch);
-- ``encoder.onnx``: ``input_image`` (1, 3, 1024, 1024), normalised and padded → ``image_embeddings``;
+- ``encoder.onnx``: ``input_image`` (1, 3, S, S), normalised and padded → ``image_embeddings``;
 - ``encoder_preprocess.onnx`` (``fold_preprocessing=True``): ``image`` (h, w, 3) uint8 RGB already
-  resized so its longest side is 1024 (Pillow bilinear, as :class:`segany.image.ResizeLongestSide`)
+  resized so its longest side is S (Pillow bilinear, as :class:`segany.image.ResizeLongestSide`)
   → ``image_embeddings``;
 - ``segany_onnx.json``: what was exported, from which model, and with which options.
 

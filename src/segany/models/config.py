@@ -1,19 +1,23 @@
 """Architecture configurations: one frozen dataclass per encoder family, one for the whole model.
 
-The prompt encoder and mask decoder are the same for every SAM variant, so only the image
-encoder is configurable; the constants below are the values the official builders fix.
+Every size the networks and the code around them use comes from here: the input image side and
+patch size from the encoder config, the image-embedding grid and the low-res mask side derived
+from them (:class:`SamConfig` properties), the prompt / decoder widths from :class:`SamConfig`.
+The defaults are the values the official builders fix for every SAM and MobileSAM variant.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Union
 
-IMAGE_SIZE = 1024
-PROMPT_EMBED_DIM = 256
-VIT_PATCH_SIZE = 16
-EMBEDDING_SIZE = IMAGE_SIZE // VIT_PATCH_SIZE  # 64x64 image embedding
+from ..errors import ConfigError
+
+DEFAULT_IMAGE_SIZE = 1024
+DEFAULT_PATCH_SIZE = 16
+DEFAULT_PROMPT_EMBED_DIM = 256
 PIXEL_MEAN = (123.675, 116.28, 103.53)
 PIXEL_STD = (58.395, 57.12, 57.375)
+TINY_VIT_STRIDE = 16  # TinyViT's stem (/4) and two stride-2 mergings: the grid of the embedding
 
 
 @dataclass(frozen=True)
@@ -26,14 +30,14 @@ class ViTConfig:
     global_attn_indexes: tuple[int, ...]
     window_size: int = 14
     mlp_ratio: float = 4.0
-    img_size: int = IMAGE_SIZE
-    patch_size: int = VIT_PATCH_SIZE
-    out_chans: int = PROMPT_EMBED_DIM
+    img_size: int = DEFAULT_IMAGE_SIZE
+    patch_size: int = DEFAULT_PATCH_SIZE
+    out_chans: int = DEFAULT_PROMPT_EMBED_DIM
 
 
 @dataclass(frozen=True)
 class TinyViTConfig:
-    """MobileSAM's TinyViT image encoder."""
+    """MobileSAM's TinyViT image encoder (its total stride is fixed: ``patch_size`` is 16)."""
 
     embed_dims: tuple[int, ...]
     depths: tuple[int, ...]
@@ -42,10 +46,14 @@ class TinyViTConfig:
     mlp_ratio: float = 4.0
     mbconv_expand_ratio: float = 4.0
     local_conv_size: int = 3
-    img_size: int = IMAGE_SIZE
+    img_size: int = DEFAULT_IMAGE_SIZE
     in_chans: int = 3
     num_classes: int = 1000
-    out_chans: int = PROMPT_EMBED_DIM
+    out_chans: int = DEFAULT_PROMPT_EMBED_DIM
+
+    @property
+    def patch_size(self) -> int:
+        return TINY_VIT_STRIDE
 
 
 EncoderConfig = Union[ViTConfig, TinyViTConfig]
@@ -53,15 +61,60 @@ EncoderConfig = Union[ViTConfig, TinyViTConfig]
 
 @dataclass(frozen=True)
 class SamConfig:
-    """A whole Segment Anything model: a named image encoder plus the shared prompt/decoder path."""
+    """A whole Segment Anything model: a named image encoder plus the prompt encoder and decoder.
+
+    ``prompt_embed_dim`` is the width of the image embedding, the prompt tokens and the two-way
+    transformer (the encoder's ``out_chans`` must equal it); ``decoder_*`` shape the two-way
+    transformer, ``iou_head_*`` the IoU head.
+    """
 
     name: str
     encoder: EncoderConfig
     pixel_mean: tuple[float, float, float] = PIXEL_MEAN
     pixel_std: tuple[float, float, float] = PIXEL_STD
+    prompt_embed_dim: int = DEFAULT_PROMPT_EMBED_DIM
+    mask_in_chans: int = 16
     decoder_depth: int = 2
     decoder_mlp_dim: int = 2048
     decoder_num_heads: int = 8
+    attention_downsample_rate: int = 2
     num_multimask_outputs: int = 3
     iou_head_depth: int = 3
     iou_head_hidden_dim: int = 256
+
+    def __post_init__(self) -> None:
+        if self.encoder.out_chans != self.prompt_embed_dim:
+            raise ConfigError(
+                f"the encoder's out_chans ({self.encoder.out_chans}) must equal prompt_embed_dim ({self.prompt_embed_dim})"
+            )
+        if self.image_size % self.patch_size:
+            raise ConfigError(f"img_size {self.image_size} is not a multiple of the patch size {self.patch_size}")
+        if (self.prompt_embed_dim // self.attention_downsample_rate) % self.decoder_num_heads:
+            raise ConfigError("decoder_num_heads must divide prompt_embed_dim // attention_downsample_rate")
+        if self.prompt_embed_dim % 8 or self.mask_in_chans % 4:
+            raise ConfigError("prompt_embed_dim must be a multiple of 8 and mask_in_chans of 4")
+
+    @property
+    def image_size(self) -> int:
+        """Side of the square, padded input image (1024 for every official model)."""
+        return self.encoder.img_size
+
+    @property
+    def patch_size(self) -> int:
+        """Input pixels per image-embedding cell along each axis."""
+        return self.encoder.patch_size
+
+    @property
+    def embedding_size(self) -> int:
+        """Side of the image-embedding grid (64 for the official models)."""
+        return self.image_size // self.patch_size
+
+    @property
+    def low_res_size(self) -> int:
+        """Side of the decoder's low-res mask logits, and so of ``mask_input`` (256 officially)."""
+        return 4 * self.embedding_size
+
+    @property
+    def mask_input_size(self) -> int:
+        """Side of the dense mask prompt: the low-res logits of a previous prediction."""
+        return self.low_res_size

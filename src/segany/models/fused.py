@@ -2,9 +2,10 @@
 
 The activation is applied while the output is still in cache instead of in a second pass over a
 large tensor (the MLP hidden layer, TinyViT's 256x256 MBConv features): the same values up to
-float rounding, 20-40% less time for the pair. Used only where oneDNN can run it — CPU float32 or
-bfloat16 inference, not while tracing or compiling (those see the plain ops, and torch.compile
-fuses them itself) — and otherwise falls back to the two separate ops.
+float rounding, 20-40% less time for the pair. Used only where oneDNN can run it and nothing
+needs the plain ops — CPU float32 or bfloat16 under ``torch.inference_mode`` (how the predictor
+runs), not while compiling (torch.compile fuses them itself) — and otherwise falls back to the
+two separate ops: training, autograd and ONNX export (run outside inference mode) see plain ops.
 """
 from __future__ import annotations
 
@@ -23,12 +24,10 @@ def _postop(act: nn.Module) -> str | None:
     return name
 
 
-def _fusable(x: torch.Tensor, *params: torch.Tensor | None) -> torch.dtype | None:
+def _fusable(x: torch.Tensor) -> torch.dtype | None:
     """The dtype to run the fused kernel in, or None when it cannot run here."""
-    if not _MKLDNN or x.device.type != "cpu" or torch.jit.is_tracing() or torch.compiler.is_compiling():
-        return None
-    if torch.is_grad_enabled() and (x.requires_grad or any(p is not None and p.requires_grad for p in params)):
-        return None  # no backward for the fused kernel
+    if not _MKLDNN or x.device.type != "cpu" or not torch.is_inference_mode_enabled() or torch.compiler.is_compiling():
+        return None  # no backward (nor ONNX symbol) for the fused kernel
     dtype = torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else x.dtype
     return dtype if dtype in (torch.float32, torch.bfloat16) else None
 
@@ -36,7 +35,7 @@ def _fusable(x: torch.Tensor, *params: torch.Tensor | None) -> torch.dtype | Non
 def dense_act(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, act: nn.Module) -> torch.Tensor:
     """``act(F.linear(x, weight, bias))`` (weight (out, in)) for GELU (exact) or ReLU, fused on CPU."""
     postop = _postop(act)
-    dtype = _fusable(x, weight, bias) if postop else None
+    dtype = _fusable(x) if postop else None
     if dtype is None:
         return act(F.linear(x, weight, bias))
     bias = None if bias is None else bias.to(dtype)
@@ -59,7 +58,7 @@ def conv_act(
     be used; the output keeps the input's memory format.
     """
     postop = _postop(act) if isinstance(conv.padding, tuple) else None
-    dtype = _fusable(x, weight, bias) if postop else None
+    dtype = _fusable(x) if postop else None
     if dtype is None:
         return act(F.conv2d(x, weight, bias, conv.stride, conv.padding, conv.dilation, conv.groups))
     bias = None if bias is None else bias.to(dtype)

@@ -41,7 +41,11 @@ class PositionEmbeddingRandom(nn.Module):
 
 
 class PromptEncoder(nn.Module):
-    """Points, boxes and masks → (sparse tokens (B, N, C), dense embedding (B, C, 64, 64))."""
+    """Points, boxes and masks → (sparse tokens (B, N, C), dense embedding (B, C, h, w)).
+
+    ``image_embedding_size`` (h, w) is the encoder's grid, ``input_image_size`` the padded input;
+    mask prompts are (B, 1, 4h, 4w).
+    """
 
     def __init__(
         self,
@@ -69,24 +73,10 @@ class PromptEncoder(nn.Module):
             nn.Conv2d(mask_in_chans, embed_dim, kernel_size=1),
         )
         self.no_mask_embed = nn.Embedding(1, embed_dim)
-        self._dense_pe: torch.Tensor | None = None
-        self._dense_pe_key: tuple | None = None
 
     def get_dense_pe(self) -> torch.Tensor:
-        """Positional encoding of the image embedding grid, (1, C, 64, 64).
-
-        It depends only on the random Fourier matrix, so it is computed once and reused until that
-        buffer changes (new weights, another device or dtype) or the grad mode differs. A traced
-        graph (ONNX export) computes it from the matrix: runtimes fold that into one constant.
-        """
-        matrix = self.pe_layer.positional_encoding_gaussian_matrix
-        if matrix.is_inference() or torch.jit.is_tracing():  # inference tensors have no version counter
-            return self.pe_layer(self.image_embedding_size).unsqueeze(0)
-        key = (matrix.device, matrix.dtype, matrix.data_ptr(), matrix._version, torch.is_inference_mode_enabled())
-        if self._dense_pe_key != key:
-            self._dense_pe = self.pe_layer(self.image_embedding_size).unsqueeze(0)
-            self._dense_pe_key = key
-        return self._dense_pe
+        """Positional encoding of the image embedding grid, (1, C, h, w)."""
+        return self.pe_layer(self.image_embedding_size).unsqueeze(0)
 
     def embed_points(self, points: torch.Tensor, labels: torch.Tensor, pad: bool = False) -> torch.Tensor:
         """Point tokens (B, N, C) for (B, N, 2) pixel coordinates in the model's input frame.
@@ -107,7 +97,7 @@ class PromptEncoder(nn.Module):
         return embedding
 
     def embed_mask_input(self, mask_input: torch.Tensor, has_mask_input: torch.Tensor) -> torch.Tensor:
-        """Dense embedding (B, C, 64, 64) of ``mask_input`` (B, 1, 256, 256) where ``has_mask_input``
+        """Dense embedding (B, C, h, w) of ``mask_input`` (B, 1, 4h, 4w) where ``has_mask_input``
         is 1, else the no-mask embedding: the official ONNX model's branch-free form."""
         no_mask = self.no_mask_embed.weight.reshape(1, -1, 1, 1)
         return has_mask_input * self.mask_downscaling(mask_input) + (1 - has_mask_input) * no_mask

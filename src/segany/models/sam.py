@@ -10,20 +10,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import PromptError
-from .config import EMBEDDING_SIZE, IMAGE_SIZE, PROMPT_EMBED_DIM, SamConfig, TinyViTConfig, ViTConfig
+from .config import SamConfig, TinyViTConfig, ViTConfig
 from .mask_decoder import MaskDecoder
 from .prompt_encoder import PromptEncoder
 from .tiny_vit import TinyViT
 from .transformer import TwoWayTransformer
 from .vit import ImageEncoderViT
 
-# The prompts of one ``Sam.forward`` image record and their shapes (None: any size).
-_PROMPT_SHAPES: dict[str, tuple[int | None, ...]] = {
-    "point_coords": (None, None, 2),
-    "point_labels": (None, None),
-    "boxes": (None, 4),
-    "mask_inputs": (None, 1, 4 * EMBEDDING_SIZE, 4 * EMBEDDING_SIZE),
-}
+# The prompts of one ``Sam.forward`` image record (keys in the order the prompt encoder takes them).
+_PROMPT_KEYS = ("point_coords", "point_labels", "boxes", "mask_inputs")
 
 
 class Sam(nn.Module):
@@ -41,19 +36,21 @@ class Sam(nn.Module):
             self.image_encoder = TinyViT(config.encoder)
         else:
             raise TypeError(f"unknown encoder config {type(config.encoder).__name__}")
+        grid, size = config.embedding_size, config.image_size
         self.prompt_encoder = PromptEncoder(
-            embed_dim=PROMPT_EMBED_DIM,
-            image_embedding_size=(EMBEDDING_SIZE, EMBEDDING_SIZE),
-            input_image_size=(IMAGE_SIZE, IMAGE_SIZE),
-            mask_in_chans=16,
+            embed_dim=config.prompt_embed_dim,
+            image_embedding_size=(grid, grid),
+            input_image_size=(size, size),
+            mask_in_chans=config.mask_in_chans,
         )
         self.mask_decoder = MaskDecoder(
-            transformer_dim=PROMPT_EMBED_DIM,
+            transformer_dim=config.prompt_embed_dim,
             transformer=TwoWayTransformer(
                 depth=config.decoder_depth,
-                embedding_dim=PROMPT_EMBED_DIM,
+                embedding_dim=config.prompt_embed_dim,
                 num_heads=config.decoder_num_heads,
                 mlp_dim=config.decoder_mlp_dim,
+                attention_downsample_rate=config.attention_downsample_rate,
             ),
             num_multimask_outputs=config.num_multimask_outputs,
             iou_head_depth=config.iou_head_depth,
@@ -64,7 +61,8 @@ class Sam(nn.Module):
 
     @property
     def image_size(self) -> int:
-        return IMAGE_SIZE
+        """Side of the square, padded input image."""
+        return self.config.image_size
 
     @property
     def device(self) -> torch.device:
@@ -75,9 +73,10 @@ class Sam(nn.Module):
         """Masks end to end from images and their prompts: the official ``Sam.forward``.
 
         ``batched_input`` holds one dict per image: ``image`` (3, H, W) tensor, uint8 or float,
-        already resized so its longest side is 1024 (``ResizeLongestSide``); ``original_size``
+        already resized so its longest side is ``image_size`` (1024 for the official models,
+        ``ResizeLongestSide``); ``original_size``
         (H, W) before resizing; optional ``point_coords`` (B, N, 2) with ``point_labels`` (B, N),
-        ``boxes`` (B, 4) and ``mask_inputs`` (B, 1, 256, 256), coordinates in the resized frame.
+        ``boxes`` (B, 4) and ``mask_inputs`` (B, 1, 256, 256) (``config.mask_input_size``), coordinates in the resized frame.
         Returns one dict per image: ``masks`` (B, C, H, W) bool at the original size,
         ``iou_predictions`` (B, C) and ``low_res_logits`` (B, C, 256, 256); C is 3 with
         ``multimask_output``, else 1. For prompts that arrive one by one, use a Predictor.
@@ -88,7 +87,7 @@ class Sam(nn.Module):
         embeddings = self.image_encoder(torch.stack([self.preprocess(image) for image in images]))
         outputs = []
         for record, image, embedding in zip(batched_input, images, embeddings):
-            prompts = {key: record[key].to(self.device) for key in _PROMPT_SHAPES if key in record}
+            prompts = {key: record[key].to(self.device) for key in _PROMPT_KEYS if key in record}
             points = (prompts["point_coords"], prompts["point_labels"]) if "point_coords" in prompts else None
             sparse, dense = self.prompt_encoder(points=points, boxes=prompts.get("boxes"), masks=prompts.get("mask_inputs"))
             low_res, iou = self.mask_decoder(
@@ -119,7 +118,10 @@ class Sam(nn.Module):
         if ("point_coords" in record) != ("point_labels" in record):
             raise PromptError(f"{where}: point_coords and point_labels must be given together")
         batch = set()
-        for key, shape in _PROMPT_SHAPES.items():
+        side = self.config.mask_input_size
+        shapes = {"point_coords": (None, None, 2), "point_labels": (None, None), "boxes": (None, 4),
+                  "mask_inputs": (None, 1, side, side)}  # None: any size
+        for key, shape in shapes.items():
             if key not in record:
                 continue
             value = record[key]
@@ -136,23 +138,24 @@ class Sam(nn.Module):
         return image.to(self.device, self.pixel_mean.dtype)
 
     def preprocess(self, x: torch.Tensor) -> torch.Tensor:
-        """Normalise a (B, 3, h, w) resized image and zero-pad it to 1024x1024 (bottom/right)."""
+        """Normalise a (B, 3, h, w) resized image and zero-pad it to the square input size (bottom/right)."""
         x = (x - self.pixel_mean) / self.pixel_std
         h, w = x.shape[-2:]
-        return F.pad(x, (0, IMAGE_SIZE - w, 0, IMAGE_SIZE - h))
+        size = self.image_size
+        return F.pad(x, (0, size - w, 0, size - h))
 
     def postprocess_masks(
         self, masks: torch.Tensor, input_size: tuple[int, int], original_size: tuple[int, int]
     ) -> torch.Tensor:
-        """Low-res logits (B, M, 256, 256) → logits at the original image size (B, M, H, W).
+        """Low-res logits (B, M, low, low) → logits at the original image size (B, M, H, W).
 
-        Official steps (bilinear to 1024x1024, crop the padding, bilinear to the original size),
+        Official steps (bilinear to the square input size, crop the padding, bilinear to the original size),
         with two shortcuts that give identical values: only the low-res rows and columns the crop
         keeps are upsampled (the 4x scale, and so every interpolation weight, is unchanged), and the
         second resize is skipped when it would map the crop onto itself (a same-size bilinear resize
         is the identity).
         """
-        factor = IMAGE_SIZE // masks.shape[-1]
+        factor = self.image_size // masks.shape[-1]
         rows = min(masks.shape[-2], -(-input_size[0] // factor) + 1)
         cols = min(masks.shape[-1], -(-input_size[1] // factor) + 1)
         masks = F.interpolate(

@@ -245,7 +245,8 @@ class BasicLayer(nn.Module):
 
 
 class TinyViT(nn.Module):
-    """(B, 3, 1024, 1024) normalised image → (B, 256, 64, 64) image embedding."""
+    """(B, 3, S, S) normalised image → (B, out_chans, S / patch, S / patch) image embedding
+    ((B, 256, 64, 64) for the official models)."""
 
     def __init__(self, config: TinyViTConfig) -> None:
         super().__init__()
@@ -258,10 +259,10 @@ class TinyViT(nn.Module):
         grid = config.img_size // 4
         for out_dim in dims[1:]:
             grid = grid if out_dim in _STRIDE_ONE_WIDTHS else (grid + 1) // 2
-        if grid != config.img_size // 16:
+        if grid != config.img_size // config.patch_size:
             raise ValueError(
                 f"stage widths {tuple(dims)} give a {grid}x{grid} output grid, not the "
-                f"{config.img_size // 16}x{config.img_size // 16} the neck expects"
+                f"{config.img_size // config.patch_size}x{config.img_size // config.patch_size} the neck expects"
             )
         self.img_size = config.img_size
 

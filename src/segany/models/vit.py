@@ -1,5 +1,5 @@
 """SAM's image encoder: a plain ViT with windowed attention, decomposed relative positions
-and a convolutional neck down to the 256-channel, 64x64 image embedding (Kirillov et al., 2023, §3;
+and a convolutional neck down to the image embedding (256 channels, 64x64 officially) (Kirillov et al., 2023, §3;
 Li et al., ViTDet, 2022).
 
 Activations stay channels-last, (B, H, W, C), from the patch embedding to the neck. Two
@@ -153,7 +153,8 @@ class Block(nn.Module):
 
 
 class ImageEncoderViT(nn.Module):
-    """(B, 3, 1024, 1024) normalised image → (B, 256, 64, 64) image embedding."""
+    """(B, 3, S, S) normalised image → (B, out_chans, S / patch, S / patch) image embedding
+    ((B, 256, 64, 64) for the official models)."""
 
     def __init__(self, config: ViTConfig) -> None:
         super().__init__()
@@ -185,7 +186,7 @@ class ImageEncoderViT(nn.Module):
         return self.forward_neck(x)
 
     def forward_neck(self, x: torch.Tensor) -> torch.Tensor:
-        """``neck`` applied to channels-last tokens (B, H, W, C) → contiguous (B, 256, H, W).
+        """``neck`` applied to channels-last tokens (B, H, W, C) → contiguous (B, out_chans, H, W).
 
         The 1x1 convolution is a matmul over channels and the LayerNorms normalise the last axis,
         so only the 3x3 convolution sees an image-shaped tensor (a channels-last view).
