@@ -48,7 +48,7 @@ def _opencv_reference(predictor, seeds, prior) -> None:
 def speed(count: int) -> None:
     os.environ.setdefault("SEGANY_DATA", str(SHARED / "data"))
     from segany.classic import ClassicPredictor
-    from segany.datasets import open_dataset
+    from segany.data.datasets import open_dataset
     from segany.evaluation.clicker import next_click_ritm
 
     predictor = ClassicPredictor()

@@ -131,7 +131,15 @@ def main(argv: list[str] | None = None) -> int:
     _reexec_in_bench_env()
     args = parse_args(argv)
 
-    from benchmarks.common import SHARED, build_official, import_official, machine, save_checkpoint, table, write_results
+    from benchmarks.common import (
+        SHARED,
+        build_official,
+        import_official,
+        machine,
+        save_checkpoint,
+        table,
+        write_results,
+    )
 
     import_official()
     import torch

@@ -18,7 +18,6 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 
 from golden_cases import run_case  # noqa: E402
-
 from segany import Predictor, load_model  # noqa: E402
 
 

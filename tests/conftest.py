@@ -79,9 +79,8 @@ def tiny_random_mobilesam():
 def random_sam_1024():
     """SAM's real geometry and decoder (1024 px, 64x64x256 embedding, 8-head decoder) behind a
     tiny random encoder: for tests of the decoder at its true size."""
-    from tiny_models import tiny_random_model
-
     from segany.models.config import SamConfig, ViTConfig
+    from tiny_models import tiny_random_model
 
     return tiny_random_model(config=SamConfig(name="random_sam_1024", encoder=ViTConfig(32, 2, 2, (1,))))
 

@@ -4,13 +4,13 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from segany import Predictor
+from segany import PromptPredictor
 
 LOGIT_TOL = 1e-3
 IOU_TOL = 1e-5
 
 
-def run_case(predictor: Predictor, data) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def run_case(predictor: PromptPredictor, data) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Replay one golden case on a predictor holding its image: (mask logits, IoU, low-res logits).
 
     Cases with a ``mask_input`` first replay the call that produced it and check it on the way.

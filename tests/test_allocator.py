@@ -4,7 +4,7 @@ import sys
 
 import pytest
 
-from segany import allocator
+from segany.predict import allocator
 
 
 @pytest.fixture

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import SHARED
 from PIL import Image
 
+from conftest import SHARED
 from segany import load_model
 from segany.batch import find_images, job_settings, label_images
 from segany.cli import main

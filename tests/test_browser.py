@@ -159,7 +159,7 @@ def test_click_gives_a_mask_that_is_accepted_into_coco(server, page) -> None:
 
 
 def test_everything_proposals_can_be_kept(server, page) -> None:
-    pytest.importorskip("segany.everything", reason="segany.everything (MaskGenerator) is not available yet")
+    pytest.importorskip("segany.amg.generator", reason="segany.amg (the automatic mask generator) is not available")
     url, annotations = server
     page.goto(url)
     page.wait_for_function("document.body.dataset.embedding === 'ready'", timeout=120_000)

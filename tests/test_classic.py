@@ -10,7 +10,13 @@ import segany
 from segany.classic import ClassicModel, ClassicPredictor
 from segany.classic.generator import ClassicMaskGenerator
 from segany.classic.lowres import logits_to_image, mask_to_logits
-from segany.errors import ConfigError, GeneratorArgumentError, PredictorStateError, PromptError, UnsupportedOperationError
+from segany.errors import (
+    ConfigError,
+    GeneratorArgumentError,
+    PredictorStateError,
+    PromptError,
+    UnsupportedOperationError,
+)
 from segany.evaluation import iou
 from segany.masks import decode_rle
 

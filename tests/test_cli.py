@@ -105,7 +105,7 @@ def test_unusable_device_is_a_one_line_error(golden, tmp_path, capsys, device: s
 
 
 def test_nan_score_is_an_error_and_writes_nothing(golden, tmp_path, capsys, monkeypatch) -> None:
-    from segany import Predictor
+    from segany import SamPredictor as Predictor
 
     real_predict = Predictor.predict
 

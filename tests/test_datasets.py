@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from conftest import SHARED
-from segany.datasets import decode_binary, decode_nonzero, decode_trimap, load_coco, load_folder, open_dataset
+from segany.data.datasets import decode_binary, decode_nonzero, decode_trimap, load_coco, load_folder, open_dataset
 from segany.errors import DatasetError
 
 DATA = SHARED / "data"

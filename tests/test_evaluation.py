@@ -8,8 +8,8 @@ import pytest
 from PIL import Image
 
 from segany.cli import main
-from segany.datasets import Dataset, Sample, Target, open_dataset
-from segany.evaluation import evaluate, iou, miou_at, next_click_ritm, next_click_sam, nof, noc
+from segany.data.datasets import Dataset, Sample, Target, open_dataset
+from segany.evaluation import evaluate, iou, miou_at, next_click_ritm, next_click_sam, noc, nof
 from segany.evaluation.clicker import inner_distance
 from segany.evaluation.protocols import gt_box
 

@@ -10,8 +10,8 @@ import pytest
 import torch
 from PIL import Image
 
-from segany import MaskGenerator, Predictor
-from segany.amg_geometry import build_point_grid
+from segany import MaskGenerator, Predictor, SamMaskGenerator
+from segany.amg.geometry import build_point_grid
 from segany.cli import main
 from segany.errors import GeneratorArgumentError, ImageError
 from segany.masks import decode_rle, mask_bbox_xywh
@@ -100,9 +100,9 @@ def test_scoring_from_bounds_matches_full_upscaling(request, model_name: str, si
     """Stability and boxes from low-res bounds + partial upscaling equal full upscaling's."""
     import torch.nn.functional as F
 
-    from segany.amg_scoring import UpscaleGeometry, upscaled_statistics
-    from segany.image import preprocess_shape
+    from segany.amg.scoring import UpscaleGeometry, upscaled_statistics
     from segany.masks import logit_statistics
+    from segany.predict.transforms import preprocess_shape
 
     model = request.getfixturevalue(model_name)
     low, padded = model.config.low_res_size, model.image_size
@@ -142,7 +142,7 @@ def test_bad_arguments_are_typed_errors(tiny_random_sam, kwargs: dict, message: 
 
 
 def test_bad_model_and_image(tiny_random_sam) -> None:
-    with pytest.raises(GeneratorArgumentError, match="Sam model or Predictor"):
+    with pytest.raises(GeneratorArgumentError, match="not a segany model"):
         MaskGenerator("vit_b")
     with pytest.raises(ImageError, match="uint8"):
         MaskGenerator(tiny_random_sam).generate(np.zeros((8, 8, 3), dtype=np.float32))
@@ -166,14 +166,14 @@ def test_cli_folder_coco_overlay_corrupt_file_and_resume(golden, tiny_sam, small
     cat_json, cup_json = out / "cat.png.json", out / "sub" / "cup.jpg.json"
 
     # first run: Ctrl-C while the second image (sub/cup.jpg) is being segmented
-    real_generate = MaskGenerator.generate
+    real_generate = SamMaskGenerator.generate
 
-    def interrupted_on_cup(self, image):
+    def interrupted_on_cup(self, image, **kwargs):
         if image.shape[:2] == (48, 64):
             raise KeyboardInterrupt
-        return real_generate(self, image)
+        return real_generate(self, image, **kwargs)
 
-    monkeypatch.setattr(MaskGenerator, "generate", interrupted_on_cup)
+    monkeypatch.setattr(SamMaskGenerator, "generate", interrupted_on_cup)
     assert run_cli(golden, str(images), "-o", str(out), "--format", "coco", "--overlay") == 130
     err = capsys.readouterr().err
     assert "broken.png" in err and "stopped after 1 image(s)" in err

@@ -10,12 +10,12 @@ from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 
 from segany.cli import main
+from segany.data.formats.coco import coco_instances
+from segany.data.formats.polygons import load_instances, mask_to_polygons, polygon_annotations
+from segany.data.formats.sa1b import sa1b_document
+from segany.data.formats.yolo import yolo_labels
 from segany.errors import AnnotationError
 from segany.evaluation import iou
-from segany.export.coco import coco_instances
-from segany.export.polygons import load_instances, mask_to_polygons, polygon_annotations
-from segany.export.sa1b import sa1b_document
-from segany.export.yolo import yolo_labels
 from segany.masks import encode_rle
 
 H, W = 100, 120

@@ -5,6 +5,7 @@ import json
 from pathlib import Path
 
 import pytest
+
 from conftest import require_golden
 from test_parity import _cases, _check
 

@@ -5,8 +5,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from segany.data.images import load_image
 from segany.errors import ImageError
-from segany.image import ResizeLongestSide, load_image, preprocess_shape
+from segany.predict.transforms import ResizeLongestSide, preprocess_shape
 
 
 def test_exif_orientation_is_applied(tmp_path) -> None:
@@ -73,7 +74,7 @@ def test_resize_geometry_matches_official_rounding() -> None:
 def test_oversized_header_is_refused_before_decoding(tmp_path, monkeypatch, claimed_size_png) -> None:
     import warnings
 
-    from segany import image as image_module
+    from segany.data import images as image_module
     from segany.errors import ImageTooLargeError
 
     bomb = claimed_size_png(tmp_path / "bomb.png")

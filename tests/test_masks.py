@@ -6,7 +6,7 @@ import pytest
 import torch
 from pycocotools import mask as mask_utils
 
-from segany.amg_geometry import build_layer_point_grids, build_point_grid, generate_crop_boxes, near_crop_edge
+from segany.amg.geometry import build_layer_point_grids, build_point_grid, generate_crop_boxes, near_crop_edge
 from segany.masks import (
     box_nms,
     decode_rle,

@@ -8,7 +8,7 @@ import torch
 
 import segany
 from segany.errors import CheckpointError, CheckpointMismatchError, ConfigError
-from segany.zoo import MODELS, config_from_dict, resolve_config
+from segany.registry import MODELS, config_from_dict, resolve_config
 
 
 @pytest.mark.parametrize("name", ["vit_b", "vit_l", "vit_h", "vit_t"])
@@ -62,7 +62,7 @@ def test_checkpoint_of_other_zoo_model_is_recognised(tmp_path) -> None:
         state = segany.build_model("vit_b").state_dict()
     fake = {k: torch.zeros(v.shape) if k.startswith("prompt") else torch.zeros(0) for k, v in state.items()}
     del fake["image_encoder.pos_embed"]
-    from segany.checkpoints import closest_architecture
+    from segany.weights import closest_architecture
 
     assert closest_architecture({k: torch.empty(v.shape, device="meta") for k, v in state.items()}) == "vit_b"
     assert closest_architecture(fake) is None
@@ -109,7 +109,7 @@ def test_unknown_model_name_lists_zoo() -> None:
 
 
 def test_offline_download_says_where_to_put_the_file(tmp_path, monkeypatch) -> None:
-    from segany import checkpoints
+    from segany import weights
     from segany.errors import WeightsUnavailableError
 
     monkeypatch.setenv("SEGANY_HOME", str(tmp_path))
@@ -117,9 +117,9 @@ def test_offline_download_says_where_to_put_the_file(tmp_path, monkeypatch) -> N
     def refuse(*args, **kwargs):
         raise OSError("network unreachable")
 
-    monkeypatch.setattr(checkpoints.urllib.request, "urlopen", refuse)
+    monkeypatch.setattr(weights.urllib.request, "urlopen", refuse)
     with pytest.raises(WeightsUnavailableError) as info:
-        checkpoints.ensure_weights("vit_b", progress=False)
+        weights.ensure_weights("vit_b", progress=False)
     spec = MODELS["vit_b"]
     assert str(tmp_path / spec.filename) in str(info.value) and spec.url in str(info.value)
     assert not list(tmp_path.iterdir())  # no partial file left behind
@@ -128,7 +128,7 @@ def test_offline_download_says_where_to_put_the_file(tmp_path, monkeypatch) -> N
 def test_download_verifies_sha256_before_renaming(tmp_path, monkeypatch) -> None:
     import io
 
-    from segany import checkpoints
+    from segany import weights
     from segany.errors import ChecksumError
 
     monkeypatch.setenv("SEGANY_HOME", str(tmp_path))
@@ -136,9 +136,9 @@ def test_download_verifies_sha256_before_renaming(tmp_path, monkeypatch) -> None
     class Response(io.BytesIO):
         headers = {"Content-Length": "5"}
 
-    monkeypatch.setattr(checkpoints.urllib.request, "urlopen", lambda *a, **k: Response(b"hello"))
+    monkeypatch.setattr(weights.urllib.request, "urlopen", lambda *a, **k: Response(b"hello"))
     with pytest.raises(ChecksumError, match="sha256"):
-        checkpoints.download(MODELS["vit_t"], progress=False)
+        weights.download(MODELS["vit_t"], progress=False)
     assert not list(tmp_path.iterdir())
 
 
@@ -147,7 +147,7 @@ def test_download_lands_verified_file_in_cache(tmp_path, monkeypatch) -> None:
     import io
     from dataclasses import replace
 
-    from segany import checkpoints
+    from segany import weights
 
     monkeypatch.setenv("SEGANY_HOME", str(tmp_path))
     payload = b"weights" * 1000
@@ -156,15 +156,15 @@ def test_download_lands_verified_file_in_cache(tmp_path, monkeypatch) -> None:
     class Response(io.BytesIO):
         headers = {"Content-Length": str(len(payload))}
 
-    monkeypatch.setattr(checkpoints.urllib.request, "urlopen", lambda *a, **k: Response(payload))
-    path = checkpoints.download(spec, progress=False)
+    monkeypatch.setattr(weights.urllib.request, "urlopen", lambda *a, **k: Response(payload))
+    path = weights.download(spec, progress=False)
     assert path == tmp_path / "mobile_sam.pt" and path.read_bytes() == payload
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mobile_sam.pt"]
 
 
 def test_hugging_face_names_map_onto_official_vit_b(golden) -> None:
     """Every key of transformers' SamModel (ViT-B) renames to an official key of the same shape."""
-    from segany.checkpoint_formats import to_official
+    from segany.weights import to_official
 
     hf = json.loads((golden / "manifest_hf_sam_default_vit_b.json").read_text())["state_dict"]
     official = json.loads((golden / "manifest_vit_b.json").read_text())["state_dict"]
@@ -176,7 +176,7 @@ def test_hugging_face_names_map_onto_official_vit_b(golden) -> None:
 def test_hugging_face_checkpoint_loads(tmp_path, golden) -> None:
     """The tiny checkpoint saved under Hugging Face names, with the positional matrix only under
     the name save_pretrained writes, loads to the same tensors."""
-    from segany.checkpoint_formats import hugging_face_key
+    from segany.weights import hugging_face_key
 
     hf_names = json.loads((golden / "manifest_hf_sam_default_vit_b.json").read_text())["state_dict"]
     official_to_hf = {hugging_face_key(name): name for name in hf_names if "positional_embedding" not in name}

@@ -14,9 +14,9 @@ import onnxruntime as ort  # noqa: E402
 
 from segany import Predictor  # noqa: E402
 from segany.cli import main  # noqa: E402
+from segany.deploy.onnx import PromptDecoder, quantize_file  # noqa: E402
 from segany.errors import BackendError, ExportError  # noqa: E402
-from segany.export.onnx import PromptDecoder, quantize_file  # noqa: E402
-from segany.onnx_backend import OnnxRuntimeSam  # noqa: E402
+from segany.predict.onnx_backend import OnnxRuntimeSam  # noqa: E402
 
 LOGIT_TOL = 1e-3  # golden README tolerances (float32 reordering)
 IOU_TOL = 1e-4
@@ -184,7 +184,7 @@ def test_onnxruntime_decoder_behind_a_torch_encoder(tiny_sam, export_dir: Path, 
 
 def test_decoder_only_export_cannot_encode(tiny_random_sam, tmp_path: Path) -> None:
     assert main(["export", "onnx", "--model", "vit_t", "--checkpoint", "missing.pth", "--out", str(tmp_path)]) == 2
-    from segany.export.onnx import export_onnx
+    from segany.deploy.onnx import export_onnx
 
     export_onnx(tiny_random_sam, tmp_path, encoder=False)
     with pytest.raises(ExportError, match="encoder.onnx"):
@@ -194,8 +194,8 @@ def test_decoder_only_export_cannot_encode(tiny_random_sam, tmp_path: Path) -> N
 
 def test_classic_engine_cannot_be_exported(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     from segany import load_model
+    from segany.deploy.onnx import export_onnx
     from segany.errors import UnsupportedOperationError
-    from segany.export.onnx import export_onnx
 
     assert main(["export", "onnx", "--model", "classic", "--out", str(tmp_path / "out")]) == 2
     message = capsys.readouterr().err.strip()

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from golden_cases import IOU_TOL, LOGIT_TOL, run_case
 from segany import Predictor

@@ -10,10 +10,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from segany import Predictor, fast_decoder
+from segany import Predictor
 from segany.errors import BackendError
-from segany.fast_decoder import FastMaskDecoder
 from segany.models.transformer import Attention
+from segany.predict import fast_decoder
+from segany.predict.fast_decoder import FastMaskDecoder
 
 
 def _reference_attention(attn: Attention, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:

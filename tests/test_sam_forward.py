@@ -11,7 +11,7 @@ import torch
 import segany
 from segany import MaskGenerator, Predictor
 from segany.errors import PromptError
-from segany.image import ResizeLongestSide
+from segany.predict.transforms import ResizeLongestSide
 
 LOGIT_TOL = 1e-3  # golden README tolerances (float32 reordering)
 IOU_TOL = 1e-4

@@ -23,8 +23,8 @@ from pycocotools import mask as mask_utils  # noqa: E402
 from pycocotools.coco import COCO  # noqa: E402
 
 from segany import Predictor  # noqa: E402
+from segany.data.images import load_image  # noqa: E402
 from segany.errors import AnnotationError, ImageError  # noqa: E402
-from segany.image import load_image  # noqa: E402
 from segany.masks import decode_rle, encode_rle  # noqa: E402
 from segany.serve import create_app  # noqa: E402
 from segany.serve.cache import ComputingCache, LRUCache  # noqa: E402
@@ -332,7 +332,7 @@ def test_concurrent_requests_compute_each_embedding_once(images_dir: Path, tiny_
 
 
 def test_everything_proposes_masks(client: TestClient, ids: dict[str, str]) -> None:
-    pytest.importorskip("segany.everything", reason="segany.everything (MaskGenerator) is not available yet")
+    pytest.importorskip("segany.amg.generator", reason="segany.amg (the automatic mask generator) is not available")
     body = {"points_per_side": 4, "pred_iou_thresh": 0.0, "stability_score_thresh": 0.0}
     response = client.post(f"/api/images/{ids['more/shapes.png']}/everything", json=body)
     assert response.status_code == 200

@@ -20,7 +20,7 @@ from fastapi.testclient import TestClient  # noqa: E402
 from pycocotools import mask as mask_utils  # noqa: E402
 
 from segany.masks import decode_rle, encode_rle  # noqa: E402
-from segany.predictor import Predictor  # noqa: E402
+from segany.predict.predictor import SamPredictor as Predictor  # noqa: E402
 from segany.serve import create_app  # noqa: E402
 from segany.serve.store import AnnotationStore  # noqa: E402
 
@@ -177,7 +177,7 @@ def test_work_of_a_client_that_left_is_dropped(folder: Path, tiny_sam, tmp_path:
 
 
 def test_everything_stops_between_batches_when_cancelled(folder: Path, tiny_sam, tmp_path: Path, monkeypatch) -> None:
-    pytest.importorskip("segany.everything")
+    pytest.importorskip("segany.amg.generator")
     from segany.serve.lanes import Cancelled
 
     service = create_app(folder, tiny_sam, tmp_path / "coco.json").state.service
@@ -205,7 +205,7 @@ def _free_port() -> int:
 
 def test_sigterm_stops_within_seconds_cancelling_queued_work(folder: Path, tiny_sam, tmp_path: Path,
                                                              monkeypatch) -> None:
-    pytest.importorskip("segany.everything")
+    pytest.importorskip("segany.amg.generator")
     import httpx
 
     from segany.serve.server import make_server

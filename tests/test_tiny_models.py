@@ -90,7 +90,7 @@ def test_predictor_and_generator_on_a_small_geometry(request, model_name: str, s
 def test_onnx_export_of_a_small_geometry_matches_torch(tiny_random_sam, synthetic_small, tmp_path: Path) -> None:
     """The export traces the plain modules; onnxruntime then gives the torch predictor's results."""
     pytest.importorskip("onnxruntime")
-    from segany.export.onnx import export_onnx
+    from segany.deploy.onnx import export_onnx
 
     export_onnx(tiny_random_sam, tmp_path)
     reference, onnx = Predictor(tiny_random_sam), Predictor(tiny_random_sam, backend="onnxruntime", onnx_dir=tmp_path)

@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from segany.models.config import SamConfig, TinyViTConfig
+from segany.models.encoders.tiny_vit import TinyViT, attention_bias_indices
 from segany.models.sam import Sam
-from segany.models.tiny_vit import TinyViT, attention_bias_indices
 
 # The small TinyViT of the golden checkpoint and the real MobileSAM vit_t.
 TINY_CONFIG = TinyViTConfig(

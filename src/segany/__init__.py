@@ -1,19 +1,30 @@
-"""segany: Segment Anything, complete and fast."""
+"""segany: Segment Anything, complete and fast.
+
+``load_model(NAME)`` gives a model; ``Predictor(model)`` and ``MaskGenerator(model)`` give the
+engine of its family (:mod:`segany.engine`): the SAM predictor and generator for SAM / MobileSAM,
+the classic engine's for ``"classic"``.
+"""
+from .amg.generator import SamMaskGenerator
 from .build import build_model, load_model
-from .everything import MaskGenerator
-from .image import load_image
+from .data.images import load_image
+from .engine import AutomaticMaskGenerator, ImageFeatures, MaskGenerator, Predictor, PromptPredictor
 from .models import Sam, SamConfig, TinyViTConfig, ViTConfig
-from .predictor import Predictor
-from .zoo import MODELS
+from .predict.predictor import SamPredictor
+from .registry import MODELS
 
 __version__ = "0.1.0"
 
 __all__ = [
     "MODELS",
+    "AutomaticMaskGenerator",
+    "ImageFeatures",
     "MaskGenerator",
     "Predictor",
+    "PromptPredictor",
     "Sam",
     "SamConfig",
+    "SamMaskGenerator",
+    "SamPredictor",
     "TinyViTConfig",
     "ViTConfig",
     "build_model",

@@ -6,11 +6,11 @@ from pathlib import Path
 
 import torch
 
-from .checkpoints import ensure_weights, load_weights, read_state_dict
 from .classic.model import CLASSIC_NAME, ClassicModel
 from .errors import ConfigError, WeightsUnavailableError
 from .models.sam import Sam
-from .zoo import MODELS, NameOrConfig, resolve_config
+from .registry import MODELS, NameOrConfig, resolve_config
+from .weights import ensure_weights, load_weights, read_state_dict
 
 
 def _is_classic(name_or_config: NameOrConfig) -> bool:

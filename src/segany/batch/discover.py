@@ -13,8 +13,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..data.formats.sa1b import stable_image_id
 from ..errors import ImageError
-from ..export.sa1b import stable_image_id
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm", ".pgm"})
 OVERLAY_SUFFIX = "_overlay.png"

@@ -20,10 +20,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from ..data.formats.coco import CocoImageIndex, coco_instances
+from ..data.images import DEFAULT_MAX_PIXELS, load_image
 from ..errors import AnnotationError, ImageError, OutputError, SettingsMismatchError
-from ..export.coco import CocoImageIndex, coco_instances
 from ..fileio import atomic_write_json, atomic_write_text, ensure_directory, json_text
-from ..image import DEFAULT_MAX_PIXELS, load_image
 from .discover import ImageItem, result_path, unique_images
 
 COCO_FILE = "annotations.json"
@@ -185,9 +185,9 @@ def _label_one(
     mask_pngs: bool,
     max_pixels: int | None,
 ) -> None:
-    from ..export.overlay import draw_overlay
-    from ..export.png import save_png
-    from ..export.sa1b import sa1b_document
+    from ..data.formats.overlay import draw_overlay
+    from ..data.formats.png import save_png
+    from ..data.formats.sa1b import sa1b_document
     from ..masks import decode_rle
 
     image = load_image(item.path, max_pixels=max_pixels)

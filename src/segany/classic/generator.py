@@ -11,14 +11,16 @@ persistence) and overlapping ones removed by box NMS.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import cv2
 import numpy as np
 import torch
 
+from ..data.images import check_image_array
+from ..engine import ImageFeatures
 from ..errors import GeneratorArgumentError
-from ..image import check_image_array
 from ..masks import box_nms, encode_rles, mask_bbox_xywh, uncompressed_rles
 from .lowres import distance_to_zero
 from .model import ClassicModel
@@ -79,9 +81,16 @@ class ClassicMaskGenerator:
         self.max_masks = max_masks
         self.superpixel_step = superpixel_step
 
-    def generate(self, image: np.ndarray) -> list[dict[str, Any]]:
-        """Masks of the object-like regions of an HWC RGB uint8 image, best first."""
+    def generate(self, image: np.ndarray, features: ImageFeatures | None = None,
+                 check: Callable[[], None] | None = None) -> list[dict[str, Any]]:
+        """Masks of the object-like regions of an HWC RGB uint8 image, best first.
+
+        ``features`` (a predictor's working copy) are not needed: regions come from the image's own
+        superpixels. ``check()`` runs before the work starts and may raise to stop it.
+        """
         check_image_array(image)
+        if check is not None:
+            check()
         h, w = image.shape[:2]
         scale = min(1.0, self.model.config.max_side / max(h, w))
         bgr = np.ascontiguousarray(image[..., ::-1])

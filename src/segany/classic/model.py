@@ -30,8 +30,8 @@ class ClassicConfig:
 class ClassicModel:
     """What ``segany.load_model("classic")`` returns: no weights, only settings.
 
-    ``segany.Predictor(model)`` and ``segany.MaskGenerator(...)`` hand over to
-    :meth:`make_predictor` / :meth:`make_mask_generator`, so code written for SAM runs unchanged.
+    ``segany.Predictor(model)`` and ``segany.MaskGenerator(model)`` give this engine's predictor and
+    generator (the "classic" family of :mod:`segany.families`), so code written for SAM runs unchanged.
     """
 
     image_format = "RGB"
@@ -50,18 +50,6 @@ class ClassicModel:
     def to(self, *_args: Any, **_kwargs: Any) -> ClassicModel:
         """The classic engine runs on the CPU whatever device is asked for."""
         return self
-
-    def make_predictor(self):
-        """A :class:`~segany.classic.predictor.ClassicPredictor` for this engine."""
-        from .predictor import ClassicPredictor
-
-        return ClassicPredictor(self)
-
-    def make_mask_generator(self, *args: Any, **kwargs: Any):
-        """A :class:`~segany.classic.generator.ClassicMaskGenerator` for this engine."""
-        from .generator import ClassicMaskGenerator
-
-        return ClassicMaskGenerator(self, *args, **kwargs)
 
     def __repr__(self) -> str:
         return f"ClassicModel({self.config})"

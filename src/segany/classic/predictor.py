@@ -17,9 +17,10 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from ..data.images import check_image_array
+from ..engine import ImageFeatures
 from ..errors import PredictorStateError, PromptError, UnsupportedOperationError
-from ..image import check_image_array
-from ..predictor import _as_array, _check_boxes, _check_inside, _check_labels
+from ..prompts import check_box, check_mask_input, check_points
 from .grabcut import Seeds, initial_trimap, keep_clicked_components, largest_components, paint_clicks, run_grabcut
 from .lowres import LOW_RES, logits_to_image, mask_to_logits, signed_distance
 from .model import ClassicModel
@@ -74,17 +75,20 @@ class ClassicPredictor:
         self.original_size = (h, w)
         self.is_image_set = True
 
-    def make_mask_generator(self, *args, **kwargs):
-        """A :class:`~segany.classic.generator.ClassicMaskGenerator` on this predictor's engine
-        (what ``segany.MaskGenerator(predictor)`` hands over to)."""
-        from .generator import ClassicMaskGenerator
+    def image_features(self) -> ImageFeatures:
+        """The current image's working copy and its gradient (what a cache of images holds)."""
+        if not self.is_image_set:
+            raise PredictorStateError("no image is set: call set_image(image) first")
+        assert self._work is not None and self.original_size is not None
+        return ImageFeatures((self._work, self._gradient), self.original_size, self._work.shape[:2])
 
-        return ClassicMaskGenerator(self, *args, **kwargs)
-
-    def held_bytes(self) -> int:
-        """Memory held for the current image (working copy and its gradient): what a cache of
-        predictors counts where a SAM predictor has its embedding."""
-        return sum(a.nbytes for a in (self._work, self._gradient) if a is not None)
+    def set_image_features(self, features: ImageFeatures) -> None:
+        """Take another classic predictor's working copy of an image."""
+        work, gradient = features.maps
+        self.reset_image()
+        self._work, self._gradient = work, gradient
+        self.original_size = features.original_size
+        self.is_image_set = True
 
     def get_image_embedding(self):
         """The classic engine has no embedding: raises :class:`~segany.errors.UnsupportedOperationError`."""
@@ -104,27 +108,15 @@ class ClassicPredictor:
         assert self.original_size is not None
         sx, sy = self._scale()
         positive = negative = np.zeros((0, 2))
-        if (point_coords is None) != (point_labels is None):
-            raise PromptError("point_coords and point_labels must be given together")
-        if point_coords is not None:
-            coords = _as_array(point_coords, "point_coords").astype(np.float64)
-            labels = _as_array(point_labels, "point_labels")
-            if coords.ndim != 2 or coords.shape[1] != 2:
-                raise PromptError(f"point_coords must have shape (N, 2), got {coords.shape}")
-            if labels.shape != (coords.shape[0],):
-                raise PromptError(f"point_labels must have shape ({coords.shape[0]},), got {labels.shape}")
-            _check_inside(coords, self.original_size, "point_coords")
-            _check_labels(labels, {0, 1})
-            coords = coords * (sx, sy)
+        points = check_points(point_coords, point_labels, self.original_size)
+        box_np = check_box(box, self.original_size)
+        if points is not None:
+            coords, labels = points
+            coords = coords.astype(np.float64) * (sx, sy)
             positive, negative = coords[labels == 1], coords[labels == 0]
         box_work = None
-        if box is not None:
-            box_np = _as_array(box, "box").astype(np.float64)
-            if box_np.shape not in ((4,), (1, 4)):
-                raise PromptError(f"box must have shape (4,) as XYXY, got {box_np.shape}")
-            _check_boxes(box_np.reshape(-1, 4))
-            _check_inside(box_np.reshape(-1, 2), self.original_size, "box")
-            box_work = box_np.reshape(4) * (sx, sy, sx, sy)
+        if box_np is not None:
+            box_work = box_np.astype(np.float64).reshape(4) * (sx, sy, sx, sy)
             if min(box_work[2] - box_work[0], box_work[3] - box_work[1]) < MIN_BOX_SIDE:
                 positive = np.concatenate([positive, stroke_points(box_work)])
                 box_work = None
@@ -134,11 +126,7 @@ class ClassicPredictor:
         if mask_input is None:
             return None
         assert self._work is not None
-        logits = _as_array(mask_input, "mask_input").astype(np.float32)
-        if logits.shape == (1, LOW_RES, LOW_RES):
-            logits = logits[0]
-        if logits.shape != (LOW_RES, LOW_RES):
-            raise PromptError(f"mask_input must have shape (1, {LOW_RES}, {LOW_RES}) (low_res_logits of a previous call), got {logits.shape}")
+        logits = check_mask_input(mask_input, LOW_RES)[0].astype(np.float32)
         for previous, mask in self._last:
             if np.array_equal(previous, logits):
                 return mask

@@ -30,7 +30,7 @@ def max_pixels_type(text: str) -> int | None:
 
 
 def add_image_arguments(parser: argparse.ArgumentParser) -> None:
-    from ..image import DEFAULT_MAX_PIXELS
+    from ..data.images import DEFAULT_MAX_PIXELS
 
     parser.add_argument("--max-pixels", type=max_pixels_type, default=DEFAULT_MAX_PIXELS, metavar="N",
                         help=f"refuse images with more pixels than this, from their header (default {DEFAULT_MAX_PIXELS:,}; 0: no limit)")

@@ -36,10 +36,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..datasets import open_dataset
+    from ..data.datasets import open_dataset
+    from ..engine import Predictor
     from ..evaluation import evaluate, format_table
     from ..fileio import atomic_write_json
-    from ..predictor import Predictor
 
     dataset = open_dataset(args.dataset).head(args.limit)
     run_id = {"model": str(args.model), "checkpoint": None if args.checkpoint is None else str(args.checkpoint)}

@@ -55,27 +55,25 @@ def _generator_args(args: argparse.Namespace) -> dict:
     }
 
 
-def _checkpoint_sha256(args: argparse.Namespace, model) -> str | None:
-    """sha256 of the weights file the model was loaded from (hashed once per run); None: no weights."""
-    from ..checkpoints import cached_path, sha256_of
-    from ..classic.model import ClassicModel
-    from ..zoo import MODELS
+def _checkpoint_sha256(args: argparse.Namespace) -> str | None:
+    """sha256 of the weights file the model was loaded from (hashed once per run); None: no weights
+    (the classic engine, also when it stood in for a zoo model whose weights are not cached)."""
+    from ..registry import MODELS
+    from ..weights import cached_path, sha256_of
 
-    if isinstance(model, ClassicModel):
-        return None
     if args.checkpoint is not None:
         return sha256_of(Path(args.checkpoint))
-    if args.model in MODELS:
-        return sha256_of(cached_path(MODELS[args.model]))
+    if args.model in MODELS and (path := cached_path(MODELS[args.model])).is_file():
+        return sha256_of(path)
     return None
 
 
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
+    from ..data.formats.coco import CocoImageIndex
+    from ..engine import MaskGenerator
     from ..errors import GeneratorArgumentError
-    from ..everything import MaskGenerator
-    from ..export.coco import CocoImageIndex
     from ..fileio import ensure_directory
 
     if args.coco_images is not None and args.format != "coco":
@@ -89,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
     generator_args = _generator_args(args)
     generator = MaskGenerator(model, points_per_batch=args.points_per_batch, output_mode="coco_rle",
                               **generator_args) if model is not None else None
-    settings = job_settings(model, _checkpoint_sha256(args, model), generator_args) if model is not None else {}
+    settings = job_settings(model, _checkpoint_sha256(args), generator_args) if model is not None else {}
     summary = label_images(
         images, generator, out, settings, overwrite=args.overwrite, overlay=args.overlay,
         mask_pngs=args.format == "png", max_pixels=args.max_pixels, reference=reference,

@@ -31,7 +31,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..export.onnx import export_onnx, require_network
+    from ..deploy.onnx import export_onnx, require_network
 
     # No fallback to the classic engine: it has no network to export.
     model = require_network(load_model_from_args(args, fallback_to_classic=False)).to("cpu")
@@ -77,7 +77,7 @@ def _register_mask_formats(formats: argparse._SubParsersAction) -> None:
 
 
 def run_polygons(args: argparse.Namespace) -> int:
-    from ..export.polygons import load_instances, polygon_annotations
+    from ..data.formats.polygons import load_instances, polygon_annotations
     from ..fileio import atomic_write_json
 
     coco, dropped = polygon_annotations(load_instances(args.annotations), args.tolerance)
@@ -88,8 +88,8 @@ def run_polygons(args: argparse.Namespace) -> int:
 
 
 def run_yolo(args: argparse.Namespace) -> int:
-    from ..export.polygons import load_instances
-    from ..export.yolo import write_yolo
+    from ..data.formats.polygons import load_instances
+    from ..data.formats.yolo import write_yolo
 
     written = write_yolo(load_instances(args.annotations), args.out, args.tolerance)
     info(f"{len(written)} YOLO label files and classes.txt in {args.out}")

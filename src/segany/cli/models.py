@@ -10,8 +10,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..checkpoints import cache_dir, cached_path
-    from ..zoo import MODELS
+    from ..registry import MODELS
+    from ..weights import cache_dir, cached_path
 
     print(f"weights cache: {cache_dir()}  (set SEGANY_HOME to move it)")
     print(f"{'name':<7} {'size':>9}  {'cached':<7} description")

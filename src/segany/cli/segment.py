@@ -47,12 +47,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from ..export.overlay import draw_overlay
-    from ..export.png import save_png
+    from ..data.formats.overlay import draw_overlay
+    from ..data.formats.png import save_png
+    from ..data.images import load_image
+    from ..engine import Predictor
     from ..fileio import atomic_write_text, ensure_directory, json_text
-    from ..image import load_image
     from ..masks import encode_rle, mask_bbox_xywh
-    from ..predictor import Predictor
 
     if not args.point and args.box is None:
         raise PromptError("give at least one --point X,Y[,LABEL] or a --box X0,Y0,X1,Y1")

@@ -19,11 +19,11 @@ from typing import Any, Protocol
 import numpy as np
 from tqdm import tqdm
 
-from ..datasets import Dataset, Target
+from ..data.datasets import Dataset, Target
 from ..errors import PromptError
 from ..masks import mask_bbox_xywh
 from .clicker import Click, next_click_ritm, next_click_sam
-from .metrics import clicks_to_reach, iou, miou_at, nof, noc
+from .metrics import clicks_to_reach, iou, miou_at, noc, nof
 
 PROTOCOLS = ("noc", "sam", "box")
 SAM_POINTS = (1, 2, 3, 5, 9)

@@ -11,11 +11,11 @@ from torch import nn
 
 from ..errors import PromptError
 from .config import SamConfig, TinyViTConfig, ViTConfig
+from .encoders.tiny_vit import TinyViT
+from .encoders.vit import ImageEncoderViT
 from .mask_decoder import MaskDecoder
 from .prompt_encoder import PromptEncoder
-from .tiny_vit import TinyViT
 from .transformer import TwoWayTransformer
-from .vit import ImageEncoderViT
 
 # The prompts of one ``Sam.forward`` image record (keys in the order the prompt encoder takes them).
 _PROMPT_KEYS = ("point_coords", "point_labels", "boxes", "mask_inputs")

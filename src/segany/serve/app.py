@@ -16,7 +16,7 @@ import os
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from fastapi import FastAPI, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
@@ -25,10 +25,9 @@ from fastapi.staticfiles import StaticFiles
 from PIL import Image
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
+from ..data.formats.png import png_bytes
+from ..data.images import DEFAULT_MAX_PIXELS
 from ..errors import ImageError, NotFoundError, SeganyError, ServerBusyError, UnsupportedOperationError
-from ..export.png import png_bytes
-from ..image import DEFAULT_MAX_PIXELS
-from ..models.sam import Sam
 from . import schemas
 from .catalogue import ImageCatalogue
 from .guard import SameOriginGuard
@@ -108,7 +107,7 @@ def _validation_response(exc: RequestValidationError) -> JSONResponse:
 
 def create_app(
     images_dir: str | os.PathLike,
-    model: Sam,
+    model: Any,
     annotations: str | os.PathLike | None = None,
     *,
     model_name: str = "",
@@ -121,7 +120,8 @@ def create_app(
     max_points_per_side: int = 64,
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
 ) -> FastAPI:
-    """The annotator app for the images under ``images_dir``, predicting with ``model``.
+    """The annotator app for the images under ``images_dir``, predicting with ``model`` (any segany
+    model: its engine comes from :mod:`segany.engine`).
 
     Accepted annotations go to ``annotations`` (default ``IMAGES_DIR/annotations.coco.json``),
     a COCO instances file read back when it exists. Requests must name one of ``allowed_hosts``

@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from ..data.images import DEFAULT_MAX_PIXELS, load_image
 from ..errors import ImageError, NotFoundError
-from ..image import DEFAULT_MAX_PIXELS, load_image
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 # Files a browser shows as they are; the others are sent re-encoded as PNG.

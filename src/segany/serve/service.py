@@ -8,9 +8,10 @@ so a long proposal job holds up neither clicks nor other images' embeddings. A f
 answers :class:`~segany.errors.ServerBusyError`; cancelled work (client gone, server stopping)
 is dropped before it starts, and "everything" stops between decoder batches.
 
-With the weight-free classic engine a cached predictor holds the image's working copy instead of
-an embedding, and "everything" passes on only the request's options that engine honours (box NMS,
-minimum area): the point grid and the SAM-calibrated thresholds do not apply to it.
+The service knows engines only through :mod:`segany.engine`: a cached predictor holds its image's
+:class:`~segany.engine.ImageFeatures` (SAM's embedding, the classic engine's working copy), and
+"everything" runs the model's generator on those features (the encoder runs once per image),
+passing on only the request's options that engine honours.
 """
 from __future__ import annotations
 
@@ -21,15 +22,11 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-import torch
 
-from ..classic import ClassicModel, ClassicPredictor
-from ..classic.generator import HONOURED_OPTIONS, SPEED_OPTIONS
-from ..errors import GeneratorArgumentError, PromptError, SeganyError, UnsupportedOperationError
-from ..export.png import png_bytes
+from ..data.formats.png import png_bytes
+from ..engine import MaskGenerator, Predictor, PromptPredictor, supported_options
+from ..errors import GeneratorArgumentError, PromptError, SeganyError
 from ..masks import encode_rles, mask_bbox_xywh
-from ..models.sam import Sam
-from ..predictor import Predictor
 from .cache import ComputingCache, LRUCache
 from .catalogue import ImageCatalogue
 from .lanes import Lane, Ticket
@@ -39,12 +36,9 @@ DEFAULT_MAX_QUEUE = 32
 DEFAULT_MAX_EVERYTHING_QUEUE = 4
 
 
-def _held_bytes(predictor: Predictor | ClassicPredictor) -> int:
-    """Memory a cached predictor holds for its image: its embedding (SAM) or working copy (classic)."""
-    if isinstance(predictor, ClassicPredictor):
-        return predictor.held_bytes()
-    embedding = predictor.get_image_embedding()
-    return embedding.numel() * embedding.element_size()
+def _held_bytes(predictor: PromptPredictor) -> int:
+    """Memory a cached predictor holds for its image (its features)."""
+    return predictor.image_features().nbytes
 
 
 def _json_rle(rle: dict) -> dict:
@@ -63,28 +57,12 @@ def _engine_errors(work: Callable[[], Any], what: str) -> Any:
         raise PromptError(f"the engine cannot {what} ({type(exc).__name__}: {exc})") from None
 
 
-class _CancellablePredictor(Predictor):
-    """A predictor that checks for cancellation before each image and each decoder batch."""
-
-    def __init__(self, model: Sam, check: Callable[[], None]) -> None:
-        super().__init__(model)
-        self._check = check
-
-    def set_image(self, image: np.ndarray, image_format: str = "RGB") -> None:
-        self._check()
-        super().set_image(image, image_format)
-
-    def predict_low_res_torch(self, *args: Any, **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:
-        self._check()
-        return super().predict_low_res_torch(*args, **kwargs)
-
-
 class SegmentService:
     """Embeddings (LRU by count and bytes, computed once per image), predictions and proposals."""
 
     def __init__(
         self,
-        model: Sam | ClassicModel,
+        model: Any,
         catalogue: ImageCatalogue,
         max_embeddings: int = 16,
         max_embedding_bytes: int = 512 * MiB,
@@ -100,7 +78,7 @@ class SegmentService:
         self.encoder = Lane("encoder", max_queue)
         self.decoder = Lane("decoder", max_queue)
         self.proposals = Lane("everything", max_everything_queue)
-        self.embeddings: ComputingCache[Predictor] = ComputingCache(
+        self.embeddings: ComputingCache[PromptPredictor] = ComputingCache(
             max_embeddings, max_embedding_bytes, _held_bytes, self.encoder
         )
         self._logits: LRUCache[tuple[str, np.ndarray]] = LRUCache(max_logits, max_logits_bytes, lambda v: v[1].nbytes)
@@ -112,7 +90,7 @@ class SegmentService:
 
     # -- embeddings ------------------------------------------------------------------------
 
-    def _embed(self, image_id: str) -> Predictor:
+    def _embed(self, image_id: str) -> PromptPredictor:
         predictor = Predictor(self.model)
         predictor.set_image(self.catalogue.load(image_id))
         return predictor
@@ -122,14 +100,14 @@ class SegmentService:
         self.catalogue.get(image_id)
         self.embeddings.future(image_id, lambda: self._embed(image_id), background=True)
 
-    def embedding(self, image_id: str) -> Ticket[Predictor]:
+    def embedding(self, image_id: str) -> Ticket[PromptPredictor]:
         """The predictor holding this image's embedding, computed (once) if needed; cancelling the
         ticket drops the computation if nobody else waits for it and it has not started."""
         self.catalogue.get(image_id)
         future = self.embeddings.future(image_id, lambda: self._embed(image_id))
         return Ticket(future, lambda: self.embeddings.abandon(image_id, future))
 
-    def predictor(self, image_id: str) -> Predictor:
+    def predictor(self, image_id: str) -> PromptPredictor:
         """The predictor holding this image's embedding, computed now (once) if needed."""
         return self.embedding(image_id).future.result()
 
@@ -152,7 +130,7 @@ class SegmentService:
     def decode(
         self,
         image_id: str,
-        predictor: Predictor,
+        predictor: PromptPredictor,
         points: list[list[float]],
         labels: list[int],
         box: list[float] | None = None,
@@ -186,7 +164,7 @@ class SegmentService:
         predictor = self.predictor(image_id)
         return self.decode(image_id, predictor, points, labels, box, logits, multimask, formats, start).future.result()
 
-    def _answer(self, image_id: str, predictor: Predictor, points: list[list[float]], labels: list[int],
+    def _answer(self, image_id: str, predictor: PromptPredictor, points: list[list[float]], labels: list[int],
                 box: list[float] | None, mask_input: np.ndarray | None, multimask: bool,
                 formats: tuple[str, ...], start: float) -> dict[str, Any]:
         decode_start = time.perf_counter()
@@ -231,22 +209,18 @@ class SegmentService:
         next decoder batch."""
         start = time.perf_counter()
         self.catalogue.get(image_id)
-        try:
-            from ..everything import MaskGenerator
-        except ImportError as exc:
-            raise UnsupportedOperationError(f"automatic mask generation is not available: {exc}") from None
         if options.get("points_per_side", 0) > self.max_points_per_side:
             raise GeneratorArgumentError(f"points_per_side must be at most {self.max_points_per_side} on this server "
                                          f"(segany serve --max-points-per-side), got {options['points_per_side']}")
-        if isinstance(self.model, ClassicModel):
-            options = {k: v for k, v in options.items() if k in HONOURED_OPTIONS | SPEED_OPTIONS}
+        options = supported_options(self.model, options)
 
         def run(check: Callable[[], None]) -> dict[str, Any]:
-            engine = self.model if isinstance(self.model, ClassicModel) else _CancellablePredictor(self.model, check)
-            generator = MaskGenerator(engine, output_mode="coco_rle", **options)
+            generator = MaskGenerator(self.model, output_mode="coco_rle", **options)
+            features = self.predictor(image_id).image_features()  # the cached embedding: no second encoder run
             image = self.catalogue.load(image_id)
             check()
-            records = _engine_errors(lambda: generator.generate(image), "propose masks for this image")
+            records = _engine_errors(lambda: generator.generate(image, features=features, check=check),
+                                     "propose masks for this image")
             return self._proposals(image_id, records, start)
 
         return self.proposals.job(run)

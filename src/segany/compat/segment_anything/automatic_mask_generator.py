@@ -1,16 +1,16 @@
-"""``segment_anything.SamAutomaticMaskGenerator``: segany's :class:`~segany.everything.MaskGenerator`
+"""``segment_anything.SamAutomaticMaskGenerator``: segany's :class:`~segany.amg.generator.SamMaskGenerator`
 under the official signature (its exact mode: the official masks, order and scores)."""
 from __future__ import annotations
 
 import numpy as np
 
+from ...amg.generator import SamMaskGenerator
 from ...errors import GeneratorArgumentError
-from ...everything import MaskGenerator
 from ...models.sam import Sam
 from .predictor import SamPredictor
 
 
-class SamAutomaticMaskGenerator(MaskGenerator):
+class SamAutomaticMaskGenerator(SamMaskGenerator):
     """Masks for a whole image from a grid of point prompts; arguments and records as the official class.
 
     Invalid arguments raise :class:`~segany.errors.GeneratorArgumentError` instead of an ``AssertionError``.

@@ -1,13 +1,12 @@
-"""``segment_anything.SamPredictor``: segany's :class:`~segany.predictor.Predictor` under the official signature."""
+"""``segment_anything.SamPredictor``: segany's :class:`~segany.predict.predictor.SamPredictor` under the official signature."""
 from __future__ import annotations
 
 from ...errors import ConfigError
 from ...models.sam import Sam
-from ...predictor import Predictor
-from .utils.transforms import ResizeLongestSide
+from ...predict.predictor import SamPredictor as _SamPredictor
 
 
-class SamPredictor(Predictor):
+class SamPredictor(_SamPredictor):
     """The official predictor API (``set_image``, ``set_torch_image``, ``predict``, ``predict_torch``,
     ``get_image_embedding``, ``reset_image``, ``model``, ``transform``, ``features``, ``device``,
     ``original_size``, ``input_size``, ``is_image_set``) on segany's engine.
@@ -24,4 +23,3 @@ class SamPredictor(Predictor):
                 "use segany.Predictor for other engines"
             )
         super().__init__(sam_model)
-        self.transform = ResizeLongestSide(sam_model.image_encoder.img_size)

@@ -18,7 +18,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from .masks import logit_statistics
+from ..masks import logit_statistics
 
 _FLOATS_PER_CHUNK = 1 << 23  # full-size values held at once (32 MB)
 _BLOCK = 4  # low-res cells per side of the tiles that bounds are taken over

@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .errors import BackendError, ExportError
-from .export.onnx import DECODER_LOW_RES, ENCODER, MANIFEST, export_onnx
-from .models.sam import Sam
+from ..deploy.onnx import DECODER_LOW_RES, ENCODER, MANIFEST, export_onnx
+from ..errors import BackendError, ExportError
+from ..models.sam import Sam
 
 BOX_TOP_LEFT, BOX_BOTTOM_RIGHT = 2.0, 3.0  # point labels of box corners in the ONNX decoder
 PADDING_LABEL = -1.0

@@ -15,8 +15,8 @@ import os
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from ..errors import AnnotationError
-from ..fileio import atomic_write_text
+from ...errors import AnnotationError
+from ...fileio import atomic_write_text
 from .polygons import DEFAULT_TOLERANCE, annotation_polygons, check_tolerance
 
 LABELS = "labels"

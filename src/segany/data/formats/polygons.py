@@ -29,8 +29,8 @@ from typing import Any
 import cv2
 import numpy as np
 
-from ..errors import AnnotationError
-from ..masks import decode_rle
+from ...errors import AnnotationError
+from ...masks import decode_rle
 from .coco import coco_instances
 
 DEFAULT_TOLERANCE = 1.0

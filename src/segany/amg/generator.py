@@ -12,17 +12,17 @@ records are XYWH, like COCO.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from typing import Any
 
 import numpy as np
 import torch
 
-from .amg_geometry import build_layer_point_grids, generate_crop_boxes, near_crop_edge
-from .amg_scoring import UpscaleGeometry, upscaled_statistics
-from .errors import GeneratorArgumentError
-from .image import check_image_array
-from .masks import (
+from ..data.images import check_image_array
+from ..engine import ImageFeatures
+from ..errors import GeneratorArgumentError
+from ..masks import (
     box_nms,
     decode_rle,
     encode_rle,
@@ -33,10 +33,18 @@ from .masks import (
     rle_areas,
     uncompressed_rles,
 )
-from .models.sam import Sam
-from .predictor import Predictor
+from ..models.sam import Sam
+from ..predict.predictor import SamPredictor
+from .geometry import build_layer_point_grids, generate_crop_boxes, near_crop_edge
+from .scoring import UpscaleGeometry, upscaled_statistics
 
 OUTPUT_MODES = ("binary_mask", "uncompressed_rle", "coco_rle")
+# Every argument the generator takes besides the model: it honours all of the official ones.
+GENERATOR_OPTIONS = frozenset({
+    "points_per_side", "points_per_batch", "pred_iou_thresh", "stability_score_thresh", "stability_score_offset",
+    "box_nms_thresh", "crop_n_layers", "crop_nms_thresh", "crop_overlap_ratio", "crop_n_points_downscale_factor",
+    "point_grids", "min_mask_region_area", "output_mode", "fast",
+})
 _CHUNK_FLOATS = 1 << 25  # full-size logits held at once while encoding kept masks (128 MB)
 
 
@@ -101,11 +109,11 @@ def _xyxy_to_xywh(box: list[int]) -> list[int]:
     return [box[0], box[1], box[2] - box[0], box[3] - box[1]]
 
 
-class MaskGenerator:
+class SamMaskGenerator:
     """Automatic mask generation with the official ``SamAutomaticMaskGenerator`` arguments.
 
     ``model`` (the official parameter name; positional use is unchanged) is a
-    :class:`~segany.models.sam.Sam` or a :class:`Predictor` (whose current image is replaced). ``points_per_batch`` prompts are decoded at once (memory grows
+    :class:`~segany.models.sam.Sam` or a :class:`~segany.predict.predictor.SamPredictor` (whose current image is replaced). ``points_per_batch`` prompts are decoded at once (memory grows
     with it, the masks do not change beyond float rounding). The low-res logits of candidates
     that pass the filters are held until the crop's NMS (256 KB each at SAM's size). ``fast=True`` scores
     candidates (stability, boxes for NMS) on the low-resolution logits instead of at full size:
@@ -113,16 +121,9 @@ class MaskGenerator:
     matches it); kept masks' records are exact in both modes.
     """
 
-    def __new__(cls, model: Any = None, *args: Any, **kwargs: Any):
-        """``MaskGenerator(engine)`` for an engine without a SAM network (``load_model("classic")``
-        or its predictor) returns that engine's own generator, which gives records of this form."""
-        if cls is MaskGenerator and hasattr(model, "make_mask_generator"):
-            return model.make_mask_generator(*args, **kwargs)
-        return super().__new__(cls)
-
     def __init__(
         self,
-        model: Sam | Predictor,
+        model: Sam | SamPredictor,
         points_per_side: int | None = 32,
         points_per_batch: int = 64,
         pred_iou_thresh: float = 0.88,
@@ -138,10 +139,10 @@ class MaskGenerator:
         output_mode: str = "binary_mask",
         fast: bool = False,
     ) -> None:
-        if isinstance(model, Predictor):
+        if isinstance(model, SamPredictor):
             self.predictor = model
         elif isinstance(model, Sam):
-            self.predictor = Predictor(model)
+            self.predictor = SamPredictor(model)
         else:
             raise GeneratorArgumentError(f"expected a segany Sam model or Predictor, got {type(model).__name__}")
         if (points_per_side is None) == (point_grids is None):
@@ -190,18 +191,27 @@ class MaskGenerator:
         return self.predictor.model.mask_threshold
 
     @torch.inference_mode()
-    def generate(self, image: np.ndarray) -> list[dict[str, Any]]:
+    def generate(self, image: np.ndarray, features: ImageFeatures | None = None,
+                 check: Callable[[], None] | None = None) -> list[dict[str, Any]]:
         """Masks for an HWC RGB uint8 image, as records with the official generator's keys.
 
         Each record: ``segmentation`` (HxW bool, or RLE per ``output_mode``), ``area``, ``bbox``
         (XYWH), ``predicted_iou``, ``point_coords`` ([[x, y]]), ``stability_score`` and
-        ``crop_box`` (XYWH). ``self.counts`` tells how many masks each stage kept.
+        ``crop_box`` (XYWH). ``self.counts`` tells how many masks each stage kept. ``features``:
+        the whole image's, from a predictor of the same model (the encoder then runs only for
+        crops); ``check()`` runs before each decoder batch and may raise to stop the job.
         """
         check_image_array(image)
         self.counts = StageCounts()
         image_size = (int(image.shape[0]), int(image.shape[1]))
+        if features is not None and features.original_size != image_size:
+            raise GeneratorArgumentError(f"features are of a {features.original_size} image, not of this {image_size} one")
+        self._check = check or (lambda: None)
         crop_boxes, layers = generate_crop_boxes(image_size, self.crop_n_layers, self.crop_overlap_ratio)
-        masks = _Masks.cat([self._process_crop(image, box, layer, image_size) for box, layer in zip(crop_boxes, layers)])
+        masks = _Masks.cat([
+            self._process_crop(image, box, layer, image_size, features if layer == 0 else None)
+            for box, layer in zip(crop_boxes, layers)
+        ])
         if len(crop_boxes) > 1:
             crops = torch.as_tensor(masks.crop_boxes)
             scores = 1 / ((crops[:, 2] - crops[:, 0]) * (crops[:, 3] - crops[:, 1]))
@@ -212,11 +222,16 @@ class MaskGenerator:
         self.counts.final = len(masks.iou)
         return self._records(masks)
 
-    def _process_crop(self, image: np.ndarray, crop_box: list[int], layer: int, image_size: tuple[int, int]) -> _Masks:
+    def _process_crop(self, image: np.ndarray, crop_box: list[int], layer: int, image_size: tuple[int, int],
+                      features: ImageFeatures | None) -> _Masks:
         x0, y0, x1, y1 = crop_box
         crop = image[y0:y1, x0:x1]
         crop_size = crop.shape[:2]
-        self.predictor.set_image(crop)
+        self._check()
+        if features is not None:  # layer 0 is the whole image
+            self.predictor.set_image_features(features)
+        else:
+            self.predictor.set_image(crop)
         points = self.point_grids[layer] * np.array(crop_size, dtype=np.float64)[None, ::-1]
         batches = [
             self._process_batch(points[i : i + self.points_per_batch], crop_size, crop_box, image_size)
@@ -237,6 +252,7 @@ class MaskGenerator:
     def _process_batch(
         self, points: np.ndarray, crop_size: tuple[int, int], crop_box: list[int], image_size: tuple[int, int]
     ) -> _Masks:
+        self._check()
         coords = self.predictor.transform.apply_coords(points, crop_size)
         coords_t = torch.as_tensor(coords, device=self.predictor.device)[:, None, :]
         labels = torch.ones((len(points), 1), dtype=torch.int, device=self.predictor.device)

@@ -19,9 +19,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .common import LayerNorm2d
-from .config import TinyViTConfig
-from .fused import conv_act, linear_act
+from ..common import LayerNorm2d
+from ..config import TinyViTConfig
+from ..fused import conv_act, linear_act
 
 # PatchMerging keeps the resolution (stride 1) into stages of these widths: MobileSAM's change to
 # TinyViT so that the last stage runs at 1/16 scale, as SAM's embedding needs.

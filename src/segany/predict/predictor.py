@@ -11,59 +11,18 @@ import os
 import numpy as np
 import torch
 
-from .errors import PredictorStateError, PromptError
-from .image import ResizeLongestSide, check_image_array
-from .models.sam import Sam
+from ..data.images import check_image_array
+from ..engine import ImageFeatures
+from ..errors import ConfigError, PredictorStateError, PromptError
+from ..models.sam import Sam
+from ..prompts import check_box, check_boxes, check_labels, check_mask_input, check_points
 from .runtime import Runtime
+from .transforms import ResizeLongestSide
 
 
-def _as_array(value: object, name: str) -> np.ndarray:
-    if isinstance(value, torch.Tensor):
-        value = value.detach().cpu().numpy()
-    try:
-        array = np.asarray(value)
-    except Exception as exc:
-        raise PromptError(f"{name} must be array-like: {exc}") from None
-    if array.dtype == object or not (np.issubdtype(array.dtype, np.number) or array.dtype == bool):
-        raise PromptError(f"{name} must be numeric, got dtype {array.dtype}")
-    return array
-
-
-def _check_inside(coords: np.ndarray, size: tuple[int, int], name: str) -> None:
-    height, width = size
-    if not np.isfinite(coords).all():
-        raise PromptError(f"{name} contains NaN or infinite values")
-    xs, ys = coords[..., 0], coords[..., 1]
-    outside = (xs < 0) | (xs > width) | (ys < 0) | (ys > height)
-    if outside.any():
-        first = coords.reshape(-1, 2)[np.flatnonzero(outside.reshape(-1))[0]]
-        raise PromptError(
-            f"{name} has a coordinate ({first[0]:g}, {first[1]:g}) outside the {width}x{height} image (x in [0, {width}], y in [0, {height}])"
-        )
-
-
-def _check_labels(labels: np.ndarray, allowed: set[int], name: str = "point_labels") -> None:
-    values = set(np.unique(labels).tolist())
-    if not values <= allowed:
-        raise PromptError(f"{name} must only hold {sorted(allowed)}, got {sorted(values - allowed)}")
-
-
-def _check_boxes(boxes: np.ndarray) -> None:
-    reversed_ = (boxes[..., 2] < boxes[..., 0]) | (boxes[..., 3] < boxes[..., 1])
-    if reversed_.any():
-        bad = boxes.reshape(-1, 4)[np.flatnonzero(reversed_.reshape(-1))[0]]
-        raise PromptError(f"box {bad.tolist()} has reversed corners: expected x0 <= x1 and y0 <= y1 (XYXY)")
-
-
-class Predictor:
-    """Promptable segmentation of one image at a time with a :class:`~segany.models.sam.Sam`."""
-
-    def __new__(cls, model: Sam | None = None, *args: object, **kwargs: object):
-        """``Predictor(engine)`` for an engine without a SAM network (``load_model("classic")``)
-        returns that engine's own predictor, which has this same interface."""
-        if cls is Predictor and hasattr(model, "make_predictor"):
-            return model.make_predictor()  # type: ignore[union-attr]
-        return super().__new__(cls)
+class SamPredictor:
+    """Promptable segmentation of one image at a time with a :class:`~segany.models.sam.Sam`
+    (what ``segany.Predictor(model)`` returns for SAM and MobileSAM models)."""
 
     def __init__(
         self,
@@ -79,7 +38,9 @@ class Predictor:
         """``dtype`` of the encoder (float32 exact, bfloat16, float16 on GPU) and ``decoder_dtype``,
         ``compile`` (torch.compile the encoder), ``quantize`` ("int8" dynamic quantisation) and
         ``backend`` ("torch" or "onnxruntime", optionally from an ``onnx_dir`` export; the
-        decoder's alone with ``decoder_backend``): see :mod:`segany.runtime`."""
+        decoder's alone with ``decoder_backend``): see :mod:`segany.predict.runtime`."""
+        if not isinstance(model, Sam):
+            raise ConfigError(f"SamPredictor needs a segany Sam model (segany.load_model(NAME)), got {type(model).__name__}")
         self.model = model
         self.runtime = Runtime(
             model,
@@ -136,6 +97,24 @@ class Predictor:
         self.features = self.runtime.encode(self.model.preprocess(transformed_image))
         self.is_image_set = True
 
+    def image_features(self) -> ImageFeatures:
+        """The current image's features: its embedding and sizes, for :meth:`set_image_features`."""
+        self._require_image()
+        assert self.features is not None and self.original_size is not None and self.input_size is not None
+        return ImageFeatures((self.features,), self.original_size, self.input_size)
+
+    def set_image_features(self, features: ImageFeatures) -> None:
+        """Take an image's features computed by a predictor of the same model instead of running the encoder."""
+        (embedding,) = features.maps
+        expected = (1, self.model.config.prompt_embed_dim, self.model.config.embedding_size, self.model.config.embedding_size)
+        if not isinstance(embedding, torch.Tensor) or tuple(embedding.shape) != expected:
+            raise PromptError(f"features hold a {getattr(embedding, 'shape', type(embedding).__name__)} embedding; "
+                              f"this model takes {expected}")
+        self.reset_image()
+        self.original_size, self.input_size = features.original_size, features.input_size
+        self.features = embedding.to(self.device)
+        self.is_image_set = True
+
     def get_image_embedding(self) -> torch.Tensor:
         """The current image's embedding, (1, C, h, w): (1, 256, 64, 64) for the official models."""
         self._require_image()
@@ -165,37 +144,18 @@ class Predictor:
         self._require_image()
         assert self.original_size is not None
         coords_t = labels_t = box_t = mask_t = None
-        if (point_coords is None) != (point_labels is None):
-            raise PromptError("point_coords and point_labels must be given together")
-        if point_coords is not None:
-            coords = _as_array(point_coords, "point_coords")
-            labels = _as_array(point_labels, "point_labels")
-            if coords.ndim != 2 or coords.shape[1] != 2:
-                raise PromptError(f"point_coords must have shape (N, 2), got {coords.shape}")
-            if labels.shape != (coords.shape[0],):
-                raise PromptError(f"point_labels must have shape ({coords.shape[0]},), got {labels.shape}")
-            _check_inside(coords, self.original_size, "point_coords")
-            _check_labels(labels, {0, 1})
+        points = check_points(point_coords, point_labels, self.original_size)
+        box_np = check_box(box, self.original_size)
+        mask_np = check_mask_input(mask_input, self.low_res_size)
+        if points is not None:
+            coords, labels = points
             coords = self.transform.apply_coords(coords, self.original_size)
             coords_t = torch.as_tensor(coords, dtype=torch.float, device=self.device)[None]
             labels_t = torch.as_tensor(labels, dtype=torch.int, device=self.device)[None]
-        if box is not None:
-            box_np = _as_array(box, "box")
-            if box_np.shape not in ((4,), (1, 4)):
-                raise PromptError(f"box must have shape (4,) as XYXY, got {box_np.shape}; use predict_torch for several")
-            _check_boxes(box_np.reshape(-1, 4))
-            _check_inside(box_np.reshape(-1, 2), self.original_size, "box")
+        if box_np is not None:
             box_np = self.transform.apply_boxes(box_np, self.original_size)
             box_t = torch.as_tensor(box_np, dtype=torch.float, device=self.device)[None, :]
-        if mask_input is not None:
-            mask_np = _as_array(mask_input, "mask_input")
-            low = self.low_res_size
-            if mask_np.shape == (low, low):
-                mask_np = mask_np[None]
-            if mask_np.shape != (1, low, low):
-                raise PromptError(
-                    f"mask_input must have shape (1, {low}, {low}) (low_res_logits of a previous call), got {mask_np.shape}"
-                )
+        if mask_np is not None:
             mask_t = torch.as_tensor(mask_np, dtype=torch.float, device=self.device)[None]
         masks, iou, low_res = self._predict(coords_t, labels_t, box_t, mask_t, multimask_output, return_logits)
         return masks[0].cpu().numpy(), iou[0].float().cpu().numpy(), low_res[0].float().cpu().numpy()
@@ -261,12 +221,12 @@ class Predictor:
                 raise PromptError(f"point_coords must have shape (B, N, 2), got {tuple(point_coords.shape)}")
             if tuple(point_labels.shape) != tuple(point_coords.shape[:2]):
                 raise PromptError(f"point_labels must have shape {tuple(point_coords.shape[:2])}, got {tuple(point_labels.shape)}")
-            _check_labels(point_labels.cpu().numpy(), {-1, 0, 1})
+            check_labels(point_labels.cpu().numpy(), {-1, 0, 1})
             batch = point_coords.shape[0]
         if boxes is not None:
             if boxes.ndim != 2 or boxes.shape[1] != 4:
                 raise PromptError(f"boxes must have shape (B, 4), got {tuple(boxes.shape)}")
-            _check_boxes(boxes.cpu().numpy())
+            check_boxes(boxes.cpu().numpy())
             if batch is not None and boxes.shape[0] != batch:
                 raise PromptError(f"boxes has {boxes.shape[0]} rows but point_coords has {batch}")
             batch = boxes.shape[0]

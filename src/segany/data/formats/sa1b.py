@@ -11,7 +11,7 @@ import hashlib
 import math
 from typing import Any, Iterable
 
-from ..errors import GeneratorArgumentError, NonFiniteError
+from ...errors import GeneratorArgumentError, NonFiniteError
 
 ANNOTATION_KEYS = ("segmentation", "area", "bbox", "predicted_iou", "point_coords", "stability_score", "crop_box")
 

@@ -14,7 +14,7 @@ import os
 from pathlib import Path, PurePosixPath
 from typing import Any, Iterable
 
-from ..errors import AnnotationError
+from ...errors import AnnotationError
 
 CATEGORY = {"id": 1, "name": "object", "supercategory": "object"}
 

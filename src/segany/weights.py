@@ -1,9 +1,23 @@
-"""Finding, downloading, verifying and loading weights, with errors that say what to do."""
+"""Weights: finding, downloading, verifying and loading them, with errors that say what to do.
+
+The cache (``$SEGANY_HOME``, default ``~/.cache/segany``) holds the registry's files, fetched once
+and kept only when their size and sha256 match. :func:`read_state_dict` reads torch and safetensors
+files and transformers ``save_pretrained`` folders; other layouts are renamed to the official tensor
+names (:func:`to_official`), so :func:`load_weights` can load strictly and say what does not fit.
+
+Hugging Face ``transformers`` stores the same SAM weights under its own names
+(``vision_encoder.layers.N.layer_norm1`` for ``image_encoder.blocks.N.norm1``, ...). Its model
+holds the random positional matrix twice, tied: ``shared_image_embedding.positional_embedding``
+and ``prompt_encoder.shared_embedding.positional_embedding``; ``save_pretrained`` writes only the
+first, older files hold both. :func:`to_official` renames such a state dict so that the official
+architecture (one matrix) loads it strictly; official dicts pass through unchanged.
+"""
 from __future__ import annotations
 
 import hashlib
 import json
 import os
+import re
 import urllib.error
 import urllib.request
 from collections.abc import Mapping
@@ -12,11 +26,78 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .checkpoint_formats import to_official
 from .errors import CheckpointError, CheckpointMismatchError, ChecksumError, WeightsUnavailableError
-from .zoo import MODELS, ModelSpec
+from .models.sam import Sam
+from .registry import MODELS, ModelSpec
 
 _CHUNK = 1 << 20
+
+# (pattern, replacement) applied in order to each Hugging Face key; the first match wins.
+_HF_RULES: tuple[tuple[str, str], ...] = (
+    (r"^vision_encoder\.patch_embed\.projection\.", "image_encoder.patch_embed.proj."),
+    (r"^vision_encoder\.pos_embed$", "image_encoder.pos_embed"),
+    (r"^vision_encoder\.layers\.(\d+)\.layer_norm(\d)\.", r"image_encoder.blocks.\1.norm\2."),
+    (r"^vision_encoder\.layers\.(\d+)\.", r"image_encoder.blocks.\1."),
+    (r"^vision_encoder\.neck\.conv1\.", "image_encoder.neck.0."),
+    (r"^vision_encoder\.neck\.layer_norm1\.", "image_encoder.neck.1."),
+    (r"^vision_encoder\.neck\.conv2\.", "image_encoder.neck.2."),
+    (r"^vision_encoder\.neck\.layer_norm2\.", "image_encoder.neck.3."),
+    (r"^prompt_encoder\.mask_embed\.conv1\.", "prompt_encoder.mask_downscaling.0."),
+    (r"^prompt_encoder\.mask_embed\.layer_norm1\.", "prompt_encoder.mask_downscaling.1."),
+    (r"^prompt_encoder\.mask_embed\.conv2\.", "prompt_encoder.mask_downscaling.3."),
+    (r"^prompt_encoder\.mask_embed\.layer_norm2\.", "prompt_encoder.mask_downscaling.4."),
+    (r"^prompt_encoder\.mask_embed\.conv3\.", "prompt_encoder.mask_downscaling.6."),
+    (r"^prompt_encoder\.point_embed\.", "prompt_encoder.point_embeddings."),
+    (r"^mask_decoder\.transformer\.layers\.(\d+)\.layer_norm(\d)\.", r"mask_decoder.transformer.layers.\1.norm\2."),
+    (r"^mask_decoder\.transformer\.layer_norm_final_attn\.", "mask_decoder.transformer.norm_final_attn."),
+    (r"^mask_decoder\.upscale_conv1\.", "mask_decoder.output_upscaling.0."),
+    (r"^mask_decoder\.upscale_layer_norm\.", "mask_decoder.output_upscaling.1."),
+    (r"^mask_decoder\.upscale_conv2\.", "mask_decoder.output_upscaling.3."),
+    # 3-layer MLPs: proj_in, layers.0, proj_out  →  layers.0, layers.1, layers.2
+    (r"^(mask_decoder\.(?:output_hypernetworks_mlps\.\d+|iou_prediction_head))\.proj_in\.", r"\1.layers.0."),
+    (r"^(mask_decoder\.(?:output_hypernetworks_mlps\.\d+|iou_prediction_head))\.layers\.0\.", r"\1.layers.1."),
+    (r"^(mask_decoder\.(?:output_hypernetworks_mlps\.\d+|iou_prediction_head))\.proj_out\.", r"\1.layers.2."),
+)
+# The tied pair: the first is what save_pretrained keeps, the second its copy in older files.
+_HF_POSITIONAL = "shared_image_embedding.positional_embedding"
+_HF_POSITIONAL_COPY = "prompt_encoder.shared_embedding.positional_embedding"
+_OFFICIAL_POSITIONAL = "prompt_encoder.pe_layer.positional_encoding_gaussian_matrix"
+
+
+def is_hugging_face(state_dict: Mapping[str, torch.Tensor]) -> bool:
+    return any(key.startswith("vision_encoder.") for key in state_dict)
+
+
+def hugging_face_key(key: str) -> str:
+    """The official name of one Hugging Face ``SamModel`` key (unchanged if no rule applies)."""
+    for pattern, replacement in _HF_RULES:
+        renamed, count = re.subn(pattern, replacement, key)
+        if count:
+            return renamed
+    return key
+
+
+def _same(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Equal tensors (shapes only for tensors without data, e.g. on the meta device)."""
+    if a.shape != b.shape:
+        return False
+    return a.is_meta or b.is_meta or torch.equal(a, b)
+
+
+def to_official(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Official-named copy of ``state_dict`` (Hugging Face layouts renamed, others untouched)."""
+    if not is_hugging_face(state_dict):
+        return dict(state_dict)
+    renamed = {hugging_face_key(k): v for k, v in state_dict.items() if k not in (_HF_POSITIONAL, _HF_POSITIONAL_COPY)}
+    tied = [state_dict[k] for k in (_HF_POSITIONAL, _HF_POSITIONAL_COPY) if k in state_dict]
+    if len(tied) == 2 and not _same(tied[0], tied[1]):
+        raise CheckpointError(
+            f"{_HF_POSITIONAL} and {_HF_POSITIONAL_COPY} differ: SAM uses one positional matrix for both"
+        )
+    if tied:
+        renamed[_OFFICIAL_POSITIONAL] = tied[0]
+    return renamed
+
 
 
 def cache_dir() -> Path:
@@ -156,13 +237,11 @@ def _expected_shapes(model: nn.Module) -> dict[str, tuple[int, ...]]:
 
 def closest_architecture(state_dict: Mapping[str, torch.Tensor]) -> str | None:
     """The zoo model whose keys and shapes agree with most of ``state_dict`` (None if none fits)."""
-    from .build import build_model
-
     given = {k: tuple(v.shape) for k, v in state_dict.items()}
     best, best_score = None, 0.0
     for name in MODELS:
         with torch.device("meta"):
-            expected = _expected_shapes(build_model(name))
+            expected = _expected_shapes(Sam(MODELS[name].config))
         agree = sum(1 for k, s in given.items() if expected.get(k) == s)
         score = agree / max(len(expected), len(given))
         if score > best_score:

@@ -14,8 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .common import LayerNorm2d, MLPBlock, layer_norm_last
-from .config import ViTConfig
+from ..common import LayerNorm2d, MLPBlock, layer_norm_last
+from ..config import ViTConfig
 
 
 class PatchEmbed(nn.Module):

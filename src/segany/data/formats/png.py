@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ..fileio import atomic_write_bytes
+from ...fileio import atomic_write_bytes
 
 
 def png_bytes(array: np.ndarray) -> bytes:

@@ -26,11 +26,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .models.common import layer_norm_last
-from .models.fused import dense_act
-from .models.mask_decoder import MaskDecoder
-from .models.prompt_encoder import PromptEncoder
-from .models.transformer import Attention, TwoWayAttentionBlock, TwoWayTransformer
+from ..models.common import layer_norm_last
+from ..models.fused import dense_act
+from ..models.mask_decoder import MaskDecoder
+from ..models.prompt_encoder import PromptEncoder
+from ..models.transformer import Attention, TwoWayAttentionBlock, TwoWayTransformer
 
 PROMPT_CHUNK = 4  # prompts decoded at once: their image tokens (4 MB each at SAM's size) stay cache-sized
 UPSCALE_CHUNK = 1  # prompts per upscaling step: keeps the (32, 4h, 4w) features cache-sized

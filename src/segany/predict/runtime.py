@@ -26,10 +26,10 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from ..errors import BackendError
+from ..models.sam import Sam
 from .allocator import tune_malloc
-from .errors import BackendError
 from .fast_decoder import FastMaskDecoder, SharedImageTokens
-from .models.sam import Sam
 from .onnx_backend import OnnxRuntimeSam
 
 BACKENDS = ("torch", "onnxruntime")

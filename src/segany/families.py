@@ -1,0 +1,39 @@
+"""The built-in engine families, registered with :mod:`segany.engine` on first use.
+
+SAM (SAM 1 ViT-B/L/H and MobileSAM: one :class:`~segany.models.sam.Sam` network) and the
+weight-free classic engine. Each says which models and predictors are its own, how to build its
+predictor and generator, and which official generator arguments it honours.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from .amg.generator import GENERATOR_OPTIONS, SamMaskGenerator
+from .classic.generator import HONOURED_OPTIONS, SPEED_OPTIONS, ClassicMaskGenerator
+from .classic.model import ClassicModel
+from .classic.predictor import ClassicPredictor
+from .engine import EngineFamily, register_family
+from .models.sam import Sam
+from .predict.predictor import SamPredictor
+
+
+def _classic_predictor(model: ClassicModel, **options: Any) -> ClassicPredictor:
+    if options:
+        raise TypeError(f"the classic engine's predictor takes no options, got {', '.join(sorted(options))}")
+    return ClassicPredictor(model)
+
+
+SAM = register_family(EngineFamily(
+    name="sam",
+    owns=lambda obj: isinstance(obj, (Sam, SamPredictor)),
+    predictor=SamPredictor,
+    generator=SamMaskGenerator,
+    generator_options=GENERATOR_OPTIONS,
+))
+CLASSIC = register_family(EngineFamily(
+    name="classic",
+    owns=lambda obj: isinstance(obj, (ClassicModel, ClassicPredictor)),
+    predictor=_classic_predictor,
+    generator=ClassicMaskGenerator,
+    generator_options=HONOURED_OPTIONS | SPEED_OPTIONS,
+))

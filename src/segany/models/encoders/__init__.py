@@ -1,0 +1,1 @@
+"""Image encoders: SAM's plain ViT and MobileSAM's TinyViT."""
