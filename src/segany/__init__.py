@@ -11,11 +11,11 @@ from .engine import AutomaticMaskGenerator, ImageFeatures, MaskGenerator, Predic
 from .models import Sam, SamConfig, TinyViTConfig, ViTConfig
 from .predict.predictor import SamPredictor
 from .registry import MODELS
-
-__version__ = "0.1.0"
+from .version import __version__
 
 __all__ = [
     "MODELS",
+    "__version__",
     "AutomaticMaskGenerator",
     "ImageFeatures",
     "MaskGenerator",

@@ -24,6 +24,7 @@ from ..data.formats.coco import CocoImageIndex, coco_instances
 from ..data.images import DEFAULT_MAX_PIXELS, load_image
 from ..errors import AnnotationError, ImageError, OutputError, SettingsMismatchError
 from ..fileio import atomic_write_json, atomic_write_text, ensure_directory, json_text
+from ..version import __version__
 from .discover import ImageItem, result_path, unique_images
 
 COCO_FILE = "annotations.json"
@@ -127,8 +128,6 @@ def label_images(
     unless ``overwrite``, :class:`OutputError` when the output cannot be written; re-raises
     ``KeyboardInterrupt`` after reporting how far it got.
     """
-    from .. import __version__
-
     out = ensure_directory(out)
     images = unique_images(images, out)
     entries = _reference_entries(images, reference) if reference is not None else {}

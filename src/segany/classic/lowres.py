@@ -11,8 +11,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from ..data.images import preprocess_shape
 from ..models.config import DEFAULT_IMAGE_SIZE, DEFAULT_PATCH_SIZE
-from ..predict.transforms import preprocess_shape
 
 LOW_RES = 4 * DEFAULT_IMAGE_SIZE // DEFAULT_PATCH_SIZE  # the official SAM models' low-res side, 256
 

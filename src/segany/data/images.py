@@ -1,6 +1,7 @@
 """Reading images into HWC RGB uint8 arrays within a pixel and memory budget, and checking image arrays.
 
-Sizes are (height, width). The resize to a model's input frame is :mod:`segany.predict.transforms`.
+Sizes are (height, width); :func:`preprocess_shape` is the size after the resize to a model's input frame
+(:mod:`segany.predict.transforms` resizes images and prompts).
 """
 from __future__ import annotations
 
@@ -149,3 +150,9 @@ def check_image_array(image: object) -> np.ndarray:
     if image.shape[0] == 0 or image.shape[1] == 0:
         raise ImageError(f"image is empty: shape {image.shape}")
     return image
+
+
+def preprocess_shape(height: int, width: int, long_side: int) -> tuple[int, int]:
+    """Size after scaling so the longest side is ``long_side`` (the official rounding)."""
+    scale = long_side / max(height, width)
+    return int(height * scale + 0.5), int(width * scale + 0.5)

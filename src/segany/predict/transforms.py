@@ -11,11 +11,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-
-def preprocess_shape(height: int, width: int, long_side: int) -> tuple[int, int]:
-    """Size after scaling so the longest side is ``long_side`` (the official rounding)."""
-    scale = long_side / max(height, width)
-    return int(height * scale + 0.5), int(width * scale + 0.5)
+from ..data.images import preprocess_shape
 
 
 class ResizeLongestSide:
