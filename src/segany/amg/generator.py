@@ -4,7 +4,7 @@
 ``SamAutomaticMaskGenerator`` and returns the same masks, in the same order, with the same
 scores. It gets there with less work: candidates are decoded without upsampling, the predicted
 IoU filter runs first, stability scores and boxes come from low-res bounds with full-size
-values computed only where the bounds leave a pixel undecided (:mod:`segany.amg_scoring`), box
+values computed only where the bounds leave a pixel undecided (:mod:`segany.amg.scoring`), box
 NMS runs on those boxes, and only the survivors are upsampled, thresholded, encoded
 (pycocotools) and cleaned. Coordinates are (x, y) pixels of the original image; boxes in
 records are XYWH, like COCO.

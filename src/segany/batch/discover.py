@@ -35,7 +35,7 @@ class ImageItem:
 
     @property
     def image_id(self) -> int:
-        """A stable id from the relative name (:func:`~segany.export.sa1b.stable_image_id`)."""
+        """A stable id from the relative name (:func:`~segany.data.formats.sa1b.stable_image_id`)."""
         return stable_image_id(self.name)
 
 

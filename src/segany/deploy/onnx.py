@@ -16,7 +16,7 @@ image encoder (optionally with the pixel normalisation and padding folded in).
   ``low_res_masks`` of all four mask tokens (what :class:`segany.Predictor` runs, upsampling in torch);
 - ``encoder.onnx``: ``input_image`` (1, 3, S, S), normalised and padded → ``image_embeddings``;
 - ``encoder_preprocess.onnx`` (``fold_preprocessing=True``): ``image`` (h, w, 3) uint8 RGB already
-  resized so its longest side is S (Pillow bilinear, as :class:`segany.image.ResizeLongestSide`)
+  resized so its longest side is S (Pillow bilinear, as :class:`segany.predict.transforms.ResizeLongestSide`)
   → ``image_embeddings``;
 - ``segany_onnx.json``: what was exported, from which model, and with which options.
 

@@ -14,12 +14,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from time import perf_counter
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 from tqdm import tqdm
 
 from ..data.datasets import Dataset, Target
+from ..engine import PromptPredictor
 from ..errors import PromptError
 from ..masks import mask_bbox_xywh
 from .clicker import Click, next_click_ritm, next_click_sam
@@ -28,16 +29,6 @@ from .metrics import clicks_to_reach, iou, miou_at, noc, nof
 PROTOCOLS = ("noc", "sam", "box")
 SAM_POINTS = (1, 2, 3, 5, 9)
 THRESHOLDS = (0.85, 0.90)
-
-
-class PromptPredictor(Protocol):
-    """What the protocols need: :class:`segany.Predictor` and the classic engine's predictor both fit."""
-
-    def set_image(self, image: np.ndarray) -> None: ...
-
-    def predict(self, point_coords: np.ndarray | None = None, point_labels: np.ndarray | None = None,
-                box: np.ndarray | None = None, mask_input: np.ndarray | None = None,
-                multimask_output: bool = True, return_logits: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]: ...
 
 
 class _Clicks:

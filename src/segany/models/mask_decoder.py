@@ -2,7 +2,7 @@
 hypernetwork MLPs turn each mask token into weights for the upscaled image features.
 
 The paper's computation, written plainly (differentiable, exportable): the inference-optimised
-evaluation of the same weights lives in :mod:`segany.fast_decoder`.
+evaluation of the same weights lives in :mod:`segany.predict.fast_decoder`.
 """
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 each other in both directions (Kirillov et al., 2023, §3 and appendix A).
 
 The paper's computation, written plainly (differentiable, exportable): the inference-optimised
-evaluation of the same weights lives in :mod:`segany.fast_decoder`.
+evaluation of the same weights lives in :mod:`segany.predict.fast_decoder`.
 """
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """Running an exported SAM model with onnxruntime: the image encoder and the low-res prompt decoder
-written by :func:`segany.export.onnx.export_onnx`.
+written by :func:`segany.deploy.onnx.export_onnx`.
 
 :class:`segany.Predictor` uses this with ``backend="onnxruntime"``; it keeps the torch prompt
 checks, coordinate transforms and mask upsampling, so results follow the same semantics.
