@@ -12,6 +12,9 @@ import segany
 from segany import MaskGenerator, Predictor
 from segany.errors import PromptError
 from segany.predict.transforms import ResizeLongestSide
+from tiny_models import tiny_sam_config
+
+TINY = tiny_sam_config()  # the geometry of the tiny_random_sam fixture
 
 LOGIT_TOL = 1e-3  # golden README tolerances (float32 reordering)
 IOU_TOL = 1e-4
@@ -70,26 +73,27 @@ def test_forward_with_box_and_mask_input_matches_the_official_outputs(tiny_sam, 
     [
         ({"original_size": (4, 4)}, "no 'image'"),
         ({"image": torch.zeros(4, 8, 8), "original_size": (8, 8)}, "3xHxW"),
-        ({"image": torch.zeros(3, 1100, 8), "original_size": (8, 8)}, "longest side is 1024"),
+        ({"image": torch.zeros(3, TINY.image_size + 1, 8), "original_size": (8, 8)}, f"longest side is {TINY.image_size}"),
         ({"image": torch.zeros(3, 8, 8), "original_size": (8, 8), "point_coords": torch.zeros(1, 1, 2)}, "together"),
         ({"image": torch.zeros(3, 8, 8), "original_size": (8, 8), "boxes": torch.zeros(4)}, r"Bx4"),
         ({"image": torch.zeros(3, 8, 8), "original_size": (8, 8), "boxes": torch.zeros(2, 4),
-          "mask_inputs": torch.zeros(3, 1, 256, 256)}, "batch sizes differ"),
+          "mask_inputs": torch.zeros(3, 1, TINY.mask_input_size, TINY.mask_input_size)}, "batch sizes differ"),
         ({"image": torch.zeros(3, 8, 8), "original_size": (0, 8)}, "original_size"),
     ],
 )
-def test_forward_refuses_malformed_input(tiny_sam, record: dict, message: str) -> None:
+def test_forward_refuses_malformed_input(tiny_random_sam, record: dict, message: str) -> None:
+    assert tiny_random_sam.config == TINY
     with pytest.raises(PromptError, match=message):
-        tiny_sam([record], multimask_output=False)
+        tiny_random_sam([record], multimask_output=False)
 
 
-def test_mask_generator_takes_the_official_keyword(tiny_sam) -> None:
+def test_mask_generator_takes_the_official_keyword(tiny_random_sam) -> None:
     """``SamAutomaticMaskGenerator(model=sam, ...)``, and the positional form still works."""
-    by_keyword = MaskGenerator(model=tiny_sam, points_per_side=4)
-    positional = MaskGenerator(tiny_sam, points_per_side=4)
-    assert by_keyword.predictor.model is positional.predictor.model is tiny_sam
+    by_keyword = MaskGenerator(model=tiny_random_sam, points_per_side=4)
+    positional = MaskGenerator(tiny_random_sam, points_per_side=4)
+    assert by_keyword.predictor.model is positional.predictor.model is tiny_random_sam
     assert np.array_equal(by_keyword.point_grids[0], positional.point_grids[0]) and len(by_keyword.point_grids[0]) == 16
-    predictor = Predictor(tiny_sam)
+    predictor = Predictor(tiny_random_sam)
     assert MaskGenerator(model=predictor).predictor is predictor
 
 
