@@ -18,7 +18,7 @@ from segany.cli import main  # noqa: E402
 from segany.deploy.onnx import PromptDecoder, quantize_file  # noqa: E402
 from segany.errors import BackendError, ExportError  # noqa: E402
 from segany.predict.onnx_backend import OnnxRuntimeSam  # noqa: E402
-from tiny_models import model_args, synthetic_image  # noqa: E402
+from tiny_models import model_args, synthetic_image
 
 LOGIT_TOL = 1e-3  # golden README tolerances (float32 reordering)
 IOU_TOL = 1e-4

@@ -30,7 +30,7 @@ from segany.serve import create_app  # noqa: E402
 from segany.serve.cache import ComputingCache, LRUCache  # noqa: E402
 from segany.serve.catalogue import ImageCatalogue  # noqa: E402
 from segany.serve.rle import compressed_counts, mask_from_rle  # noqa: E402
-from tiny_models import model_args  # noqa: E402
+from tiny_models import model_args
 
 MAX_BODY = 64 * 1024
 
