@@ -76,6 +76,14 @@ def tiny_random_mobilesam():
 
 
 @pytest.fixture(scope="session")
+def tiny_model_files(tiny_random_sam, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """``tiny_random_sam`` saved as (``config.json``, ``model.pth``): for ``--model`` / ``--checkpoint``."""
+    from tiny_models import save_tiny_model
+
+    return save_tiny_model(tmp_path_factory.mktemp("tiny_model"), tiny_random_sam)
+
+
+@pytest.fixture(scope="session")
 def random_sam_1024():
     """SAM's real geometry and decoder (1024 px, 64x64x256 embedding, 8-head decoder) behind a
     tiny random encoder: for tests of the decoder at its true size."""

@@ -14,6 +14,7 @@ from segany import load_model
 from segany.batch import find_images, job_settings, label_images
 from segany.cli import main
 from segany.masks import encode_rle
+from tiny_models import synthetic_image
 
 COCO_TINY = SHARED / "data" / "coco_val2017_tiny"
 
@@ -68,7 +69,7 @@ def test_scores_are_never_null(tmp_path) -> None:
     assert list((tmp_path / "out2").iterdir()) == []
 
 
-def test_coco_output_scores_against_the_ground_truth(tmp_path, small_image, capsys) -> None:
+def test_coco_output_scores_against_the_ground_truth(tmp_path, synthetic_small, capsys) -> None:
     """`--coco-images GT.json` gives the GT's image ids, so pycocotools' COCOeval runs (class-agnostic)."""
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
@@ -98,9 +99,34 @@ def test_coco_output_scores_against_the_ground_truth(tmp_path, small_image, caps
     assert all(0.0 <= r <= 1.0 for r in recalls) and recalls[0] <= recalls[1] <= recalls[2] and recalls[2] > 0
 
     # an image the ground truth does not have: refused before any work, naming it
-    Image.fromarray(small_image).save(tmp_path / "cat.png")
+    Image.fromarray(synthetic_small).save(tmp_path / "cat.png")
     capsys.readouterr()
     assert main(["everything", *paths, str(tmp_path / "cat.png"), *options]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [f"segany: error: 1 image(s) are not in {gt_file} (matched by file name): cat.png"]
 
+
+
+def test_coco_images_gives_the_ground_truth_ids(tmp_path, synthetic_small, capsys) -> None:
+    """`--coco-images GT.json` on a hand-made ground truth (no shared data): its ids, names and sizes."""
+    (tmp_path / "in").mkdir()
+    for seed, name in enumerate(("a.png", "b.png")):
+        Image.fromarray(synthetic_image(24, 32, seed)).save(tmp_path / "in" / name)
+    Image.fromarray(synthetic_small).save(tmp_path / "cat.png")
+    entries = [{"id": 7, "file_name": "a.png", "height": 24, "width": 32},
+               {"id": 12, "file_name": "b.png", "height": 24, "width": 32}]
+    gt_file = tmp_path / "gt.json"
+    gt_file.write_text(json.dumps({"images": entries, "annotations": [], "categories": [{"id": 1, "name": "thing"}]}))
+    paths = [str(tmp_path / "in" / "a.png"), str(tmp_path / "in" / "b.png")]
+    out = tmp_path / "out"
+    options = ["-o", str(out), "--model", "classic", "--format", "coco", "--coco-images", str(gt_file)]
+    assert main(["everything", *paths, *options]) == 0
+    for entry in entries:
+        assert json.loads((out / f"{entry['file_name']}.json").read_text())["image"]["image_id"] == entry["id"]
+    coco = json.loads((out / "annotations.json").read_text())
+    assert sorted((img["id"], img["height"], img["width"]) for img in coco["images"]) == [(7, 24, 32), (12, 24, 32)]
+    assert {ann["image_id"] for ann in coco["annotations"]} == {7, 12}
+    capsys.readouterr()
+    assert main(["everything", *paths, str(tmp_path / "cat.png"), *options]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"segany: error: 1 image(s) are not in {gt_file} (matched by file name): cat.png"]

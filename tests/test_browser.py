@@ -49,7 +49,7 @@ def _free_port() -> int:
 
 
 @pytest.fixture()
-def server(tmp_path: Path, tiny_sam) -> Iterator[tuple[str, Path]]:
+def server(tmp_path: Path, tiny_random_sam) -> Iterator[tuple[str, Path]]:
     images = tmp_path / "images"
     images.mkdir()
     picture = np.full((HEIGHT, WIDTH, 3), (225, 228, 220), np.uint8)
@@ -57,7 +57,7 @@ def server(tmp_path: Path, tiny_sam) -> Iterator[tuple[str, Path]]:
     picture[60:140, 110:190] = (40, 80, 200)
     Image.fromarray(picture).save(images / "shapes.png")
     annotations = tmp_path / "coco.json"
-    config = uvicorn.Config(create_app(images, tiny_sam, annotations, model_name="tiny_sam"),
+    config = uvicorn.Config(create_app(images, tiny_random_sam, annotations, model_name="tiny_random_sam"),
                             host="127.0.0.1", port=_free_port(), log_level="warning")
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)

@@ -75,6 +75,27 @@ def test_coco_mval_and_coco_json():
     assert target.mask.shape == image.shape[:2] and target.mask.any()
 
 
+def test_builtin_names_read_their_encodings(tmp_path, monkeypatch):
+    """The built-in names on hand-made folders of their layout (the real ones need the shared data):
+    grabcut's 128 band is ignored, berkeley's in-betweens split at 128, davis' palette ids all count."""
+    monkeypatch.setenv("SEGANY_DATA", str(tmp_path))
+    values = np.array([[0, 100, 128, 129, 200, 255]], dtype=np.uint8).repeat(2, axis=0)
+    masks = {"grabcut": values, "berkeley": np.stack([values] * 3, axis=-1),
+             "davis345": np.array([[0, 1, 2, 4, 255, 0]] * 2, np.uint8)}
+    for folder, mask in masks.items():
+        for sub in ("images", "masks"):
+            (tmp_path / folder / sub).mkdir(parents=True)
+        Image.fromarray(np.zeros((2, 6, 3), np.uint8)).save(tmp_path / folder / "images" / "s.jpg")
+        Image.fromarray(mask).save(tmp_path / folder / "masks" / "s.png")
+    _, grabcut = open_dataset("grabcut")[0].load()
+    assert grabcut.mask[0].tolist() == [False, False, False, True, True, True]
+    assert grabcut.ignore[0].tolist() == [False, False, True, False, False, False]
+    _, berkeley = open_dataset("berkeley")[0].load()
+    assert berkeley.mask[0].tolist() == [False, False, False, True, True, True] and berkeley.ignore is None
+    _, davis = open_dataset("davis")[0].load()
+    assert davis.mask[0].tolist() == [False, True, True, True, True, False]
+
+
 def test_generic_folder_and_coco_file(tmp_path):
     (tmp_path / "images").mkdir()
     (tmp_path / "masks").mkdir()

@@ -12,6 +12,7 @@ from segany.data.datasets import Dataset, Sample, Target, open_dataset
 from segany.evaluation import evaluate, iou, miou_at, next_click_ritm, next_click_sam, noc, nof
 from segany.evaluation.clicker import inner_distance
 from segany.evaluation.protocols import gt_box
+from tiny_models import model_args
 
 
 def square(h: int, w: int, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
@@ -175,10 +176,10 @@ def test_eval_cli_classic_end_to_end(tiny_dataset, tmp_path, capsys):
     assert "NoC@90" in capsys.readouterr().out
 
 
-def test_eval_cli_tiny_sam_end_to_end(golden, tiny_dataset, tmp_path):
+def test_eval_cli_tiny_sam_end_to_end(tiny_model_files, tiny_dataset, tmp_path):
     out = tmp_path / "r.json"
-    assert main(["eval", "--model", str(golden / "tiny_sam.json"), "--checkpoint", str(golden / "tiny_sam.pth"),
-                 "--dataset", str(tiny_dataset), "--limit", "3", "--max-clicks", "2", "--quiet", "--out", str(out)]) == 0
+    assert main(["eval", *model_args(tiny_model_files), "--dataset", str(tiny_dataset), "--limit", "3",
+                 "--max-clicks", "2", "--quiet", "--out", str(out)]) == 0
     result = json.loads(out.read_text())
     assert result["num_objects"] == 3 and all(len(o["ious"]) == 2 for o in result["objects"])
     assert all(0.0 <= v <= 1.0 for o in result["objects"] for v in o["ious"])

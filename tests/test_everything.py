@@ -1,4 +1,5 @@
-"""The automatic mask generator against the official one's golden outputs, and ``segany everything``."""
+"""The automatic mask generator against the official one's golden outputs, its options on the tiny
+random models, and ``segany everything`` (on the tiny random model saved to files, or the classic engine)."""
 from __future__ import annotations
 
 import hashlib
@@ -15,6 +16,7 @@ from segany.amg.geometry import build_point_grid
 from segany.cli import main
 from segany.errors import GeneratorArgumentError, ImageError
 from segany.masks import decode_rle, mask_bbox_xywh
+from tiny_models import model_args, synthetic_image
 
 
 def golden_case(golden: Path, name: str) -> tuple[dict, dict]:
@@ -148,18 +150,20 @@ def test_bad_model_and_image(tiny_random_sam) -> None:
         MaskGenerator(tiny_random_sam).generate(np.zeros((8, 8, 3), dtype=np.float32))
 
 
-def run_cli(golden: Path, *argv: str) -> int:
-    return main(["everything", *argv, "--model", str(golden / "tiny_sam.json"), "--checkpoint", str(golden / "tiny_sam.pth"),
+def run_cli(files: tuple[Path, Path], *argv: str) -> int:
+    """``segany everything`` with the tiny random model (``tiny_model_files``) and a loose 3x3 grid."""
+    return main(["everything", *argv, *model_args(files),
                  "--points-per-side", "3", "--pred-iou-thresh", "0", "--stability-thresh", "0"])
 
 
-def test_cli_folder_coco_overlay_corrupt_file_and_resume(golden, tiny_sam, small_image, photo, tmp_path, capsys, monkeypatch) -> None:
+def test_cli_folder_coco_overlay_corrupt_file_and_resume(tiny_model_files, tiny_random_sam, synthetic_small, tmp_path, capsys,
+                                                         monkeypatch) -> None:
     from pycocotools.coco import COCO
 
     images = tmp_path / "in"
     (images / "sub").mkdir(parents=True)
-    Image.fromarray(small_image).save(images / "cat.png")
-    Image.fromarray(photo[200:248, 300:364]).save(images / "sub" / "cup.jpg", quality=95)
+    Image.fromarray(synthetic_small).save(images / "cat.png")
+    Image.fromarray(synthetic_image(48, 64, seed=1)).save(images / "sub" / "cup.jpg", quality=95)
     (images / "broken.png").write_bytes(b"not an image at all")
     (images / "notes.txt").write_text("ignored: not an image")
     out = tmp_path / "out"
@@ -174,7 +178,7 @@ def test_cli_folder_coco_overlay_corrupt_file_and_resume(golden, tiny_sam, small
         return real_generate(self, image, **kwargs)
 
     monkeypatch.setattr(SamMaskGenerator, "generate", interrupted_on_cup)
-    assert run_cli(golden, str(images), "-o", str(out), "--format", "coco", "--overlay") == 130
+    assert run_cli(tiny_model_files, str(images), "-o", str(out), "--format", "coco", "--overlay") == 130
     err = capsys.readouterr().err
     assert "broken.png" in err and "stopped after 1 image(s)" in err
     assert cat_json.exists() and not cup_json.exists() and (out / "cat.png_overlay.png").exists()
@@ -184,14 +188,14 @@ def test_cli_folder_coco_overlay_corrupt_file_and_resume(golden, tiny_sam, small
     before = cat_json.read_bytes(), cat_json.stat().st_mtime_ns
 
     # second run: finishes the rest without redoing cat.png, then writes the COCO file
-    assert run_cli(golden, str(images), "-o", str(out), "--format", "coco", "--overlay") == 1
+    assert run_cli(tiny_model_files, str(images), "-o", str(out), "--format", "coco", "--overlay") == 1
     err = capsys.readouterr().err
     assert "done 1, skipped 1, failed 1" in err and "broken.png" in err
     assert (cat_json.read_bytes(), cat_json.stat().st_mtime_ns) == before
     document = json.loads(cat_json.read_text())
     stable_id = int(hashlib.sha256(b"cat.png").hexdigest()[:16], 16) >> 11  # the relative name's first 53 bits
     assert document["image"] == {"image_id": stable_id, "file_name": "cat.png", "height": 37, "width": 53}
-    expected = MaskGenerator(tiny_sam, points_per_side=3, pred_iou_thresh=0, stability_score_thresh=0,
+    expected = MaskGenerator(tiny_random_sam, points_per_side=3, pred_iou_thresh=0, stability_score_thresh=0,
                              output_mode="coco_rle").generate(np.asarray(Image.open(images / "cat.png")))
     assert [a["segmentation"] for a in document["annotations"]] == [r["segmentation"] for r in expected]
     assert json.loads(cup_json.read_text())["image"]["file_name"] == "sub/cup.jpg"
@@ -206,7 +210,7 @@ def test_cli_folder_coco_overlay_corrupt_file_and_resume(golden, tiny_sam, small
         assert int(coco.annToMask(ann).sum()) == ann["area"]
 
     # a glob, --overwrite, one PNG per mask
-    assert run_cli(golden, str(images / "*.png"), "-o", str(out), "--overwrite", "--format", "png") == 1
+    assert run_cli(tiny_model_files, str(images / "*.png"), "-o", str(out), "--overwrite", "--format", "png") == 1
     err = capsys.readouterr().err
     assert "done 1, skipped 0, failed 1" in err
     pngs = sorted((out / "cat.png_masks").glob("*.png"))
@@ -214,8 +218,8 @@ def test_cli_folder_coco_overlay_corrupt_file_and_resume(golden, tiny_sam, small
     assert np.array_equal(np.asarray(Image.open(pngs[0])) > 0, decode_rle(document["annotations"][0]["segmentation"]))
 
 
-def test_cli_reports_missing_inputs(golden, tmp_path, capsys) -> None:
-    assert run_cli(golden, str(tmp_path / "nothing*.jpg"), str(tmp_path / "missing.png"), "-o", str(tmp_path / "out")) == 1
+def test_cli_reports_missing_inputs(tiny_model_files, tmp_path, capsys) -> None:
+    assert run_cli(tiny_model_files, str(tmp_path / "nothing*.jpg"), str(tmp_path / "missing.png"), "-o", str(tmp_path / "out")) == 1
     err = capsys.readouterr().err
     assert "missing.png" in err and "done 0, skipped 0, failed 2" in err
 
@@ -225,11 +229,11 @@ def run_classic(*argv: str) -> int:
     return main(["everything", *argv, "--model", "classic"])
 
 
-def test_cli_oversized_image_is_reported_and_skipped(small_image, tmp_path, capsys, claimed_size_png) -> None:
+def test_cli_oversized_image_is_reported_and_skipped(synthetic_small, tmp_path, capsys, claimed_size_png) -> None:
     images, out = tmp_path / "in", tmp_path / "out"
     images.mkdir()
     claimed_size_png(images / "a_huge.png")
-    Image.fromarray(small_image).save(images / "b_cat.png")
+    Image.fromarray(synthetic_small).save(images / "b_cat.png")
     for _ in range(2):  # the re-run meets the same file and carries on too
         assert run_classic(str(images), "-o", str(out)) == 1
         err = capsys.readouterr().err
@@ -240,13 +244,13 @@ def test_cli_oversized_image_is_reported_and_skipped(small_image, tmp_path, caps
     assert "done 0, skipped 1, failed 1" in err
 
 
-def test_cli_memory_error_and_unexpected_errors_skip_the_image(small_image, tmp_path, capsys, monkeypatch) -> None:
+def test_cli_memory_error_and_unexpected_errors_skip_the_image(synthetic_small, tmp_path, capsys, monkeypatch) -> None:
     from segany.classic.generator import ClassicMaskGenerator
 
     images, out = tmp_path / "in", tmp_path / "out"
     images.mkdir()
     for name, (h, w) in {"a.png": (20, 30), "b.png": (21, 30), "c.png": (37, 53)}.items():
-        Image.fromarray(np.ascontiguousarray(small_image[:h, :w])).save(images / name)
+        Image.fromarray(np.ascontiguousarray(synthetic_small[:h, :w])).save(images / name)
     real_generate = ClassicMaskGenerator.generate
 
     def failing(self, image):
@@ -264,28 +268,29 @@ def test_cli_memory_error_and_unexpected_errors_skip_the_image(small_image, tmp_
     assert "done 1, skipped 0, failed 2" in err and (out / "c.png.json").exists()
 
 
-def test_cli_results_made_with_other_settings_are_not_skipped(golden, small_image, tmp_path, capsys) -> None:
+def test_cli_results_made_with_other_settings_are_not_skipped(tiny_model_files, synthetic_small, tmp_path, capsys) -> None:
     import torch
 
+    config, checkpoint = tiny_model_files
     cat = tmp_path / "cat.png"
-    Image.fromarray(small_image).save(cat)
+    Image.fromarray(synthetic_small).save(cat)
     out = tmp_path / "out"
     result = out / "cat.png.json"
-    sam = ["--model", str(golden / "tiny_sam.json"), "--points-per-side", "1"]
-    assert main(["everything", str(cat), "-o", str(out), *sam, "--checkpoint", str(golden / "tiny_sam.pth")]) == 0
+    sam = ["--model", str(config), "--points-per-side", "1"]
+    assert main(["everything", str(cat), "-o", str(out), *sam, "--checkpoint", str(checkpoint)]) == 0
     settings = json.loads(result.read_text())["segany"]["settings"]
     assert settings["generator"]["points_per_side"] == 1 and settings["model_config"]["name"] == settings["model"]
-    assert settings["checkpoint_sha256"] == hashlib.sha256((golden / "tiny_sam.pth").read_bytes()).hexdigest()
+    assert settings["checkpoint_sha256"] == hashlib.sha256(checkpoint.read_bytes()).hexdigest()
     before = result.read_bytes()
     capsys.readouterr()
 
     # other weights (one value changed, the same file name): refused before any work, naming --overwrite
-    state = torch.load(golden / "tiny_sam.pth", weights_only=True)
+    state = torch.load(checkpoint, weights_only=True)
     key = next(iter(state))
     state[key] = state[key] + 1e-3
     (tmp_path / "w").mkdir()
-    torch.save(state, tmp_path / "w" / "tiny_sam.pth")
-    argv = ["everything", str(cat), "-o", str(out), *sam, "--checkpoint", str(tmp_path / "w" / "tiny_sam.pth")]
+    torch.save(state, tmp_path / "w" / checkpoint.name)
+    argv = ["everything", str(cat), "-o", str(out), *sam, "--checkpoint", str(tmp_path / "w" / checkpoint.name)]
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and "1 result(s)" in err and "checkpoint_sha256" in err and "--overwrite" in err
@@ -295,7 +300,7 @@ def test_cli_results_made_with_other_settings_are_not_skipped(golden, small_imag
 
     # other generator arguments or another model: refused too; the same settings: skipped
     assert run_classic(str(cat), "-o", str(out)) == 2
-    assert "model 'tiny_sam', now 'classic'" in capsys.readouterr().err
+    assert f"model '{settings['model']}', now 'classic'" in capsys.readouterr().err
     assert run_classic(str(cat), "-o", str(out), "--overwrite", "--min-region-area", "10") == 0
     assert run_classic(str(cat), "-o", str(out), "--min-region-area", "20") == 2
     assert "min_mask_region_area 10, now 20" in capsys.readouterr().err
@@ -304,10 +309,10 @@ def test_cli_results_made_with_other_settings_are_not_skipped(golden, small_imag
 
 
 @pytest.mark.parametrize("inside", ["sub", "."])
-def test_cli_never_reads_its_own_output(small_image, tmp_path, capsys, inside: str) -> None:
+def test_cli_never_reads_its_own_output(synthetic_small, tmp_path, capsys, inside: str) -> None:
     images = tmp_path / "in"
     images.mkdir()
-    Image.fromarray(small_image).save(images / "cat.png")
+    Image.fromarray(synthetic_small).save(images / "cat.png")
     out = images / inside
     for _ in range(2):
         assert run_classic(str(images), "-o", str(out), "--overlay", "--format", "png") == 0
@@ -319,12 +324,12 @@ def test_cli_never_reads_its_own_output(small_image, tmp_path, capsys, inside: s
     assert "done 0, skipped 1, failed 0" in capsys.readouterr().err
 
 
-def test_cli_output_errors_are_one_line(small_image, tmp_path, capsys, monkeypatch) -> None:
+def test_cli_output_errors_are_one_line(synthetic_small, tmp_path, capsys, monkeypatch) -> None:
     import errno
     import os
 
     for name in ("a.png", "b.png"):
-        Image.fromarray(small_image).save(tmp_path / name)
+        Image.fromarray(synthetic_small).save(tmp_path / name)
     (tmp_path / "file").write_text("x")
     assert run_classic(str(tmp_path / "a.png"), "-o", str(tmp_path / "file")) == 2
     assert capsys.readouterr().err.strip().splitlines() == [

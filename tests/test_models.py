@@ -8,7 +8,8 @@ import torch
 
 import segany
 from segany.errors import CheckpointError, CheckpointMismatchError, ConfigError
-from segany.registry import MODELS, config_from_dict, resolve_config
+from segany.registry import MODELS, config_from_dict, config_to_dict, resolve_config
+from tiny_models import tiny_mobilesam_config, tiny_sam_config
 
 
 @pytest.mark.parametrize("name", ["vit_b", "vit_l", "vit_h", "vit_t"])
@@ -29,6 +30,25 @@ def test_json_config_builds_same_architecture_as_dict(golden) -> None:
     from_dict = resolve_config(json.loads((golden / "tiny_sam.json").read_text()))
     assert from_file.encoder == from_dict.encoder
     assert from_file.encoder.embed_dim == 96 and from_file.encoder.global_attn_indexes == (1, 3)
+
+
+@pytest.mark.parametrize("config", [
+    *(spec.config for spec in MODELS.values()), tiny_sam_config(), tiny_mobilesam_config(), tiny_sam_config(64, 16),
+], ids=lambda c: c.name)
+def test_every_config_field_round_trips_through_json(config) -> None:
+    data = json.loads(json.dumps(config_to_dict(config)))
+    assert config_from_dict(data) == config
+
+
+def test_json_file_carries_geometry_and_decoder(tmp_path, tiny_random_sam) -> None:
+    """A JSON config file alone rebuilds the tiny model's geometry: 128 px input, 32-wide decoder."""
+    from tiny_models import save_tiny_model
+
+    path, checkpoint = save_tiny_model(tmp_path, tiny_random_sam)
+    model = segany.load_model(path, checkpoint=checkpoint)
+    assert model.config == tiny_random_sam.config and model.config.image_size == 128
+    for key, value in tiny_random_sam.state_dict().items():
+        assert torch.equal(model.state_dict()[key], value), key
 
 
 def test_second_config_round_trips_state_dict(tmp_path) -> None:
@@ -96,6 +116,12 @@ def test_missing_checkpoint_file(tmp_path) -> None:
         ({"builder_args": {"encoder_embed_dim": 64, "encoder_depth": 2, "encoder_num_heads": 2,
                            "encoder_global_attn_indexes": [5]}}, "must lie in"),
         ({"tinyvit_args": {"embed_dims": [1, 2], "depths": [1], "num_heads": [1], "window_sizes": [7]}}, "equal lengths"),
+        ({"builder_args": {**config_to_dict(tiny_sam_config())["builder_args"], "encoder_img_sz": 64}}, "unknown keys 'encoder_img_sz'"),
+        ({"builder_args": {**config_to_dict(tiny_sam_config())["builder_args"], "encoder_img_size": "128"}}, "must be an integer"),
+        ({**config_to_dict(tiny_sam_config()), "sam_args": {"decoder_mlp_dim": 64.5}}, "'decoder_mlp_dim' must be an integer"),
+        ({**config_to_dict(tiny_sam_config()), "sam_args": {"pixel_std": [1, 2]}}, "list of 3 numbers"),
+        ({**config_to_dict(tiny_sam_config()), "sam_args": []}, "sam_args of 'tiny_random_sam' must be an object"),
+        ({**config_to_dict(tiny_sam_config()), "sam_args": {"prompt_embed_dim": 256}}, "out_chans"),
     ],
 )
 def test_bad_configs(config: dict, message: str) -> None:
@@ -188,24 +214,26 @@ def test_hugging_face_checkpoint_loads(tmp_path, golden) -> None:
         assert torch.equal(value, official[key]), key
 
 
-def test_checkpoint_with_non_finite_weights_is_refused(tmp_path, golden) -> None:
+def test_checkpoint_with_non_finite_weights_is_refused(tmp_path, tiny_model_files) -> None:
     """NaN / inf weights would give NaN scores (invalid JSON downstream): refused, tensors named."""
-    state = torch.load(golden / "tiny_sam.pth", weights_only=True)
+    config, checkpoint = tiny_model_files
+    state = torch.load(checkpoint, weights_only=True)
     state["mask_decoder.iou_token.weight"][0, 0] = float("nan")
     state["image_encoder.pos_embed"][0, 0, 0, 0] = float("inf")
     torch.save(state, tmp_path / "nan.pth")
     with pytest.raises(CheckpointError, match=r"NaN or infinite values in 2 tensor\(s\): .*pos_embed.*iou_token"):
-        segany.load_model(golden / "tiny_sam.json", checkpoint=tmp_path / "nan.pth")
+        segany.load_model(config, checkpoint=tmp_path / "nan.pth")
 
 
-def test_safetensors_checkpoint_loads(tmp_path, golden) -> None:
+def test_safetensors_checkpoint_loads(tmp_path, tiny_model_files) -> None:
     from safetensors.torch import save_file
 
-    official = torch.load(golden / "tiny_sam.pth", weights_only=True)
+    config, checkpoint = tiny_model_files
+    official = torch.load(checkpoint, weights_only=True)
     save_file({k: v.contiguous() for k, v in official.items()}, tmp_path / "tiny.safetensors")
-    model = segany.load_model(golden / "tiny_sam.json", checkpoint=tmp_path / "tiny.safetensors")
+    model = segany.load_model(config, checkpoint=tmp_path / "tiny.safetensors")
     for key, value in model.state_dict().items():
         assert torch.equal(value, official[key]), key
     (tmp_path / "bad.safetensors").write_bytes(b"not a safetensors file")
     with pytest.raises(CheckpointError, match="safetensors"):
-        segany.load_model(golden / "tiny_sam.json", checkpoint=tmp_path / "bad.safetensors")
+        segany.load_model(config, checkpoint=tmp_path / "bad.safetensors")

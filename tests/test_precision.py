@@ -15,6 +15,7 @@ from segany.errors import BackendError
 from segany.models.transformer import Attention
 from segany.predict import fast_decoder
 from segany.predict.fast_decoder import FastMaskDecoder
+from tiny_models import synthetic_image
 
 
 def _reference_attention(attn: Attention, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
@@ -173,12 +174,17 @@ def _mask_ious(masks: np.ndarray, reference: np.ndarray) -> list[float]:
     return [float((m & r).sum() / max(1, (m | r).sum())) for m, r in zip(masks, reference)]
 
 
-# Tolerances calibrated on the golden tiny SAM (trained-like logits) and photo: these need the shared folder.
-@pytest.fixture(scope="module")
-def reference(tiny_sam, photo: np.ndarray) -> Predictor:
-    predictor = Predictor(tiny_sam)
-    predictor.set_image(photo)
-    return predictor
+# Tolerances calibrated on the golden tiny SAM (trained-like logits) and photo; the tiny random SAM
+# on a synthetic image of the photo's size runs the same checks without the shared folder.
+@pytest.fixture(scope="module", params=["tiny_random_sam", "tiny_sam"])
+def reference(request: pytest.FixtureRequest) -> tuple[Predictor, np.ndarray]:
+    """A float32 predictor holding its image: the tiny random SAM on a synthetic 480x640 image, or
+    the golden tiny SAM on the golden photo (skips without the shared folder)."""
+    model = request.getfixturevalue(request.param)
+    image = synthetic_image(480, 640, seed=3) if request.param == "tiny_random_sam" else request.getfixturevalue("photo")
+    predictor = Predictor(model)
+    predictor.set_image(image)
+    return predictor, image
 
 
 PROMPT = {"point_coords": np.array([[315.0, 230.0], [120.0, 400.0]]), "point_labels": np.array([1, 0])}
@@ -193,15 +199,16 @@ PROMPT = {"point_coords": np.array([[315.0, 230.0], [120.0, 400.0]]), "point_lab
     ],
 )
 def test_reduced_precision_within_tolerance(
-    tiny_sam, photo: np.ndarray, reference: Predictor, options: dict, embed_rel: float, min_mask_iou: float, iou_tol: float
+    reference: tuple[Predictor, np.ndarray], options: dict, embed_rel: float, min_mask_iou: float, iou_tol: float
 ) -> None:
-    predictor = Predictor(tiny_sam, **options)
-    predictor.set_image(photo)
-    features, expected = predictor.get_image_embedding(), reference.get_image_embedding()
+    reference_predictor, image = reference
+    predictor = Predictor(reference_predictor.model, **options)
+    predictor.set_image(image)
+    features, expected = predictor.get_image_embedding(), reference_predictor.get_image_embedding()
     assert features.dtype == torch.float32
     assert 0 < ((features - expected).norm() / expected.norm()).item() <= embed_rel  # reduced, and close
     masks, iou, low_res = predictor.predict(**PROMPT)
-    ref_masks, ref_iou, _ = reference.predict(**PROMPT)
+    ref_masks, ref_iou, _ = reference_predictor.predict(**PROMPT)
     assert low_res.dtype == np.float32 and masks.dtype == bool
     assert min(_mask_ious(masks, ref_masks)) >= min_mask_iou
     assert np.abs(iou - ref_iou).max() <= iou_tol

@@ -12,6 +12,9 @@ import segany
 from segany import MaskGenerator, Predictor
 from segany.errors import PromptError
 from segany.predict.transforms import ResizeLongestSide
+from tiny_models import synthetic_image, tiny_sam_config
+
+TINY = tiny_sam_config()  # the geometry of the tiny_random_sam fixture
 
 LOGIT_TOL = 1e-3  # golden README tolerances (float32 reordering)
 IOU_TOL = 1e-4
@@ -65,31 +68,62 @@ def test_forward_with_box_and_mask_input_matches_the_official_outputs(tiny_sam, 
     _assert_official(out, expected)
 
 
+def test_forward_over_two_images_matches_the_predictor(tiny_random_sam) -> None:
+    """Without golden data: ``sam(batched_input)`` on two images of different sizes (boxes; points
+    with a mask input) gives what the predictor gives for each image."""
+    transform = ResizeLongestSide(tiny_random_sam.image_size)
+    images = [synthetic_image(60, 90, seed=4), synthetic_image(37, 53)]
+    boxes = np.array([[5.0, 5.0, 50.0, 40.0], [30.0, 10.0, 85.0, 55.0]])
+    points, labels = np.array([[[10.0, 12.0], [40.0, 30.0]]]), np.array([[1, 0]])
+    predictor = Predictor(tiny_random_sam)
+    predictor.set_image(images[1])
+    _, _, mask_input = predictor.predict(points[0, :1], labels[0, :1], multimask_output=False)
+    records = [
+        {"image": _prepare_image(images[0], transform), "original_size": images[0].shape[:2],
+         "boxes": transform.apply_boxes_torch(torch.as_tensor(boxes), images[0].shape[:2])},
+        {"image": _prepare_image(images[1], transform), "original_size": images[1].shape[:2],
+         "point_coords": transform.apply_coords_torch(torch.as_tensor(points), images[1].shape[:2]),
+         "point_labels": torch.as_tensor(labels), "mask_inputs": torch.as_tensor(mask_input)[None]},
+    ]
+    outputs = tiny_random_sam(records, multimask_output=True)
+    predictor.set_image(images[0])
+    first = predictor.predict_torch(None, None, records[0]["boxes"], multimask_output=True)
+    predictor.set_image(images[1])
+    second = predictor.predict(points[0], labels[0], mask_input=mask_input, multimask_output=True)
+    expected = [first, tuple(torch.as_tensor(a)[None] for a in second)]
+    for out, (masks, iou, low_res) in zip(outputs, expected):
+        assert out["masks"].dtype == torch.bool and out["masks"].shape == masks.shape
+        assert (out["masks"] != masks).float().mean() < 1e-4
+        assert (out["iou_predictions"] - iou).abs().max() <= IOU_TOL
+        assert (out["low_res_logits"] - low_res).abs().max() <= LOGIT_TOL
+
+
 @pytest.mark.parametrize(
     ("record", "message"),
     [
         ({"original_size": (4, 4)}, "no 'image'"),
         ({"image": torch.zeros(4, 8, 8), "original_size": (8, 8)}, "3xHxW"),
-        ({"image": torch.zeros(3, 1100, 8), "original_size": (8, 8)}, "longest side is 1024"),
+        ({"image": torch.zeros(3, TINY.image_size + 1, 8), "original_size": (8, 8)}, f"longest side is {TINY.image_size}"),
         ({"image": torch.zeros(3, 8, 8), "original_size": (8, 8), "point_coords": torch.zeros(1, 1, 2)}, "together"),
         ({"image": torch.zeros(3, 8, 8), "original_size": (8, 8), "boxes": torch.zeros(4)}, r"Bx4"),
         ({"image": torch.zeros(3, 8, 8), "original_size": (8, 8), "boxes": torch.zeros(2, 4),
-          "mask_inputs": torch.zeros(3, 1, 256, 256)}, "batch sizes differ"),
+          "mask_inputs": torch.zeros(3, 1, TINY.mask_input_size, TINY.mask_input_size)}, "batch sizes differ"),
         ({"image": torch.zeros(3, 8, 8), "original_size": (0, 8)}, "original_size"),
     ],
 )
-def test_forward_refuses_malformed_input(tiny_sam, record: dict, message: str) -> None:
+def test_forward_refuses_malformed_input(tiny_random_sam, record: dict, message: str) -> None:
+    assert tiny_random_sam.config == TINY
     with pytest.raises(PromptError, match=message):
-        tiny_sam([record], multimask_output=False)
+        tiny_random_sam([record], multimask_output=False)
 
 
-def test_mask_generator_takes_the_official_keyword(tiny_sam) -> None:
+def test_mask_generator_takes_the_official_keyword(tiny_random_sam) -> None:
     """``SamAutomaticMaskGenerator(model=sam, ...)``, and the positional form still works."""
-    by_keyword = MaskGenerator(model=tiny_sam, points_per_side=4)
-    positional = MaskGenerator(tiny_sam, points_per_side=4)
-    assert by_keyword.predictor.model is positional.predictor.model is tiny_sam
+    by_keyword = MaskGenerator(model=tiny_random_sam, points_per_side=4)
+    positional = MaskGenerator(tiny_random_sam, points_per_side=4)
+    assert by_keyword.predictor.model is positional.predictor.model is tiny_random_sam
     assert np.array_equal(by_keyword.point_grids[0], positional.point_grids[0]) and len(by_keyword.point_grids[0]) == 16
-    predictor = Predictor(tiny_sam)
+    predictor = Predictor(tiny_random_sam)
     assert MaskGenerator(model=predictor).predictor is predictor
 
 

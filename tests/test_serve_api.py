@@ -1,4 +1,4 @@
-"""The annotation server's HTTP API (FastAPI TestClient) on the golden tiny SAM, and its parts:
+"""The annotation server's HTTP API (FastAPI TestClient) on the tiny random SAM, and its parts:
 the embedding cache, the COCO annotation store, the image catalogue and RLE checking."""
 from __future__ import annotations
 
@@ -30,6 +30,7 @@ from segany.serve import create_app  # noqa: E402
 from segany.serve.cache import ComputingCache, LRUCache  # noqa: E402
 from segany.serve.catalogue import ImageCatalogue  # noqa: E402
 from segany.serve.rle import compressed_counts, mask_from_rle  # noqa: E402
+from tiny_models import model_args
 
 MAX_BODY = 64 * 1024
 
@@ -48,22 +49,22 @@ def _shapes(height: int, width: int, seed: int) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def images_dir(tmp_path_factory: pytest.TempPathFactory, small_image: np.ndarray) -> Path:
+def images_dir(tmp_path_factory: pytest.TempPathFactory, synthetic_small: np.ndarray) -> Path:
     root = tmp_path_factory.mktemp("images")
-    Image.fromarray(small_image).save(root / "cat.png")
+    Image.fromarray(synthetic_small).save(root / "cat.png")
     (root / "more" / "deeper").mkdir(parents=True)
     Image.fromarray(_shapes(64, 80, 1)).save(root / "more" / "shapes.png")
     Image.fromarray(_shapes(48, 40, 2)).save(root / "more" / "deeper" / "scan.tif")
     (root / "broken.jpg").write_bytes(b"not a jpeg")
     (root / "notes.txt").write_text("not an image")
-    Image.fromarray(small_image).save(root / ".hidden.png")
+    Image.fromarray(synthetic_small).save(root / ".hidden.png")
     return root
 
 
 @pytest.fixture(scope="module")
-def app(images_dir: Path, tiny_sam, tmp_path_factory: pytest.TempPathFactory):
+def app(images_dir: Path, tiny_random_sam, tmp_path_factory: pytest.TempPathFactory):
     annotations = tmp_path_factory.mktemp("store") / "coco.json"
-    return create_app(images_dir, tiny_sam, annotations, model_name="tiny_sam", max_body_bytes=MAX_BODY)
+    return create_app(images_dir, tiny_random_sam, annotations, model_name="tiny_random_sam", max_body_bytes=MAX_BODY)
 
 
 @pytest.fixture(scope="module")
@@ -77,11 +78,11 @@ def ids(client: TestClient) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def reference(images_dir: Path, tiny_sam):
+def reference(images_dir: Path, tiny_random_sam):
     """A plain Predictor per image: what the server must answer."""
     predictors = {}
     for name in ("cat.png", "more/shapes.png"):
-        predictor = Predictor(tiny_sam)
+        predictor = Predictor(tiny_random_sam)
         predictor.set_image(load_image(images_dir / name))
         predictors[name] = predictor
     return predictors
@@ -157,22 +158,22 @@ def test_unknown_image_is_404_for_bodies(client: TestClient) -> None:
         assert response.status_code == 404, path
 
 
-def test_catalogue_ignores_links_leaving_the_folder(tmp_path: Path, small_image: np.ndarray) -> None:
+def test_catalogue_ignores_links_leaving_the_folder(tmp_path: Path, synthetic_small: np.ndarray) -> None:
     outside = tmp_path / "outside.png"
-    Image.fromarray(small_image).save(outside)
+    Image.fromarray(synthetic_small).save(outside)
     root = tmp_path / "root"
     root.mkdir()
-    Image.fromarray(small_image).save(root / "inside.png")
+    Image.fromarray(synthetic_small).save(root / "inside.png")
     (root / "link.png").symlink_to(outside)
     assert [entry.file_name for entry in ImageCatalogue(root)] == ["inside.png"]
     with pytest.raises(ImageError, match="does not exist"):
         ImageCatalogue(tmp_path / "missing")
 
 
-def test_catalogue_sizes_follow_exif_rotation(tmp_path: Path, small_image: np.ndarray) -> None:
+def test_catalogue_sizes_follow_exif_rotation(tmp_path: Path, synthetic_small: np.ndarray) -> None:
     exif = Image.Exif()
     exif[0x0112] = 6  # rotate 90°: width and height swap when read
-    Image.fromarray(small_image).save(tmp_path / "phone.jpg", exif=exif)
+    Image.fromarray(synthetic_small).save(tmp_path / "phone.jpg", exif=exif)
     catalogue = ImageCatalogue(tmp_path)
     (entry,) = catalogue
     assert catalogue.size(entry.id) == load_image(tmp_path / "phone.jpg").shape[:2] == (53, 37)
@@ -185,25 +186,26 @@ def test_serve_command_binds_to_loopback_by_default() -> None:
     assert (args.host, args.port, args.annotations, args.images_dir) == ("127.0.0.1", 8000, None, "some/folder")
 
 
-def test_serve_command_reports_a_missing_folder(golden: Path, tmp_path: Path, capsys) -> None:
+def test_serve_command_reports_a_missing_folder(tiny_model_files, tmp_path: Path, capsys) -> None:
     from segany.cli import main
 
-    code = main(["serve", str(tmp_path / "nope"), "--model", str(golden / "tiny_sam.json"),
-                 "--checkpoint", str(golden / "tiny_sam.pth")])
+    code = main(["serve", str(tmp_path / "nope"), *model_args(tiny_model_files)])
     assert code == 2 and "does not exist" in capsys.readouterr().err
 
 
 # -- embeddings and prediction ----------------------------------------------------------------
 
 
-def test_embedding_status_and_precompute(client: TestClient, ids: dict[str, str]) -> None:
+def test_embedding_status_and_precompute(client: TestClient, ids: dict[str, str], tiny_random_sam) -> None:
     image = ids["more/shapes.png"]
     assert client.get(f"/api/images/{image}/embedding").json()["status"] in ("absent", "ready")
     response = client.post(f"/api/images/{image}/embedding", params={"wait": True})
     assert response.status_code == 200 and response.json() == {"image_id": image, "status": "ready", "error": None}
     assert client.get(f"/api/images/{image}").json()["embedding"] == "ready"
     info = client.get("/api/info").json()
-    assert info["cached_embeddings"] >= 1 and info["cached_embedding_bytes"] >= 256 * 64 * 64 * 4
+    config = tiny_random_sam.config
+    assert info["cached_embeddings"] >= 1
+    assert info["cached_embedding_bytes"] >= config.prompt_embed_dim * config.embedding_size**2 * 4
 
 
 def test_failed_embedding_is_reported(client: TestClient, ids: dict[str, str]) -> None:
@@ -303,12 +305,12 @@ def test_body_over_the_limit_is_413(client: TestClient, ids: dict[str, str]) -> 
     assert response.status_code == 413
 
 
-def test_concurrent_requests_compute_each_embedding_once(images_dir: Path, tiny_sam, tmp_path: Path,
+def test_concurrent_requests_compute_each_embedding_once(images_dir: Path, tiny_random_sam, tmp_path: Path,
                                                          reference) -> None:
-    app = create_app(images_dir, tiny_sam, tmp_path / "coco.json")
+    app = create_app(images_dir, tiny_random_sam, tmp_path / "coco.json")
     ids = {image["file_name"]: image["id"] for image in local_client(app).get("/api/images").json()}
     jobs = [("cat.png", [30, 10]), ("more/shapes.png", [40, 40])] * 6
-    counter = EncoderCounter(tiny_sam)
+    counter = EncoderCounter(tiny_random_sam)
 
     def ask(job):
         name, point = job
@@ -456,16 +458,16 @@ def test_export_is_the_coco_file(client: TestClient, ids: dict[str, str], app) -
     assert response.json() == json.loads(app.state.store.path.read_text())
 
 
-def test_annotations_are_reloaded_on_start(images_dir: Path, tiny_sam, tmp_path: Path) -> None:
+def test_annotations_are_reloaded_on_start(images_dir: Path, tiny_random_sam, tmp_path: Path) -> None:
     path = tmp_path / "coco.json"
-    first = local_client(create_app(images_dir, tiny_sam, path))
+    first = local_client(create_app(images_dir, tiny_random_sam, path))
     image = next(i["id"] for i in first.get("/api/images").json() if i["file_name"] == "cat.png")
     made = first.post(f"/api/images/{image}/annotations", json={"category": "cat", "rle": _mask_rle(37, 53, (0, 0, 4, 4))})
-    second = local_client(create_app(images_dir, tiny_sam, path))
+    second = local_client(create_app(images_dir, tiny_random_sam, path))
     assert [a["id"] for a in second.get(f"/api/images/{image}/annotations").json()] == [made.json()["id"]]
     path.write_text('{"images": [')  # a damaged file is refused, never overwritten
     with pytest.raises(AnnotationError, match="cannot be read"):
-        create_app(images_dir, tiny_sam, path)
+        create_app(images_dir, tiny_random_sam, path)
     assert path.read_text() == '{"images": ['
 
 

@@ -37,11 +37,11 @@ def _rle(height: int, width: int, box: tuple[int, int, int, int]) -> dict:
 
 
 @pytest.fixture()
-def folder(tmp_path: Path, small_image: np.ndarray) -> Path:
+def folder(tmp_path: Path, synthetic_small: np.ndarray) -> Path:
     root = tmp_path / "images"
     root.mkdir()
-    Image.fromarray(small_image).save(root / "cat.png")  # 53 x 37
-    Image.fromarray(small_image[::-1].copy()).save(root / "dog.png")
+    Image.fromarray(synthetic_small).save(root / "cat.png")  # 53 x 37
+    Image.fromarray(synthetic_small[::-1].copy()).save(root / "dog.png")
     (root / "broken.jpg").write_bytes(b"not a jpeg")
     return root
 
@@ -53,8 +53,8 @@ def _ids(client: TestClient) -> dict[str, str]:
 # -- item 5: Host header and cross-site requests ---------------------------------------------
 
 
-def test_requests_for_another_host_are_refused(folder: Path, tiny_sam, tmp_path: Path) -> None:
-    app = create_app(folder, tiny_sam, tmp_path / "coco.json")
+def test_requests_for_another_host_are_refused(folder: Path, tiny_random_sam, tmp_path: Path) -> None:
+    app = create_app(folder, tiny_random_sam, tmp_path / "coco.json")
     good = local(app)
     image = _ids(good)["cat.png"]
     body = {"category": "x", "rle": _rle(37, 53, (1, 1, 5, 5))}
@@ -64,14 +64,14 @@ def test_requests_for_another_host_are_refused(folder: Path, tiny_sam, tmp_path:
     assert not (tmp_path / "coco.json").exists()  # nothing was created
     assert good.get("/api/export/coco").status_code == 200
     assert TestClient(app, base_url="http://127.0.0.1:8000").get("/api/info").status_code == 200
-    named = local(create_app(folder, tiny_sam, tmp_path / "c2.json", allowed_hosts=["box.lan"]))
+    named = local(create_app(folder, tiny_random_sam, tmp_path / "c2.json", allowed_hosts=["box.lan"]))
     assert named.get("/api/info").status_code == 400
 
 
 @pytest.mark.parametrize("headers", [{"Origin": "http://attacker.example"}, {"Sec-Fetch-Site": "cross-site"},
                                      {"Origin": "null"}, {"Origin": "http://localhost:9999"}])
-def test_cross_site_posts_are_refused_and_start_no_work(folder: Path, tiny_sam, tmp_path: Path, headers) -> None:
-    app = create_app(folder, tiny_sam, tmp_path / "coco.json")
+def test_cross_site_posts_are_refused_and_start_no_work(folder: Path, tiny_random_sam, tmp_path: Path, headers) -> None:
+    app = create_app(folder, tiny_random_sam, tmp_path / "coco.json")
     client = local(app)
     image = _ids(client)["cat.png"]
     for path in ("embedding", "everything", "embedding?wait=true"):
@@ -101,8 +101,8 @@ def _block(lane) -> threading.Event:
     return release
 
 
-def test_full_queues_answer_503_with_retry_after(folder: Path, tiny_sam, tmp_path: Path) -> None:
-    app = create_app(folder, tiny_sam, tmp_path / "coco.json", max_queue=1, max_everything_queue=1)
+def test_full_queues_answer_503_with_retry_after(folder: Path, tiny_random_sam, tmp_path: Path) -> None:
+    app = create_app(folder, tiny_random_sam, tmp_path / "coco.json", max_queue=1, max_everything_queue=1)
     client, service = local(app), app.state.service
     image = _ids(client)["cat.png"]
     client.post(f"/api/images/{image}/embedding", params={"wait": True})
@@ -120,8 +120,8 @@ def test_full_queues_answer_503_with_retry_after(folder: Path, tiny_sam, tmp_pat
     assert client.post(f"/api/images/{image}/predict", json={"points": [[5, 5]], "labels": [1]}).status_code == 200
 
 
-def test_expensive_options_are_capped(folder: Path, tiny_sam, tmp_path: Path) -> None:
-    client = local(create_app(folder, tiny_sam, tmp_path / "coco.json", max_points_per_side=8))
+def test_expensive_options_are_capped(folder: Path, tiny_random_sam, tmp_path: Path) -> None:
+    client = local(create_app(folder, tiny_random_sam, tmp_path / "coco.json", max_points_per_side=8))
     response = client.post(f"/api/images/{_ids(client)['cat.png']}/everything", json={"points_per_side": 16})
     assert response.status_code == 422 and "at most 8" in response.json()["detail"]
 
@@ -149,8 +149,8 @@ async def _asgi_post(app, path: str, body: bytes, gone: asyncio.Event) -> list[d
     return sent
 
 
-def test_work_of_a_client_that_left_is_dropped(folder: Path, tiny_sam, tmp_path: Path, monkeypatch) -> None:
-    app = create_app(folder, tiny_sam, tmp_path / "coco.json")
+def test_work_of_a_client_that_left_is_dropped(folder: Path, tiny_random_sam, tmp_path: Path, monkeypatch) -> None:
+    app = create_app(folder, tiny_random_sam, tmp_path / "coco.json")
     service = app.state.service
     image = _ids(local(app))["cat.png"]
     loads = []
@@ -176,12 +176,12 @@ def test_work_of_a_client_that_left_is_dropped(folder: Path, tiny_sam, tmp_path:
     assert loads == [] and service.embedding_status(image) == ("absent", None)
 
 
-def test_everything_stops_between_batches_when_cancelled(folder: Path, tiny_sam, tmp_path: Path, monkeypatch) -> None:
+def test_everything_stops_between_batches_when_cancelled(folder: Path, tiny_random_sam, tmp_path: Path, monkeypatch) -> None:
     pytest.importorskip("segany.amg.generator")
     from segany.serve.lanes import Cancelled
 
-    service = create_app(folder, tiny_sam, tmp_path / "coco.json").state.service
-    image = _ids(local(create_app(folder, tiny_sam, tmp_path / "c.json")))["cat.png"]
+    service = create_app(folder, tiny_random_sam, tmp_path / "coco.json").state.service
+    image = _ids(local(create_app(folder, tiny_random_sam, tmp_path / "c.json")))["cat.png"]
     batches, tickets = [], []
     original = Predictor.predict_low_res_torch
 
@@ -203,7 +203,7 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def test_sigterm_stops_within_seconds_cancelling_queued_work(folder: Path, tiny_sam, tmp_path: Path,
+def test_sigterm_stops_within_seconds_cancelling_queued_work(folder: Path, tiny_random_sam, tmp_path: Path,
                                                              monkeypatch) -> None:
     pytest.importorskip("segany.amg.generator")
     import httpx
@@ -217,7 +217,7 @@ def test_sigterm_stops_within_seconds_cancelling_queued_work(folder: Path, tiny_
         return original(self, *args, **kwargs)
 
     monkeypatch.setattr(Predictor, "predict_low_res_torch", slow)
-    app = create_app(folder, tiny_sam, tmp_path / "coco.json")
+    app = create_app(folder, tiny_random_sam, tmp_path / "coco.json")
     port = _free_port()
     server = make_server(app, "127.0.0.1", port)
     thread = threading.Thread(target=server.run, daemon=True)
@@ -262,7 +262,7 @@ def _ids_http(base: str) -> dict[str, str]:
 # -- item 7: polygons and RLE from other tools ----------------------------------------------------
 
 
-def test_polygon_and_uncompressed_rle_annotations_are_read_and_kept(folder: Path, tiny_sam, tmp_path: Path) -> None:
+def test_polygon_and_uncompressed_rle_annotations_are_read_and_kept(folder: Path, tiny_random_sam, tmp_path: Path) -> None:
     square = np.zeros((37, 53), np.uint8)
     square[10:20, 30:45] = 1
     uncompressed = {"size": [37, 53], "counts": _uncompressed_counts(square)}
@@ -280,7 +280,7 @@ def test_polygon_and_uncompressed_rle_annotations_are_read_and_kept(folder: Path
     }
     path = tmp_path / "coco.json"
     path.write_text(json.dumps(original))
-    client = local(create_app(folder, tiny_sam, path))
+    client = local(create_app(folder, tiny_random_sam, path))
     image = _ids(client)["cat.png"]
     response = client.get(f"/api/images/{image}/annotations")
     assert response.status_code == 200
@@ -309,14 +309,14 @@ def _uncompressed_counts(mask: np.ndarray) -> list[int]:
 # -- item 8: ids never repeat -------------------------------------------------------------------
 
 
-def test_annotation_ids_never_repeat_after_a_restart(folder: Path, tiny_sam, tmp_path: Path) -> None:
+def test_annotation_ids_never_repeat_after_a_restart(folder: Path, tiny_random_sam, tmp_path: Path) -> None:
     path = tmp_path / "coco.json"
-    client = local(create_app(folder, tiny_sam, path))
+    client = local(create_app(folder, tiny_random_sam, path))
     image = _ids(client)["cat.png"]
     body = {"category": "x", "rle": _rle(37, 53, (1, 1, 5, 5))}
     first, second = (client.post(f"/api/images/{image}/annotations", json=body).json()["id"] for _ in range(2))
     assert client.delete(f"/api/annotations/{second}").status_code == 204
-    restarted = local(create_app(folder, tiny_sam, path))
+    restarted = local(create_app(folder, tiny_random_sam, path))
     third = restarted.post(f"/api/images/{image}/annotations", json=body).json()["id"]
     assert third not in (first, second) and third > second
 
@@ -335,8 +335,8 @@ def test_temp_files_of_a_killed_server_are_removed_on_start(tmp_path: Path) -> N
     assert not leftover.exists() and unrelated.exists() and len(store.dataset()["annotations"]) == 1
 
 
-def test_errors_do_not_reveal_absolute_server_paths(folder: Path, tiny_sam, tmp_path: Path) -> None:
-    client = local(create_app(folder, tiny_sam, tmp_path / "coco.json"))
+def test_errors_do_not_reveal_absolute_server_paths(folder: Path, tiny_random_sam, tmp_path: Path) -> None:
+    client = local(create_app(folder, tiny_random_sam, tmp_path / "coco.json"))
     broken = _ids(client)["broken.jpg"]
     texts = [client.post(f"/api/images/{broken}/embedding", params={"wait": True}).text,
              client.get(f"/api/images/{broken}/embedding").text, client.get(f"/api/images/{broken}").text,
@@ -346,10 +346,10 @@ def test_errors_do_not_reveal_absolute_server_paths(folder: Path, tiny_sam, tmp_
         assert str(tmp_path) not in text
 
 
-def test_an_image_replaced_by_a_symlink_is_not_followed(folder: Path, tiny_sam, tmp_path: Path) -> None:
+def test_an_image_replaced_by_a_symlink_is_not_followed(folder: Path, tiny_random_sam, tmp_path: Path) -> None:
     secret = tmp_path / "secret.png"
     Image.fromarray(np.full((8, 8, 3), 7, np.uint8)).save(secret)
-    client = local(create_app(folder, tiny_sam, tmp_path / "coco.json"))
+    client = local(create_app(folder, tiny_random_sam, tmp_path / "coco.json"))
     image = _ids(client)["dog.png"]
     (folder / "dog.png").unlink()
     (folder / "dog.png").symlink_to(secret)
@@ -371,9 +371,9 @@ def _claiming_png(path: Path, width: int, height: int) -> None:
     path.write_bytes(bytes(data))
 
 
-def test_oversized_images_are_a_4xx(folder: Path, tiny_sam, tmp_path: Path, monkeypatch) -> None:
+def test_oversized_images_are_a_4xx(folder: Path, tiny_random_sam, tmp_path: Path, monkeypatch) -> None:
     _claiming_png(folder / "bomb.png", 60000, 60000)
-    client = local(create_app(folder, tiny_sam, tmp_path / "coco.json"))
+    client = local(create_app(folder, tiny_random_sam, tmp_path / "coco.json"))
     image = _ids(client)["bomb.png"]
     for response in (client.get(f"/api/images/{image}"), client.get(f"/api/images/{image}/file"),
                      client.post(f"/api/images/{image}/embedding", params={"wait": True}),

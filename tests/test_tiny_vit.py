@@ -3,13 +3,12 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from conftest import require_golden
 from segany.models.config import SamConfig, TinyViTConfig
 from segany.models.encoders.tiny_vit import TinyViT, attention_bias_indices
 from segany.models.sam import Sam
@@ -24,16 +23,8 @@ VIT_T_CONFIG = TinyViTConfig(
 BN_BUFFERS = ("running_mean", "running_var", "num_batches_tracked")
 
 
-def golden_dir() -> Path:
-    shared = os.environ.get("SEGANY_SHARED") or str(Path(__file__).resolve().parents[2] / "shared")
-    path = Path(shared) / "golden"
-    if not path.is_dir():
-        pytest.skip(f"golden data not found at {path} (set SEGANY_SHARED)")
-    return path
-
-
 def test_vit_t_state_dict_matches_official_manifest() -> None:
-    manifest = json.loads((golden_dir() / "manifest_vit_t.json").read_text())
+    manifest = json.loads((require_golden() / "manifest_vit_t.json").read_text())
     expected = {k: v["shape"] for k, v in manifest["state_dict"].items() if k.startswith("image_encoder.")}
     with torch.device("meta"):
         model = Sam(SamConfig(name="vit_t", encoder=VIT_T_CONFIG))
@@ -81,7 +72,7 @@ def test_loaded_attention_biases_take_effect_after_eval() -> None:
 
 def test_tiny_mobilesam_embedding_matches_golden() -> None:
     image_module = pytest.importorskip("PIL.Image")
-    golden = golden_dir()
+    golden = require_golden()
     model = Sam(SamConfig(name="tiny_mobilesam", encoder=TINY_CONFIG))
     state = torch.load(golden / "tiny_mobilesam_image_encoder.pth", weights_only=True)
     shared_parts = torch.load(golden / "tiny_sam.pth", weights_only=True)

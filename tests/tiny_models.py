@@ -8,11 +8,15 @@ generator, export and the server can be tested without the shared folder:
 """
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import torch
 
 from segany.models.config import SamConfig, TinyViTConfig, ViTConfig
 from segany.models.sam import Sam
+from segany.registry import config_to_dict
 
 TINY_IMAGE_SIZE = 128
 TINY_DIM = 32
@@ -58,6 +62,24 @@ def tiny_random_model(kind: str = "sam", seed: int = 0, config: SamConfig | None
     model = Sam(config)
     _randomize(model, torch.Generator().manual_seed(seed + 1))
     return model.eval()
+
+
+def save_tiny_model(folder: Path, model: Sam | None = None) -> tuple[Path, Path]:
+    """Write ``model`` (default: ``tiny_random_model("sam")``) to ``folder`` as ``config.json`` +
+    ``model.pth`` (official state-dict format): the files the CLI's ``--model`` / ``--checkpoint``
+    and ``load_model`` take."""
+    model = tiny_random_model("sam") if model is None else model
+    folder.mkdir(parents=True, exist_ok=True)
+    config, checkpoint = folder / "config.json", folder / "model.pth"
+    config.write_text(json.dumps(config_to_dict(model.config), indent=1))
+    torch.save(model.state_dict(), checkpoint)
+    return config, checkpoint
+
+
+def model_args(files: tuple[Path, Path]) -> list[str]:
+    """``--model CONFIG --checkpoint WEIGHTS`` for files written by :func:`save_tiny_model`."""
+    config, checkpoint = files
+    return ["--model", str(config), "--checkpoint", str(checkpoint)]
 
 
 def synthetic_image(height: int, width: int, seed: int = 0) -> np.ndarray:

@@ -2,7 +2,9 @@
 
 Sources of the weight facts are given beside each entry. Configs may also come from a dict or
 a JSON file holding the official builder's arguments (``builder_args`` for SAM's ViT,
-``tinyvit_args`` for MobileSAM's TinyViT), the format of ``shared/golden/tiny_sam.json``, from
+``tinyvit_args`` for MobileSAM's TinyViT), the format of ``shared/golden/tiny_sam.json``, with
+optional further fields (``encoder_*`` keys, a ``sam_args`` object) so that every
+:class:`SamConfig` round-trips through :func:`config_to_dict`; from
 transformers' ``SamConfig`` JSON, or from a ``SamModel.save_pretrained`` folder (its ``config.json``).
 """
 from __future__ import annotations
@@ -92,47 +94,128 @@ NameOrConfig = Union[str, Path, dict, SamConfig]
 
 
 def _ints(value: Any, key: str) -> tuple[int, ...]:
-    if not isinstance(value, (list, tuple)) or not all(isinstance(v, int) for v in value):
+    if not isinstance(value, (list, tuple)) or not all(_is_int(v) for v in value):
         raise ConfigError(f"config field {key!r} must be a list of integers, got {value!r}")
-    return tuple(value)
+    return tuple(int(v) for v in value)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _int(value: Any, key: str) -> int:
+    if not _is_int(value):
+        raise ConfigError(f"config field {key!r} must be an integer, got {value!r}")
+    return int(value)
+
+
+def _float(value: Any, key: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(f"config field {key!r} must be a number, got {value!r}")
+    return float(value)
+
+
+def _floats(value: Any, key: str) -> tuple[float, ...]:
+    if not isinstance(value, (list, tuple)) or len(value) != 3:
+        raise ConfigError(f"config field {key!r} must be a list of 3 numbers, got {value!r}")
+    return tuple(_float(v, key) for v in value)
+
+
+# The JSON format: the official builder's four ViT arguments (``builder_args``; the optional
+# ``encoder_*`` keys are ViTConfig's other fields) or TinyViT's constructor arguments
+# (``tinyvit_args``, TinyViTConfig's fields), and optionally ``sam_args`` (SamConfig's fields
+# beyond the encoder). Each JSON key → (dataclass field, parser); absent keys keep the defaults.
+_VIT_KEYS: dict[str, tuple[str, Any]] = {
+    "encoder_embed_dim": ("embed_dim", _int),
+    "encoder_depth": ("depth", _int),
+    "encoder_num_heads": ("num_heads", _int),
+    "encoder_global_attn_indexes": ("global_attn_indexes", _ints),
+    "encoder_window_size": ("window_size", _int),
+    "encoder_mlp_ratio": ("mlp_ratio", _float),
+    "encoder_img_size": ("img_size", _int),
+    "encoder_patch_size": ("patch_size", _int),
+    "encoder_out_chans": ("out_chans", _int),
+}
+_VIT_REQUIRED = ("encoder_embed_dim", "encoder_depth", "encoder_num_heads", "encoder_global_attn_indexes")
+_TINYVIT_KEYS: dict[str, tuple[str, Any]] = {
+    "embed_dims": ("embed_dims", _ints),
+    "depths": ("depths", _ints),
+    "num_heads": ("num_heads", _ints),
+    "window_sizes": ("window_sizes", _ints),
+    "mlp_ratio": ("mlp_ratio", _float),
+    "mbconv_expand_ratio": ("mbconv_expand_ratio", _float),
+    "local_conv_size": ("local_conv_size", _int),
+    "img_size": ("img_size", _int),
+    "in_chans": ("in_chans", _int),
+    "num_classes": ("num_classes", _int),
+    "out_chans": ("out_chans", _int),
+}
+_TINYVIT_REQUIRED = ("embed_dims", "depths", "num_heads", "window_sizes")
+_SAM_KEYS: dict[str, tuple[str, Any]] = {
+    "pixel_mean": ("pixel_mean", _floats),
+    "pixel_std": ("pixel_std", _floats),
+    **{key: (key, _int) for key in (
+        "prompt_embed_dim", "mask_in_chans", "decoder_depth", "decoder_mlp_dim", "decoder_num_heads",
+        "attention_downsample_rate", "num_multimask_outputs", "iou_head_depth", "iou_head_hidden_dim",
+    )},
+}
+
+
+def _fields(args: Any, section: str, keys: dict[str, tuple[str, Any]], required: tuple[str, ...], name: str) -> dict[str, Any]:
+    """The dataclass fields that a JSON section holds; ConfigError for a missing, unknown or mistyped key."""
+    if not isinstance(args, Mapping):
+        raise ConfigError(f"{section} of {name!r} must be an object, got {args!r}")
+    missing = [k for k in required if k not in args]
+    if missing:
+        raise ConfigError(f"{section} of {name!r} lacks {', '.join(missing)}")
+    unknown = [k for k in args if k not in keys]
+    if unknown:
+        raise ConfigError(f"{section} of {name!r} has unknown keys {', '.join(map(repr, unknown))}; "
+                          f"known: {', '.join(keys)}")
+    return {keys[k][0]: keys[k][1](v, k) for k, v in args.items()}
 
 
 def config_from_dict(data: dict, name: str = "custom") -> SamConfig:
-    """A config from the official builder's arguments (``builder_args`` or ``tinyvit_args``)
-    or from a transformers ``SamConfig`` dict (``model_type``, ``vision_config``, ...)."""
+    """A config from the official builder's arguments (``builder_args`` or ``tinyvit_args``,
+    optionally with ``sam_args``; see :func:`config_to_dict`) or from a transformers ``SamConfig``
+    dict (``model_type``, ``vision_config``, ...)."""
     name = str(data.get("name", name))
     if "builder_args" not in data and "tinyvit_args" not in data and is_hugging_face_config(data):
         return hugging_face_config(data, name=name)
     if "builder_args" in data:
-        args = data["builder_args"]
-        required = ("encoder_embed_dim", "encoder_depth", "encoder_num_heads", "encoder_global_attn_indexes")
-        missing = [k for k in required if k not in args]
-        if missing:
-            raise ConfigError(f"builder_args of {name!r} lacks {', '.join(missing)}")
-        depth = args["encoder_depth"]
-        global_attn = _ints(args["encoder_global_attn_indexes"], "encoder_global_attn_indexes")
+        fields = _fields(data["builder_args"], "builder_args", _VIT_KEYS, _VIT_REQUIRED, name)
+        depth, global_attn = fields["depth"], fields["global_attn_indexes"]
         if any(not 0 <= i < depth for i in global_attn):
             raise ConfigError(f"encoder_global_attn_indexes {list(global_attn)} must lie in [0, {depth})")
-        if args["encoder_embed_dim"] % args["encoder_num_heads"]:
+        if fields["num_heads"] <= 0 or fields["embed_dim"] % fields["num_heads"]:
             raise ConfigError("encoder_num_heads must divide encoder_embed_dim")
-        encoder: ViTConfig | TinyViTConfig = ViTConfig(
-            int(args["encoder_embed_dim"]), int(depth), int(args["encoder_num_heads"]), global_attn
-        )
+        encoder: ViTConfig | TinyViTConfig = ViTConfig(**fields)
     elif "tinyvit_args" in data:
-        args = data["tinyvit_args"]
-        keys = ("embed_dims", "depths", "num_heads", "window_sizes")
-        missing = [k for k in keys if k not in args]
-        if missing:
-            raise ConfigError(f"tinyvit_args of {name!r} lacks {', '.join(missing)}")
-        values = {k: _ints(args[k], k) for k in keys}
-        if len({len(v) for v in values.values()}) != 1:
-            raise ConfigError(f"tinyvit_args lists must have equal lengths, got {values}")
-        encoder = TinyViTConfig(**values)
+        fields = _fields(data["tinyvit_args"], "tinyvit_args", _TINYVIT_KEYS, _TINYVIT_REQUIRED, name)
+        lists = {k: fields[k] for k in _TINYVIT_REQUIRED}
+        if len({len(v) for v in lists.values()}) != 1:
+            raise ConfigError(f"tinyvit_args lists must have equal lengths, got {lists}")
+        encoder = TinyViTConfig(**fields)
     else:
         raise ConfigError(
             f"model config {name!r} needs a 'builder_args' (SAM ViT) or 'tinyvit_args' (MobileSAM) object"
         )
-    return SamConfig(name=name, encoder=encoder)
+    sam = _fields(data.get("sam_args", {}), "sam_args", _SAM_KEYS, (), name)
+    return SamConfig(name=name, encoder=encoder, **sam)
+
+
+def config_to_dict(config: SamConfig) -> dict[str, Any]:
+    """The JSON object of ``config`` that :func:`config_from_dict` reads back to an equal config:
+    ``name``, ``builder_args`` (ViT) or ``tinyvit_args`` (TinyViT), and ``sam_args``."""
+    def section(obj: Any, keys: dict[str, tuple[str, Any]]) -> dict[str, Any]:
+        values = {key: getattr(obj, field) for key, (field, _) in keys.items()}
+        return {key: list(v) if isinstance(v, tuple) else v for key, v in values.items()}
+
+    if isinstance(config.encoder, ViTConfig):
+        encoder = {"builder_args": section(config.encoder, _VIT_KEYS)}
+    else:
+        encoder = {"tinyvit_args": section(config.encoder, _TINYVIT_KEYS)}
+    return {"name": config.name, **encoder, "sam_args": section(config, _SAM_KEYS)}
 
 
 def resolve_config(name_or_config: NameOrConfig) -> SamConfig:
