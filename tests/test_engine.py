@@ -149,3 +149,14 @@ def test_server_everything_reuses_the_cached_embedding(tiny_random_sam, syntheti
         proposals = client.post(f"/api/images/{image_id}/everything", json={"points_per_side": 4})
         assert proposals.status_code == 200, proposals.text
     assert calls[0] == len(ids) == 2
+
+
+def test_every_registry_entry_names_a_registered_family() -> None:
+    from segany.engine import families
+    from segany.registry import MODELS
+
+    names = {family.name for family in families()}
+    with torch.device("meta"):
+        for spec in MODELS.values():
+            assert spec.family in names and spec.source
+            assert family_of(segany.build_model(spec.name)).name == spec.family

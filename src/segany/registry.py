@@ -28,7 +28,8 @@ from .models.config import (
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """One downloadable model: its architecture and where its official weights live."""
+    """One downloadable model: its engine family (:mod:`segany.engine`), its architecture, and
+    where its official weights live; ``source`` says where the URL, size and hash came from."""
 
     name: str
     config: SamConfig
@@ -36,6 +37,8 @@ class ModelSpec:
     num_bytes: int
     sha256: str
     description: str
+    family: str = "sam"
+    source: str = "docs/checkpoints.md"
 
     @property
     def filename(self) -> str:
@@ -50,8 +53,11 @@ VIT_T_ENCODER = TinyViTConfig(
     embed_dims=(64, 128, 160, 320), depths=(2, 2, 6, 2), num_heads=(2, 4, 5, 10), window_sizes=(7, 7, 14, 7)
 )
 
-# URLs: the official READMEs (facebookresearch/segment-anything "Model Checkpoints";
-# ChaoningZhang/MobileSAM weights/). Sizes and sha256: see docs/checkpoints.md for the sources.
+# Where the facts come from (the full account, with the cross-checks: docs/checkpoints.md).
+_SAM_SOURCE = ("URL: facebookresearch/segment-anything README, 'Model Checkpoints'; sha256 and bytes: "
+               "micro-sam's pooch registry and the Git-LFS pointers of Hugging Face mirrors")
+_MOBILESAM_SOURCE = ("URL: ChaoningZhang/MobileSAM weights/mobile_sam.pt; sha256 and bytes: micro-sam's pooch "
+                     "registry and the Git-LFS pointer of dhkim2810/MobileSAM")
 MODELS: dict[str, ModelSpec] = {
     spec.name: spec
     for spec in (
@@ -62,6 +68,7 @@ MODELS: dict[str, ModelSpec] = {
             2564550879,
             "a7bf3b02f3ebf1267aba913ff637d9a2d5c33d3173bb679e46d9f338c26f262e",
             "SAM ViT-H (636M encoder parameters), the paper's default model",
+            source=_SAM_SOURCE,
         ),
         ModelSpec(
             "vit_l",
@@ -70,6 +77,7 @@ MODELS: dict[str, ModelSpec] = {
             1249524607,
             "3adcc4315b642a4d2101128f611684e8734c41232a17c648ed1693702a49a622",
             "SAM ViT-L",
+            source=_SAM_SOURCE,
         ),
         ModelSpec(
             "vit_b",
@@ -78,6 +86,7 @@ MODELS: dict[str, ModelSpec] = {
             375042383,
             "ec2df62732614e57411cdcf32a23ffdf28910380d03139ee0f4fcbe91eb8c912",
             "SAM ViT-B, the smallest official SAM",
+            source=_SAM_SOURCE,
         ),
         ModelSpec(
             "vit_t",
@@ -86,6 +95,7 @@ MODELS: dict[str, ModelSpec] = {
             40728226,
             "6dbb90523a35330fedd7f1d3dfc66f995213d81b29a5ca8108dbcdd4e37d6c2f",
             "MobileSAM: TinyViT encoder distilled from SAM ViT-H, same decoder",
+            source=_MOBILESAM_SOURCE,
         ),
     )
 }
