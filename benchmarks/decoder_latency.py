@@ -36,6 +36,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=30)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--decoder-backend", default="torch", choices=("torch", "onnxruntime"))
+    parser.add_argument("--batches", default="", help="also time predict_torch at these batch sizes, e.g. 1,16,64")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -56,6 +57,12 @@ def main() -> None:
             lambda: predictor.predict_low_res_torch(coords, labels), max(5, args.repeats // 3)
         ),
     }
+    for batch in [int(b) for b in args.batches.split(",") if b]:
+        points = torch.as_tensor(predictor.transform.apply_coords(rng.uniform(0, 480, (batch, 2)), (480, 640)))[:, None].float()
+        ones = torch.ones(batch, 1, dtype=torch.int)
+        figures[f"predict_torch {batch} points (ms)"] = _median_ms(
+            lambda points=points, ones=ones: predictor.predict_torch(points, ones), max(3, args.repeats // 6)
+        )
     for name, value in figures.items():
         print(f"{name:40s} {value:8.2f}")
 
