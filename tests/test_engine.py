@@ -20,7 +20,7 @@ from segany.engine import (
     register_family,
     supported_options,
 )
-from segany.errors import ConfigError, GeneratorArgumentError, PromptError
+from segany.errors import BackendError, ConfigError, GeneratorArgumentError, PromptError
 
 SMALL_GRID = {"points_per_side": 4, "pred_iou_thresh": 0.0, "stability_score_thresh": 0.0}
 
@@ -56,6 +56,8 @@ def test_objects_no_engine_serves_are_typed_errors() -> None:
         segany.MaskGenerator(torch.nn.Linear(2, 2))
     with pytest.raises(ConfigError, match="Sam model"):
         segany.SamPredictor(ClassicModel())
+    with pytest.raises(BackendError, match="dtype"):
+        segany.Predictor(ClassicModel(), dtype=torch.bfloat16)
 
 
 def test_a_registered_family_claims_its_models() -> None:

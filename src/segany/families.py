@@ -13,13 +13,14 @@ from .classic.generator import HONOURED_OPTIONS, SPEED_OPTIONS, ClassicMaskGener
 from .classic.model import ClassicModel
 from .classic.predictor import ClassicPredictor
 from .engine import EngineFamily, register_family
+from .errors import BackendError
 from .models.sam import Sam
 from .predict.predictor import SamPredictor
 
 
 def _classic_predictor(model: ClassicModel, **options: Any) -> ClassicPredictor:
     if options:
-        raise TypeError(f"the classic engine's predictor takes no options, got {', '.join(sorted(options))}")
+        raise BackendError(f"the classic engine's predictor takes no inference options, got {', '.join(sorted(options))}")
     return ClassicPredictor(model)
 
 
