@@ -96,7 +96,8 @@ def tiny_sam2_encoder(sam2_golden: Path, tiny_sam2_state: dict[str, torch.Tensor
                 node = node.setdefault(part, {})
             node[leaf] = value
     encoder = Sam2ImageEncoder(config_from_section(section)).eval()
-    encoder.load_state_dict({k[len(PREFIX) :]: v for k, v in tiny_sam2_state.items() if k.startswith(PREFIX)}, strict=True)
+    state = {k[len(PREFIX) :]: v for k, v in tiny_sam2_state.items() if k.startswith(PREFIX)}
+    encoder.load_state_dict(state, strict=True)
     return encoder
 
 
@@ -109,7 +110,8 @@ def sam2_images(sam2_golden: Path) -> dict[str, np.ndarray]:
 @pytest.mark.parametrize("manifest_name", MANIFESTS)
 def test_state_dict_matches_official_manifest(sam2_golden: Path, manifest_name: str) -> None:
     manifest = json.loads((sam2_golden / manifest_name).read_text())
-    expected = [(k[len(PREFIX) :], v["shape"], v["dtype"]) for k, v in manifest["state_dict"].items() if k.startswith(PREFIX)]
+    entries = manifest["state_dict"].items()
+    expected = [(k[len(PREFIX) :], v["shape"], v["dtype"]) for k, v in entries if k.startswith(PREFIX)]
     with torch.device("meta"):
         encoder = Sam2ImageEncoder(config_from_section(manifest["config_model_section"]["image_encoder"]))
     ours = [(k, list(v.shape), str(v.dtype).removeprefix("torch.")) for k, v in encoder.state_dict().items()]
@@ -138,7 +140,8 @@ def test_embedding_matches_official(
     tiny_sam2_state: dict[str, torch.Tensor],
     name: str,
 ) -> None:
-    """``set_image``'s features: stride-16 level + ``no_mem_embed``; stride 4 / 8 through the decoder's conv_s0 / conv_s1."""
+    """``set_image``'s features: the stride-16 level + ``no_mem_embed``; the stride-4 / 8 levels
+    through the decoder's ``conv_s0`` / ``conv_s1``."""
     case = np.load(sam2_golden / f"img_embedding_{name}.npz")
     state = tiny_sam2_state
     with torch.inference_mode():
@@ -243,6 +246,7 @@ def test_preprocess_rejects_bad_images(image: object) -> None:
         {"scalp": 4},
         {"position_num_pos_feats": 128},
         {"fpn_interp_model": "area"},
+        {"img_size": 1000},
     ],
 )
 def test_config_errors(changes: dict) -> None:

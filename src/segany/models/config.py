@@ -105,7 +105,7 @@ class HieraConfig:
         if self.fpn_interp_model not in ("nearest", "bilinear", "bicubic"):
             raise ConfigError(f"unknown fpn_interp_model {self.fpn_interp_model!r}")
         if self.img_size % self.feature_strides[-1]:
-            raise ConfigError(f"img_size {self.img_size} is not a multiple of the coarsest stride {self.feature_strides[-1]}")
+            raise ConfigError(f"img_size {self.img_size} is not a multiple of the stride {self.feature_strides[-1]}")
 
     @property
     def stage_dims(self) -> tuple[int, ...]:

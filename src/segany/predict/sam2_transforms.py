@@ -38,7 +38,7 @@ def resize_normalize(image: torch.Tensor, image_size: int) -> torch.Tensor:
 
 
 def preprocess_image(image: np.ndarray, image_size: int = 1024) -> torch.Tensor:
-    """HxWx3 uint8 RGB → the (3, S, S) float32 tensor the official ``SAM2ImagePredictor.set_image`` feeds the model."""
+    """HxWx3 uint8 RGB → the (3, S, S) float32 tensor that the official ``set_image`` feeds the model."""
     return resize_normalize(image_to_tensor(image), image_size)
 
 

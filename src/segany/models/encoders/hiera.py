@@ -25,15 +25,18 @@ from ..mask_decoder import MLP
 from ..position_encoding import PositionEmbeddingSine
 
 
+def padded_size(hw: tuple[int, int], window_size: int) -> tuple[int, int]:
+    """(H, W) rounded up to multiples of ``window_size``."""
+    return hw[0] + (-hw[0]) % window_size, hw[1] + (-hw[1]) % window_size
+
+
 def window_partition(x: torch.Tensor, window_size: int) -> tuple[torch.Tensor, tuple[int, int]]:
     """(B, H, W, C) → (B * windows, window_size, window_size, C), zero-padded at the bottom / right;
     also returns the padded size (Hp, Wp)."""
     b, h, w, c = x.shape
-    pad_h = (window_size - h % window_size) % window_size
-    pad_w = (window_size - w % window_size) % window_size
-    if pad_h or pad_w:
-        x = F.pad(x, (0, 0, 0, pad_w, 0, pad_h))
-    hp, wp = h + pad_h, w + pad_w
+    hp, wp = padded_size((h, w), window_size)
+    if hp > h or wp > w:
+        x = F.pad(x, (0, 0, 0, wp - w, 0, hp - h))
     x = x.view(b, hp // window_size, window_size, wp // window_size, window_size, c)
     return x.permute(0, 1, 3, 2, 4, 5).reshape(-1, window_size, window_size, c), (hp, wp)
 
@@ -142,11 +145,11 @@ class MultiScaleBlock(nn.Module):
             x, pad_hw = window_partition(x, window_size)
         x = self.attn(x)
         if window_size > 0:
-            h, w = shortcut.shape[1:3]
+            hw = tuple(shortcut.shape[1:3])
             if self.q_stride:
                 window_size //= self.q_stride[0]
-                pad_hw = (h + (window_size - h % window_size) % window_size, w + (window_size - w % window_size) % window_size)
-            x = window_unpartition(x, window_size, pad_hw, (h, w))
+                pad_hw = padded_size(hw, window_size)
+            x = window_unpartition(x, window_size, pad_hw, hw)
         x = shortcut + x
         return x + self.mlp(self.norm2(x))
 
@@ -179,7 +182,8 @@ class Hiera(nn.Module):
                 num_heads = int(num_heads * config.head_mul)
                 cur_stage += 1
             q_stride = tuple(config.q_stride) if i in self.q_pool_blocks else None
-            self.blocks.append(MultiScaleBlock(embed_dim, dim_out, num_heads, q_stride=q_stride, window_size=window_size))
+            block = MultiScaleBlock(embed_dim, dim_out, num_heads, q_stride=q_stride, window_size=window_size)
+            self.blocks.append(block)
             embed_dim = dim_out
         self.channel_list = [self.blocks[i].dim_out for i in self.stage_ends[::-1]]
 
