@@ -56,6 +56,81 @@ class TinyViTConfig:
         return TINY_VIT_STRIDE
 
 
+@dataclass(frozen=True)
+class HieraConfig:
+    """SAM 2's image encoder: a Hiera trunk, the FPN neck with sine position encodings, and the scalp.
+
+    The fields are the arguments of the official ``Hiera`` (trunk), ``FpnNeck`` and its
+    ``PositionEmbeddingSine`` (``position_*``), and ``ImageEncoder.scalp`` (how many of the
+    lowest-resolution levels are dropped after the neck). Defaults are ``sam2.1_hiera_t``'s.
+    ``backbone_channel_list`` (the trunk's stage widths, deepest first) is derived from the trunk
+    arguments and checked against them, as the official ``ImageEncoder`` does.
+    """
+
+    embed_dim: int = 96
+    num_heads: int = 1
+    stages: tuple[int, ...] = (1, 2, 7, 2)
+    global_att_blocks: tuple[int, ...] = (5, 7, 9)
+    window_pos_embed_bkg_spatial_size: tuple[int, int] = (7, 7)
+    window_spec: tuple[int, ...] = (8, 4, 14, 7)
+    q_pool: int = 3
+    q_stride: tuple[int, int] = (2, 2)
+    dim_mul: float = 2.0
+    head_mul: float = 2.0
+    backbone_channel_list: tuple[int, ...] = (768, 384, 192, 96)
+    d_model: int = DEFAULT_PROMPT_EMBED_DIM
+    fpn_top_down_levels: tuple[int, ...] = (2, 3)
+    fpn_interp_model: str = "nearest"
+    position_num_pos_feats: int = DEFAULT_PROMPT_EMBED_DIM
+    position_temperature: float = 10000
+    position_normalize: bool = True
+    position_scale: float | None = None
+    scalp: int = 1
+    img_size: int = DEFAULT_IMAGE_SIZE
+
+    def __post_init__(self) -> None:
+        if len(self.stages) != len(self.window_spec):
+            raise ConfigError(f"stages {self.stages} and window_spec {self.window_spec} must have the same length")
+        if not 0 <= self.q_pool < len(self.stages):
+            raise ConfigError(f"q_pool must be in [0, {len(self.stages) - 1}], got {self.q_pool}")
+        if self.stage_dims[::-1] != tuple(self.backbone_channel_list):
+            raise ConfigError(
+                f"backbone_channel_list {tuple(self.backbone_channel_list)} does not match the trunk's "
+                f"stage widths {self.stage_dims[::-1]} (deepest first)"
+            )
+        if self.position_num_pos_feats != self.d_model or self.d_model % 2:
+            raise ConfigError("position_num_pos_feats must equal d_model, an even number")
+        if not 0 <= self.scalp < len(self.stages):
+            raise ConfigError(f"scalp must be in [0, {len(self.stages) - 1}], got {self.scalp}")
+        if self.fpn_interp_model not in ("nearest", "bilinear", "bicubic"):
+            raise ConfigError(f"unknown fpn_interp_model {self.fpn_interp_model!r}")
+        if self.img_size % self.feature_strides[-1]:
+            raise ConfigError(f"img_size {self.img_size} is not a multiple of the stride {self.feature_strides[-1]}")
+
+    @property
+    def stage_dims(self) -> tuple[int, ...]:
+        """Width of each trunk stage, highest resolution first."""
+        dims = [self.embed_dim]
+        for _ in self.stages[1:]:
+            dims.append(int(dims[-1] * self.dim_mul))
+        return tuple(dims)
+
+    @property
+    def feature_strides(self) -> tuple[int, ...]:
+        """Input pixels per cell of each trunk stage (the patch embedding is stride 4)."""
+        return tuple(4 * self.q_stride[0] ** min(i, self.q_pool) for i in range(len(self.stages)))
+
+    @property
+    def out_chans(self) -> int:
+        """Channels of every output level (the neck's ``d_model``)."""
+        return self.d_model
+
+    @property
+    def patch_size(self) -> int:
+        """Input pixels per cell of ``vision_features``, the lowest level kept after the scalp (16 officially)."""
+        return self.feature_strides[len(self.stages) - 1 - self.scalp]
+
+
 EncoderConfig = Union[ViTConfig, TinyViTConfig]
 
 

@@ -1,0 +1,57 @@
+"""Fixed sine position encodings of a feature map (DETR style), as SAM 2 uses them in the FPN neck
+of the image encoder and in the memory encoder.
+
+The values are computed with the official sequence of float32 operations, so they match the
+official ``PositionEmbeddingSine`` to the last bit.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from ..errors import ConfigError
+
+
+class PositionEmbeddingSine(nn.Module):
+    """(B, C, H, W) feature map → its (B, num_pos_feats, H, W) sine encoding (y half, then x half).
+
+    Cell centres are numbered 1..H and 1..W; with ``normalize`` they are divided by the last one
+    (plus 1e-6) and scaled by ``scale`` (2π by default). Each half holds sin/cos pairs at the
+    frequencies ``temperature ** (2 * (i // 2) / (num_pos_feats / 2))``. Holds no parameters.
+    """
+
+    def __init__(
+        self, num_pos_feats: int, temperature: float = 10000, normalize: bool = True, scale: float | None = None
+    ) -> None:
+        super().__init__()
+        if num_pos_feats % 2:
+            raise ConfigError(f"num_pos_feats must be even, got {num_pos_feats}")
+        if scale is not None and not normalize:
+            raise ConfigError("scale is only used with normalize=True")
+        self.num_pos_feats = num_pos_feats // 2
+        self.temperature = temperature
+        self.normalize = normalize
+        self.scale = 2 * math.pi if scale is None else scale
+
+    def encoding(self, height: int, width: int, device: torch.device | None = None) -> torch.Tensor:
+        """The (num_pos_feats, H, W) float32 encoding of an H x W grid."""
+        y_embed = torch.arange(1, height + 1, dtype=torch.float32, device=device).view(-1, 1).expand(height, width)
+        x_embed = torch.arange(1, width + 1, dtype=torch.float32, device=device).view(1, -1).expand(height, width)
+        if self.normalize:
+            eps = 1e-6
+            y_embed = y_embed / (y_embed[-1:, :] + eps) * self.scale
+            x_embed = x_embed / (x_embed[:, -1:] + eps) * self.scale
+        dim_t = torch.arange(self.num_pos_feats, dtype=torch.float32, device=device)
+        dim_t = self.temperature ** (2 * (dim_t // 2) / self.num_pos_feats)
+        pos_x = x_embed[:, :, None] / dim_t
+        pos_y = y_embed[:, :, None] / dim_t
+        pos_x = torch.stack((pos_x[:, :, 0::2].sin(), pos_x[:, :, 1::2].cos()), dim=3).flatten(2)
+        pos_y = torch.stack((pos_y[:, :, 0::2].sin(), pos_y[:, :, 1::2].cos()), dim=3).flatten(2)
+        return torch.cat((pos_y, pos_x), dim=2).permute(2, 0, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, H, W) → (B, num_pos_feats, H, W) in ``x``'s dtype (not a function of ``x``'s values)."""
+        pos = self.encoding(x.shape[-2], x.shape[-1], x.device).to(x.dtype)
+        return pos.unsqueeze(0).expand(x.shape[0], -1, -1, -1)
