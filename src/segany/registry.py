@@ -16,8 +16,8 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from dataclasses import fields as dataclass_fields
+from pathlib import Path
 from typing import Any, Union
 
 import yaml

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # the Hiera encoder's config, written with the encoder
-    from ..config import HieraConfig  # type: ignore[attr-defined]  # noqa: F401
+    from ..config import HieraConfig  # type: ignore[attr-defined]
 
 
 @dataclass(frozen=True)
