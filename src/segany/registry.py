@@ -6,14 +6,21 @@ a JSON file holding the official builder's arguments (``builder_args`` for SAM's
 optional further fields (``encoder_*`` keys, a ``sam_args`` object) so that every
 :class:`SamConfig` round-trips through :func:`config_to_dict`; from
 transformers' ``SamConfig`` JSON, or from a ``SamModel.save_pretrained`` folder (its ``config.json``).
+
+SAM 2 / 2.1 models (:data:`SAM2_MODELS`, family ``"sam2"``) take a :class:`Sam2Config`, read from
+the official Hydra YAML as data (:func:`sam2_config_from_yaml`: PyYAML, no Hydra, ``_target_``
+names checked, never imported) or from its flat ``{"model.dotted.key": value}`` JSON.
 """
 from __future__ import annotations
 
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
+from dataclasses import fields as dataclass_fields
 from pathlib import Path
 from typing import Any, Union
+
+import yaml
 
 from .errors import ConfigError
 from .models.config import (
@@ -24,6 +31,13 @@ from .models.config import (
     TinyViTConfig,
     ViTConfig,
 )
+from .models.sam2.config import (
+    MemoryAttentionConfig,
+    MemoryEncoderConfig,
+    RoPEAttentionConfig,
+    Sam2Config,
+    SinePositionConfig,
+)
 
 
 @dataclass(frozen=True)
@@ -32,10 +46,10 @@ class ModelSpec:
     where its official weights live; ``source`` says where the URL, size and hash came from."""
 
     name: str
-    config: SamConfig
+    config: SamConfig | Sam2Config
     url: str
     num_bytes: int
-    sha256: str
+    sha256: str | None  # None: no trustworthy published hash found (docs/checkpoints.md)
     description: str
     family: str = "sam"
     source: str = "docs/checkpoints.md"
@@ -360,3 +374,323 @@ def hugging_face_config(data: Mapping[str, Any], name: str = "hf_sam") -> SamCon
         iou_head_depth=int(decoder["iou_head_depth"]),
         iou_head_hidden_dim=int(decoder["iou_head_hidden_dim"]),
     )
+
+
+# --- SAM 2 / 2.1 -------------------------------------------------------------------------------
+# The official YAML's ``_target_`` names that segany's modules implement, by section (read as
+# data, never imported); a section naming another class is refused.
+_SAM2_TARGETS: dict[str, str] = {
+    "memory_attention": "sam2.modeling.memory_attention.MemoryAttention",
+    "memory_attention.layer": "sam2.modeling.memory_attention.MemoryAttentionLayer",
+    "memory_attention.layer.self_attention": "sam2.modeling.sam.transformer.RoPEAttention",
+    "memory_attention.layer.cross_attention": "sam2.modeling.sam.transformer.RoPEAttention",
+    "memory_encoder": "sam2.modeling.memory_encoder.MemoryEncoder",
+    "memory_encoder.position_encoding": "sam2.modeling.position_encoding.PositionEmbeddingSine",
+    "memory_encoder.mask_downsampler": "sam2.modeling.memory_encoder.MaskDownSampler",
+    "memory_encoder.fuser": "sam2.modeling.memory_encoder.Fuser",
+    "memory_encoder.fuser.layer": "sam2.modeling.memory_encoder.CXBlock",
+    "image_encoder": "sam2.modeling.backbones.image_encoder.ImageEncoder",
+}
+_SAM2_MODEL_TARGETS = ("sam2.modeling.sam2_base.SAM2Base", "sam2.sam2_video_predictor.SAM2VideoPredictor")
+_DECODER_EXTRA_ARGS = ("dynamic_multimask_via_stability", "dynamic_multimask_stability_delta",
+                       "dynamic_multimask_stability_thresh")
+# the official builders' apply_postprocessing overrides (sam2/build_sam.py)
+SAM2_POSTPROCESSING: dict[str, Any] = {
+    "dynamic_multimask_via_stability": True,
+    "dynamic_multimask_stability_delta": 0.05,
+    "dynamic_multimask_stability_thresh": 0.98,
+}
+_SAM2_IGNORED = ("_target_", "compile_image_encoder")  # change neither the network nor its outputs
+
+
+def _typed(value: Any, default: Any, key: str) -> Any:
+    """``value`` checked against the type of the field's ``default`` (YAML's ``1e-6`` is a string)."""
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise ConfigError(f"config field {key!r} must be true or false, got {value!r}")
+        return value
+    if isinstance(default, int):
+        return _int(value, key)
+    if isinstance(default, float) or default is None:
+        if default is None and value is None:
+            return None
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                raise ConfigError(f"config field {key!r} must be a number, got {value!r}") from None
+        return _float(value, key)
+    if isinstance(default, tuple):
+        return _ints(value, key)
+    if isinstance(default, str):
+        if not isinstance(value, str):
+            raise ConfigError(f"config field {key!r} must be a string, got {value!r}")
+        return value
+    raise ConfigError(f"config field {key!r}: unsupported value {value!r}")
+
+
+def _mapping(data: Any, path: str, name: str) -> Mapping:
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"SAM 2 config {name!r}: {path or 'model'} must be a mapping, got {data!r}")
+    target = data.get("_target_")
+    expected = _SAM2_TARGETS.get(path)
+    if expected is not None and target is not None and target != expected:
+        raise ConfigError(f"SAM 2 config {name!r}: {path} is {target!r}; segany implements {expected!r}")
+    return data
+
+
+def _dataclass_args(data: Mapping, cls: type, path: str, name: str, keys: dict[str, str] | None = None,
+                    nested: tuple[str, ...] = (), int_or_none: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The ``cls`` fields a YAML section holds (``keys`` renames section keys to fields);
+    ConfigError for an unknown key or a mistyped value."""
+    defaults = {f.name: f.default for f in dataclass_fields(cls)}
+    keys = keys or {k: k for k in defaults}
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        if key in _SAM2_IGNORED or key in nested:
+            continue
+        if key not in keys:
+            raise ConfigError(f"SAM 2 config {name!r}: unknown key {path}.{key}; known: {', '.join(keys)}")
+        field = keys[key]
+        if field in int_or_none:
+            out[field] = None if value is None else _int(value, f"{path}.{key}")
+        else:
+            out[field] = _typed(value, defaults[field], f"{path}.{key}")
+    return out
+
+
+def _plain(data: Any) -> Any:
+    """A YAML section as plain data without ``_target_`` keys (lists stay lists)."""
+    if isinstance(data, Mapping):
+        return {k: _plain(v) for k, v in data.items() if k != "_target_"}
+    if isinstance(data, list):
+        return [_plain(v) for v in data]
+    return data
+
+
+def _rope(data: Any, path: str, name: str) -> RoPEAttentionConfig:
+    return RoPEAttentionConfig(**_dataclass_args(_mapping(data, path, name), RoPEAttentionConfig, path, name,
+                                                 int_or_none=("kv_in_dim",)))
+
+
+def _memory_attention(data: Any, name: str) -> MemoryAttentionConfig:
+    path = "memory_attention"
+    section = _mapping(data, path, name)
+    args = _dataclass_args(section, MemoryAttentionConfig, path, name,
+                           keys={"d_model": "d_model", "pos_enc_at_input": "pos_enc_at_input", "num_layers": "num_layers"},
+                           nested=("layer",))
+    layer = _mapping(section.get("layer", {}), f"{path}.layer", name)
+    layer_keys = {k: k for k in ("activation", "dim_feedforward", "dropout", "pos_enc_at_attn", "pos_enc_at_cross_attn_keys",
+                                 "pos_enc_at_cross_attn_queries")}
+    layer_args = _dataclass_args(layer, MemoryAttentionConfig, f"{path}.layer", name, keys={**layer_keys, "d_model": "d_model"},
+                                 nested=("self_attention", "cross_attention"))
+    if layer_args.pop("d_model", args.get("d_model", 256)) != args.get("d_model", 256):
+        raise ConfigError(f"SAM 2 config {name!r}: memory_attention.layer.d_model differs from memory_attention.d_model")
+    for key in ("self_attention", "cross_attention"):
+        if key in layer:
+            layer_args[key] = _rope(layer[key], f"{path}.layer.{key}", name)
+    return MemoryAttentionConfig(**args, **layer_args)
+
+
+def _memory_encoder(data: Any, name: str) -> MemoryEncoderConfig:
+    path = "memory_encoder"
+    section = _mapping(data, path, name)
+    args = _dataclass_args(section, MemoryEncoderConfig, path, name, keys={"out_dim": "out_dim", "in_dim": "in_dim"},
+                           nested=("position_encoding", "mask_downsampler", "fuser"))
+    if "position_encoding" in section:
+        pe = _mapping(section["position_encoding"], f"{path}.position_encoding", name)
+        args["position_encoding"] = SinePositionConfig(**_dataclass_args(pe, SinePositionConfig, f"{path}.position_encoding", name))
+    if "mask_downsampler" in section:
+        md = _mapping(section["mask_downsampler"], f"{path}.mask_downsampler", name)
+        args.update(_dataclass_args(md, MemoryEncoderConfig, f"{path}.mask_downsampler", name, keys={
+            "kernel_size": "mask_kernel_size", "stride": "mask_stride", "padding": "mask_padding",
+            "total_stride": "mask_total_stride"}))
+    if "fuser" in section:
+        fuser = _mapping(section["fuser"], f"{path}.fuser", name)
+        args.update(_dataclass_args(fuser, MemoryEncoderConfig, f"{path}.fuser", name, keys={
+            "num_layers": "fuser_num_layers", "input_projection": "fuser_input_projection", "dim": "cx_dim"},
+            nested=("layer",)))
+        if "layer" in fuser:
+            layer = _mapping(fuser["layer"], f"{path}.fuser.layer", name)
+            args.update(_dataclass_args(layer, MemoryEncoderConfig, f"{path}.fuser.layer", name, keys={
+                "dim": "cx_dim", "kernel_size": "cx_kernel_size", "padding": "cx_padding",
+                "layer_scale_init_value": "cx_layer_scale_init_value", "use_dwconv": "cx_use_dwconv"}))
+    return MemoryEncoderConfig(**args)
+
+
+_SAM2_NESTED = ("image_encoder", "memory_attention", "memory_encoder", "sam_mask_decoder_extra_args")
+_SAM2_OWN = ("name", "encoder", "memory_attention", "memory_encoder", "hidden_dim") + _DECODER_EXTRA_ARGS
+
+
+def sam2_config_from_dict(model: Mapping, name: str = "sam2", apply_postprocessing: bool = True) -> Sam2Config:
+    """A :class:`Sam2Config` from the official YAML's ``model:`` section (parsed, nested).
+
+    ``apply_postprocessing`` sets the mask decoder's dynamic multimask fallback as the official
+    ``build_sam2`` does by default (True / 0.05 / 0.98, whatever the section says).
+    """
+    model = _mapping(model, "", name)
+    target = model.get("_target_")
+    if target is not None and target not in _SAM2_MODEL_TARGETS:
+        raise ConfigError(f"SAM 2 config {name!r}: model is {target!r}; segany reads {' or '.join(_SAM2_MODEL_TARGETS)}")
+    top = {k: k for k in (f.name for f in dataclass_fields(Sam2Config)) if k not in _SAM2_OWN}
+    args = _dataclass_args(model, Sam2Config, "model", name, keys=top, nested=_SAM2_NESTED)
+    extra = _mapping(model.get("sam_mask_decoder_extra_args") or {}, "sam_mask_decoder_extra_args", name)
+    args.update(_dataclass_args(extra, Sam2Config, "model.sam_mask_decoder_extra_args", name,
+                                keys={k: k for k in _DECODER_EXTRA_ARGS}))
+    if apply_postprocessing:
+        args.update(SAM2_POSTPROCESSING)
+    if "image_encoder" not in model:
+        raise ConfigError(f"SAM 2 config {name!r} has no model.image_encoder section")
+    encoder = _plain(_mapping(model["image_encoder"], "image_encoder", name))
+    neck = encoder.get("neck")
+    if not isinstance(neck, Mapping) or "d_model" not in neck:
+        raise ConfigError(f"SAM 2 config {name!r}: model.image_encoder.neck.d_model is missing")
+    args["hidden_dim"] = _int(neck["d_model"], "image_encoder.neck.d_model")
+    if "memory_attention" in model:
+        args["memory_attention"] = _memory_attention(model["memory_attention"], name)
+    if "memory_encoder" in model:
+        args["memory_encoder"] = _memory_encoder(model["memory_encoder"], name)
+    try:
+        return Sam2Config(name=name, encoder=encoder, **args)
+    except ValueError as exc:
+        raise ConfigError(f"SAM 2 config {name!r}: {exc}") from None
+
+
+def unflatten(flat: Mapping[str, Any]) -> dict[str, Any]:
+    """``{"a.b": 1, "a.c": 2}`` → ``{"a": {"b": 1, "c": 2}}``."""
+    nested: dict[str, Any] = {}
+    for key, value in flat.items():
+        node = nested
+        *parents, last = str(key).split(".")
+        for part in parents:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"flat config key {key!r} nests under a value")
+            node = child
+        if last in node:
+            raise ConfigError(f"flat config key {key!r} is given twice")
+        node[last] = value
+    return nested
+
+
+def is_sam2_document(data: Any) -> bool:
+    """Whether a parsed YAML / JSON document is a SAM 2 config (nested ``model:`` or flat ``model.*`` keys)."""
+    if not isinstance(data, Mapping) or not data:
+        return False
+    if isinstance(data.get("model"), Mapping):
+        return True
+    return all(isinstance(k, str) and k.startswith("model.") for k in data)
+
+
+def sam2_config_from_document(data: Any, name: str = "sam2", apply_postprocessing: bool = True) -> Sam2Config:
+    """A :class:`Sam2Config` from a parsed official YAML (``{"model": {...}}``) or its flat JSON."""
+    if not is_sam2_document(data):
+        raise ConfigError(f"SAM 2 config {name!r} must hold a 'model' section (or flat 'model.*' keys)")
+    nested = data if isinstance(data.get("model"), Mapping) else unflatten(data)
+    return sam2_config_from_dict(nested["model"], name=name, apply_postprocessing=apply_postprocessing)
+
+
+def _read_document(path: Path) -> Any:
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise ConfigError(f"model config file {path} does not exist") from None
+    except OSError as exc:
+        raise ConfigError(f"model config file {path} cannot be read: {exc}") from None
+    try:
+        return json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
+    except (json.JSONDecodeError, yaml.YAMLError) as exc:
+        raise ConfigError(f"model config file {path} is not valid {'JSON' if path.suffix.lower() == '.json' else 'YAML'}: {exc}") from None
+
+
+def sam2_config_from_yaml(path: str | Path, apply_postprocessing: bool = True) -> Sam2Config:
+    """The :class:`Sam2Config` of an official Hydra YAML file (``configs/sam2.1/sam2.1_hiera_t.yaml``)
+    or of its flat JSON, read as data."""
+    path = Path(path)
+    return sam2_config_from_document(_read_document(path), name=path.stem, apply_postprocessing=apply_postprocessing)
+
+
+def resolve_sam2_config(name_or_config: str | Path | Mapping | Sam2Config) -> Sam2Config:
+    """A SAM 2 zoo name, a :class:`Sam2Config`, a parsed document, or a YAML / flat-JSON path → Sam2Config."""
+    if isinstance(name_or_config, Sam2Config):
+        return name_or_config
+    if isinstance(name_or_config, Mapping):
+        return sam2_config_from_document(name_or_config)
+    key = str(name_or_config)
+    if key in SAM2_MODELS:
+        return SAM2_MODELS[key].config
+    path = Path(key)
+    if path.suffix.lower() in (".yaml", ".yml", ".json") or path.exists():
+        return sam2_config_from_yaml(path)
+    raise ConfigError(f"unknown SAM 2 model {key!r}: choose one of {', '.join(SAM2_MODELS)}, or give an official YAML config")
+
+
+def _hiera(name: str, version: str, embed_dim: int, num_heads: int, trunk: dict[str, Any]) -> Sam2Config:
+    """An official SAM 2 (``"2"``) or 2.1 (``"2.1"``) config: the ``configs/sam2{,.1}/*.yaml`` model
+    section (checked against the golden manifests' by tests/test_sam2_model.py)."""
+    channels = [embed_dim * 8, embed_dim * 4, embed_dim * 2, embed_dim]
+    encoder = {
+        "scalp": 1,
+        "trunk": {"embed_dim": embed_dim, "num_heads": num_heads, **trunk},
+        "neck": {"position_encoding": {"num_pos_feats": 256, "normalize": True, "scale": None, "temperature": 10000},
+                 "d_model": 256, "backbone_channel_list": channels, "fpn_top_down_levels": [2, 3],
+                 "fpn_interp_model": "nearest"},
+    }
+    flags = dict(
+        num_maskmem=7, image_size=1024, sigmoid_scale_for_mem_enc=20.0, sigmoid_bias_for_mem_enc=-10.0,
+        use_mask_input_as_output_without_sam=True, directly_add_no_mem_embed=True, use_high_res_features_in_sam=True,
+        multimask_output_in_sam=True, iou_prediction_use_sigmoid=True, use_obj_ptrs_in_encoder=True,
+        add_tpos_enc_to_obj_ptrs=False, only_obj_ptrs_in_the_past_for_eval=True, pred_obj_scores=True,
+        pred_obj_scores_mlp=True, fixed_no_obj_ptr=True, multimask_output_for_tracking=True,
+        use_multimask_token_for_obj_ptr=True, multimask_min_pt_num=0, multimask_max_pt_num=1,
+        use_mlp_for_obj_ptr_proj=True, **SAM2_POSTPROCESSING,
+    )
+    if version == "2.1":  # temporal encoding of object pointers (projected, signed), no-object spatial embedding
+        flags.update(no_obj_embed_spatial=True, add_tpos_enc_to_obj_ptrs=True, proj_tpos_enc_in_obj_ptrs=True,
+                     use_signed_tpos_enc_to_obj_ptrs=True)
+    return Sam2Config(name=name, encoder=encoder, **flags)
+
+
+_HIERA_SIZES: dict[str, tuple[int, int, dict[str, Any]]] = {
+    "t": (96, 1, {"stages": [1, 2, 7, 2], "global_att_blocks": [5, 7, 9], "window_pos_embed_bkg_spatial_size": [7, 7]}),
+    "s": (96, 1, {"stages": [1, 2, 11, 2], "global_att_blocks": [7, 10, 13], "window_pos_embed_bkg_spatial_size": [7, 7]}),
+    "b+": (112, 2, {}),
+    "l": (144, 2, {"stages": [2, 6, 36, 4], "global_att_blocks": [23, 33, 43], "window_pos_embed_bkg_spatial_size": [7, 7],
+                   "window_spec": [8, 4, 16, 8]}),
+}
+_SAM2_FILES = {"t": "tiny", "s": "small", "b+": "base_plus", "l": "large"}
+_SAM2_SOURCE = ("URL: facebookresearch/sam2 checkpoints/download_ckpts.sh; bytes and sha256: other projects' "
+                "verified registries and Git-LFS records, listed per file in docs/checkpoints.md")
+# (version, size) → (bytes, sha256 or None when no published hash was found)
+_SAM2_FACTS: dict[tuple[str, str], tuple[int, str | None]] = {
+    ("2.1", "t"): (156008466, "7402e0d864fa82708a20fbd15bc84245c2f26dff0eb43a4b5b93452deb34be69"),
+    ("2.1", "s"): (184416285, "6d1aa6f30de5c92224f8172114de081d104bbd23dd9dc5c58996f0cad5dc4d38"),
+    ("2.1", "b+"): (323606802, "a2345aede8715ab1d5d31b4a509fb160c5a4af1970f199d9054ccfb746c004c5"),
+    ("2.1", "l"): (898083611, "2647878d5dfa5098f2f8649825738a9345572bae2d4350a2468587ece47dd318"),
+    ("2", "t"): (155906050, "65b50056e05bcb13694174f51bb6da89c894b57b75ccdf0ba6352c597c5d1125"),
+    ("2", "s"): (184309650, "95949964d4e548409021d47b22712d5f1abf2564cc0c3c765ba599a24ac7dce3"),
+    ("2", "b+"): (323493298, None),
+    ("2", "l"): (897952466, "7442e4e9b732a508f80e141e7c2913437a3610ee0c77381a66658c3a445df87b"),
+}
+
+
+def _sam2_spec(version: str, size: str) -> ModelSpec:
+    name = f"sam{version}_hiera_{size}"
+    embed_dim, heads, trunk = _HIERA_SIZES[size]
+    folder = "092824" if version == "2.1" else "072824"
+    num_bytes, sha256 = _SAM2_FACTS[(version, size)]
+    return ModelSpec(
+        name,
+        _hiera(name, version, embed_dim, heads, trunk),
+        f"https://dl.fbaipublicfiles.com/segment_anything_2/{folder}/sam{version}_hiera_{_SAM2_FILES[size]}.pt",
+        num_bytes,
+        sha256,
+        f"SAM {version} Hiera-{size.upper()} (official {'2024-09-29' if version == '2.1' else '2024-07-29'} release)",
+        family="sam2",
+        source=_SAM2_SOURCE,
+    )
+
+
+SAM2_MODELS: dict[str, ModelSpec] = {
+    spec.name: spec for spec in (_sam2_spec(v, s) for v in ("2.1", "2") for s in ("t", "s", "b+", "l"))
+}
