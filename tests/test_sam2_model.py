@@ -18,7 +18,7 @@ from segany.models.common import MLPBlock
 from segany.models.sam2 import Sam2, Sam2Config
 from segany.models.sam2.mask_decoder import two_way_transformer
 from segany.models.sam2.memory_attention import RoPEAttention
-from segany.models.sam2.position_encoding import PositionEmbeddingSine, compute_axial_cis
+from segany.models.position_encoding import PositionEmbeddingSine, compute_axial_cis
 from segany.registry import (
     SAM2_MODELS,
     resolve_sam2_config,

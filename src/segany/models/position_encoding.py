@@ -1,5 +1,6 @@
-"""Fixed sine position encodings of a feature map (DETR style), as SAM 2 uses them in the FPN neck
-of the image encoder and in the memory encoder.
+"""SAM 2's parameter-free position encodings: the sine encoding of feature maps (DETR style) used by
+the FPN neck of the image encoder and by the memory encoder, the 1-D sine encoding of temporal
+offsets, and the axial rotary encoding (RoPE) of memory attention.
 
 The values are computed with the official sequence of float32 operations, so they match the
 official ``PositionEmbeddingSine`` to the last bit.
@@ -55,3 +56,42 @@ class PositionEmbeddingSine(nn.Module):
         """(B, C, H, W) → (B, num_pos_feats, H, W) in ``x``'s dtype (not a function of ``x``'s values)."""
         pos = self.encoding(x.shape[-2], x.shape[-1], x.device).to(x.dtype)
         return pos.unsqueeze(0).expand(x.shape[0], -1, -1, -1)
+
+
+def get_1d_sine_pe(pos_inds: torch.Tensor, dim: int, temperature: float = 10000) -> torch.Tensor:
+    """(...,) positions → (..., dim) sine features then cosine features (the Transformer paper's)."""
+    pe_dim = dim // 2
+    dim_t = torch.arange(pe_dim, dtype=torch.float32, device=pos_inds.device)
+    dim_t = temperature ** (2 * (dim_t // 2) / pe_dim)
+    pos_embed = pos_inds.unsqueeze(-1) / dim_t
+    return torch.cat([pos_embed.sin(), pos_embed.cos()], dim=-1)
+
+
+def compute_axial_cis(dim: int, end_x: int, end_y: int, theta: float = 10000.0,
+                      device: torch.device | None = None) -> torch.Tensor:
+    """Complex rotations (end_x * end_y, dim // 2) for a row-major grid: the first dim // 4 from x,
+    the next dim // 4 from y."""
+    freqs = 1.0 / (theta ** (torch.arange(0, dim, 4, device=device)[: dim // 4].float() / dim))
+    t = torch.arange(end_x * end_y, dtype=torch.float32, device=device)
+    t_x = t % end_x
+    t_y = torch.div(t, end_x, rounding_mode="floor")
+    angles = torch.cat([torch.outer(t_x, freqs), torch.outer(t_y, freqs)], dim=-1)
+    return torch.polar(torch.ones_like(angles), angles)
+
+
+def apply_rotary_enc(xq: torch.Tensor, xk: torch.Tensor, freqs_cis: torch.Tensor,
+                     repeat_freqs_k: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rotate queries (B, h, N, d) and keys (B, h, M, d) by ``freqs_cis`` (N, d/2), in complex float32.
+
+    With ``repeat_freqs_k`` the keys are M = r * N tokens (r memory frames of the same grid), each
+    frame rotated like the queries.
+    """
+    xq_ = torch.view_as_complex(xq.float().reshape(*xq.shape[:-1], -1, 2))
+    xq_out = torch.view_as_real(xq_ * freqs_cis).flatten(3).type_as(xq)
+    if xk.shape[-2] == 0:
+        return xq_out, xk
+    xk_ = torch.view_as_complex(xk.float().reshape(*xk.shape[:-1], -1, 2))
+    if repeat_freqs_k:
+        freqs_cis = freqs_cis.repeat(xk_.shape[-2] // xq_.shape[-2], 1)
+    xk_out = torch.view_as_real(xk_ * freqs_cis).flatten(3).type_as(xk)
+    return xq_out, xk_out

@@ -14,8 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..position_encoding import apply_rotary_enc, compute_axial_cis
 from ..transformer import Attention
-from .position_encoding import apply_rotary_enc, compute_axial_cis
 
 _ACTIVATIONS = {"relu": F.relu, "gelu": F.gelu, "glu": F.glu}
 

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from ..common import LayerNorm2d
-from .position_encoding import PositionEmbeddingSine
+from ..position_encoding import PositionEmbeddingSine
 
 
 class MaskDownSampler(nn.Module):

@@ -13,12 +13,12 @@ import torch
 from torch import nn
 
 from ..mask_decoder import MLP
+from ..position_encoding import PositionEmbeddingSine
 from ..prompt_encoder import PromptEncoder
 from .config import RoPEAttentionConfig, Sam2Config
 from .mask_decoder import MaskDecoder, two_way_transformer
 from .memory_attention import MemoryAttention, MemoryAttentionLayer, RoPEAttention
 from .memory_encoder import CXBlock, Fuser, MaskDownSampler, MemoryEncoder
-from .position_encoding import PositionEmbeddingSine
 
 NO_OBJ_SCORE = -1024.0  # the mask logit of every pixel of an object found absent
 
