@@ -163,3 +163,40 @@ def test_image_features_round_trip_and_pil(golden_sam2: Sam2, sam2_images: dict[
     assert other.original_size == sam2_images["small"].shape[:2]
     assert torch.equal(other.get_image_embedding(), golden_sam2.image_features(
         preprocess_image(sam2_images["small"])[None])[0])
+
+
+AMG_CASES = ["amg_photo_pps6_nms1", "amg_photo_pps4_m2m_nms1", "amg_photo_pps4_crop1"]
+# removed_by_stage name → (the StageCounts before, after) it
+AMG_STAGES = {
+    "pred_iou_filter": ("candidates", "after_iou"),
+    "stability_filter": ("after_iou", "after_stability"),
+    "crop_edge_filter": ("after_stability", "after_crop_edge"),
+    "box_nms_within_crop": ("after_crop_edge", "after_box_nms"),
+    "nms_across_crops": ("after_box_nms", "after_crop_nms"),
+}
+
+
+@pytest.mark.parametrize("name", AMG_CASES)
+def test_mask_generator_matches_official(sam2_dir: Path, golden_sam2: Sam2, sam2_images: dict[str, np.ndarray],
+                                         name: str) -> None:
+    case = json.loads((sam2_dir / f"{name}.json").read_text())
+    generator = segany.MaskGenerator(golden_sam2, **case["args"])
+    records = generator.generate(sam2_images[case["image_key"]])
+    counts = generator.counts.as_dict()
+    for stage, (before, after) in AMG_STAGES.items():
+        if stage in case["removed_by_stage"]:
+            assert counts[before] - counts[after] == case["removed_by_stage"][stage]["removed"], stage
+    assert len(records) == case["num_masks"]
+    worst = {"iou": 0.0, "stability": 0.0, "px": 0, "area": 0, "bbox": 0.0}
+    for ours, ref in zip(records, case["records"]):
+        assert ours["point_coords"] == ref["point_coords"] and ours["crop_box"] == ref["crop_box"]
+        assert isinstance(ours["bbox"][0], float)
+        px = int((decode_rle(ours["segmentation"]) != decode_rle(ref["segmentation"])).sum())
+        diffs = {"iou": abs(ours["predicted_iou"] - ref["predicted_iou"]),
+                 "stability": abs(ours["stability_score"] - ref["stability_score"]), "px": px,
+                 "area": abs(ours["area"] - ref["area"]),
+                 "bbox": float(np.abs(np.subtract(ours["bbox"], ref["bbox"])).max())}
+        worst = {k: max(worst[k], v) for k, v in diffs.items()}
+    assert worst["iou"] <= 1e-5 and worst["stability"] <= 1e-4 and worst["px"] <= 20
+    assert worst["area"] <= 20 and worst["bbox"] <= 1
+    print(f"{name}: {len(records)} records, max diffs {worst}")
