@@ -268,7 +268,7 @@ def test_tiny_random_sam2_predictor_without_shared(random_sam2: Sam2, random_ima
     assert logits.min() < 0 < logits.max() and np.abs(low_logits).max() <= 32
     # the engine protocol: predict_torch in the model frame equals predict
     coords = torch.tensor([[[10.0 / 70 * 128, 20.0 / 50 * 128]]])
-    t_masks, t_iou, t_low = predictor.predict_torch(coords, torch.ones(1, 1, dtype=torch.int))
+    t_masks, _, t_low = predictor.predict_torch(coords, torch.ones(1, 1, dtype=torch.int))
     np.testing.assert_allclose(t_low[0].numpy(), low, atol=1e-5)
     assert np.array_equal(t_masks[0].numpy(), masks > 0)
 
@@ -357,7 +357,7 @@ def test_cli_segment_with_yaml_and_checkpoint(sam2_dir: Path, tiny_sam2_pt: Path
     record = json.loads((tmp_path / "out" / "small.json").read_text())["masks"][0]
     predictor = Sam2Predictor(golden_sam2)
     predictor.set_image(sam2_images["small"])
-    masks, iou, _ = predictor.predict(np.array([[26.0, 18.0]]), np.array([1]), multimask_output=False)
+    masks, _, _ = predictor.predict(np.array([[26.0, 18.0]]), np.array([1]), multimask_output=False)
     assert np.array_equal(decode_rle(record["segmentation"]), masks[0] > 0)
 
 
