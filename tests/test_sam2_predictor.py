@@ -341,6 +341,8 @@ def test_no_image_and_wrong_model_are_typed_errors(random_sam2: Sam2) -> None:
         Sam2MaskGenerator(torch.nn.Linear(1, 1))
     with pytest.raises(UnsupportedOperationError, match="max_hole_area"):
         Sam2MaskGenerator(random_sam2, max_hole_area=10)
+    with pytest.raises(GeneratorArgumentError, match="fast"):
+        Sam2MaskGenerator(random_sam2, fast=True)
     with pytest.raises(PromptError, match="features"):
         predictor.set_image_features(ImageFeatures((torch.zeros(1, 32, 4, 4),), (10, 10), (128, 128)))
     predictor.set_image(np.zeros((10, 12, 3), np.uint8))
@@ -373,3 +375,14 @@ def test_registry_names_build_sam2() -> None:
         model = segany.build_model("sam2.1_hiera_t")
     assert isinstance(model, Sam2) and sum(p.numel() for p in model.parameters()) == 38_962_498
     assert segany.engine.family_of(model).name == "sam2"
+
+
+def test_cli_everything_with_yaml_and_checkpoint(sam2_dir: Path, tiny_sam2_pt: Path, sam2_images: dict[str, np.ndarray],
+                                                 tmp_path: Path) -> None:
+    Image.fromarray(sam2_images["small"]).save(tmp_path / "small.png")
+    argv = ["everything", str(tmp_path / "small.png"), "-o", str(tmp_path / "out"), "--points-per-side", "4",
+            "--pred-iou-thresh", "0.5", "--stability-thresh", "0.5", "--model", str(sam2_dir / TINY_YAML),
+            "--checkpoint", str(tiny_sam2_pt)]
+    assert cli_main(argv) == 0
+    written = sorted(p.name for p in (tmp_path / "out").iterdir())
+    assert any(name.startswith("small") for name in written)

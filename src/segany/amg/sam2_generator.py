@@ -55,8 +55,12 @@ class Sam2MaskGenerator(SamMaskGenerator):
         output_mode: str = "binary_mask",
         use_m2m: bool = False,
         multimask_output: bool = True,
+        fast: bool = False,
         **kwargs: Any,
     ) -> None:
+        """``fast`` (SAM 1's low-res scoring, an option clients may pass at its default) is not offered."""
+        if fast:
+            raise GeneratorArgumentError("fast=True is not available for SAM 2 models: the generator is exact")
         if kwargs:  # the official class forwards **kwargs to the predictor (max_hole_area, ...)
             raise UnsupportedOperationError(f"unsupported arguments: {', '.join(sorted(kwargs))}")
         self._mask_threshold = float(mask_threshold)
