@@ -19,22 +19,10 @@ from segany.models.config import HieraConfig
 from segany.models.encoders.hiera import Sam2ImageEncoder, window_partition, window_unpartition
 from segany.models.position_encoding import PositionEmbeddingSine
 from segany.predict.sam2_transforms import preprocess_batch, preprocess_image
+from segany.registry import hiera_config_from_section as config_from_section
 
 MANIFESTS = [f"manifest_{v}_hiera_{s}.json" for v in ("sam2.1", "sam2") for s in ("t", "s", "b+", "l")]
 PREFIX = "image_encoder."
-# The official Hiera's own defaults: what a config section that omits an argument gets.
-OFFICIAL_HIERA_DEFAULTS = {
-    "embed_dim": 96,
-    "num_heads": 1,
-    "stages": (2, 3, 16, 3),
-    "global_att_blocks": (12, 16, 20),
-    "window_pos_embed_bkg_spatial_size": (14, 14),
-    "window_spec": (8, 4, 14, 7),
-    "q_pool": 3,
-    "q_stride": (2, 2),
-    "dim_mul": 2.0,
-    "head_mul": 2.0,
-}
 # A tiny encoder whose grids need padding in stages 3 and 4 (as the real ones at 1024 px do).
 TINY_RANDOM = HieraConfig(
     embed_dim=8,
@@ -48,26 +36,6 @@ TINY_RANDOM = HieraConfig(
     position_num_pos_feats=16,
     img_size=96,
 )
-
-
-def config_from_section(image_encoder: dict) -> HieraConfig:
-    """HieraConfig from the ``model.image_encoder`` section of an official YAML (as a dict)."""
-    trunk = {k: v for k, v in image_encoder["trunk"].items() if not k.startswith("_")}
-    neck = image_encoder["neck"]
-    pe = neck["position_encoding"]
-    args = {k: tuple(v) if isinstance(v, list) else v for k, v in {**OFFICIAL_HIERA_DEFAULTS, **trunk}.items()}
-    return HieraConfig(
-        **args,
-        backbone_channel_list=tuple(neck["backbone_channel_list"]),
-        d_model=neck["d_model"],
-        fpn_top_down_levels=tuple(neck["fpn_top_down_levels"]),
-        fpn_interp_model=neck["fpn_interp_model"],
-        position_num_pos_feats=pe["num_pos_feats"],
-        position_temperature=pe["temperature"],
-        position_normalize=pe["normalize"],
-        position_scale=pe["scale"],
-        scalp=image_encoder["scalp"],
-    )
 
 
 @pytest.fixture(scope="session")

@@ -82,8 +82,8 @@ def test_yaml_and_flat_json_give_the_same_config(golden: Path) -> None:
     from_json = resolve_sam2_config(golden / "sam2" / "sam2.1_hiera_golden_tiny.json")
     assert from_yaml == from_json
     assert from_yaml.memory_attention.num_layers == 2
-    assert from_yaml.encoder["trunk"]["embed_dim"] == 32
-    assert from_yaml.encoder["neck"]["backbone_channel_list"] == [256, 128, 64, 32]
+    assert from_yaml.encoder.embed_dim == 32
+    assert from_yaml.encoder.backbone_channel_list == (256, 128, 64, 32)
     assert from_yaml.memory_encoder.cx_layer_scale_init_value == 1e-6  # YAML's "1e-6" is a string
     # the builder's postprocessing, as build_sam2(apply_postprocessing=True)
     assert from_yaml.dynamic_multimask_via_stability and from_yaml.dynamic_multimask_stability_thresh == 0.98

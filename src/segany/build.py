@@ -9,7 +9,8 @@ import torch
 from .classic.model import CLASSIC_NAME, ClassicModel
 from .errors import ConfigError, WeightsUnavailableError
 from .models.sam import Sam
-from .registry import MODELS, NameOrConfig, resolve_config
+from .models.sam2 import Sam2, build_sam2
+from .registry import MODELS, SAM2_MODELS, NameOrConfig, resolve_config, sam2_config_of
 from .weights import ensure_weights, load_weights, read_state_dict
 
 
@@ -22,13 +23,16 @@ def _is_folder(name_or_config: NameOrConfig) -> bool:
     return isinstance(name_or_config, (str, os.PathLike)) and str(name_or_config) not in MODELS and Path(name_or_config).is_dir()
 
 
-def build_model(name_or_config: NameOrConfig) -> Sam | ClassicModel:
+def build_model(name_or_config: NameOrConfig) -> Sam | Sam2 | ClassicModel:
     """The architecture with freshly initialised weights, in eval mode (``"classic"``: the weight-free engine).
 
     Works under ``with torch.device("meta"):`` to inspect shapes without allocating memory.
     """
     if _is_classic(name_or_config):
         return ClassicModel()
+    sam2_config = sam2_config_of(name_or_config)
+    if sam2_config is not None:
+        return build_sam2(sam2_config)
     return Sam(resolve_config(name_or_config)).eval()
 
 
@@ -37,18 +41,28 @@ def load_model(
     checkpoint: str | os.PathLike | None = None,
     device: str | torch.device = "cpu",
     progress: bool = True,
-) -> Sam | ClassicModel:
+) -> Sam | Sam2 | ClassicModel:
     """Build and load weights: ``checkpoint`` if given, else the zoo's (downloaded and cached).
 
     ``name_or_config`` may be a transformers ``SamModel.save_pretrained`` folder: the architecture
     comes from its ``config.json`` and, without ``checkpoint``, the weights from its
     ``model.safetensors`` (or ``pytorch_model.bin``). ``"classic"`` needs no weights and returns
-    the :class:`~segany.classic.ClassicModel` engine.
+    the :class:`~segany.classic.ClassicModel` engine. SAM 2 / 2.1: a zoo name (``"sam2.1_hiera_t"``)
+    or an official YAML config (or its flat JSON) with the official ``{"model": state_dict}`` checkpoint.
     """
     if _is_classic(name_or_config):
         if checkpoint is not None:
             raise ConfigError("the classic engine has no weights: drop the checkpoint")
         return ClassicModel()
+    sam2_config = sam2_config_of(name_or_config)
+    if sam2_config is not None:
+        if checkpoint is None:
+            if sam2_config.name not in SAM2_MODELS:
+                raise WeightsUnavailableError(f"SAM 2 model {sam2_config.name!r} is not in the zoo: pass checkpoint=PATH")
+            checkpoint = ensure_weights(sam2_config.name, progress=progress)
+        sam2 = build_sam2(sam2_config)
+        load_weights(sam2, read_state_dict(checkpoint), source=f"checkpoint {checkpoint}")
+        return sam2.eval().to(device)
     config = resolve_config(name_or_config)
     if checkpoint is None and _is_folder(name_or_config):
         checkpoint = name_or_config

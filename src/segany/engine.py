@@ -66,7 +66,8 @@ class PromptPredictor(Protocol):
                 box: np.ndarray | None = None, mask_input: np.ndarray | None = None,
                 multimask_output: bool = True, return_logits: bool = False,
                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(C, H, W) masks, (C,) predicted IoUs, (C, low, low) low-res logits."""
+        """(C, H, W) masks (bool; SAM 2: float32 0/1, as the official predictor), (C,) predicted
+        IoUs, (C, low, low) low-res logits."""
 
     def predict_torch(self, point_coords: torch.Tensor | None, point_labels: torch.Tensor | None,
                       boxes: torch.Tensor | None = None, mask_input: torch.Tensor | None = None,

@@ -1,7 +1,7 @@
 """The built-in engine families, registered with :mod:`segany.engine` on first use.
 
-SAM (SAM 1 ViT-B/L/H and MobileSAM: one :class:`~segany.models.sam.Sam` network) and the
-weight-free classic engine. Each says which models and predictors are its own, how to build its
+SAM (SAM 1 ViT-B/L/H and MobileSAM: one :class:`~segany.models.sam.Sam` network), SAM 2 / 2.1
+(:class:`~segany.models.sam2.Sam2`) and the weight-free classic engine. Each says which models and predictors are its own, how to build its
 predictor and generator, and which official generator arguments it honours.
 """
 from __future__ import annotations
@@ -9,13 +9,16 @@ from __future__ import annotations
 from typing import Any
 
 from .amg.generator import GENERATOR_OPTIONS, SamMaskGenerator
+from .amg.sam2_generator import SAM2_GENERATOR_OPTIONS, Sam2MaskGenerator
 from .classic.generator import HONOURED_OPTIONS, SPEED_OPTIONS, ClassicMaskGenerator
 from .classic.model import ClassicModel
 from .classic.predictor import ClassicPredictor
 from .engine import EngineFamily, register_family
 from .errors import BackendError
 from .models.sam import Sam
+from .models.sam2 import Sam2
 from .predict.predictor import SamPredictor
+from .predict.sam2_predictor import Sam2Predictor
 
 
 def _classic_predictor(model: ClassicModel, **options: Any) -> ClassicPredictor:
@@ -37,4 +40,11 @@ CLASSIC = register_family(EngineFamily(
     predictor=_classic_predictor,
     generator=ClassicMaskGenerator,
     generator_options=HONOURED_OPTIONS | SPEED_OPTIONS,
+))
+SAM2 = register_family(EngineFamily(
+    name="sam2",
+    owns=lambda obj: isinstance(obj, (Sam2, Sam2Predictor)),
+    predictor=Sam2Predictor,
+    generator=Sam2MaskGenerator,
+    generator_options=SAM2_GENERATOR_OPTIONS,
 ))

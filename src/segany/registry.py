@@ -27,6 +27,7 @@ from .models.config import (
     DEFAULT_IMAGE_SIZE,
     DEFAULT_PATCH_SIZE,
     DEFAULT_PROMPT_EMBED_DIM,
+    HieraConfig,
     SamConfig,
     TinyViTConfig,
     ViTConfig,
@@ -521,6 +522,44 @@ def _memory_encoder(data: Any, name: str) -> MemoryEncoderConfig:
 _SAM2_NESTED = ("image_encoder", "memory_attention", "memory_encoder", "sam_mask_decoder_extra_args")
 _SAM2_OWN = ("name", "encoder", "memory_attention", "memory_encoder", "hidden_dim") + _DECODER_EXTRA_ARGS
 
+# The official ``Hiera``'s own defaults: what a trunk section that omits an argument gets
+# (``sam2.1_hiera_b+.yaml`` relies on them; HieraConfig's defaults are sam2.1_hiera_t's).
+OFFICIAL_HIERA_DEFAULTS: dict[str, Any] = {
+    "embed_dim": 96, "num_heads": 1, "stages": (2, 3, 16, 3), "global_att_blocks": (12, 16, 20),
+    "window_pos_embed_bkg_spatial_size": (14, 14), "window_spec": (8, 4, 14, 7), "q_pool": 3,
+    "q_stride": (2, 2), "dim_mul": 2.0, "head_mul": 2.0,
+}
+_HIERA_IGNORED = ("_target_", "drop_path_rate", "return_interm_layers")  # no effect on eval outputs / keys
+
+
+def hiera_config_from_section(image_encoder: Mapping, name: str = "sam2", img_size: int = DEFAULT_IMAGE_SIZE) -> HieraConfig:
+    """The :class:`HieraConfig` of an official ``model.image_encoder`` section (trunk, neck, scalp);
+    trunk arguments it omits take the official ``Hiera`` defaults. :class:`ConfigError` otherwise."""
+    try:
+        trunk = {k: v for k, v in image_encoder["trunk"].items() if k not in _HIERA_IGNORED}
+        neck = image_encoder["neck"]
+        pe = neck["position_encoding"]
+        unknown = [k for k in trunk if k not in OFFICIAL_HIERA_DEFAULTS]
+        if unknown:
+            raise ConfigError(f"SAM 2 config {name!r}: unknown trunk keys {', '.join(map(repr, unknown))}")
+        args = {k: tuple(v) if isinstance(v, list) else v for k, v in {**OFFICIAL_HIERA_DEFAULTS, **trunk}.items()}
+        return HieraConfig(
+            **args,
+            backbone_channel_list=tuple(neck["backbone_channel_list"]),
+            d_model=neck["d_model"],
+            fpn_top_down_levels=tuple(levels if (levels := neck.get("fpn_top_down_levels")) is not None
+                                      else range(len(neck["backbone_channel_list"]))),
+            fpn_interp_model=neck.get("fpn_interp_model", "bilinear"),
+            position_num_pos_feats=pe["num_pos_feats"],
+            position_temperature=pe.get("temperature", 10000),
+            position_normalize=pe.get("normalize", True),
+            position_scale=pe.get("scale"),
+            scalp=image_encoder.get("scalp", 0),
+            img_size=img_size,
+        )
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise ConfigError(f"SAM 2 config {name!r}: model.image_encoder is incomplete or malformed ({exc!r})") from None
+
 
 def sam2_config_from_dict(model: Mapping, name: str = "sam2", apply_postprocessing: bool = True) -> Sam2Config:
     """A :class:`Sam2Config` from the official YAML's ``model:`` section (parsed, nested).
@@ -546,6 +585,7 @@ def sam2_config_from_dict(model: Mapping, name: str = "sam2", apply_postprocessi
     if not isinstance(neck, Mapping) or "d_model" not in neck:
         raise ConfigError(f"SAM 2 config {name!r}: model.image_encoder.neck.d_model is missing")
     args["hidden_dim"] = _int(neck["d_model"], "image_encoder.neck.d_model")
+    encoder = hiera_config_from_section(encoder, name, img_size=args.get("image_size", 512))
     if "memory_attention" in model:
         args["memory_attention"] = _memory_attention(model["memory_attention"], name)
     if "memory_encoder" in model:
@@ -625,6 +665,28 @@ def resolve_sam2_config(name_or_config: str | Path | Mapping | Sam2Config) -> Sa
     raise ConfigError(f"unknown SAM 2 model {key!r}: choose one of {', '.join(SAM2_MODELS)}, or give an official YAML config")
 
 
+def sam2_config_of(name_or_config: Any) -> Sam2Config | None:
+    """The :class:`Sam2Config` that ``name_or_config`` names (a SAM 2 zoo name, a Sam2Config, a
+    parsed SAM 2 document, an official YAML or its flat JSON), or None when it is not a SAM 2 one."""
+    if isinstance(name_or_config, Sam2Config):
+        return name_or_config
+    if isinstance(name_or_config, Mapping):
+        return sam2_config_from_document(name_or_config) if is_sam2_document(name_or_config) else None
+    if not isinstance(name_or_config, (str, Path)):
+        return None
+    key = str(name_or_config)
+    if key in SAM2_MODELS:
+        return SAM2_MODELS[key].config
+    path = Path(key)
+    if path.suffix.lower() in (".yaml", ".yml"):
+        return sam2_config_from_yaml(path)
+    if path.suffix.lower() == ".json" and path.is_file():
+        document = _read_document(path)
+        if is_sam2_document(document):
+            return sam2_config_from_document(document, name=path.stem)
+    return None
+
+
 def _hiera(name: str, version: str, embed_dim: int, num_heads: int, trunk: dict[str, Any]) -> Sam2Config:
     """An official SAM 2 (``"2"``) or 2.1 (``"2.1"``) config: the ``configs/sam2{,.1}/*.yaml`` model
     section (checked against the golden manifests' by tests/test_sam2_model.py)."""
@@ -648,7 +710,7 @@ def _hiera(name: str, version: str, embed_dim: int, num_heads: int, trunk: dict[
     if version == "2.1":  # temporal encoding of object pointers (projected, signed), no-object spatial embedding
         flags.update(no_obj_embed_spatial=True, add_tpos_enc_to_obj_ptrs=True, proj_tpos_enc_in_obj_ptrs=True,
                      use_signed_tpos_enc_to_obj_ptrs=True)
-    return Sam2Config(name=name, encoder=encoder, **flags)
+    return Sam2Config(name=name, encoder=hiera_config_from_section(encoder, name), **flags)
 
 
 _HIERA_SIZES: dict[str, tuple[int, int, dict[str, Any]]] = {

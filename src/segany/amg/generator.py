@@ -139,12 +139,7 @@ class SamMaskGenerator:
         output_mode: str = "binary_mask",
         fast: bool = False,
     ) -> None:
-        if isinstance(model, SamPredictor):
-            self.predictor = model
-        elif isinstance(model, Sam):
-            self.predictor = SamPredictor(model)
-        else:
-            raise GeneratorArgumentError(f"expected a segany Sam model or Predictor, got {type(model).__name__}")
+        self.predictor = self._predictor_of(model)
         if (points_per_side is None) == (point_grids is None):
             raise GeneratorArgumentError("give exactly one of points_per_side and point_grids (set points_per_side=None with point_grids)")
         if crop_n_layers < 0:
@@ -176,6 +171,15 @@ class SamMaskGenerator:
         self.output_mode = output_mode
         self.fast = fast
         self.counts = StageCounts()
+
+    @staticmethod
+    def _predictor_of(model: Any) -> Any:
+        """The predictor the generator drives: ``model``'s, or ``model`` itself when it is one."""
+        if isinstance(model, SamPredictor):
+            return model
+        if isinstance(model, Sam):
+            return SamPredictor(model)
+        raise GeneratorArgumentError(f"expected a segany Sam model or Predictor, got {type(model).__name__}")
 
     @staticmethod
     def _check_grid(grid: np.ndarray, index: int) -> np.ndarray:
@@ -246,7 +250,7 @@ class SamMaskGenerator:
         self.predictor.reset_image()
         offset = torch.tensor([x0, y0, x0, y0], dtype=torch.int64)
         masks.boxes = masks.boxes + offset
-        masks.points = masks.points + np.array([x0, y0])
+        masks.points = masks.points + np.array([x0, y0], dtype=masks.points.dtype)
         return masks
 
     def _process_batch(

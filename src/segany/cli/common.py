@@ -11,8 +11,9 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--model",
         default=DEFAULT_MODEL,
-        help=f"zoo name (vit_t, vit_b, vit_l, vit_h), 'classic' (no weights: GrabCut), a JSON config path "
-        f"or a transformers save_pretrained folder (default {DEFAULT_MODEL})",
+        help=f"zoo name (vit_t, vit_b, vit_l, vit_h, sam2.1_hiera_t/s/b+/l, sam2_hiera_t/s/b+/l), 'classic' "
+        f"(no weights: GrabCut), a JSON config path, an official SAM 2 YAML config, or a transformers "
+        f"save_pretrained folder (default {DEFAULT_MODEL})",
     )
     parser.add_argument("--checkpoint", default=None, help="weights file (default: the zoo's, downloaded and cached)")
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default cpu)")

@@ -10,14 +10,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..registry import MODELS
+    from ..registry import MODELS, SAM2_MODELS
     from ..weights import cache_dir, cached_path
 
     print(f"weights cache: {cache_dir()}  (set SEGANY_HOME to move it)")
-    print(f"{'name':<7} {'size':>9}  {'cached':<7} description")
-    for spec in MODELS.values():
+    specs = [*MODELS.values(), *SAM2_MODELS.values()]
+    width = max(7, *(len(spec.name) for spec in specs))
+    print(f"{'name':<{width}} {'size':>9}  {'cached':<7} description")
+    for spec in specs:
         path = cached_path(spec)
         cached = "yes" if path.exists() else "no"
-        print(f"{spec.name:<7} {spec.num_bytes / 1e6:>7.1f}MB  {cached:<7} {spec.description}")
-        print(f"{'':<7} {spec.url} -> {path}")
+        print(f"{spec.name:<{width}} {spec.num_bytes / 1e6:>7.1f}MB  {cached:<7} {spec.description}")
+        print(f"{'':<{width}} {spec.url} -> {path}")
     return 0

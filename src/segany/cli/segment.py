@@ -65,6 +65,7 @@ def run(args: argparse.Namespace) -> int:
     labels = np.array([p[2] for p in args.point], dtype=np.int64) if args.point else None
     box = np.array(args.box, dtype=np.float64) if args.box is not None else None
     masks, scores, _ = predictor.predict(coords, labels, box, multimask_output=args.multimask)
+    masks = masks.astype(bool, copy=False)  # SAM 2 returns float32 0/1 masks, as the official predictor
 
     stem = Path(args.image).stem
     order = np.argsort(-scores, kind="stable")

@@ -63,7 +63,8 @@ class _Timer:
 
     def predict(self, predictor: PromptPredictor, **prompt: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         start = perf_counter()
-        out = predictor.predict(**prompt)
+        masks, scores, low_res = predictor.predict(**prompt)
+        out = (masks.astype(bool, copy=False), scores, low_res)  # SAM 2's masks are float32 0/1
         self.seconds += perf_counter() - start
         self.calls += 1
         return out

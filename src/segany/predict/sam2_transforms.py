@@ -23,7 +23,7 @@ SAM2_PIXEL_STD = (0.229, 0.224, 0.225)
 def image_to_tensor(image: np.ndarray) -> torch.Tensor:
     """HxWx3 uint8 → (3, H, W) float32 in [0, 1] (torchvision's ``ToTensor``)."""
     image = check_image_array(image)
-    return torch.from_numpy(image.transpose(2, 0, 1)).contiguous().to(torch.float32).div(255)
+    return torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))).to(torch.float32).div(255)
 
 
 def resize_normalize(image: torch.Tensor, image_size: int) -> torch.Tensor:

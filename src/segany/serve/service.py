@@ -175,6 +175,7 @@ class SegmentService:
             mask_input=mask_input,
             multimask_output=multimask,
         ), "decode this prompt")
+        masks = masks.astype(bool, copy=False)  # SAM 2 returns float32 0/1 masks, as the official predictor
         decoder_ms = (time.perf_counter() - decode_start) * 1000
         order = np.argsort(-scores, kind="stable")
         rles = encode_rles(masks[order]) if "rle" in formats else [None] * len(order)

@@ -12,6 +12,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..config import HieraConfig
+from ..encoders.hiera import Sam2ImageEncoder
 from ..mask_decoder import MLP
 from ..position_encoding import PositionEmbeddingSine
 from ..prompt_encoder import PromptEncoder
@@ -122,7 +124,8 @@ class Sam2(nn.Module):
     def forward_image(self, images: torch.Tensor) -> dict:
         """The image encoder's output for (B, 3, S, S) normalised images, with the two highest-
         resolution maps projected once by the decoder's ``conv_s0`` / ``conv_s1``."""
-        out = dict(self.image_encoder(images))
+        encoded = self.image_encoder(images)
+        out = encoded._asdict() if hasattr(encoded, "_asdict") else dict(encoded)
         if self.use_high_res_features_in_sam:
             fpn = list(out["backbone_fpn"])
             fpn[0] = self.sam_mask_decoder.conv_s0(fpn[0])
@@ -180,6 +183,11 @@ class Sam2(nn.Module):
         return low_res_masks, iou_predictions
 
 
-def build_sam2(config: Sam2Config, image_encoder: nn.Module) -> Sam2:
-    """A :class:`Sam2` of ``config`` around ``image_encoder`` (built by the encoder package)."""
-    return Sam2(config, image_encoder)
+def build_sam2(config: Sam2Config, image_encoder: nn.Module | None = None) -> Sam2:
+    """A :class:`Sam2` of ``config`` in eval mode, around ``image_encoder`` (default: the
+    :class:`~segany.models.encoders.hiera.Sam2ImageEncoder` of ``config.encoder``, a HieraConfig)."""
+    if image_encoder is None:
+        if not isinstance(config.encoder, HieraConfig):
+            raise ValueError(f"config {config.name!r} has no HieraConfig encoder: pass image_encoder")
+        image_encoder = Sam2ImageEncoder(config.encoder)
+    return Sam2(config, image_encoder).eval()
