@@ -22,6 +22,22 @@ image encoder (optionally with the pixel normalisation and padding folded in).
 
 ``quantize=True`` replaces each network by its onnxruntime dynamic int8 quantisation (weights
 int8, activations quantised on the fly).
+
+SAM 2 / 2.1 models (:class:`~segany.models.sam2.Sam2`, ``SAM2ImagePredictor`` semantics) export as
+
+- ``encoder.onnx``: ``input_image`` (1, 3, S, S), resized to S x S (no padding) and normalised as
+  :func:`segany.predict.sam2_transforms.preprocess_image` does → ``image_embed`` (1, C, S/16, S/16),
+  ``no_mem_embed`` added, and the projected ``high_res_feats_0`` (1, C/8, S/4, S/4) and
+  ``high_res_feats_1`` (1, C/4, S/8, S/8);
+- ``decoder.onnx``: ``image_embed``, ``high_res_feats_0``, ``high_res_feats_1``, ``point_coords``
+  (B, N, 2) in the S x S input frame, ``point_labels`` (B, N) as float (1, 0, -1 padding, 2 / 3 box
+  corners placed before the clicks; the decoder itself appends the padding point SAM 2 always adds,
+  so do not add one), ``mask_input`` (B or 1, 1, S/4, S/4), ``has_mask_input`` (1,), ``orig_im_size``
+  (2,) as float (H, W) → ``masks`` (logits resized straight to ``orig_im_size``: no padding to crop),
+  ``iou_predictions``, ``low_res_masks`` (clamped to [-32, 32] as the predictor returns them) and
+  ``object_score_logits`` (B, 1); B and N dynamic. The masks are the three multimask tokens
+  (``multimask_output=True``); ``return_single_mask`` bakes in ``multimask_output=False`` instead:
+  token 0, replaced by the best multimask token where it is unstable (the 2.1 dynamic multimask).
 """
 from __future__ import annotations
 
@@ -36,6 +52,7 @@ from torch import nn
 from ..errors import ExportError, UnsupportedOperationError
 from ..fileio import atomic_write_json
 from ..models.sam import Sam
+from ..models.sam2 import Sam2
 
 OPSET = 17
 DECODER = "decoder.onnx"
@@ -198,18 +215,19 @@ def quantize_file(path: Path) -> Path:
     return path
 
 
-def require_network(model: object) -> Sam:
-    """``model`` if it is a SAM network; :class:`UnsupportedOperationError` for the classic engine."""
-    if not isinstance(model, Sam):
+def require_network(model: object) -> Sam | Sam2:
+    """``model`` if it is a SAM or SAM 2 network; :class:`UnsupportedOperationError` for the classic engine."""
+    if not isinstance(model, (Sam, Sam2)):
         raise UnsupportedOperationError(
             f"the {getattr(model, 'name', type(model).__name__)} engine has no network to export to ONNX: "
-            "pass --model vit_t|vit_b|vit_l|vit_h (weights cached or downloadable) or --checkpoint PATH"
+            "pass --model vit_t|vit_b|vit_l|vit_h|sam2.1_hiera_t|... (weights cached or downloadable) "
+            "or --checkpoint PATH"
         )
     return model
 
 
 def export_onnx(
-    model: Sam,
+    model: Sam | Sam2,
     out_dir: str | os.PathLike,
     *,
     encoder: bool = True,
@@ -221,6 +239,9 @@ def export_onnx(
     """Export ``model`` into ``out_dir`` (see the module docstring); returns the manifest."""
     model = require_network(model).eval()
     out = Path(out_dir)
+    if isinstance(model, Sam2):
+        return export_sam2_onnx(model, out, encoder=encoder, fold_preprocessing=fold_preprocessing,
+                                return_single_mask=return_single_mask, quantize=quantize, name=name)
     out.mkdir(parents=True, exist_ok=True)
     files = {
         "decoder": export_decoder(model, out / DECODER, return_single_mask=return_single_mask),
@@ -245,6 +266,156 @@ def export_onnx(
         "files": {key: path.name for key, path in files.items()},
         "decoder_inputs": list(DECODER_INPUTS),
         "decoder_outputs": list(DECODER_OUTPUTS),
+    }
+    atomic_write_json(out / MANIFEST, manifest, indent=1)
+    return manifest
+
+
+# --- SAM 2 / 2.1 -------------------------------------------------------------------------------
+
+# deploy sits below predict in the layers: the predictor's values (tests/test_sam2_onnx.py checks they agree)
+SAM2_LOW_RES_CLAMP = 32.0  # Sam2Predictor's LOW_RES_CLAMP
+SAM2_PIXEL_MEAN = (0.485, 0.456, 0.406)  # sam2_transforms' ImageNet normalisation, in [0, 1] units
+SAM2_PIXEL_STD = (0.229, 0.224, 0.225)
+SAM2_ENCODER_OUTPUTS = ("image_embed", "high_res_feats_0", "high_res_feats_1")
+SAM2_DECODER_INPUTS = (*SAM2_ENCODER_OUTPUTS, "point_coords", "point_labels", "mask_input", "has_mask_input",
+                       "orig_im_size")
+SAM2_DECODER_OUTPUTS = ("masks", "iou_predictions", "low_res_masks", "object_score_logits")
+
+
+class Sam2ImageEncoder(nn.Module):
+    """(1, 3, S, S) normalised image → what ``SAM2ImagePredictor.set_image`` keeps (:meth:`Sam2.image_features`)."""
+
+    def __init__(self, model: Sam2) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        embed, (feat_s0, feat_s1) = self.model.image_features(input_image)
+        return embed, feat_s0, feat_s1
+
+
+class Sam2PromptDecoder(nn.Module):
+    """SAM 2's prompt encoder + mask decoder on one image's features, branch-free for export
+    (``SAM2ImagePredictor._predict`` semantics; see the module docstring)."""
+
+    def __init__(self, model: Sam2, return_single_mask: bool = False) -> None:
+        super().__init__()
+        self.model = model
+        self.return_single_mask = return_single_mask
+
+    def forward(
+        self,
+        image_embed: torch.Tensor,
+        high_res_feats_0: torch.Tensor,
+        high_res_feats_1: torch.Tensor,
+        point_coords: torch.Tensor,
+        point_labels: torch.Tensor,
+        mask_input: torch.Tensor,
+        has_mask_input: torch.Tensor,
+        orig_im_size: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(masks, iou_predictions, low_res_masks, object_score_logits)."""
+        prompt_encoder = self.model.sam_prompt_encoder
+        sparse = prompt_encoder.embed_points(point_coords, point_labels, pad=True)
+        dense = prompt_encoder.embed_mask_input(mask_input, has_mask_input)
+        low_res, iou, _, object_score = self.model.sam_mask_decoder(
+            image_embeddings=image_embed,
+            image_pe=prompt_encoder.get_dense_pe(),
+            sparse_prompt_embeddings=sparse,
+            dense_prompt_embeddings=dense,
+            multimask_output=not self.return_single_mask,
+            repeat_image=True,
+            high_res_features=[high_res_feats_0, high_res_feats_1],
+        )
+        size = orig_im_size.to(torch.int64)
+        masks = F.interpolate(low_res, size=(size[0], size[1]), mode="bilinear", align_corners=False)
+        return masks, iou, low_res.clamp(-SAM2_LOW_RES_CLAMP, SAM2_LOW_RES_CLAMP), object_score
+
+
+def _sam2_decoder_example(model: Sam2, num_points: int = 3) -> tuple[torch.Tensor, ...]:
+    """Example decoder inputs (batch 2, so that the batch axis is traced as one)."""
+    c, g, s = model.hidden_dim, model.config.image_embedding_size, model.image_size
+    generator = torch.Generator().manual_seed(0)
+    return (
+        torch.randn(1, c, g, g, generator=generator),
+        torch.randn(1, c // 8, 4 * g, 4 * g, generator=generator),
+        torch.randn(1, c // 4, 2 * g, 2 * g, generator=generator),
+        torch.randint(0, s, (2, num_points, 2), generator=generator).float(),
+        torch.randint(0, 4, (2, num_points), generator=generator).float(),
+        torch.randn(2, 1, 4 * g, 4 * g, generator=generator),
+        torch.tensor([1.0]),
+        torch.tensor([1500.0, 2250.0]),
+    )
+
+
+def _require_high_res(model: Sam2) -> None:
+    if not model.use_high_res_features_in_sam:
+        raise UnsupportedOperationError(
+            f"{model.config.name}: ONNX export needs use_high_res_features_in_sam=True (every official SAM 2 config)")
+
+
+def export_sam2_encoder(model: Sam2, path: str | os.PathLike) -> Path:
+    """Write SAM 2's image encoder (normalised S x S image → embedding + high-res features) to ``path``."""
+    _require_high_res(model)
+    path = Path(path)
+    example = torch.randn(1, 3, model.image_size, model.image_size)
+    with torch.inference_mode(False), torch.no_grad():
+        _export(Sam2ImageEncoder(model).eval(), (example,), path, ["input_image"], list(SAM2_ENCODER_OUTPUTS), {})
+    return path
+
+
+def export_sam2_decoder(model: Sam2, path: str | os.PathLike, return_single_mask: bool = False) -> Path:
+    """Write SAM 2's prompt decoder (see the module docstring) to ``path``."""
+    _require_high_res(model)
+    path = Path(path)
+    prompts = {0: "batch", 1: "num_points"}
+    dynamic = {"point_coords": prompts, "point_labels": prompts, "mask_input": {0: "mask_batch"},
+               **{name: {0: "batch"} for name in SAM2_DECODER_OUTPUTS}}
+    with torch.inference_mode(False), torch.no_grad():
+        _export(Sam2PromptDecoder(model, return_single_mask).eval(), _sam2_decoder_example(model), path,
+                list(SAM2_DECODER_INPUTS), list(SAM2_DECODER_OUTPUTS), dynamic)
+    return path
+
+
+def export_sam2_onnx(
+    model: Sam2,
+    out_dir: str | os.PathLike,
+    *,
+    encoder: bool = True,
+    fold_preprocessing: bool = False,
+    return_single_mask: bool = False,
+    quantize: bool = False,
+    name: str | None = None,
+) -> dict:
+    """Export a SAM 2 ``model`` into ``out_dir`` (``encoder.onnx``, ``decoder.onnx``, the manifest)."""
+    if fold_preprocessing:
+        raise UnsupportedOperationError(
+            "fold_preprocessing is not available for SAM 2: its S x S antialiased resize has no ONNX opset-17 "
+            "equivalent; feed encoder.onnx the preprocessed image (segany.predict.sam2_transforms.preprocess_image)")
+    _require_high_res(model)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    files = {"decoder": export_sam2_decoder(model, out / DECODER, return_single_mask=return_single_mask)}
+    if encoder:
+        files["encoder"] = export_sam2_encoder(model, out / ENCODER)
+    if quantize:
+        for path in files.values():
+            quantize_file(path)
+    manifest = {
+        "model": name or model.config.name,
+        "family": "sam2",
+        "image_size": model.image_size,
+        "mask_threshold": 0.0,
+        "pixel_mean": list(SAM2_PIXEL_MEAN),
+        "pixel_std": list(SAM2_PIXEL_STD),
+        "opset": OPSET,
+        "quantized": quantize,
+        "return_single_mask": return_single_mask,
+        "files": {key: path.name for key, path in files.items()},
+        "encoder_outputs": list(SAM2_ENCODER_OUTPUTS),
+        "decoder_inputs": list(SAM2_DECODER_INPUTS),
+        "decoder_outputs": list(SAM2_DECODER_OUTPUTS),
     }
     atomic_write_json(out / MANIFEST, manifest, indent=1)
     return manifest

@@ -1,0 +1,240 @@
+"""ONNX export of SAM 2.1 (encoder.onnx + decoder.onnx) run with onnxruntime against the torch
+``Sam2Predictor``: a tiny random SAM 2 (no shared folder needed) and the golden tiny SAM 2.1 through the CLI."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("onnxruntime")
+import onnxruntime as ort  # noqa: E402
+
+from segany.cli import main  # noqa: E402
+from segany.deploy import onnx as deploy_onnx  # noqa: E402
+from segany.deploy.onnx import export_onnx  # noqa: E402
+from segany.errors import UnsupportedOperationError  # noqa: E402
+from segany.models.sam2 import Sam2  # noqa: E402
+from segany.predict import sam2_predictor, sam2_transforms  # noqa: E402
+from segany.predict.sam2_predictor import Sam2Predictor  # noqa: E402
+from test_sam2_predictor import TINY_YAML, tiny_random_sam2  # noqa: E402
+
+LOGIT_TOL = 1e-3  # as tests/test_onnx.py: float32 reordering
+IOU_TOL = 1e-4
+EMBED_TOL = 1e-4
+IMAGE = np.random.default_rng(3).integers(0, 256, (50, 70, 3), dtype=np.uint8)  # not square: no padding to crop
+
+
+@pytest.fixture(scope="module")
+def random_sam2() -> Sam2:
+    return tiny_random_sam2()
+
+
+@pytest.fixture(scope="module")
+def export_dir(random_sam2: Sam2, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("sam2_onnx")
+    export_onnx(random_sam2, out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def single_export_dir(random_sam2: Sam2, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("sam2_onnx_single")
+    export_onnx(random_sam2, out, encoder=False, return_single_mask=True)
+    return out
+
+
+def _session(path: Path) -> ort.InferenceSession:
+    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+
+def _encode(folder: Path, model: Sam2, image: np.ndarray) -> dict[str, np.ndarray]:
+    """encoder.onnx on the predictor's preprocessed image."""
+    tensor = sam2_transforms.preprocess_image(image, model.image_size)[None].numpy()
+    names = [o.name for o in _session(folder / "encoder.onnx").get_outputs()]
+    return dict(zip(names, _session(folder / "encoder.onnx").run(None, {"input_image": tensor})))
+
+
+def _to_model_frame(xy: np.ndarray, image: np.ndarray, size: int) -> np.ndarray:
+    h, w = image.shape[:2]
+    return (np.asarray(xy, np.float32).reshape(-1, 2) / np.array([w, h], np.float32) * size).astype(np.float32)
+
+
+def _decoder_inputs(features: dict[str, np.ndarray], model: Sam2, image: np.ndarray, points=None, labels=None,
+                    boxes=None, mask_input=None) -> dict[str, np.ndarray]:
+    """The decoder's inputs for the predictor's prompts: box corners (labels 2, 3) before the clicks."""
+    size, low = model.image_size, 4 * model.config.image_embedding_size
+    batch = 1 if boxes is None else len(boxes)
+    coords, kinds = [], []
+    if boxes is not None:
+        coords.append(_to_model_frame(boxes, image, size).reshape(batch, 2, 2))
+        kinds.append(np.tile(np.array([[2, 3]], np.float32), (batch, 1)))
+    if points is not None:
+        coords.append(np.tile(_to_model_frame(points, image, size)[None], (batch, 1, 1)))
+        kinds.append(np.tile(np.asarray(labels, np.float32)[None], (batch, 1)))
+    has_mask = mask_input is not None
+    return {
+        **features,
+        "point_coords": np.concatenate(coords, axis=1),
+        "point_labels": np.concatenate(kinds, axis=1),
+        "mask_input": (mask_input if has_mask else np.zeros((1, 1, low, low))).astype(np.float32).reshape(-1, 1, low, low),
+        "has_mask_input": np.array([float(has_mask)], np.float32),
+        "orig_im_size": np.array(image.shape[:2], np.float32),
+    }
+
+
+def _torch_object_scores(predictor: Sam2Predictor, inputs: dict[str, np.ndarray]) -> np.ndarray:
+    """Object-score logits of the torch path (the prompt encoder's own forward, not the export's branch-free one)."""
+    model = predictor.model
+    labels = torch.as_tensor(inputs["point_labels"]).int()
+    points = (torch.as_tensor(inputs["point_coords"]), labels)
+    mask = torch.as_tensor(inputs["mask_input"]) if inputs["has_mask_input"][0] else None
+    with torch.inference_mode():
+        sparse, dense = model.sam_prompt_encoder(points=points, boxes=None, masks=mask)
+        feats = predictor.image_features().maps
+        _, _, _, scores = model.sam_mask_decoder(feats[0], model.sam_prompt_encoder.get_dense_pe(), sparse, dense,
+                                                 multimask_output=True, repeat_image=True,
+                                                 high_res_features=list(feats[1:]))
+    return scores.numpy()
+
+
+def _check(folder: Path, predictor: Sam2Predictor, inputs: dict[str, np.ndarray], prompts: dict,
+           multimask: bool) -> None:
+    """decoder.onnx's outputs equal the predictor's (logits, IoU, clamped low-res, object score)."""
+    masks, iou, low_res, scores = _session(folder / "decoder.onnx").run(None, inputs)
+    logits, ref_iou, ref_low = predictor.predict(**prompts, multimask_output=multimask, return_logits=True)
+    if logits.ndim == 3:  # one prompt set: the predictor drops the batch axis
+        logits, ref_iou, ref_low = logits[None], ref_iou[None], ref_low[None]
+    assert masks.shape == logits.shape and low_res.shape == ref_low.shape and iou.shape == ref_iou.shape
+    np.testing.assert_allclose(masks, logits, rtol=0, atol=LOGIT_TOL)
+    np.testing.assert_allclose(low_res, ref_low, rtol=0, atol=LOGIT_TOL)
+    np.testing.assert_allclose(iou, ref_iou, rtol=0, atol=IOU_TOL)
+    np.testing.assert_allclose(scores, _torch_object_scores(predictor, inputs), rtol=0, atol=LOGIT_TOL)
+
+
+@pytest.fixture(scope="module")
+def predictor(random_sam2: Sam2) -> Sam2Predictor:
+    predictor = Sam2Predictor(random_sam2)
+    predictor.set_image(IMAGE)
+    return predictor
+
+
+def test_signature_and_manifest(export_dir: Path, random_sam2: Sam2) -> None:
+    encoder, decoder = _session(export_dir / "encoder.onnx"), _session(export_dir / "decoder.onnx")
+    c, g = random_sam2.hidden_dim, random_sam2.config.image_embedding_size
+    assert [(i.name, i.shape) for i in encoder.get_inputs()] == [("input_image", [1, 3, 128, 128])]
+    assert [(o.name, o.shape) for o in encoder.get_outputs()] == [
+        ("image_embed", [1, c, g, g]), ("high_res_feats_0", [1, c // 8, 4 * g, 4 * g]),
+        ("high_res_feats_1", [1, c // 4, 2 * g, 2 * g])]
+    assert [i.name for i in decoder.get_inputs()] == [
+        "image_embed", "high_res_feats_0", "high_res_feats_1", "point_coords", "point_labels", "mask_input",
+        "has_mask_input", "orig_im_size"]
+    assert [o.name for o in decoder.get_outputs()] == ["masks", "iou_predictions", "low_res_masks", "object_score_logits"]
+    inputs = {i.name: i for i in decoder.get_inputs()}
+    assert all(isinstance(d, str) for d in inputs["point_coords"].shape[:2])  # batch and points dynamic
+    manifest = json.loads((export_dir / "segany_onnx.json").read_text())
+    assert manifest["family"] == "sam2" and manifest["model"] == random_sam2.config.name
+    assert set(manifest["files"]) == {"encoder", "decoder"}
+    # deploy sits below predict: its copies of the predictor's constants must agree
+    assert deploy_onnx.SAM2_LOW_RES_CLAMP == sam2_predictor.LOW_RES_CLAMP
+    assert (deploy_onnx.SAM2_PIXEL_MEAN, deploy_onnx.SAM2_PIXEL_STD) == (sam2_transforms.SAM2_PIXEL_MEAN,
+                                                                         sam2_transforms.SAM2_PIXEL_STD)
+
+
+def test_encoder_matches_set_image(export_dir: Path, random_sam2: Sam2, predictor: Sam2Predictor) -> None:
+    ours = _encode(export_dir, random_sam2, IMAGE)
+    maps = predictor.image_features().maps
+    for name, ref in zip(("image_embed", "high_res_feats_0", "high_res_feats_1"), maps):
+        np.testing.assert_allclose(ours[name], ref.numpy(), rtol=0, atol=EMBED_TOL)
+
+
+PROMPTS = {
+    "point": {"points": [[10.0, 20.0]], "labels": [1]},
+    "points_fg_bg": {"points": [[10.0, 20.0], [60.0, 5.0]], "labels": [1, 0]},
+    "box": {"boxes": [[1.0, 2.0, 30.0, 40.0]]},
+    "box_point": {"boxes": [[1.0, 2.0, 30.0, 40.0]], "points": [[12.0, 30.0]], "labels": [0]},
+    "two_boxes": {"boxes": [[1.0, 2.0, 30.0, 40.0], [0.0, 0.0, 69.0, 49.0]]},
+}
+
+
+def _predictor_prompts(spec: dict) -> dict:
+    out = {}
+    if "points" in spec:
+        out["point_coords"], out["point_labels"] = np.array(spec["points"]), np.array(spec["labels"])
+    if "boxes" in spec:
+        boxes = np.array(spec["boxes"])
+        out["box"] = boxes[0] if len(boxes) == 1 else boxes
+    return out
+
+
+@pytest.mark.parametrize("case", list(PROMPTS))
+def test_decoder_matches_predictor(export_dir: Path, single_export_dir: Path, random_sam2: Sam2,
+                                   predictor: Sam2Predictor, case: str) -> None:
+    """Multimask export = predict(multimask_output=True); return_single_mask = multimask_output=False."""
+    spec = PROMPTS[case]
+    features = _encode(export_dir, random_sam2, IMAGE)
+    inputs = _decoder_inputs(features, random_sam2, IMAGE, spec.get("points"), spec.get("labels"), spec.get("boxes"))
+    _check(export_dir, predictor, inputs, _predictor_prompts(spec), multimask=True)
+    _check(single_export_dir, predictor, inputs, _predictor_prompts(spec), multimask=False)
+
+
+def test_mask_input_follow_up(export_dir: Path, random_sam2: Sam2, predictor: Sam2Predictor) -> None:
+    """A previous call's best low-res logits as mask_input, as the official notebook does."""
+    _, iou, low = predictor.predict(np.array([[10.0, 20.0]]), np.array([1]))
+    mask = low[np.argmax(iou)][None]
+    features = _encode(export_dir, random_sam2, IMAGE)
+    inputs = _decoder_inputs(features, random_sam2, IMAGE, [[40.0, 25.0]], [1], mask_input=mask)
+    _check(export_dir, predictor, inputs, {"point_coords": np.array([[40.0, 25.0]]), "point_labels": np.array([1]),
+                                           "mask_input": mask}, multimask=True)
+
+
+def test_prompts_exercise_the_stability_fallback(predictor: Sam2Predictor) -> None:
+    """The single-mask parity above covers the dynamic multimask: in at least one case token 0 is
+    unstable and the predictor's single mask is one of the multimask tokens."""
+    fallbacks = 0
+    for spec in PROMPTS.values():
+        prompts = _predictor_prompts(spec)
+        _, _, single = predictor.predict(**prompts, multimask_output=False)
+        _, _, multi = predictor.predict(**prompts, multimask_output=True)
+        single, multi = single.reshape(-1, 1, *single.shape[-2:]), multi.reshape(-1, 3, *multi.shape[-2:])
+        fallbacks += int(any(np.array_equal(single[0, 0], multi[0, k]) for k in range(3)))
+    assert predictor.model.sam_mask_decoder.dynamic_multimask_via_stability and fallbacks > 0
+
+
+def test_cli_exports_the_golden_sam2(golden: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``segany export onnx --model YAML --checkpoint PT`` on the golden tiny SAM 2.1 (1024 px): its
+    decoder on the golden photo equals the predictor, which has golden parity (tests/test_sam2_predictor.py)."""
+    import lzma
+    import shutil
+
+    import segany
+
+    sam2_dir = golden / "sam2"
+    checkpoint = tmp_path / "tiny_sam2.1.pt"
+    with lzma.open(sam2_dir / "tiny_sam2.1.pt.xz") as src, checkpoint.open("wb") as dst:
+        shutil.copyfileobj(src, dst)
+    out = tmp_path / "onnx"
+    model_args = ["--model", str(sam2_dir / TINY_YAML), "--checkpoint", str(checkpoint)]
+    assert main(["export", "onnx", *model_args, "--out", str(out)]) == 0
+    model = segany.load_model(sam2_dir / TINY_YAML, checkpoint=checkpoint)
+    with np.load(sam2_dir / "images.npz") as data:
+        photo = data["photo"]
+    predictor = Sam2Predictor(model)
+    predictor.set_image(photo)
+    features = _encode(out, model, photo)
+    for name, ref in zip(("image_embed", "high_res_feats_0", "high_res_feats_1"), predictor.image_features().maps):
+        np.testing.assert_allclose(features[name], ref.numpy(), rtol=0, atol=EMBED_TOL)
+    h, w = photo.shape[:2]
+    spec = {"boxes": [[w * 0.2, h * 0.2, w * 0.7, h * 0.8]], "points": [[w * 0.4, h * 0.5]], "labels": [1]}
+    inputs = _decoder_inputs(features, model, photo, spec["points"], spec["labels"], spec["boxes"])
+    _check(out, predictor, inputs, _predictor_prompts(spec), multimask=True)
+    assert main(["export", "onnx", *model_args, "--out", str(tmp_path / "folded"), "--fold-preprocessing"]) == 2
+    assert "fold_preprocessing is not available for SAM 2" in capsys.readouterr().err
+
+
+def test_fold_preprocessing_is_a_typed_error(random_sam2: Sam2, tmp_path: Path) -> None:
+    with pytest.raises(UnsupportedOperationError, match="preprocess_image"):
+        export_onnx(random_sam2, tmp_path, fold_preprocessing=True)
+    assert not (tmp_path / "segany_onnx.json").exists()
