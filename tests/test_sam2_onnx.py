@@ -234,6 +234,20 @@ def test_cli_exports_the_golden_sam2(golden: Path, tmp_path: Path, capsys: pytes
     assert "fold_preprocessing is not available for SAM 2" in capsys.readouterr().err
 
 
+def test_quantized_decoder_runs_close_to_float(export_dir: Path, random_sam2: Sam2, tmp_path: Path) -> None:
+    """--quantize: int8 weights (DynamicQuantizeLinear), a smaller file, outputs close to the float graph."""
+    import onnx
+
+    manifest = export_onnx(random_sam2, tmp_path, encoder=False, quantize=True)
+    path = tmp_path / "decoder.onnx"
+    assert manifest["quantized"] and "DynamicQuantizeLinear" in {n.op_type for n in onnx.load(str(path)).graph.node}
+    assert path.stat().st_size < (export_dir / "decoder.onnx").stat().st_size / 2
+    inputs = _decoder_inputs(_encode(export_dir, random_sam2, IMAGE), random_sam2, IMAGE, [[10.0, 20.0]], [1])
+    _, iou, low_res, _ = _session(path).run(None, inputs)
+    _, ref_iou, ref_low_res, _ = _session(export_dir / "decoder.onnx").run(None, inputs)
+    assert ((low_res > 0) == (ref_low_res > 0)).mean() >= 0.9 and np.abs(iou - ref_iou).max() <= 0.05
+
+
 def test_fold_preprocessing_is_a_typed_error(random_sam2: Sam2, tmp_path: Path) -> None:
     with pytest.raises(UnsupportedOperationError, match="preprocess_image"):
         export_onnx(random_sam2, tmp_path, fold_preprocessing=True)

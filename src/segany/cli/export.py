@@ -15,7 +15,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="prompt decoder with the official export's signature, and the image encoder",
         description="Writes decoder.onnx (official signature: image_embeddings, point_coords, point_labels, "
         "mask_input, has_mask_input, orig_im_size -> masks, iou_predictions, low_res_masks), "
-        "decoder_low_res.onnx, encoder.onnx and segany_onnx.json into --out.",
+        "decoder_low_res.onnx, encoder.onnx and segany_onnx.json into --out. SAM 2 models: encoder.onnx "
+        "(input_image -> image_embed, high_res_feats_0, high_res_feats_1) and decoder.onnx (those three, then "
+        "point_coords, point_labels, mask_input, has_mask_input, orig_im_size -> masks, iou_predictions, "
+        "low_res_masks, object_score_logits).",
     )
     add_model_arguments(onnx)
     onnx.add_argument("--out", required=True, help="output folder")
@@ -25,7 +28,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                       help="also write encoder_preprocess.onnx: resized uint8 HxWx3 image in, embedding out")
     onnx.add_argument("--return-single-mask", action="store_true",
                       help="decoder.onnx returns the one best mask (official option) instead of all four: "
-                      "what the official web demo expects (it draws channel 0)")
+                      "what the official web demo expects (it draws channel 0); SAM 2: multimask_output=False "
+                      "(dynamic multimask) instead of the three multimask tokens")
     onnx.set_defaults(handler=run)
     _register_mask_formats(formats)
 
