@@ -49,7 +49,7 @@ def test_each_family_gives_its_own_engines(tiny_random_sam) -> None:
     assert family_of(tiny_random_sam).name == "sam" and family_of(ClassicPredictor()).name == "classic"
 
 
-def test_objects_no_engine_serves_are_typed_errors() -> None:
+def test_objects_no_engine_serves_are_typed_errors(tiny_random_sam) -> None:
     with pytest.raises(ConfigError, match="not a segany model"):
         segany.Predictor("vit_b")
     with pytest.raises(GeneratorArgumentError, match="not a segany model"):
@@ -58,6 +58,8 @@ def test_objects_no_engine_serves_are_typed_errors() -> None:
         segany.SamPredictor(ClassicModel())
     with pytest.raises(BackendError, match="dtype"):
         segany.Predictor(ClassicModel(), dtype=torch.bfloat16)
+    with pytest.raises(BackendError, match="backend"):
+        segany.Predictor(tiny_random_sam, backend_typo="onnxruntime")
 
 
 def test_a_registered_family_claims_its_models() -> None:

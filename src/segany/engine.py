@@ -12,6 +12,7 @@ no engine: every engine may import it.
 from __future__ import annotations
 
 import importlib
+import inspect
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
@@ -19,7 +20,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 import torch
 
-from .errors import ConfigError, GeneratorArgumentError, SeganyError
+from .errors import BackendError, ConfigError, GeneratorArgumentError, SeganyError
 
 FAMILIES_MODULE = "segany.families"
 
@@ -147,7 +148,20 @@ def family_of(model: Any, error: type[SeganyError] = ConfigError) -> EngineFamil
 def Predictor(model: Any, **options: Any) -> PromptPredictor:  # noqa: N802 (the public name users know)
     """The predictor of ``model``'s family: ``segany.Predictor(load_model("vit_b"))`` is a
     :class:`~segany.predict.predictor.SamPredictor`; ``options`` are that predictor's (dtype, backend, ...)."""
-    return family_of(model).predictor(model, **options)
+    family = family_of(model)
+    _check_options(family.predictor, options, f"the {family.name} engine's predictor")
+    return family.predictor(model, **options)
+
+
+def _check_options(factory: Callable[..., Any], options: Mapping[str, Any], what: str) -> None:
+    """:class:`BackendError` naming the options ``factory`` does not take (and those it does)."""
+    parameters = inspect.signature(factory).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+        return
+    taken = [name for name, p in parameters.items() if p.kind is not inspect.Parameter.VAR_POSITIONAL][1:]
+    unknown = sorted(set(options) - set(taken))
+    if unknown:
+        raise BackendError(f"{what} takes no option {', '.join(unknown)} (it takes: {', '.join(taken) or 'none'})")
 
 
 def MaskGenerator(model: Any = None, *args: Any, **options: Any) -> AutomaticMaskGenerator:  # noqa: N802

@@ -6,26 +6,16 @@ predictor and generator, and which official generator arguments it honours.
 """
 from __future__ import annotations
 
-from typing import Any
-
 from .amg.generator import GENERATOR_OPTIONS, SamMaskGenerator
 from .amg.sam2_generator import SAM2_GENERATOR_OPTIONS, Sam2MaskGenerator
 from .classic.generator import HONOURED_OPTIONS, SPEED_OPTIONS, ClassicMaskGenerator
 from .classic.model import ClassicModel
 from .classic.predictor import ClassicPredictor
 from .engine import EngineFamily, register_family
-from .errors import BackendError
 from .models.sam import Sam
 from .models.sam2 import Sam2
 from .predict.predictor import SamPredictor
 from .predict.sam2_predictor import Sam2Predictor
-
-
-def _classic_predictor(model: ClassicModel, **options: Any) -> ClassicPredictor:
-    if options:
-        raise BackendError(f"the classic engine's predictor takes no inference options, got {', '.join(sorted(options))}")
-    return ClassicPredictor(model)
-
 
 SAM = register_family(EngineFamily(
     name="sam",
@@ -37,7 +27,7 @@ SAM = register_family(EngineFamily(
 CLASSIC = register_family(EngineFamily(
     name="classic",
     owns=lambda obj: isinstance(obj, (ClassicModel, ClassicPredictor)),
-    predictor=_classic_predictor,
+    predictor=ClassicPredictor,
     generator=ClassicMaskGenerator,
     generator_options=HONOURED_OPTIONS | SPEED_OPTIONS,
 ))
