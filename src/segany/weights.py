@@ -86,6 +86,8 @@ def _same(a: torch.Tensor, b: torch.Tensor) -> bool:
 
 def to_official(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Official-named copy of ``state_dict`` (Hugging Face layouts renamed, others untouched)."""
+    if is_hugging_face_sam2(state_dict):
+        return hugging_face_sam2_to_official(state_dict)
     if not is_hugging_face(state_dict):
         return dict(state_dict)
     renamed = {hugging_face_key(k): v for k, v in state_dict.items() if k not in (_HF_POSITIONAL, _HF_POSITIONAL_COPY)}
@@ -98,6 +100,77 @@ def to_official(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tenso
         renamed[_OFFICIAL_POSITIONAL] = tied[0]
     return renamed
 
+
+
+# --- Hugging Face transformers Sam2Model → official SAM 2 names --------------------------------
+# (pattern, replacement) applied in order, each that matches (a key passes several).
+_HF_SAM2_RULES: tuple[tuple[str, str], ...] = (
+    (r"^no_memory_embedding$", "no_mem_embed"),
+    (r"^vision_encoder\.backbone\.", "image_encoder.trunk."),
+    (r"^vision_encoder\.neck\.convs\.(\d+)\.", r"image_encoder.neck.convs.\1.conv."),
+    (r"^image_encoder\.trunk\.patch_embed\.projection\.", "image_encoder.trunk.patch_embed.proj."),
+    (r"^(image_encoder\.trunk\.blocks\.\d+)\.layer_norm(\d)\.", r"\1.norm\2."),
+    (r"^prompt_encoder\.", "sam_prompt_encoder."),
+    (r"^sam_prompt_encoder\.mask_embed\.conv1\.", "sam_prompt_encoder.mask_downscaling.0."),
+    (r"^sam_prompt_encoder\.mask_embed\.layer_norm1\.", "sam_prompt_encoder.mask_downscaling.1."),
+    (r"^sam_prompt_encoder\.mask_embed\.conv2\.", "sam_prompt_encoder.mask_downscaling.3."),
+    (r"^sam_prompt_encoder\.mask_embed\.layer_norm2\.", "sam_prompt_encoder.mask_downscaling.4."),
+    (r"^sam_prompt_encoder\.mask_embed\.conv3\.", "sam_prompt_encoder.mask_downscaling.6."),
+    (r"^mask_decoder\.", "sam_mask_decoder."),
+    (r"^(sam_mask_decoder\.transformer\.layers\.\d+)\.layer_norm(\d)\.", r"\1.norm\2."),
+    (r"^sam_mask_decoder\.transformer\.layer_norm_final_attn\.", "sam_mask_decoder.transformer.norm_final_attn."),
+    (r"^(sam_mask_decoder\.transformer\.(?:layers\.\d+\.\w+|final_attn_token_to_image))\.o_proj\.", r"\1.out_proj."),
+    (r"^sam_mask_decoder\.upscale_conv1\.", "sam_mask_decoder.output_upscaling.0."),
+    (r"^sam_mask_decoder\.upscale_layer_norm\.", "sam_mask_decoder.output_upscaling.1."),
+    (r"^sam_mask_decoder\.upscale_conv2\.", "sam_mask_decoder.output_upscaling.3."),
+)
+# transformers' MLPs hold proj_in, layers.0..n-3, proj_out; the official MLP layers.0..n-1.
+_HF_SAM2_MLP = re.compile(r"^(.*(?:\.mlp|_mlps\.\d+|_head))\.(proj_in|layers\.(\d+)|proj_out)\.(weight|bias)$")
+_HF_SAM2_POINTS = "prompt_encoder.point_embed.weight"  # one (4, C) table; the official: 4 (1, C) embeddings
+
+
+def is_hugging_face_sam2(state_dict: Mapping[str, torch.Tensor]) -> bool:
+    """Whether ``state_dict`` uses transformers' ``Sam2Model`` names."""
+    return any(key.startswith("vision_encoder.backbone.") for key in state_dict)
+
+
+def hugging_face_sam2_key(key: str, hidden_layers: int = 0) -> str:
+    """The official SAM 2 name of one transformers ``Sam2Model`` key; ``hidden_layers`` is how many
+    ``layers.i`` its MLP holds between ``proj_in`` and ``proj_out``."""
+    for pattern, replacement in _HF_SAM2_RULES:
+        key = re.sub(pattern, replacement, key)
+    match = _HF_SAM2_MLP.match(key)
+    if match:
+        prefix, part, index, kind = match.groups()
+        position = 0 if part == "proj_in" else hidden_layers + 1 if part == "proj_out" else int(index) + 1
+        key = f"{prefix}.layers.{position}.{kind}"
+    return key
+
+
+def hugging_face_sam2_to_official(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Official-named copy of a transformers ``Sam2Model`` state_dict (its tied positional matrix
+    kept once, the point-embedding table split into the official four)."""
+    hidden: dict[str, int] = {}
+    for key in state_dict:
+        match = _HF_SAM2_MLP.match(key)
+        if match and match.group(3) is not None:
+            hidden[match.group(1)] = max(hidden.get(match.group(1), 0), int(match.group(3)) + 1)
+    skip = (_HF_POSITIONAL, _HF_POSITIONAL_COPY, _HF_SAM2_POINTS)
+    renamed = {}
+    for key, value in state_dict.items():
+        if key in skip:
+            continue
+        match = _HF_SAM2_MLP.match(key)
+        renamed[hugging_face_sam2_key(key, hidden.get(match.group(1), 0) if match else 0)] = value
+    tied = [state_dict[k] for k in (_HF_POSITIONAL, _HF_POSITIONAL_COPY) if k in state_dict]
+    if len(tied) == 2 and not _same(tied[0], tied[1]):
+        raise CheckpointError(f"{_HF_POSITIONAL} and {_HF_POSITIONAL_COPY} differ: SAM 2 uses one positional matrix for both")
+    if tied:
+        renamed["sam_" + _OFFICIAL_POSITIONAL] = tied[0]
+    if _HF_SAM2_POINTS in state_dict:
+        for i, row in enumerate(state_dict[_HF_SAM2_POINTS].split(1)):
+            renamed[f"sam_prompt_encoder.point_embeddings.{i}.weight"] = row
+    return renamed
 
 
 def cache_dir() -> Path:
