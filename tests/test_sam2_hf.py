@@ -33,7 +33,10 @@ def _hf_config() -> "transformers.Sam2Config":
 def _hf_model() -> "transformers.Sam2Model":
     torch.manual_seed(0)
     model = transformers.Sam2Model(_hf_config()).eval()
-    with torch.no_grad():  # converted checkpoints hold the official matrix twice; random init does not tie them
+    with torch.no_grad():
+        for tensor in model.state_dict().values():  # transformers' init leaves outputs near 0 (no_memory_embedding: 0)
+            tensor.add_(torch.randn_like(tensor) * 0.2)
+        # converted checkpoints hold the official matrix twice; random init does not tie them
         model.prompt_encoder.shared_embedding.positional_embedding.copy_(model.shared_image_embedding.positional_embedding)
     return model
 

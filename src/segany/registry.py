@@ -322,7 +322,7 @@ def hugging_face_config(data: Mapping[str, Any], name: str = "hf_sam") -> SamCon
     transformers' own by ~1e-4..1e-3; the image embedding matches it to float rounding.
     """
     if data.get("model_type", "sam") != "sam":
-        raise ConfigError(f"config {name!r} is a transformers {data['model_type']!r} model; segany reads 'sam' (SamModel)")
+        raise ConfigError(f"config {name!r} is a transformers {data['model_type']!r} model; segany reads 'sam' (SamModel), 'sam2' and 'sam2_video'")
     sections = {}
     for section, defaults in _HF_DEFAULTS.items():
         given = data.get(section) or {}
