@@ -96,3 +96,40 @@ def test_untied_positional_matrices_are_refused() -> None:
     model = transformers.Sam2Model(_hf_config())
     with pytest.raises(CheckpointError, match="positional"):
         hugging_face_sam2_to_official(model.state_dict())
+
+
+def test_video_model_folder_loads_memory_modules_too(tmp_path: Path) -> None:
+    image = _hf_config()
+    config = transformers.Sam2VideoConfig(
+        vision_config=image.vision_config, prompt_encoder_config=image.prompt_encoder_config.to_dict(),
+        mask_decoder_config=image.mask_decoder_config.to_dict(), image_size=SIZE, memory_attention_rope_feat_sizes=[16, 16],
+        memory_attention_num_layers=2)
+    torch.manual_seed(2)
+    hf = transformers.Sam2VideoModel(config).eval()
+    state = hf.state_dict()
+    with torch.no_grad():
+        hf.prompt_encoder.shared_embedding.positional_embedding.copy_(hf.shared_image_embedding.positional_embedding)
+    hf.save_pretrained(tmp_path)
+    model = segany.load_model(tmp_path)  # strict: every memory tensor is mapped, none is left over
+    assert model.config.memory_attention.num_layers == 2
+    loaded = model.state_dict()
+    for hf_key, ours in (("memory_temporal_positional_encoding", "maskmem_tpos_enc"),
+                         ("memory_encoder.mask_downsampler.final_conv.weight", "memory_encoder.mask_downsampler.encoder.12.weight"),
+                         ("memory_encoder.memory_fuser.layers.1.scale", "memory_encoder.fuser.layers.1.gamma"),
+                         ("object_pointer_proj.proj_out.weight", "obj_ptr_proj.layers.2.weight"),
+                         ("memory_attention.layers.1.cross_attn_image.k_proj.weight", "memory_attention.layers.1.cross_attn_image.k_proj.weight")):
+        assert torch.equal(loaded[ours], state[hf_key]), ours
+
+
+def test_image_folder_missing_an_image_key_is_refused(hf_folder, tmp_path: Path) -> None:
+    from safetensors.torch import load_file, save_file
+
+    from segany.errors import CheckpointMismatchError
+
+    folder, _ = hf_folder
+    (tmp_path / "config.json").write_text((folder / "config.json").read_text())
+    tensors = load_file(folder / "model.safetensors")
+    del tensors["mask_decoder.iou_token.weight"]
+    save_file(tensors, tmp_path / "model.safetensors")
+    with pytest.raises(CheckpointMismatchError, match="sam_mask_decoder.iou_token.weight"):
+        segany.load_model(tmp_path)

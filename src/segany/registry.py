@@ -878,10 +878,75 @@ def hugging_face_sam2_config(data: Mapping[str, Any], name: str = "hf_sam2") -> 
     )
     template = SAM2_MODELS["sam2.1_hiera_t"].config
     extra = {k: _typed(decoder[k], getattr(template, k), f"mask_decoder_config.{k}") for k in _DECODER_EXTRA_ARGS if k in decoder}
+    if data["model_type"] == "sam2_video":
+        extra.update(_hf_sam2_video_fields(data, name))
     try:
         return replace(template, name=name, encoder=encoder, hidden_dim=width, image_size=size, **extra)
     except ValueError as exc:
         raise ConfigError(f"config {name!r}: {exc}") from None
+
+
+# transformers' Sam2VideoConfig fields segany's memory modules cannot change → the only value
+_HF_SAM2_VIDEO_FIXED: dict[str, Any] = {"mask_downsampler_hidden_act": "gelu", "memory_fuser_hidden_act": "gelu"}
+# Sam2VideoConfig field → Sam2Config field (the same meaning)
+_HF_SAM2_VIDEO_FLAGS: dict[str, str] = {
+    "num_maskmem": "num_maskmem", "sigmoid_scale_for_mem_enc": "sigmoid_scale_for_mem_enc",
+    "sigmoid_bias_for_mem_enc": "sigmoid_bias_for_mem_enc", "enable_occlusion_spatial_embedding": "no_obj_embed_spatial",
+    "multimask_output_in_sam": "multimask_output_in_sam", "multimask_min_pt_num": "multimask_min_pt_num",
+    "multimask_max_pt_num": "multimask_max_pt_num", "multimask_output_for_tracking": "multimask_output_for_tracking",
+    "max_object_pointers_in_encoder": "max_obj_ptrs_in_encoder", "max_cond_frame_num": "max_cond_frames_in_attn",
+    "enable_temporal_pos_encoding_for_object_pointers": "add_tpos_enc_to_obj_ptrs",
+}
+
+
+def _hf_sam2_video_fields(data: Mapping[str, Any], name: str) -> dict[str, Any]:
+    """The :class:`Sam2Config` fields of a transformers ``Sam2VideoConfig``'s memory arguments."""
+    for field, only in _HF_SAM2_VIDEO_FIXED.items():
+        if data.get(field, only) != only:
+            raise ConfigError(f"config {name!r}: {field} = {data[field]!r} cannot be represented (segany's SAM 2 needs {only!r})")
+    template = SAM2_MODELS["sam2.1_hiera_t"].config
+
+    def get(key: str, default: Any) -> Any:
+        return data[key] if data.get(key) is not None else default
+
+    fields = {ours: _typed(data[theirs], getattr(template, ours), theirs)
+              for theirs, ours in _HF_SAM2_VIDEO_FLAGS.items() if data.get(theirs) is not None}
+    fields["proj_tpos_enc_in_obj_ptrs"] = fields.get("add_tpos_enc_to_obj_ptrs", template.add_tpos_enc_to_obj_ptrs)
+    fields["use_signed_tpos_enc_to_obj_ptrs"] = fields["proj_tpos_enc_in_obj_ptrs"]
+    attention, encoder = template.memory_attention, template.memory_encoder
+    d_model = _int(get("memory_attention_hidden_size", attention.d_model), "memory_attention_hidden_size")
+    mem_dim = _int(get("memory_encoder_output_channels", encoder.out_dim), "memory_encoder_output_channels")
+    rope = dict(embedding_dim=d_model,
+                num_heads=_int(get("memory_attention_num_attention_heads", 1), "memory_attention_num_attention_heads"),
+                downsample_rate=_int(get("memory_attention_downsample_rate", 1), "memory_attention_downsample_rate"),
+                dropout=_float(get("memory_attention_rope_dropout", 0.1), "memory_attention_rope_dropout"),
+                rope_theta=_float((data.get("rope_parameters") or {}).get("rope_theta", 10000.0), "rope_parameters.rope_theta"),
+                feat_sizes=_hf_pair(get("memory_attention_rope_feat_sizes", [64, 64]), "memory_attention_rope_feat_sizes"))
+    fields["memory_attention"] = replace(
+        attention, d_model=d_model, num_layers=_int(get("memory_attention_num_layers", 4), "memory_attention_num_layers"),
+        activation=str(get("memory_attention_feed_forward_hidden_act", "relu")),
+        dim_feedforward=_int(get("memory_attention_feed_forward_hidden_size", 2048), "memory_attention_feed_forward_hidden_size"),
+        dropout=_float(get("memory_attention_dropout", 0.1), "memory_attention_dropout"),
+        self_attention=RoPEAttentionConfig(**rope), cross_attention=RoPEAttentionConfig(**rope, rope_k_repeat=True, kv_in_dim=mem_dim))
+    in_dim = _int(get("memory_encoder_hidden_size", encoder.in_dim), "memory_encoder_hidden_size")
+    for field in ("mask_downsampler_embed_dim", "memory_fuser_embed_dim"):
+        if get(field, in_dim) != in_dim:
+            raise ConfigError(f"config {name!r}: {field} {data[field]} must equal memory_encoder_hidden_size {in_dim}")
+    cx_dim = in_dim
+    if _int(get("memory_fuser_intermediate_dim", 4 * cx_dim), "memory_fuser_intermediate_dim") != 4 * cx_dim:
+        raise ConfigError(f"config {name!r}: memory_fuser_intermediate_dim must be 4 x memory_fuser_embed_dim ({4 * cx_dim})")
+    fields["memory_encoder"] = replace(
+        encoder, out_dim=mem_dim, in_dim=in_dim, cx_dim=cx_dim,
+        position_encoding=replace(encoder.position_encoding, num_pos_feats=mem_dim),
+        mask_kernel_size=_int(get("mask_downsampler_kernel_size", 3), "mask_downsampler_kernel_size"),
+        mask_stride=_int(get("mask_downsampler_stride", 2), "mask_downsampler_stride"),
+        mask_padding=_int(get("mask_downsampler_padding", 1), "mask_downsampler_padding"),
+        mask_total_stride=_int(get("mask_downsampler_total_stride", 16), "mask_downsampler_total_stride"),
+        fuser_num_layers=_int(get("memory_fuser_num_layers", 2), "memory_fuser_num_layers"),
+        cx_kernel_size=_int(get("memory_fuser_kernel_size", 7), "memory_fuser_kernel_size"),
+        cx_padding=_int(get("memory_fuser_padding", 3), "memory_fuser_padding"),
+        cx_layer_scale_init_value=_float(get("memory_fuser_layer_scale_init_value", 1e-6), "memory_fuser_layer_scale_init_value"))
+    return fields
 
 
 # transformers' Sam2HieraDetConfig defaults (its __post_init__), sam2.1_hiera_t's trunk
