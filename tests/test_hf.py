@@ -156,8 +156,8 @@ def test_unrepresentable_configs_are_refused(hf_folder: Path, tmp_path: Path, se
 
 
 def test_other_transformers_model_type_is_refused(tmp_path: Path) -> None:
-    (tmp_path / "config.json").write_text(json.dumps({"model_type": "sam2", "vision_config": {}}))
-    with pytest.raises(ConfigError, match="sam2"):
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "sam_hq", "vision_config": {}}))
+    with pytest.raises(ConfigError, match="sam_hq"):
         segany.load_model(tmp_path)
 
 

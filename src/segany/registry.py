@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from dataclasses import fields as dataclass_fields
 from pathlib import Path
 from typing import Any, Union
@@ -322,7 +322,7 @@ def hugging_face_config(data: Mapping[str, Any], name: str = "hf_sam") -> SamCon
     transformers' own by ~1e-4..1e-3; the image embedding matches it to float rounding.
     """
     if data.get("model_type", "sam") != "sam":
-        raise ConfigError(f"config {name!r} is a transformers {data['model_type']!r} model; segany reads 'sam' (SamModel)")
+        raise ConfigError(f"config {name!r} is a transformers {data['model_type']!r} model; segany reads 'sam' (SamModel), 'sam2' and 'sam2_video'")
     sections = {}
     for section, defaults in _HF_DEFAULTS.items():
         given = data.get(section) or {}
@@ -755,4 +755,205 @@ def _sam2_spec(version: str, size: str) -> ModelSpec:
 
 SAM2_MODELS: dict[str, ModelSpec] = {
     spec.name: spec for spec in (_sam2_spec(v, s) for v in ("2.1", "2") for s in ("t", "s", "b+", "l"))
+}
+
+
+# --- Hugging Face transformers Sam2Model ---------------------------------------------------------
+# transformers' Sam2Config fields segany's SAM 2 cannot change: (section, field) → the only value.
+# The official SAM2Base fixes the decoder's sizes (_build_sam_heads) and Hiera's stem / MLP ratio.
+_HF_SAM2_FIXED: dict[tuple[str, str], Any] = {
+    ("vision_config.backbone_config", "num_channels"): 3,
+    ("vision_config.backbone_config", "patch_kernel_size"): [7, 7],
+    ("vision_config.backbone_config", "patch_stride"): [4, 4],
+    ("vision_config.backbone_config", "patch_padding"): [3, 3],
+    ("vision_config.backbone_config", "mlp_ratio"): 4.0,
+    ("vision_config.backbone_config", "hidden_act"): "gelu",
+    ("vision_config.backbone_config", "layer_norm_eps"): 1e-6,
+    ("vision_config", "fpn_kernel_size"): 1,
+    ("vision_config", "fpn_stride"): 1,
+    ("vision_config", "fpn_padding"): 0,
+    ("prompt_encoder_config", "patch_size"): 16,
+    ("prompt_encoder_config", "mask_input_channels"): 16,
+    ("prompt_encoder_config", "num_point_embeddings"): 4,
+    ("prompt_encoder_config", "hidden_act"): "gelu",
+    ("prompt_encoder_config", "layer_norm_eps"): 1e-6,
+    ("prompt_encoder_config", "scale"): 1,
+    ("mask_decoder_config", "hidden_act"): "gelu",
+    ("mask_decoder_config", "mlp_dim"): 2048,
+    ("mask_decoder_config", "num_hidden_layers"): 2,
+    ("mask_decoder_config", "num_attention_heads"): 8,
+    ("mask_decoder_config", "attention_downsample_rate"): 2,
+    ("mask_decoder_config", "num_multimask_outputs"): 3,
+    ("mask_decoder_config", "iou_head_depth"): 3,
+    ("mask_decoder_config", "iou_head_hidden_dim"): 256,
+}
+HF_SAM2_MODEL_TYPES = ("sam2", "sam2_video")
+
+
+def _hf_section(data: Mapping[str, Any], path: str, name: str) -> Mapping[str, Any]:
+    node: Any = data
+    for part in path.split("."):
+        node = node.get(part) if isinstance(node, Mapping) else None
+        if node is None:
+            return {}
+    if not isinstance(node, Mapping):
+        raise ConfigError(f"config {name!r}: {path} must be an object")
+    return node
+
+
+def _hf_pair(value: Any, key: str) -> tuple[int, int]:
+    """transformers' int-or-pair fields as a pair."""
+    pair = _ints([value, value] if _is_int(value) else value, key)
+    if len(pair) != 2:
+        raise ConfigError(f"config field {key!r} must be an integer or a pair, got {value!r}")
+    return pair  # type: ignore[return-value]
+
+
+def hugging_face_sam2_config(data: Mapping[str, Any], name: str = "hf_sam2") -> Sam2Config:
+    """segany's :class:`Sam2Config` for a transformers ``Sam2Config`` (``config.json`` of
+    ``Sam2Model`` / ``Sam2VideoModel.save_pretrained``); :class:`ConfigError` naming the field
+    segany's SAM 2 cannot represent. The model flags are SAM 2.1's (``sam2.1_hiera_*``): the
+    image path transformers implements (high-res features, object scores, sigmoid IoU)."""
+    if data.get("model_type") not in HF_SAM2_MODEL_TYPES:
+        raise ConfigError(f"config {name!r} is not a transformers SAM 2 config (model_type {data.get('model_type')!r})")
+    for (path, field), only in _HF_SAM2_FIXED.items():
+        value = _hf_section(data, path, name).get(field)
+        if value is not None and (list(value) if isinstance(value, (list, tuple)) else value) != only:
+            raise ConfigError(f"config {name!r}: {path}.{field} = {value!r} cannot be represented "
+                              f"(segany's SAM 2 needs {only!r})")
+    vision = _hf_section(data, "vision_config", name)
+    trunk = {**_HF_HIERA_DEFAULTS, **{k: v for k, v in _hf_section(data, "vision_config.backbone_config", name).items()
+                                      if v is not None}}
+    prompt = _hf_section(data, "prompt_encoder_config", name)
+    decoder = _hf_section(data, "mask_decoder_config", name)
+    field = "vision_config.backbone_config"
+    embed_dim, heads = _int(trunk["hidden_size"], f"{field}.hidden_size"), _int(trunk["num_attention_heads"], f"{field}.num_attention_heads")
+    stages = _ints(trunk["blocks_per_stage"], f"{field}.blocks_per_stage")
+    dims = _ints(trunk["embed_dim_per_stage"], f"{field}.embed_dim_per_stage")
+    stage_heads = _ints(trunk["num_attention_heads_per_stage"], f"{field}.num_attention_heads_per_stage")
+    if len(dims) != len(stages) or len(stage_heads) != len(stages) or dims[0] != embed_dim or stage_heads[0] != heads:
+        raise ConfigError(f"config {name!r}: {field}.embed_dim_per_stage / num_attention_heads_per_stage must start at "
+                          f"hidden_size / num_attention_heads and have one entry per stage")
+    dim_mul = dims[1] / dims[0] if len(dims) > 1 else 2.0
+    head_mul = stage_heads[1] / stage_heads[0] if len(stages) > 1 else 2.0
+    for key, values, base, mul in (("embed_dim_per_stage", dims, embed_dim, dim_mul),
+                                   ("num_attention_heads_per_stage", stage_heads, heads, head_mul)):
+        if list(values) != [int(base * mul**i) for i in range(len(values))]:
+            raise ConfigError(f"config {name!r}: {field}.{key} {list(values)} is not a geometric series "
+                              f"(segany's Hiera multiplies by one factor per stage)")
+    image_size = _hf_pair(trunk.get("image_size", 1024), f"{field}.image_size")
+    if image_size[0] != image_size[1]:
+        raise ConfigError(f"config {name!r}: {field}.image_size {list(image_size)} must be square")
+    size = image_size[0]
+    if int(prompt.get("image_size", size)) != size:
+        raise ConfigError(f"config {name!r}: prompt_encoder_config.image_size {prompt['image_size']} differs from "
+                          f"vision_config.backbone_config.image_size {size}")
+    width = _int(vision.get("fpn_hidden_size", 256), "vision_config.fpn_hidden_size")
+    for section in ("prompt_encoder_config", "mask_decoder_config"):
+        value = _hf_section(data, section, name).get("hidden_size", 256)
+        if value != width:
+            raise ConfigError(f"config {name!r}: {section}.hidden_size {value} does not fit vision_config.fpn_hidden_size "
+                              f"{width} (SAM 2 ties them)")
+    channels = _ints(vision.get("backbone_channel_list") or list(dims[::-1]), "vision_config.backbone_channel_list")
+    levels = _int(vision.get("num_feature_levels", 3), "vision_config.num_feature_levels")
+    if levels != 3:
+        raise ConfigError(f"config {name!r}: vision_config.num_feature_levels = {levels} cannot be represented "
+                          "(segany's SAM 2 decoder takes 3 levels)")
+    sizes = vision.get("backbone_feature_sizes")
+    expected_sizes = [[size // 4 // 2**i] * 2 for i in range(levels)]
+    if sizes is not None and [list(s) for s in sizes] != expected_sizes:
+        raise ConfigError(f"config {name!r}: vision_config.backbone_feature_sizes {sizes} do not fit image size {size} "
+                          f"(expected {expected_sizes})")
+    encoder = HieraConfig(
+        embed_dim=embed_dim, num_heads=heads, stages=stages,
+        global_att_blocks=_ints(trunk["global_attention_blocks"], f"{field}.global_attention_blocks"),
+        window_pos_embed_bkg_spatial_size=_hf_pair(trunk["window_positional_embedding_background_size"],
+                                                   f"{field}.window_positional_embedding_background_size"),
+        window_spec=_ints(trunk["window_size_per_stage"], f"{field}.window_size_per_stage"),
+        q_pool=_int(trunk["num_query_pool_stages"], f"{field}.num_query_pool_stages"),
+        q_stride=_hf_pair(trunk["query_stride"], f"{field}.query_stride"), dim_mul=dim_mul, head_mul=head_mul,
+        backbone_channel_list=channels, d_model=width,
+        fpn_top_down_levels=_ints(vision.get("fpn_top_down_levels", [2, 3]), "vision_config.fpn_top_down_levels"),
+        fpn_interp_model="nearest", position_num_pos_feats=width, scalp=len(channels) - levels, img_size=size,
+    )
+    template = SAM2_MODELS["sam2.1_hiera_t"].config
+    extra = {k: _typed(decoder[k], getattr(template, k), f"mask_decoder_config.{k}") for k in _DECODER_EXTRA_ARGS if k in decoder}
+    if data["model_type"] == "sam2_video":
+        extra.update(_hf_sam2_video_fields(data, name))
+    try:
+        return replace(template, name=name, encoder=encoder, hidden_dim=width, image_size=size, **extra)
+    except ValueError as exc:
+        raise ConfigError(f"config {name!r}: {exc}") from None
+
+
+# transformers' Sam2VideoConfig fields segany's memory modules cannot change → the only value
+_HF_SAM2_VIDEO_FIXED: dict[str, Any] = {"mask_downsampler_hidden_act": "gelu", "memory_fuser_hidden_act": "gelu"}
+# Sam2VideoConfig field → Sam2Config field (the same meaning)
+_HF_SAM2_VIDEO_FLAGS: dict[str, str] = {
+    "num_maskmem": "num_maskmem", "sigmoid_scale_for_mem_enc": "sigmoid_scale_for_mem_enc",
+    "sigmoid_bias_for_mem_enc": "sigmoid_bias_for_mem_enc", "enable_occlusion_spatial_embedding": "no_obj_embed_spatial",
+    "multimask_output_in_sam": "multimask_output_in_sam", "multimask_min_pt_num": "multimask_min_pt_num",
+    "multimask_max_pt_num": "multimask_max_pt_num", "multimask_output_for_tracking": "multimask_output_for_tracking",
+    "max_object_pointers_in_encoder": "max_obj_ptrs_in_encoder", "max_cond_frame_num": "max_cond_frames_in_attn",
+    "enable_temporal_pos_encoding_for_object_pointers": "add_tpos_enc_to_obj_ptrs",
+}
+
+
+def _hf_sam2_video_fields(data: Mapping[str, Any], name: str) -> dict[str, Any]:
+    """The :class:`Sam2Config` fields of a transformers ``Sam2VideoConfig``'s memory arguments."""
+    for field, only in _HF_SAM2_VIDEO_FIXED.items():
+        if data.get(field, only) != only:
+            raise ConfigError(f"config {name!r}: {field} = {data[field]!r} cannot be represented (segany's SAM 2 needs {only!r})")
+    template = SAM2_MODELS["sam2.1_hiera_t"].config
+
+    def get(key: str, default: Any) -> Any:
+        return data[key] if data.get(key) is not None else default
+
+    fields = {ours: _typed(data[theirs], getattr(template, ours), theirs)
+              for theirs, ours in _HF_SAM2_VIDEO_FLAGS.items() if data.get(theirs) is not None}
+    fields["proj_tpos_enc_in_obj_ptrs"] = fields.get("add_tpos_enc_to_obj_ptrs", template.add_tpos_enc_to_obj_ptrs)
+    fields["use_signed_tpos_enc_to_obj_ptrs"] = fields["proj_tpos_enc_in_obj_ptrs"]
+    attention, encoder = template.memory_attention, template.memory_encoder
+    d_model = _int(get("memory_attention_hidden_size", attention.d_model), "memory_attention_hidden_size")
+    mem_dim = _int(get("memory_encoder_output_channels", encoder.out_dim), "memory_encoder_output_channels")
+    rope = dict(embedding_dim=d_model,
+                num_heads=_int(get("memory_attention_num_attention_heads", 1), "memory_attention_num_attention_heads"),
+                downsample_rate=_int(get("memory_attention_downsample_rate", 1), "memory_attention_downsample_rate"),
+                dropout=_float(get("memory_attention_rope_dropout", 0.1), "memory_attention_rope_dropout"),
+                rope_theta=_float((data.get("rope_parameters") or {}).get("rope_theta", 10000.0), "rope_parameters.rope_theta"),
+                feat_sizes=_hf_pair(get("memory_attention_rope_feat_sizes", [64, 64]), "memory_attention_rope_feat_sizes"))
+    fields["memory_attention"] = replace(
+        attention, d_model=d_model, num_layers=_int(get("memory_attention_num_layers", 4), "memory_attention_num_layers"),
+        activation=str(get("memory_attention_feed_forward_hidden_act", "relu")),
+        dim_feedforward=_int(get("memory_attention_feed_forward_hidden_size", 2048), "memory_attention_feed_forward_hidden_size"),
+        dropout=_float(get("memory_attention_dropout", 0.1), "memory_attention_dropout"),
+        self_attention=RoPEAttentionConfig(**rope), cross_attention=RoPEAttentionConfig(**rope, rope_k_repeat=True, kv_in_dim=mem_dim))
+    in_dim = _int(get("memory_encoder_hidden_size", encoder.in_dim), "memory_encoder_hidden_size")
+    for field in ("mask_downsampler_embed_dim", "memory_fuser_embed_dim"):
+        if get(field, in_dim) != in_dim:
+            raise ConfigError(f"config {name!r}: {field} {data[field]} must equal memory_encoder_hidden_size {in_dim}")
+    cx_dim = in_dim
+    if _int(get("memory_fuser_intermediate_dim", 4 * cx_dim), "memory_fuser_intermediate_dim") != 4 * cx_dim:
+        raise ConfigError(f"config {name!r}: memory_fuser_intermediate_dim must be 4 x memory_fuser_embed_dim ({4 * cx_dim})")
+    fields["memory_encoder"] = replace(
+        encoder, out_dim=mem_dim, in_dim=in_dim, cx_dim=cx_dim,
+        position_encoding=replace(encoder.position_encoding, num_pos_feats=mem_dim),
+        mask_kernel_size=_int(get("mask_downsampler_kernel_size", 3), "mask_downsampler_kernel_size"),
+        mask_stride=_int(get("mask_downsampler_stride", 2), "mask_downsampler_stride"),
+        mask_padding=_int(get("mask_downsampler_padding", 1), "mask_downsampler_padding"),
+        mask_total_stride=_int(get("mask_downsampler_total_stride", 16), "mask_downsampler_total_stride"),
+        fuser_num_layers=_int(get("memory_fuser_num_layers", 2), "memory_fuser_num_layers"),
+        cx_kernel_size=_int(get("memory_fuser_kernel_size", 7), "memory_fuser_kernel_size"),
+        cx_padding=_int(get("memory_fuser_padding", 3), "memory_fuser_padding"),
+        cx_layer_scale_init_value=_float(get("memory_fuser_layer_scale_init_value", 1e-6), "memory_fuser_layer_scale_init_value"))
+    return fields
+
+
+# transformers' Sam2HieraDetConfig defaults (its __post_init__), sam2.1_hiera_t's trunk
+_HF_HIERA_DEFAULTS: dict[str, Any] = {
+    "hidden_size": 96, "num_attention_heads": 1, "image_size": [1024, 1024], "query_stride": [2, 2],
+    "window_positional_embedding_background_size": [7, 7], "num_query_pool_stages": 3,
+    "blocks_per_stage": [1, 2, 7, 2], "embed_dim_per_stage": [96, 192, 384, 768],
+    "num_attention_heads_per_stage": [1, 2, 4, 8], "window_size_per_stage": [8, 4, 14, 7],
+    "global_attention_blocks": [5, 7, 9],
 }

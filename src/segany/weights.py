@@ -86,6 +86,8 @@ def _same(a: torch.Tensor, b: torch.Tensor) -> bool:
 
 def to_official(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Official-named copy of ``state_dict`` (Hugging Face layouts renamed, others untouched)."""
+    if is_hugging_face_sam2(state_dict):
+        return hugging_face_sam2_to_official(state_dict)
     if not is_hugging_face(state_dict):
         return dict(state_dict)
     renamed = {hugging_face_key(k): v for k, v in state_dict.items() if k not in (_HF_POSITIONAL, _HF_POSITIONAL_COPY)}
@@ -98,6 +100,114 @@ def to_official(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tenso
         renamed[_OFFICIAL_POSITIONAL] = tied[0]
     return renamed
 
+
+
+# --- Hugging Face transformers Sam2Model → official SAM 2 names --------------------------------
+# (pattern, replacement) applied in order, each that matches (a key passes several).
+_HF_SAM2_RULES: tuple[tuple[str, str], ...] = (
+    (r"^no_memory_embedding$", "no_mem_embed"),
+    (r"^no_memory_positional_encoding$", "no_mem_pos_enc"),
+    (r"^memory_temporal_positional_encoding$", "maskmem_tpos_enc"),
+    (r"^no_object_pointer$", "no_obj_ptr"),
+    (r"^occlusion_spatial_embedding_parameter$", "no_obj_embed_spatial"),
+    (r"^object_pointer_proj\.", "obj_ptr_proj."),
+    (r"^temporal_positional_encoding_projection_layer\.", "obj_ptr_tpos_proj."),
+    (r"^(memory_attention\.layers\.\d+\.\w+)\.o_proj\.", r"\1.out_proj."),
+    (r"^(memory_attention\.layers\.\d+)\.layer_norm(\d)\.", r"\1.norm\2."),
+    (r"^memory_attention\.layer_norm\.", "memory_attention.norm."),
+    (r"^memory_encoder\.feature_projection\.", "memory_encoder.pix_feat_proj."),
+    (r"^memory_encoder\.projection\.", "memory_encoder.out_proj."),
+    (r"^memory_encoder\.memory_fuser\.", "memory_encoder.fuser."),
+    (r"^(memory_encoder\.fuser\.layers\.\d+)\.scale$", r"\1.gamma"),
+    (r"^(memory_encoder\.fuser\.layers\.\d+)\.depthwise_conv\.", r"\1.dwconv."),
+    (r"^(memory_encoder\.fuser\.layers\.\d+)\.layer_norm\.", r"\1.norm."),
+    (r"^(memory_encoder\.fuser\.layers\.\d+)\.pointwise_conv(\d)\.", r"\1.pwconv\2."),
+    (r"^vision_encoder\.backbone\.", "image_encoder.trunk."),
+    (r"^vision_encoder\.neck\.convs\.(\d+)\.", r"image_encoder.neck.convs.\1.conv."),
+    (r"^image_encoder\.trunk\.patch_embed\.projection\.", "image_encoder.trunk.patch_embed.proj."),
+    (r"^(image_encoder\.trunk\.blocks\.\d+)\.layer_norm(\d)\.", r"\1.norm\2."),
+    (r"^prompt_encoder\.", "sam_prompt_encoder."),
+    (r"^sam_prompt_encoder\.mask_embed\.conv1\.", "sam_prompt_encoder.mask_downscaling.0."),
+    (r"^sam_prompt_encoder\.mask_embed\.layer_norm1\.", "sam_prompt_encoder.mask_downscaling.1."),
+    (r"^sam_prompt_encoder\.mask_embed\.conv2\.", "sam_prompt_encoder.mask_downscaling.3."),
+    (r"^sam_prompt_encoder\.mask_embed\.layer_norm2\.", "sam_prompt_encoder.mask_downscaling.4."),
+    (r"^sam_prompt_encoder\.mask_embed\.conv3\.", "sam_prompt_encoder.mask_downscaling.6."),
+    (r"^mask_decoder\.", "sam_mask_decoder."),
+    (r"^(sam_mask_decoder\.transformer\.layers\.\d+)\.layer_norm(\d)\.", r"\1.norm\2."),
+    (r"^sam_mask_decoder\.transformer\.layer_norm_final_attn\.", "sam_mask_decoder.transformer.norm_final_attn."),
+    (r"^(sam_mask_decoder\.transformer\.(?:layers\.\d+\.\w+|final_attn_token_to_image))\.o_proj\.", r"\1.out_proj."),
+    (r"^sam_mask_decoder\.upscale_conv1\.", "sam_mask_decoder.output_upscaling.0."),
+    (r"^sam_mask_decoder\.upscale_layer_norm\.", "sam_mask_decoder.output_upscaling.1."),
+    (r"^sam_mask_decoder\.upscale_conv2\.", "sam_mask_decoder.output_upscaling.3."),
+)
+# transformers' MLPs hold proj_in, layers.0..n-3, proj_out; the official MLP layers.0..n-1.
+_HF_SAM2_MLP = re.compile(r"^(.*(?:\.mlp|_mlps\.\d+|_head)|obj_ptr_proj)\.(proj_in|layers\.(\d+)|proj_out)\.(weight|bias)$")
+_HF_SAM2_POINTS = "prompt_encoder.point_embed.weight"  # one (4, C) table; the official: 4 (1, C) embeddings
+
+
+_HF_DOWNSAMPLER = re.compile(r"^memory_encoder\.mask_downsampler\.(?:layers\.(\d+)\.(conv|layer_norm)|(final_conv))\.(weight|bias)$")
+
+
+def _rename_mask_downsampler(state_dict: dict[str, torch.Tensor]) -> None:
+    """transformers' ``mask_downsampler.layers.i.{conv,layer_norm}`` / ``final_conv`` → the official
+    ``encoder`` Sequential (conv, LayerNorm2d, GELU per layer, then the final 1x1 conv), in place."""
+    found = {key: _HF_DOWNSAMPLER.match(key) for key in list(state_dict)}
+    found = {key: match for key, match in found.items() if match}
+    count = 1 + max((int(m.group(1)) for m in found.values() if m.group(1) is not None), default=-1)
+    for key, match in found.items():
+        layer, part, final, kind = match.groups()
+        index = 3 * count if final else 3 * int(layer) + (part == "layer_norm")
+        state_dict[f"memory_encoder.mask_downsampler.encoder.{index}.{kind}"] = state_dict.pop(key)
+
+
+def is_hugging_face_sam2(state_dict: Mapping[str, torch.Tensor]) -> bool:
+    """Whether ``state_dict`` uses transformers' ``Sam2Model`` names."""
+    return any(key.startswith("vision_encoder.backbone.") for key in state_dict)
+
+
+def _hf_sam2_rules(key: str) -> str:
+    for pattern, replacement in _HF_SAM2_RULES:
+        key = re.sub(pattern, replacement, key)
+    return key
+
+
+def hugging_face_sam2_key(key: str, hidden_layers: int = 0) -> str:
+    """The official SAM 2 name of one transformers ``Sam2Model`` key; ``hidden_layers`` is how many
+    ``layers.i`` its MLP holds between ``proj_in`` and ``proj_out`` (the mask downsampler's
+    layers are renamed by :func:`hugging_face_sam2_to_official`, which counts them)."""
+    key = _hf_sam2_rules(key)
+    match = _HF_SAM2_MLP.match(key)
+    if match:
+        prefix, part, index, kind = match.groups()
+        position = 0 if part == "proj_in" else hidden_layers + 1 if part == "proj_out" else int(index) + 1
+        key = f"{prefix}.layers.{position}.{kind}"
+    return key
+
+
+def hugging_face_sam2_to_official(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Official-named copy of a transformers ``Sam2Model`` / ``Sam2VideoModel`` state_dict (its tied
+    positional matrix kept once, the point-embedding table split into the official four)."""
+    skip = (_HF_POSITIONAL, _HF_POSITIONAL_COPY, _HF_SAM2_POINTS)
+    staged = {_hf_sam2_rules(key): key for key in state_dict if key not in skip}
+    hidden: dict[str, int] = {}
+    for key in staged:
+        match = _HF_SAM2_MLP.match(key)
+        if match and match.group(3) is not None:
+            hidden[match.group(1)] = max(hidden.get(match.group(1), 0), int(match.group(3)) + 1)
+    renamed = {}
+    for key, original in staged.items():
+        match = _HF_SAM2_MLP.match(key)
+        renamed[hugging_face_sam2_key(original, hidden.get(match.group(1), 0) if match else 0)] = state_dict[original]
+    _rename_mask_downsampler(renamed)
+    tied = [state_dict[k] for k in (_HF_POSITIONAL, _HF_POSITIONAL_COPY) if k in state_dict]
+    if len(tied) == 2 and not _same(tied[0], tied[1]):
+        raise CheckpointError(f"{_HF_POSITIONAL} and {_HF_POSITIONAL_COPY} differ: SAM 2 uses one positional matrix for both")
+    if tied:
+        renamed["sam_" + _OFFICIAL_POSITIONAL] = tied[0]
+    if _HF_SAM2_POINTS in state_dict:
+        for i, row in enumerate(state_dict[_HF_SAM2_POINTS].split(1)):
+            renamed[f"sam_prompt_encoder.point_embeddings.{i}.weight"] = row
+    return renamed
 
 
 def cache_dir() -> Path:
