@@ -8,9 +8,11 @@ tensor then gets seeded noise (``+ 0.25 std`` of the tensor, ``+ 0.05`` for cons
 weight is left at a degenerate init; the state dict is saved as ``{"model": sd}`` and loaded into
 segany with ``segany.load_model(name, checkpoint=...)``.
 
-Workloads (fp32; segany's SAM 2 predictor has no reduced-precision option yet):
+Workloads (fp32 unless said):
 
-- ``set_image``: 1024x768 photo (COCO 000000005001 resized, as the SAM 1 suite);
+- ``set_image``: 1024x768 photo (COCO 000000005001 resized, as the SAM 1 suite); ``set_image bf16``
+  is segany's ``Sam2Predictor(model, dtype=bfloat16)`` (encoder under autocast) against the official
+  fp32, with the SAM 1 suite's quality guard against segany fp32 (4 photos x 5 prompts, median mask IoU >= 0.99);
 - ``predict-1``: ``predict()`` with one point, 3 masks at the original resolution;
 - ``boxes-64``: ``predict(box=(64, 4), multimask_output=False)``, 64 masks at the original resolution;
 - ``everything``: segment-everything on the filters-off workload (``pred_iou_thresh=0``,
@@ -32,12 +34,14 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from benchmarks import suite_quality
 from benchmarks.common import SHARED, import_official, table, write_results
 from benchmarks.run import speed_photo
 from benchmarks.suite_decoder import grid_points
 from benchmarks.suite_measure import count_flops, interleaved, load_average, median
 
 SEED = 1234
+PHOTOS = SHARED / "data" / "coco_val2017_tiny" / "images"
 REPEATS = {"set_image": 3, "predict-1": 10, "boxes-64": 3, "everything": 1}
 
 
@@ -95,20 +99,27 @@ def bench_model(name: str, image: np.ndarray, small: np.ndarray, folder: Path, a
         flops = {"official": count_flops(lambda: official_model.image_encoder(x)),
                  "segany": count_flops(lambda: ours_model.image_encoder(x))}
     rows: dict[str, dict[str, float]] = {}
-    rows["set_image"] = time_pair({"official": lambda: theirs.set_image(image), "segany": lambda: ours.set_image(image)},
-                                  REPEATS["set_image"])
+    quick = Sam2Predictor(ours_model, dtype=torch.bfloat16)
+    encoder = time_pair({"official": lambda: theirs.set_image(image), "segany": lambda: ours.set_image(image),
+                         "bf16": lambda: quick.set_image(image)}, REPEATS["set_image"])
+    rows["set_image"] = {"official": encoder["official"], "segany": encoder["segany"]}
+    rows["set_image bf16"] = {"official": encoder["official"], "segany": encoder["bf16"]}
+    print(f"  {name} set_image: {encoder}", flush=True)
     point, label = grid_points(1, height, width), np.ones(1, dtype=np.int64)
     rows["predict-1"] = time_pair({"official": lambda: theirs.predict(point, label),
                                    "segany": lambda: ours.predict(point, label)}, REPEATS["predict-1"])
     prompts = boxes(64, height, width)
     rows["boxes-64"] = time_pair({"official": lambda: theirs.predict(box=prompts, multimask_output=False),
                                   "segany": lambda: ours.predict(box=prompts, multimask_output=False)}, REPEATS["boxes-64"])
+    print(f"  {name} predict-1 / boxes-64: {rows['predict-1']} / {rows['boxes-64']}", flush=True)
     parity = {}
     with torch.inference_mode():
         _, ref_iou, ref_low = theirs.predict(box=prompts, multimask_output=False)
         _, iou, low = ours.predict(box=prompts, multimask_output=False)
     parity["boxes-64 low_res_logits_max_abs"] = float(np.abs(ref_low - low).max())
     parity["boxes-64 iou_max_abs"] = float(np.abs(ref_iou - iou).max())
+    guard = suite_quality.run(ours, {"bf16": quick}, suite_quality.load_photos(PHOTOS))["bf16"]
+    print(f"  {name} bf16 quality guard: {guard}", flush=True)
     counts = {}
     if not args.skip_everything:
         options = {"pred_iou_thresh": 0.0, "stability_score_thresh": 0.0, "points_per_batch": 64}
@@ -127,7 +138,7 @@ def bench_model(name: str, image: np.ndarray, small: np.ndarray, folder: Path, a
         rows["everything"] = {k: median(v) for k, v in samples.items()}
         counts = {k: len(v) for k, v in outputs.items()}
     profile = encoder_profile(ours_model, x) if args.profile else None
-    return {"rows": rows, "flops": flops, "parity": parity, "everything_masks": counts, "profile": profile}
+    return {"rows": rows, "flops": flops, "parity": parity, "bf16_guard": guard, "everything_masks": counts, "profile": profile}
 
 
 def encoder_profile(model: Any, x: torch.Tensor, top: int = 15) -> str:
