@@ -22,6 +22,7 @@ from ..engine import ImageFeatures
 from ..errors import ConfigError, PredictorStateError, PromptError, UnsupportedOperationError
 from ..models.sam2 import Sam2
 from ..prompts import as_array, check_boxes, check_inside, check_labels
+from .runtime import resolve_dtype
 from .sam2_transforms import preprocess_batch, preprocess_image
 
 LOW_RES_CLAMP = 32.0  # the official predictor clamps the low-res logits it returns
@@ -43,17 +44,20 @@ class Sam2Predictor:
 
     ``mask_threshold`` turns logits into masks. The official ``max_hole_area`` /
     ``max_sprinkle_area`` post-processing needs its CUDA extension; only 0 (off, what the
-    official code does without it) is accepted.
+    official code does without it) is accepted. ``dtype`` (float32 exact, bfloat16, float16)
+    runs the image encoder under ``torch.autocast`` with that dtype; its features are kept in
+    float32 and prompts are decoded in float32.
     """
 
     def __init__(self, model: Sam2, mask_threshold: float = 0.0, max_hole_area: float = 0.0,
-                 max_sprinkle_area: float = 0.0) -> None:
+                 max_sprinkle_area: float = 0.0, dtype: torch.dtype | str | None = None) -> None:
         if not isinstance(model, Sam2):
             raise ConfigError(f"Sam2Predictor needs a segany Sam2 model (segany.load_model(NAME)), got {type(model).__name__}")
         if max_hole_area or max_sprinkle_area:
             raise UnsupportedOperationError("max_hole_area / max_sprinkle_area are not supported (the official code needs sam2._C); use 0")
         self.model = model
         self.mask_threshold = float(mask_threshold)
+        self.dtype = resolve_dtype(dtype)
         self.reset_predictor()
 
     @property
@@ -103,7 +107,12 @@ class Sam2Predictor:
         self._set_features(tensor, [a.shape[:2] for a in arrays], batch=True)
 
     def _set_features(self, images: torch.Tensor, sizes: list[tuple[int, ...]], batch: bool) -> None:
-        embed, high_res = self.model.image_features(images)
+        if self.dtype == torch.float32:
+            embed, high_res = self.model.image_features(images)
+        else:
+            with torch.autocast(self.device.type, dtype=self.dtype):
+                embed, high_res = self.model.image_features(images)
+            embed, high_res = embed.float(), [feat.float() for feat in high_res]
         self._features = {"image_embed": embed, "high_res_feats": high_res}
         self._orig_hw = [(int(h), int(w)) for h, w in sizes]
         self._is_batch = batch
