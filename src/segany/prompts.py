@@ -96,3 +96,34 @@ def check_mask_input(mask_input: object, side: int) -> np.ndarray | None:
             f"mask_input must have shape (1, {side}, {side}) (low_res_logits of a previous call), got {mask.shape}"
         )
     return mask
+
+
+def check_torch_prompts(point_coords: torch.Tensor | None, point_labels: torch.Tensor | None,
+                        boxes: torch.Tensor | None, mask_input: torch.Tensor | None, side: int,
+                        corner_pairs: bool = False) -> None:
+    """B prompt sets in a model's input frame: points (B, N, 2) with labels (B, N) of 1 / 0 / -1,
+    boxes (B, 4) (or (B, 2, 2) corner pairs where ``corner_pairs``), mask inputs (B, 1, side, side),
+    all with the same B."""
+    if (point_coords is None) != (point_labels is None):
+        raise PromptError("point_coords and point_labels must be given together")
+    rows: dict[str, int] = {}
+    if point_coords is not None:
+        if point_coords.ndim != 3 or point_coords.shape[2] != 2:
+            raise PromptError(f"point_coords must have shape (B, N, 2), got {tuple(point_coords.shape)}")
+        if tuple(point_labels.shape) != tuple(point_coords.shape[:2]):
+            raise PromptError(f"point_labels must have shape {tuple(point_coords.shape[:2])}, got {tuple(point_labels.shape)}")
+        check_labels(point_labels.cpu().numpy(), {-1, 0, 1})
+        rows["point_coords"] = point_coords.shape[0]
+    if boxes is not None:
+        flat = boxes.ndim == 2 and boxes.shape[1] == 4
+        if not (flat or (corner_pairs and boxes.ndim == 3 and tuple(boxes.shape[1:]) == (2, 2))):
+            wanted = "(B, 4) or (B, 2, 2)" if corner_pairs else "(B, 4)"
+            raise PromptError(f"boxes must have shape {wanted}, got {tuple(boxes.shape)}")
+        check_boxes(boxes.reshape(-1, 4).cpu().numpy())
+        rows["boxes"] = boxes.shape[0]
+    if mask_input is not None:
+        if mask_input.ndim != 4 or tuple(mask_input.shape[1:]) != (1, side, side):
+            raise PromptError(f"mask_input must have shape (B, 1, {side}, {side}), got {tuple(mask_input.shape)}")
+        rows["mask_input"] = mask_input.shape[0]
+    if len(set(rows.values())) > 1:
+        raise PromptError("the prompt sets disagree in number: " + ", ".join(f"{k} has {v} rows" for k, v in rows.items()))

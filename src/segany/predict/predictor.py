@@ -15,7 +15,7 @@ from ..data.images import check_image_array
 from ..engine import ImageFeatures
 from ..errors import ConfigError, PredictorStateError, PromptError
 from ..models.sam import Sam
-from ..prompts import check_box, check_boxes, check_labels, check_mask_input, check_points
+from ..prompts import check_box, check_mask_input, check_points, check_torch_prompts
 from .runtime import Runtime
 from .transforms import ResizeLongestSide
 
@@ -205,37 +205,10 @@ class SamPredictor:
         assert self.input_size is not None and self.original_size is not None
         return self.model.postprocess_masks(low_res_logits, self.input_size, self.original_size)
 
-    def _check_torch_prompts(
-        self,
-        point_coords: torch.Tensor | None,
-        point_labels: torch.Tensor | None,
-        boxes: torch.Tensor | None,
-        mask_input: torch.Tensor | None,
-    ) -> None:
+    def _check_torch_prompts(self, point_coords: torch.Tensor | None, point_labels: torch.Tensor | None,
+                             boxes: torch.Tensor | None, mask_input: torch.Tensor | None) -> None:
         self._require_image()
-        if (point_coords is None) != (point_labels is None):
-            raise PromptError("point_coords and point_labels must be given together")
-        batch = None
-        if point_coords is not None:
-            if point_coords.ndim != 3 or point_coords.shape[2] != 2:
-                raise PromptError(f"point_coords must have shape (B, N, 2), got {tuple(point_coords.shape)}")
-            if tuple(point_labels.shape) != tuple(point_coords.shape[:2]):
-                raise PromptError(f"point_labels must have shape {tuple(point_coords.shape[:2])}, got {tuple(point_labels.shape)}")
-            check_labels(point_labels.cpu().numpy(), {-1, 0, 1})
-            batch = point_coords.shape[0]
-        if boxes is not None:
-            if boxes.ndim != 2 or boxes.shape[1] != 4:
-                raise PromptError(f"boxes must have shape (B, 4), got {tuple(boxes.shape)}")
-            check_boxes(boxes.cpu().numpy())
-            if batch is not None and boxes.shape[0] != batch:
-                raise PromptError(f"boxes has {boxes.shape[0]} rows but point_coords has {batch}")
-            batch = boxes.shape[0]
-        if mask_input is not None:
-            low = self.low_res_size
-            if mask_input.ndim != 4 or tuple(mask_input.shape[1:]) != (1, low, low):
-                raise PromptError(f"mask_input must have shape (B, 1, {low}, {low}), got {tuple(mask_input.shape)}")
-            if batch is not None and mask_input.shape[0] != batch:
-                raise PromptError(f"mask_input has {mask_input.shape[0]} rows but the prompts have {batch}")
+        check_torch_prompts(point_coords, point_labels, boxes, mask_input, self.low_res_size)
 
     @torch.inference_mode()
     def _predict(

@@ -21,7 +21,7 @@ from ..data.images import check_image_array
 from ..engine import ImageFeatures
 from ..errors import ConfigError, PredictorStateError, PromptError, UnsupportedOperationError
 from ..models.sam2 import Sam2
-from ..prompts import as_array, check_boxes, check_inside, check_labels
+from ..prompts import as_array, check_boxes, check_inside, check_labels, check_torch_prompts
 from .runtime import resolve_dtype
 from .sam2_transforms import preprocess_batch, preprocess_image
 
@@ -307,28 +307,7 @@ class Sam2Predictor:
     def _check_torch_prompts(self, point_coords: torch.Tensor | None, point_labels: torch.Tensor | None,
                              boxes: torch.Tensor | None, mask_input: torch.Tensor | None) -> None:
         self._require_image()
-        if (point_coords is None) != (point_labels is None):
-            raise PromptError("point_coords and point_labels must be given together")
-        sets = {}
-        if point_coords is not None:
-            if point_coords.ndim != 3 or point_coords.shape[2] != 2:
-                raise PromptError(f"point_coords must have shape (B, N, 2), got {tuple(point_coords.shape)}")
-            if tuple(point_labels.shape) != tuple(point_coords.shape[:2]):
-                raise PromptError(f"point_labels must have shape {tuple(point_coords.shape[:2])}, got {tuple(point_labels.shape)}")
-            check_labels(point_labels.cpu().numpy(), {-1, 0, 1})
-            sets["point_coords"] = point_coords.shape[0]
-        if boxes is not None:
-            if boxes.shape[-1] != 4 and tuple(boxes.shape[-2:]) != (2, 2):
-                raise PromptError(f"boxes must have shape (B, 4) or (B, 2, 2), got {tuple(boxes.shape)}")
-            check_boxes(boxes.reshape(-1, 4).cpu().numpy())
-            sets["boxes"] = boxes.reshape(-1, 4).shape[0]
-        if mask_input is not None:
-            low = self.low_res_size
-            if mask_input.ndim != 4 or tuple(mask_input.shape[1:]) != (1, low, low):
-                raise PromptError(f"mask_input must have shape (B, 1, {low}, {low}), got {tuple(mask_input.shape)}")
-            sets["mask_input"] = mask_input.shape[0]
-        if len(set(sets.values())) > 1:
-            raise PromptError("prompt sets disagree in number: " + ", ".join(f"{k} {v}" for k, v in sets.items()))
+        check_torch_prompts(point_coords, point_labels, boxes, mask_input, self.low_res_size, corner_pairs=True)
 
     @torch.inference_mode()
     def _decode(self, point_coords: torch.Tensor | None, point_labels: torch.Tensor | None, boxes: torch.Tensor | None,
