@@ -6,8 +6,17 @@ the classic engine's for ``"classic"``.
 """
 from .amg.generator import SamMaskGenerator
 from .build import build_model, load_model
+from .data.frames import open_frames
 from .data.images import load_image
-from .engine import AutomaticMaskGenerator, ImageFeatures, MaskGenerator, Predictor, PromptPredictor
+from .engine import (
+    AutomaticMaskGenerator,
+    ImageFeatures,
+    MaskGenerator,
+    Predictor,
+    PromptPredictor,
+    VideoPredictor,
+    VideoTracker,
+)
 from .models import Sam, SamConfig, TinyViTConfig, ViTConfig
 from .predict.predictor import SamPredictor
 from .registry import MODELS
@@ -26,8 +35,11 @@ __all__ = [
     "SamMaskGenerator",
     "SamPredictor",
     "TinyViTConfig",
+    "VideoPredictor",
+    "VideoTracker",
     "ViTConfig",
     "build_model",
     "load_image",
     "load_model",
+    "open_frames",
 ]

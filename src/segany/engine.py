@@ -13,14 +13,14 @@ from __future__ import annotations
 
 import importlib
 import inspect
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import torch
 
-from .errors import BackendError, ConfigError, GeneratorArgumentError, SeganyError
+from .errors import BackendError, ConfigError, GeneratorArgumentError, SeganyError, UnsupportedOperationError
 
 FAMILIES_MODULE = "segany.families"
 
@@ -99,6 +99,43 @@ class AutomaticMaskGenerator(Protocol):
         between units of work and may raise to stop the job (a cancelled request)."""
 
 
+@runtime_checkable
+class VideoTracker(Protocol):
+    """Click and track: the official ``SAM2VideoPredictor`` interface every tracking engine gives.
+
+    ``init_state`` opens a video (a folder of frames, a video file, a sequence of HxWx3 RGB uint8
+    arrays: :func:`segany.data.frames.open_frames`) and returns the tracking state that every other
+    call takes. Prompts are (x, y) pixels of the video frame (``normalize_coords=True``), boxes
+    XYXY. Masks are returned as (O, 1, H, W) float32 logits at the video's resolution, one row per
+    object of ``obj_ids`` (a mask is ``logits > 0``).
+    """
+
+    def init_state(self, video_path: Any, offload_video_to_cpu: bool = False, offload_state_to_cpu: bool = False,
+                   async_loading_frames: bool = False) -> Any: ...
+
+    def add_new_points_or_box(self, inference_state: Any, frame_idx: int, obj_id: int,
+                              points: np.ndarray | None = None, labels: np.ndarray | None = None,
+                              clear_old_points: bool = True, normalize_coords: bool = True,
+                              box: np.ndarray | None = None) -> tuple[int, list[int], torch.Tensor]:
+        """(frame_idx, obj_ids, video-res logits of every object on that frame)."""
+
+    def add_new_mask(self, inference_state: Any, frame_idx: int, obj_id: int,
+                     mask: np.ndarray | torch.Tensor) -> tuple[int, list[int], torch.Tensor]: ...
+
+    def propagate_in_video(self, inference_state: Any, start_frame_idx: int | None = None,
+                           max_frame_num_to_track: int | None = None, reverse: bool = False,
+                           ) -> Iterator[tuple[int, list[int], torch.Tensor]]:
+        """Yields (frame_idx, obj_ids, video-res logits) frame by frame."""
+
+    def remove_object(self, inference_state: Any, obj_id: int, strict: bool = False,
+                      need_output: bool = True) -> tuple[list[int], list[tuple[int, torch.Tensor]]]: ...
+
+    def clear_all_prompts_in_frame(self, inference_state: Any, frame_idx: int, obj_id: int,
+                                   need_output: bool = True) -> Any: ...
+
+    def reset_state(self, inference_state: Any) -> None: ...
+
+
 @dataclass(frozen=True)
 class EngineFamily:
     """One kind of model with the predictor and generator that serve it.
@@ -106,7 +143,8 @@ class EngineFamily:
     ``owns(obj)`` says whether a model, or a predictor, belongs to the family. ``predictor(model,
     **options)`` and ``generator(model_or_predictor, *args, **options)`` build its engines.
     ``generator_options``: the official generator arguments its generator honours (others are
-    accepted only at their defaults); clients pass on only these.
+    accepted only at their defaults); clients pass on only these. ``video_predictor(model,
+    **options)``: its tracker, where the family has one.
     """
 
     name: str
@@ -114,6 +152,7 @@ class EngineFamily:
     predictor: Callable[..., PromptPredictor]
     generator: Callable[..., AutomaticMaskGenerator]
     generator_options: frozenset[str]
+    video_predictor: Callable[..., VideoTracker] | None = None
 
 
 _families: list[EngineFamily] = []
@@ -170,6 +209,18 @@ def MaskGenerator(model: Any = None, *args: Any, **options: Any) -> AutomaticMas
     if model is None:
         raise GeneratorArgumentError("MaskGenerator needs a model (or a predictor): MaskGenerator(model, ...)")
     return family_of(model, GeneratorArgumentError).generator(model, *args, **options)
+
+
+def VideoPredictor(model: Any, **options: Any) -> VideoTracker:  # noqa: N802 (the public name users know)
+    """The tracker of ``model``'s family: ``segany.VideoPredictor(load_model("sam2.1_hiera_t"))``;
+    :class:`UnsupportedOperationError` for a family without one (it names those that have one)."""
+    family = family_of(model)
+    if family.video_predictor is None:
+        trackers = [f.name for f in families() if f.video_predictor is not None]
+        raise UnsupportedOperationError(
+            f"the {family.name} engine does not track objects in videos; use a model of: {', '.join(trackers) or 'none'}")
+    _check_options(family.video_predictor, options, f"the {family.name} engine's video predictor")
+    return family.video_predictor(model, **options)
 
 
 def supported_options(model: Any, options: Mapping[str, Any]) -> dict[str, Any]:

@@ -85,3 +85,8 @@ class SettingsMismatchError(SeganyError, ValueError):
 
 class ServerBusyError(SeganyError, RuntimeError):
     """The annotation server has more work queued than it accepts, or is shutting down: retry later."""
+
+
+class VideoError(SeganyError, ValueError):
+    """A video that cannot be read (missing, no frames, undecodable frame, frames of different sizes)
+    or a frame index outside it."""
