@@ -68,28 +68,60 @@ def ensure_directory(path: str | os.PathLike, what: str = "output folder") -> Pa
     return path
 
 
+class AtomicFile:
+    """A temporary file beside ``path`` that a writer fills by name (``.tmp``) and that becomes
+    ``path`` at :meth:`commit` (fsync'd, given the umask's permissions, renamed, folder fsync'd) or
+    disappears at :meth:`discard`. As a context manager: commit on success, discard on any error.
+    For files written piece by piece (a video encoder); whole bytes: :func:`atomic_write_bytes`."""
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".tmp")
+        except OSError as exc:
+            raise OutputError(f"cannot write {self.path}: {_reason(exc)}") from None
+        os.close(fd)
+        self.tmp = Path(tmp)
+
+    def commit(self) -> Path:
+        try:
+            fd = os.open(self.tmp, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.chmod(self.tmp, 0o666 & ~current_umask())  # mkstemp makes 0600
+            os.replace(self.tmp, self.path)
+        except BaseException as exc:
+            self.discard()
+            if isinstance(exc, OSError):
+                raise OutputError(f"cannot write {self.path}: {_reason(exc)}") from None
+            raise
+        _fsync_directory(self.path.parent)
+        return self.path
+
+    def discard(self) -> None:
+        self.tmp.unlink(missing_ok=True)
+
+    def __enter__(self) -> Path:
+        return self.tmp
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if exc_type is None:
+            self.commit()
+        else:
+            self.discard()
+            if isinstance(exc, OSError) and not isinstance(exc, OutputError):
+                raise OutputError(f"cannot write {self.path}: {_reason(exc)}") from None
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     """Write ``data`` to a temporary file beside ``path``, fsync it, then rename it over ``path``."""
-    path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    except OSError as exc:
-        raise OutputError(f"cannot write {path}: {_reason(exc)}") from None
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp makes 0600
-        os.replace(tmp, path)
-    except BaseException as exc:
-        Path(tmp).unlink(missing_ok=True)
-        if isinstance(exc, OSError):
-            raise OutputError(f"cannot write {path}: {_reason(exc)}") from None
-        raise
-    _fsync_directory(path.parent)
-    return path
+    target = AtomicFile(path)
+    with target as tmp:
+        tmp.write_bytes(data)
+    return target.path
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:

@@ -78,7 +78,7 @@ def _recorded_settings(document: dict[str, Any] | None) -> Any:
     return block.get("settings") if isinstance(block, dict) else None
 
 
-def _difference(recorded: Any, settings: dict[str, Any]) -> str:
+def settings_difference(recorded: Any, settings: dict[str, Any]) -> str:
     """The first setting that differs, for the refusal message."""
     if not isinstance(recorded, dict):
         return "no settings recorded"
@@ -141,7 +141,7 @@ def label_images(
             continue
         document = _read_result(path)
         if _recorded_settings(document) != settings:
-            stale.append((item, _difference(_recorded_settings(document), settings)))
+            stale.append((item, settings_difference(_recorded_settings(document), settings)))
             continue
         summary.skipped += 1
         if document["image"].get("image_id") != image_ids[item]:  # the same masks, ids from another source

@@ -3,17 +3,18 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 DEFAULT_MODEL = "vit_t"
 
 
-def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+def add_model_arguments(parser: argparse.ArgumentParser, default: str = DEFAULT_MODEL) -> None:
     parser.add_argument(
         "--model",
-        default=DEFAULT_MODEL,
+        default=default,
         help=f"zoo name (vit_t, vit_b, vit_l, vit_h, sam2.1_hiera_t/s/b+/l, sam2_hiera_t/s/b+/l), 'classic' "
         f"(no weights: GrabCut), a JSON config path, an official SAM 2 YAML config, or a transformers "
-        f"save_pretrained folder (default {DEFAULT_MODEL})",
+        f"save_pretrained folder (default {default})",
     )
     parser.add_argument("--checkpoint", default=None, help="weights file (default: the zoo's, downloaded and cached)")
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default cpu)")
@@ -87,6 +88,19 @@ def load_model_from_args(args: argparse.Namespace, fallback_to_classic: bool = T
             raise
     info(f"segany: no {args.model} weights cached or downloadable; using the weight-free classic engine (--model classic)")
     return load_model("classic")
+
+
+def checkpoint_sha256(args: argparse.Namespace) -> str | None:
+    """sha256 of the weights file the model was loaded from (hashed once per run); None: no weights
+    (the classic engine, also when it stood in for a zoo model whose weights are not cached)."""
+    from ..registry import MODELS
+    from ..weights import cached_path, sha256_of
+
+    if args.checkpoint is not None:
+        return sha256_of(Path(args.checkpoint))
+    if args.model in MODELS and (path := cached_path(MODELS[args.model])).is_file():
+        return sha256_of(path)
+    return None
 
 
 def info(message: str) -> None:

@@ -7,10 +7,9 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 from ..batch import COCO_FILE, find_images, job_settings, label_images, write_coco
-from .common import add_image_arguments, add_model_arguments, info, load_model_from_args
+from .common import add_image_arguments, add_model_arguments, checkpoint_sha256, info, load_model_from_args
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -55,19 +54,6 @@ def _generator_args(args: argparse.Namespace) -> dict:
     }
 
 
-def _checkpoint_sha256(args: argparse.Namespace) -> str | None:
-    """sha256 of the weights file the model was loaded from (hashed once per run); None: no weights
-    (the classic engine, also when it stood in for a zoo model whose weights are not cached)."""
-    from ..registry import MODELS
-    from ..weights import cached_path, sha256_of
-
-    if args.checkpoint is not None:
-        return sha256_of(Path(args.checkpoint))
-    if args.model in MODELS and (path := cached_path(MODELS[args.model])).is_file():
-        return sha256_of(path)
-    return None
-
-
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
@@ -87,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
     generator_args = _generator_args(args)
     generator = MaskGenerator(model, points_per_batch=args.points_per_batch, output_mode="coco_rle",
                               **generator_args) if model is not None else None
-    settings = job_settings(model, _checkpoint_sha256(args), generator_args) if model is not None else {}
+    settings = job_settings(model, checkpoint_sha256(args), generator_args) if model is not None else {}
     summary = label_images(
         images, generator, out, settings, overwrite=args.overwrite, overlay=args.overlay,
         mask_pngs=args.format == "png", max_pixels=args.max_pixels, reference=reference,
