@@ -119,8 +119,8 @@ class AtomicFile:
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     """Write ``data`` to a temporary file beside ``path``, fsync it, then rename it over ``path``."""
     target = AtomicFile(path)
-    with target as tmp:
-        tmp.write_bytes(data)
+    with target as tmp, os.fdopen(os.open(tmp, os.O_WRONLY), "wb") as f:
+        f.write(data)
     return target.path
 
 
