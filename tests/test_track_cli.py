@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import pytest
@@ -30,8 +31,8 @@ class ShiftTracker:
     """A :class:`segany.engine.VideoTracker` whose memory is the previous frame: a prompted mask
     moves one pixel right per frame forward (left backward). ``interrupt_at``: Ctrl-C on that frame."""
 
-    interrupt_at: int | None = None
-    log: list[tuple] = []
+    interrupt_at: ClassVar[int | None] = None
+    log: ClassVar[list[tuple]] = []
 
     def __init__(self, model: FakeModel) -> None:
         pass

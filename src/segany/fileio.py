@@ -107,7 +107,7 @@ class AtomicFile:
     def __enter__(self) -> Path:
         return self.tmp
 
-    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
         if exc_type is None:
             self.commit()
         else:

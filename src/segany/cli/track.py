@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -74,7 +74,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                "the last one's masks (results may then differ slightly from an uninterrupted run).",
     )
     parser.add_argument("video", metavar="VIDEO|FRAMES_DIR", help="a video file (PyAV) or a folder of frames (00000.jpg...)")
-    prompt = dict(action=_InOrder, default=argparse.SUPPRESS)
+    prompt = {"action": _InOrder, "default": argparse.SUPPRESS}
     parser.add_argument("--obj", type=_count("--obj", 1), metavar="ID", help="start prompting object ID (1, 2, ...)", **prompt)
     parser.add_argument("--frame", type=_count("--frame", 0), metavar="N", help="the following prompts are on frame N (default 0)", **prompt)
     parser.add_argument("--point", type=parse_point, metavar="X,Y[,LABEL]",
@@ -220,11 +220,6 @@ def _recorded(out: Path) -> Any:
     return block.get("settings") if isinstance(block, dict) else None
 
 
-def _propagate(tracker: Any, state: Any, track: Pass, start: int) -> Iterator[tuple[int, list[int], Any]]:
-    return tracker.propagate_in_video(state, start_frame_idx=start, max_frame_num_to_track=abs(track.end - start),
-                                      reverse=track.reverse)
-
-
 def _mp4_decorations(checked: list[dict[str, Any]]) -> Callable[[int], dict[str, Any]]:
     """The clicks to draw on each frame of the overlay video (those given on that frame)."""
     import numpy as np
@@ -330,7 +325,9 @@ def run(args: argparse.Namespace) -> int:
                         for obj_id, mask in writer.read(start).items():
                             if mask.any():
                                 tracker.add_new_mask(state, start, obj_id, mask)
-                    for frame_idx, ids, logits in _propagate(tracker, state, track, start):
+                    for frame_idx, ids, logits in tracker.propagate_in_video(
+                            state, start_frame_idx=start, max_frame_num_to_track=abs(track.end - start),
+                            reverse=track.reverse):
                         if frame_idx in finished:
                             continue
                         writer.write(frame_idx, _masks_of(obj_ids, list(ids), logits, source.size))

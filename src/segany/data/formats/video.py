@@ -16,6 +16,7 @@ where an interrupted one stopped, ``finish(...)`` for what is assembled from all
 """
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -315,10 +316,8 @@ class OverlayVideoWriter:
     def abort(self) -> None:
         """Stop without a file."""
         if self._container is not None:
-            try:
+            with contextlib.suppress(Exception):  # the file is discarded anyway
                 self._container.close()
-            except Exception:  # noqa: BLE001 - the file is discarded anyway
-                pass
             self._container = None
         if self._file is not None:
             self._file.discard()
@@ -326,7 +325,7 @@ class OverlayVideoWriter:
     def __enter__(self) -> OverlayVideoWriter:
         return self
 
-    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
         if exc_type is None:
             self.close()
         else:
