@@ -17,7 +17,7 @@ from segany import engine
 from segany.cli import main
 from segany.data.formats.video import davis_palette, read_davis_png
 from segany.data.frames import open_frames
-from segany.masks import decode_rle
+from segany.masks import decode_rle, mask_bbox_xywh
 
 H, W, N = 24, 32, 8
 SQUARE = 2  # a click is the (2 * SQUARE + 1)^2 square around it
@@ -189,6 +189,7 @@ def test_coco_video_json(fake, frames, tmp_path) -> None:
                 assert rle is None and annotation["areas"][i] is None
                 continue
             assert np.array_equal(decode_rle(rle), mask) and annotation["areas"][i] == int(mask.sum())
+            assert annotation["bboxes"][i] == mask_bbox_xywh(mask)
     assert sorted(p.name for p in (tmp_path / "out" / "frames").iterdir()) == [f"{i:05d}.json" for i in range(N)]
 
 
@@ -237,7 +238,7 @@ def test_interrupted_run_keeps_its_frames_and_a_rerun_continues(fake, frames, tm
     assert not (tmp_path / "out" / "annotations.json").exists() and not list((tmp_path / "out").rglob(".*.tmp"))
     for i in done:  # every written frame is complete
         part = json.loads((tmp_path / "out" / "frames" / f"{i:05d}.json").read_text())
-        assert np.array_equal(decode_rle(part["objects"]["1"]), expected(square(15, 10), 3, i))
+        assert np.array_equal(decode_rle(part["objects"]["1"]["segmentation"]), expected(square(15, 10), 3, i))
 
     inodes = {i: (tmp_path / "out" / "frames" / f"{i:05d}.json").stat().st_ino for i in done}
     fake.interrupt_at, fake.log[:] = None, []

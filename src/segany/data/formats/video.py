@@ -176,34 +176,41 @@ class ObjectPngWriter(FrameWriter):
 
 
 class RlePartsWriter(FrameWriter):
-    """``frames/<frame>.json``: each frame's masks as COCO RLE, the parts a whole-video file is built from."""
+    """``frames/<frame>.json``: each object's :func:`mask_record` on the frame (``None``: no mask), the
+    parts a whole-video file is built from without decoding them again."""
 
     def _paths(self, frame_idx: int) -> list[Path]:
         return [self.folder / PARTS_FOLDER / f"{self.names[frame_idx]}.json"]
 
-    def read(self, frame_idx: int) -> dict[int, np.ndarray]:
+    def records(self, frame_idx: int) -> dict[int, dict[str, Any] | None]:
+        """A done frame's record per object."""
         path = self._paths(frame_idx)[0]
         try:
-            part = json.loads(path.read_bytes())
-            return {obj_id: decode_rle(part["objects"][str(obj_id)]) for obj_id in self.obj_ids}
+            objects = json.loads(path.read_bytes())["objects"]
+            return {obj_id: objects[str(obj_id)] for obj_id in self.obj_ids}
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise AnnotationError(f"frame part {path} cannot be read: {exc}") from None
 
+    def read(self, frame_idx: int) -> dict[int, np.ndarray]:
+        return {obj_id: decode_rle(r["segmentation"]) if r is not None else np.zeros(self.size, dtype=bool)
+                for obj_id, r in self.records(frame_idx).items()}
+
     def write(self, frame_idx: int, masks: Masks) -> None:
         part = {"frame": frame_idx, "name": self.names[frame_idx],
-                "objects": {str(obj_id): encode_rle(masks[obj_id]) for obj_id in self.obj_ids}}
+                "objects": {str(obj_id): mask_record(masks[obj_id]) for obj_id in self.obj_ids}}
         atomic_write_text(self._paths(frame_idx)[0], json_text(part))
 
 
 class CocoVideoWriter(RlePartsWriter):
-    """Per-frame RLE parts, then one COCO video JSON (:func:`coco_video`) ``annotations.json``."""
+    """Per-frame RLE parts, then one COCO video JSON (:func:`coco_video`) ``annotations.json``;
+    ``file_names``: the frames' file names recorded in it (default ``<name>.jpg``)."""
 
     def __init__(self, *args: Any, file_names: Sequence[str] | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.file_names = list(file_names) if file_names is not None else [f"{n}.jpg" for n in self.names]
 
     def finish(self, frames: Sequence[int], source: FrameSource) -> list[Path]:
-        per_frame = {i: self.read(i) for i in frames if self.done(i)}
+        per_frame = {i: self.records(i) for i in frames if self.done(i)}
         document = coco_video(per_frame, self.obj_ids, self.file_names, self.size)
         return [atomic_write_json(self.folder / COCO_VIDEO_FILE, document)]
 
@@ -234,22 +241,31 @@ WRITERS: dict[str, type[FrameWriter]] = {
 }
 
 
-def coco_video(per_frame: Mapping[int, Masks], obj_ids: Sequence[int], file_names: Sequence[str],
-               size: tuple[int, int], video_id: int = 1, description: str = "segany track") -> dict[str, Any]:
+def mask_record(mask: np.ndarray) -> dict[str, Any] | None:
+    """An HxW bool mask as ``{"segmentation": COCO RLE, "area", "bbox": XYWH}``; ``None`` when empty."""
+    if not mask.any():
+        return None
+    return {"segmentation": encode_rle(mask), "area": int(mask.sum()), "bbox": mask_bbox_xywh(mask)}
+
+
+def coco_video(per_frame: Mapping[int, Mapping[int, dict[str, Any] | None]], obj_ids: Sequence[int],
+               file_names: Sequence[str], size: tuple[int, int], video_id: int = 1,
+               description: str = "segany track") -> dict[str, Any]:
     """A COCO video (YouTube-VIS layout) dict: one video of ``file_names`` and one annotation per
-    object (``obj_id`` kept) with a COCO RLE, area and XYWH box per frame; ``None`` for a frame
-    not in ``per_frame`` or where the object's mask is empty."""
+    object (``obj_id`` kept) with per-frame ``segmentations`` (COCO RLE), ``areas`` and XYWH
+    ``bboxes`` from ``per_frame[frame][obj_id]`` (:func:`mask_record`); ``None`` for a frame not in
+    ``per_frame`` or where the object has no mask."""
     height, width = size
     annotations = []
     for number, obj_id in enumerate(obj_ids, start=1):
-        masks = [per_frame.get(i, {}).get(obj_id) for i in range(len(file_names))]
-        present = [m if m is not None and m.any() else None for m in masks]
-        segmentations = [encode_rle(m) if m is not None else None for m in present]
-        areas = [int(m.sum()) if m is not None else None for m in present]
-        bboxes = [mask_bbox_xywh(m) if m is not None else None for m in present]
-        annotations.append({"id": number, "video_id": video_id, "obj_id": int(obj_id), "category_id": CATEGORY["id"],
-                            "iscrowd": 0, "height": height, "width": width,
-                            "segmentations": segmentations, "areas": areas, "bboxes": bboxes})
+        records = [per_frame.get(i, {}).get(obj_id) for i in range(len(file_names))]
+        annotations.append({
+            "id": number, "video_id": video_id, "obj_id": int(obj_id), "category_id": CATEGORY["id"], "iscrowd": 0,
+            "height": height, "width": width,
+            "segmentations": [r["segmentation"] if r else None for r in records],
+            "areas": [r["area"] if r else None for r in records],
+            "bboxes": [r["bbox"] if r else None for r in records],
+        })
     video = {"id": video_id, "height": height, "width": width, "length": len(file_names),
              "file_names": list(file_names)}
     return {"info": {"description": description}, "licenses": [], "videos": [video],
