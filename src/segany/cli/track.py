@@ -10,7 +10,8 @@ prompts an object on a frame with a mask instead (not together with points or a 
 Order of work: forward from the earliest prompted frame to the last frame, then backward from it
 to frame 0, so every frame gets masks; ``--reverse``: backward from the latest prompted frame
 first, then forward from it. ``--max-frames N`` is the official ``max_frame_num_to_track``: each
-direction tracks N frames beyond its start.
+direction tracks N frames beyond its start. An object first prompted on a later frame gets, on the
+frames before, what the tracker makes of its later prompt (SAM 2 attends to every prompted frame).
 
 Resume: ``OUT/track.json`` records the settings (model, weights, video, prompts, order of work,
 format) before any frame is written; each frame's files are written atomically when the frame is
@@ -292,7 +293,8 @@ def run(args: argparse.Namespace) -> int:
     model = load_model_from_args(args, fallback_to_classic=False)
     tracker = VideoPredictor(model)
     writer = _writer(args, out, source, obj_ids, checked)
-    planned = sorted({i for p in passes for i in p.frames()})
+    planned_set = {i for p in passes for i in p.frames()}
+    planned = sorted(planned_set)
     settings = _settings(args, model, source, prompts, passes)
     if not args.overwrite:
         _check_record(out, settings, writer, planned)
@@ -328,7 +330,7 @@ def run(args: argparse.Namespace) -> int:
                     for frame_idx, ids, logits in tracker.propagate_in_video(
                             state, start_frame_idx=start, max_frame_num_to_track=abs(track.end - start),
                             reverse=track.reverse):
-                        if frame_idx in finished:
+                        if frame_idx in finished or frame_idx not in planned_set:
                             continue
                         writer.write(frame_idx, _masks_of(obj_ids, list(ids), logits, source.size))
                         finished.add(frame_idx)
