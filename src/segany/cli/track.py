@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -274,6 +274,40 @@ def _masks_of(obj_ids: list[int], ids: list[int], logits: Any, size: tuple[int, 
     return {o: by_id[o] if o in by_id else np.zeros(size, dtype=bool) for o in obj_ids}
 
 
+def track_frames(tracker: Any, state: Any, checked: list[dict[str, Any]], passes: list[Pass], finished: set[int],
+                 writer: Any, size: tuple[int, int]) -> Iterator[int]:
+    """Prompt ``tracker`` and run ``passes``, writing each frame not in ``finished`` as soon as it is
+    tracked (and adding it there); yields each frame written. A pass that stopped part-way before
+    continues from its last finished frame, whose masks become mask prompts (the resume rule)."""
+    for c in checked:
+        if "mask" in c:
+            tracker.add_new_mask(state, c["frame"], c["obj_id"], c["mask"])
+        else:
+            points, labels = c["points"] if c["points"] is not None else (None, None)
+            tracker.add_new_points_or_box(state, c["frame"], c["obj_id"], points, labels, box=c["box"])
+    planned = {i for p in passes for i in p.frames()}
+    covered: set[int] = set()
+    for track in passes:
+        new = [i for i in track.frames() if i not in covered]
+        covered.update(new)
+        first = next((j for j, i in enumerate(new) if i not in finished), None)
+        if first is None:
+            continue
+        start = track.start
+        if first > 0:
+            start = new[first - 1]
+            for obj_id, mask in writer.read(start).items():
+                if mask.any():
+                    tracker.add_new_mask(state, start, obj_id, mask)
+        for frame_idx, ids, logits in tracker.propagate_in_video(
+                state, start_frame_idx=start, max_frame_num_to_track=abs(track.end - start), reverse=track.reverse):
+            if frame_idx in finished or frame_idx not in planned:
+                continue
+            writer.write(frame_idx, _masks_of(writer.obj_ids, list(ids), logits, size))
+            finished.add(frame_idx)
+            yield frame_idx
+
+
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
@@ -293,8 +327,7 @@ def run(args: argparse.Namespace) -> int:
     model = load_model_from_args(args, fallback_to_classic=False)
     tracker = VideoPredictor(model)
     writer = _writer(args, out, source, obj_ids, checked)
-    planned_set = {i for p in passes for i in p.frames()}
-    planned = sorted(planned_set)
+    planned = sorted({i for p in passes for i in p.frames()})
     settings = _settings(args, model, source, prompts, passes)
     if not args.overwrite:
         _check_record(out, settings, writer, planned)
@@ -308,34 +341,9 @@ def run(args: argparse.Namespace) -> int:
         if todo:
             with tqdm(total=todo, unit="frame", desc="track", disable=None) as bar:
                 state = tracker.init_state(str(args.video))
-                for c in checked:
-                    if "mask" in c:
-                        tracker.add_new_mask(state, c["frame"], c["obj_id"], c["mask"])
-                    else:
-                        points, labels = c["points"] if c["points"] is not None else (None, None)
-                        tracker.add_new_points_or_box(state, c["frame"], c["obj_id"], points, labels, box=c["box"])
-                covered: set[int] = set()
-                for track in passes:
-                    new = [i for i in track.frames() if i not in covered]
-                    covered.update(new)
-                    first = next((j for j, i in enumerate(new) if i not in finished), None)
-                    if first is None:
-                        continue
-                    start = track.start
-                    if first > 0:  # continue after the last done frame, from its masks
-                        start = new[first - 1]
-                        for obj_id, mask in writer.read(start).items():
-                            if mask.any():
-                                tracker.add_new_mask(state, start, obj_id, mask)
-                    for frame_idx, ids, logits in tracker.propagate_in_video(
-                            state, start_frame_idx=start, max_frame_num_to_track=abs(track.end - start),
-                            reverse=track.reverse):
-                        if frame_idx in finished or frame_idx not in planned_set:
-                            continue
-                        writer.write(frame_idx, _masks_of(obj_ids, list(ids), logits, source.size))
-                        finished.add(frame_idx)
-                        written += 1
-                        bar.update()
+                for _ in track_frames(tracker, state, checked, passes, finished, writer, source.size):
+                    written += 1
+                    bar.update()
     except KeyboardInterrupt:
         info(f"segany track: stopped after {written} new frame(s); every written frame is complete: "
              f"run the same command again to continue")
