@@ -366,3 +366,14 @@ def test_a_video_file_keeps_its_frame_rate(fake, frames, tmp_path) -> None:
     with av.open(str(tmp_path / "out" / "input.mp4")) as container:
         stream = container.streams.video[0]
         assert float(stream.average_rate) == 10 and sum(1 for _ in container.decode(stream)) == N
+
+
+def test_an_interrupted_overlay_video_leaves_no_file(frames, tmp_path) -> None:
+    pytest.importorskip("av")
+    from segany.data.formats.video import OverlayVideoWriter
+
+    source = open_frames(frames)
+    with pytest.raises(KeyboardInterrupt), OverlayVideoWriter(tmp_path / "out.mp4") as video:
+        video.write(source[0], [square(6, 8)])
+        raise KeyboardInterrupt
+    assert list(tmp_path.glob("*.mp4")) == [] and list(tmp_path.glob(".*.tmp")) == []
