@@ -209,22 +209,16 @@ def test_prompts_exercise_the_stability_fallback(predictor: Sam2Predictor) -> No
     assert predictor.model.sam_mask_decoder.dynamic_multimask_via_stability and fallbacks > 0
 
 
-def test_cli_exports_the_golden_sam2(golden: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_exports_the_golden_sam2(sam2_dir: Path, tiny_sam2_pt: Path, golden_sam2: Sam2,
+                                    sam2_images: dict[str, np.ndarray], tmp_path: Path,
+                                    capsys: pytest.CaptureFixture[str]) -> None:
     """``segany export onnx --model YAML --checkpoint PT`` on the golden tiny SAM 2.1 (1024 px): its
-    decoder on the golden photo equals the predictor, which has golden parity (tests/test_sam2_predictor.py)."""
-    import lzma
-    import shutil
-
-    sam2_dir = golden / "sam2"
-    checkpoint = tmp_path / "tiny_sam2.1.pt"
-    with lzma.open(sam2_dir / "tiny_sam2.1.pt.xz") as src, checkpoint.open("wb") as dst:
-        shutil.copyfileobj(src, dst)
+    decoder on the golden photo equals the predictor, which has golden parity (tests/test_sam2_predictor.py),
+    and so does ``segany.Predictor(model, backend="onnxruntime", onnx_dir=...)`` on the export."""
     out = tmp_path / "onnx"
-    model_args = ["--model", str(sam2_dir / TINY_YAML), "--checkpoint", str(checkpoint)]
+    model_args = ["--model", str(sam2_dir / TINY_YAML), "--checkpoint", str(tiny_sam2_pt)]
     assert main(["export", "onnx", *model_args, "--out", str(out)]) == 0
-    model = segany.load_model(sam2_dir / TINY_YAML, checkpoint=checkpoint)
-    with np.load(sam2_dir / "images.npz") as data:
-        photo = data["photo"]
+    model, photo = golden_sam2, sam2_images["photo"]
     predictor = Sam2Predictor(model)
     predictor.set_image(photo)
     features = _encode(out, model, photo)
