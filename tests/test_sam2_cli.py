@@ -225,3 +225,24 @@ def test_golden_serve_click(golden_files: list[str], golden_sam2: Sam2, sam2_ima
             256 * 64 * 64 + 32 * 256 * 256 + 64 * 128 * 128)
 
     _serve([str(tmp_path), *golden_files], monkeypatch, use)
+
+
+@pytest.mark.parametrize(("edit", "message"), [
+    (lambda m: m.update(unknown_flag=True, other_flag=1), "unknown keys model.unknown_flag, model.other_flag; known:"),
+    (lambda m: m["image_encoder"]["trunk"].update(depth=3), "unknown keys image_encoder.trunk.depth; known: embed_dim"),
+    (lambda m: m["memory_encoder"]["fuser"]["layer"].update(kernel=7), "unknown keys memory_encoder.fuser.layer.kernel"),
+])
+def test_config_errors_name_every_unknown_key(tiny_sam2_files: tuple[Path, Path], image_file: Path, tmp_path: Path,
+                                              capsys: pytest.CaptureFixture[str], edit, message: str) -> None:
+    """The official YAML's sections are read by the registry's one section reader (as SAM 1's JSON)."""
+    import yaml
+
+    from tiny_models import tiny_sam2_document
+
+    document = tiny_sam2_document()
+    edit(document["model"])
+    config = tmp_path / "bad.yaml"
+    config.write_text(yaml.safe_dump(document, sort_keys=False))
+    argv = ["segment", str(image_file), "--point", "1,1", "--model", str(config), "--checkpoint", str(tiny_sam2_files[1])]
+    assert main(argv) == 2
+    assert message in capsys.readouterr().err

@@ -14,7 +14,7 @@ names checked, never imported) or from its flat ``{"model.dotted.key": value}`` 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, replace
 from dataclasses import fields as dataclass_fields
 from pathlib import Path
@@ -186,18 +186,29 @@ _SAM_KEYS: dict[str, tuple[str, Any]] = {
 }
 
 
-def _fields(args: Any, section: str, keys: dict[str, tuple[str, Any]], required: tuple[str, ...], name: str) -> dict[str, Any]:
-    """The dataclass fields that a JSON section holds; ConfigError for a missing, unknown or mistyped key."""
+def _refuse_unknown(section: Mapping, known: Collection[str], where: str, path: str | None = None) -> None:
+    """ConfigError naming the keys of ``section`` not in ``known`` (by dotted ``path`` when given)."""
+    unknown = [k for k in section if k not in known]
+    if unknown:
+        names = [f"{path}.{k}" for k in unknown] if path else [repr(k) for k in unknown]
+        raise ConfigError(f"{where}: unknown keys {', '.join(names)}; known: {', '.join(known)}")
+
+
+def _fields(args: Any, section: str, keys: Mapping[str, tuple[str, Callable[[Any, str], Any]]],
+            required: tuple[str, ...], name: str, *, skip: Collection[str] = (), where: str | None = None,
+            dotted: bool = False) -> dict[str, Any]:
+    """The dataclass fields that a config section holds, each read by its parser (``keys``: section
+    key → (field, parser(value, label))); ``skip``: keys read elsewhere or ignored; ``dotted``:
+    values and unknown keys are named by their dotted path (nested YAML). ConfigError for a
+    missing, unknown or mistyped key."""
     if not isinstance(args, Mapping):
         raise ConfigError(f"{section} of {name!r} must be an object, got {args!r}")
     missing = [k for k in required if k not in args]
     if missing:
         raise ConfigError(f"{section} of {name!r} lacks {', '.join(missing)}")
-    unknown = [k for k in args if k not in keys]
-    if unknown:
-        raise ConfigError(f"{section} of {name!r} has unknown keys {', '.join(map(repr, unknown))}; "
-                          f"known: {', '.join(keys)}")
-    return {keys[k][0]: keys[k][1](v, k) for k, v in args.items()}
+    given = {k: v for k, v in args.items() if k not in skip}
+    _refuse_unknown(given, keys, where or f"{section} of {name!r}", section if dotted else None)
+    return {keys[k][0]: keys[k][1](v, f"{section}.{k}" if dotted else k) for k, v in given.items()}
 
 
 def config_from_dict(data: dict, name: str = "custom") -> SamConfig:
@@ -267,12 +278,7 @@ def resolve_config(name_or_config: NameOrConfig) -> SamConfig:
 
 def _config_file(path: Path, name: str) -> SamConfig:
     """The config held by a JSON file (segany's builder arguments or transformers' SamConfig)."""
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"model config file {path} does not exist") from None
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ConfigError(f"model config file {path} is not valid JSON: {exc}") from None
+    data = _read_document(path)
     if not isinstance(data, dict):
         raise ConfigError(f"model config file {path} must hold a JSON object")
     return config_from_dict(data, name=name)
@@ -442,22 +448,18 @@ def _mapping(data: Any, path: str, name: str) -> Mapping:
 
 def _dataclass_args(data: Mapping, cls: type, path: str, name: str, keys: dict[str, str] | None = None,
                     nested: tuple[str, ...] = (), int_or_none: tuple[str, ...] = ()) -> dict[str, Any]:
-    """The ``cls`` fields a YAML section holds (``keys`` renames section keys to fields);
-    ConfigError for an unknown key or a mistyped value."""
+    """The ``cls`` fields a YAML section holds (``keys`` renames section keys to fields), each
+    checked against the type of the field's default; ConfigError for an unknown key or a mistyped value."""
     defaults = {f.name: f.default for f in dataclass_fields(cls)}
-    keys = keys or {k: k for k in defaults}
-    out: dict[str, Any] = {}
-    for key, value in data.items():
-        if key in _SAM2_IGNORED or key in nested:
-            continue
-        if key not in keys:
-            raise ConfigError(f"SAM 2 config {name!r}: unknown key {path}.{key}; known: {', '.join(keys)}")
-        field = keys[key]
+
+    def parser(field: str) -> Callable[[Any, str], Any]:
         if field in int_or_none:
-            out[field] = None if value is None else _int(value, f"{path}.{key}")
-        else:
-            out[field] = _typed(value, defaults[field], f"{path}.{key}")
-    return out
+            return lambda value, label: None if value is None else _int(value, label)
+        return lambda value, label: _typed(value, defaults[field], label)
+
+    table = {key: (field, parser(field)) for key, field in (keys or {k: k for k in defaults}).items()}
+    return _fields(data, path, table, (), name, skip=(*_SAM2_IGNORED, *nested), where=f"SAM 2 config {name!r}",
+                   dotted=True)
 
 
 def _plain(data: Any) -> Any:
@@ -539,9 +541,7 @@ def hiera_config_from_section(image_encoder: Mapping, name: str = "sam2", img_si
         trunk = {k: v for k, v in image_encoder["trunk"].items() if k not in _HIERA_IGNORED}
         neck = image_encoder["neck"]
         pe = neck["position_encoding"]
-        unknown = [k for k in trunk if k not in OFFICIAL_HIERA_DEFAULTS]
-        if unknown:
-            raise ConfigError(f"SAM 2 config {name!r}: unknown trunk keys {', '.join(map(repr, unknown))}")
+        _refuse_unknown(trunk, OFFICIAL_HIERA_DEFAULTS, f"SAM 2 config {name!r}", "image_encoder.trunk")
         args = {k: tuple(v) if isinstance(v, list) else v for k, v in {**OFFICIAL_HIERA_DEFAULTS, **trunk}.items()}
         return HieraConfig(
             **args,
