@@ -217,10 +217,11 @@ def main(argv: list[str] | None = None) -> int:
             gc.collect()
     results["load_average_after"] = load_average()
     path = write_results(args.output, results)
-    print(f"\n## Encoder (set_image, {image.shape[0]}x{image.shape[1]} photo, median of {repeats} after {warmup} warm-up)\n")
-    print(table(encoder_table, ENCODER_HEADER))
-    print("\n## Quality guard (against exact fp32)\n")
-    print(table(quality_table, QUALITY_HEADER))
+    if encoder_table:
+        print(f"\n## Encoder (set_image, {image.shape[0]}x{image.shape[1]} photo, median of {repeats} after {warmup} warm-up)\n")
+        print(table(encoder_table, ENCODER_HEADER))
+        print("\n## Quality guard (against exact fp32)\n")
+        print(table(quality_table, QUALITY_HEADER))
     if sam2_table:
         print("\n## SAM 2.1 (benchmarks/sam2_speed.py: against the official sam2 package)\n")
         print(table(sam2_table, sam2_speed.HEADER))
