@@ -152,7 +152,6 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(args.threads)
     from segany import Predictor, load_model
-
     from segany.data.images import load_image
     from segany.registry import SAM2_MODELS
 
