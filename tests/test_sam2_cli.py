@@ -88,6 +88,13 @@ def test_everything_sa1b_and_coco(files: list[str], model: Sam2, image_file: Pat
     assert main([*argv, "-o", str(tmp_path / "fast"), "--fast"]) == 2  # SAM 2 has no fast scoring: a typed error
 
 
+def test_everything_overlay_of_an_image_without_masks(files: list[str], image_file: Path, tmp_path: Path) -> None:
+    """The default thresholds keep no mask of the random model: the overlay is the image itself."""
+    assert main(["everything", str(image_file), *files, "--points-per-side", "4", "--overlay", "-o", str(tmp_path)]) == 0
+    assert json.loads((tmp_path / "scene.png.json").read_text())["annotations"] == []
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "scene.png_overlay.png").convert("RGB")), IMAGE)
+
+
 def _serve(argv: list[str], monkeypatch: pytest.MonkeyPatch, use) -> None:
     """``segany serve ARGV`` with the HTTP server replaced by ``use(client, app)`` (a TestClient)."""
     from fastapi.testclient import TestClient
