@@ -150,7 +150,8 @@ def test_noc_table_has_one_column_per_measured_click_count(max_clicks: int, colu
     """No NaN column for clicks never made (mIoU@5 with --max-clicks 3), no column twice."""
     gt = square(30, 30, 5, 25, 5, 25)
     summary = evaluate(OraclePredictor(gt, needed=2), _one_object_dataset(gt), "noc", max_clicks=max_clicks, progress=False)
-    header, _, row = format_table(summary).splitlines()[1:]
+    header, rule, row = format_table(summary).splitlines()[1:]
+    assert rule.count("---") == header.count("|") - 1 == row.count("|") - 1
     assert header.split(" | ")[4:] == [f"mIoU@{k}" for k in columns[:-1]] + [f"mIoU@{columns[-1]} |"]
     assert "nan" not in row and len(row.split(" | ")) == len(header.split(" | "))
     assert row.split(" | ")[4:] == [f"{summary['miou@k'][k]:.3f}" for k in columns[:-1]] + [f"{summary['miou@k'][columns[-1]]:.3f} |"]

@@ -203,7 +203,7 @@ def format_table(summary: dict[str, Any]) -> str:
     if summary["protocol"] == "noc":
         ks = [str(k) for k in sorted({1, 5, summary["max_clicks"]}) if str(k) in summary["miou@k"]]
         lines.append("| NoC@85 | NoC@90 | NoF@85 | NoF@90 | " + " | ".join(f"mIoU@{k}" for k in ks) + " |")
-        lines.append("| --- |" + " --- |" * (4 + len(ks)))
+        lines.append("|" + " --- |" * (4 + len(ks)))
         cells = [f"{summary['noc@85']:.2f}", f"{summary['noc@90']:.2f}", str(summary["nof@85"]), str(summary["nof@90"]),
                  *(f"{summary['miou@k'][k]:.3f}" for k in ks)]
         lines.append("| " + " | ".join(cells) + " |")
