@@ -22,7 +22,8 @@ from segany.errors import BackendError, ExportError, UnsupportedOperationError  
 from segany.models.sam2 import Sam2, build_sam2  # noqa: E402
 from segany.predict import sam2_predictor, sam2_transforms  # noqa: E402
 from segany.predict.sam2_predictor import Sam2Predictor  # noqa: E402
-from test_sam2_predictor import TINY_YAML, tiny_random_sam2  # noqa: E402
+from test_sam2_predictor import IMG_CASE_NAMES, LOW_RES_TOL, TINY_YAML, _prompts, tiny_random_sam2  # noqa: E402
+from test_sam2_predictor import IOU_TOL as GOLDEN_IOU_TOL  # noqa: E402
 
 LOGIT_TOL = 1e-3  # as tests/test_onnx.py: float32 reordering
 IOU_TOL = 1e-4
@@ -228,8 +229,21 @@ def test_cli_exports_the_golden_sam2(sam2_dir: Path, tiny_sam2_pt: Path, golden_
     spec = {"boxes": [[w * 0.2, h * 0.2, w * 0.7, h * 0.8]], "points": [[w * 0.4, h * 0.5]], "labels": [1]}
     inputs = _decoder_inputs(features, model, photo, spec["points"], spec["labels"], spec["boxes"])
     _check(out, predictor, inputs, _predictor_prompts(spec), multimask=True)
-    print("golden SAM 2.1, onnxruntime backend vs torch:", _backend_differences(
-        segany.Predictor(model, backend="onnxruntime", onnx_dir=out), predictor, photo, _predictor_prompts(spec)))
+    onnx = segany.Predictor(model, backend="onnxruntime", onnx_dir=out)
+    versus_torch = _backend_differences(onnx, predictor, photo, _predictor_prompts(spec))
+    worst = {"low_res": 0.0, "iou": 0.0}
+    for name in IMG_CASE_NAMES:  # the official outputs on the photo, through the onnxruntime backend
+        case = np.load(sam2_dir / f"{name}.npz")
+        if str(case["image_name"]) != "photo":
+            continue
+        _, iou, low = onnx.predict(**_prompts(case), multimask_output=bool(case["multimask_output"]),
+                                   normalize_coords=bool(case["normalize_coords"]))
+        np.testing.assert_allclose(low, case["low_res_masks"], rtol=0, atol=LOW_RES_TOL)
+        np.testing.assert_allclose(iou, case["iou_predictions"], rtol=0, atol=GOLDEN_IOU_TOL)
+        worst = {"low_res": max(worst["low_res"], float(np.abs(low - case["low_res_masks"]).max())),
+                 "iou": max(worst["iou"], float(np.abs(iou - case["iou_predictions"]).max()))}
+    with capsys.disabled():  # the figures for the record (pytest -s)
+        print(f"\ngolden SAM 2.1, onnxruntime backend: vs torch {versus_torch}; vs the official photo cases {worst}")
     assert main(["export", "onnx", *model_args, "--out", str(tmp_path / "folded"), "--fold-preprocessing"]) == 2
     assert "fold_preprocessing is not available for SAM 2" in capsys.readouterr().err
 
