@@ -314,6 +314,12 @@ _HF_FIXED: dict[str, tuple[str, ...]] = {
 _HF_DECODER_EPS = (1e-6, 1e-5)
 
 
+def _refuse_unrepresentable(name: str, field: str, value: Any, only: Any, architecture: str) -> None:
+    """ConfigError unless a transformers field segany's ``architecture`` fixes is absent (None) or ``only``."""
+    if value is not None and (list(value) if isinstance(value, (list, tuple)) else value) != only:
+        raise ConfigError(f"config {name!r}: {field} = {value!r} cannot be represented (segany's {architecture} needs {only!r})")
+
+
 def is_hugging_face_config(data: Mapping[str, Any]) -> bool:
     """Whether a ``config.json`` object is transformers' (its ``model_type`` or sub-configs)."""
     return "model_type" in data or "vision_config" in data
@@ -336,11 +342,7 @@ def hugging_face_config(data: Mapping[str, Any], name: str = "hf_sam") -> SamCon
             raise ConfigError(f"config {name!r}: {section} must be an object")
         values = {**defaults, **{k: v for k, v in given.items() if k in defaults and v is not None}}
         for field in _HF_FIXED[section]:
-            if values[field] != defaults[field]:
-                raise ConfigError(
-                    f"config {name!r}: {section}.{field} = {values[field]!r} cannot be represented "
-                    f"(segany's SAM architecture needs {defaults[field]!r})"
-                )
+            _refuse_unrepresentable(name, f"{section}.{field}", values[field], defaults[field], "SAM architecture")
         sections[section] = values
     vision, prompt, decoder = (sections[k] for k in ("vision_config", "prompt_encoder_config", "mask_decoder_config"))
     width = vision["output_channels"]
@@ -817,10 +819,7 @@ def hugging_face_sam2_config(data: Mapping[str, Any], name: str = "hf_sam2") -> 
     if data.get("model_type") not in HF_SAM2_MODEL_TYPES:
         raise ConfigError(f"config {name!r} is not a transformers SAM 2 config (model_type {data.get('model_type')!r})")
     for (path, field), only in _HF_SAM2_FIXED.items():
-        value = _hf_section(data, path, name).get(field)
-        if value is not None and (list(value) if isinstance(value, (list, tuple)) else value) != only:
-            raise ConfigError(f"config {name!r}: {path}.{field} = {value!r} cannot be represented "
-                              f"(segany's SAM 2 needs {only!r})")
+        _refuse_unrepresentable(name, f"{path}.{field}", _hf_section(data, path, name).get(field), only, "SAM 2")
     vision = _hf_section(data, "vision_config", name)
     trunk = {**_HF_HIERA_DEFAULTS, **{k: v for k, v in _hf_section(data, "vision_config.backbone_config", name).items()
                                       if v is not None}}
@@ -902,8 +901,7 @@ _HF_SAM2_VIDEO_FLAGS: dict[str, str] = {
 def _hf_sam2_video_fields(data: Mapping[str, Any], name: str) -> dict[str, Any]:
     """The :class:`Sam2Config` fields of a transformers ``Sam2VideoConfig``'s memory arguments."""
     for field, only in _HF_SAM2_VIDEO_FIXED.items():
-        if data.get(field, only) != only:
-            raise ConfigError(f"config {name!r}: {field} = {data[field]!r} cannot be represented (segany's SAM 2 needs {only!r})")
+        _refuse_unrepresentable(name, field, data.get(field), only, "SAM 2")
     template = SAM2_MODELS["sam2.1_hiera_t"].config
 
     def get(key: str, default: Any) -> Any:
