@@ -348,6 +348,13 @@ def test_onnxruntime_backend_refuses_bad_options_and_foreign_exports(random_sam2
         Sam2Predictor(random_sam2, backend="onnxruntime", onnx_dir=single_export_dir)
     with pytest.raises(ExportError, match="not a segany ONNX export"):
         Sam2Predictor(random_sam2, backend="onnxruntime", onnx_dir=tmp_path)
+    older = tmp_path / "older"  # an export made before decoder_low_res.onnx existed
+    older.mkdir()
+    manifest = json.loads((export_dir / "segany_onnx.json").read_text())
+    del manifest["files"]["decoder_low_res"]
+    (older / "segany_onnx.json").write_text(json.dumps(manifest))
+    with pytest.raises(ExportError, match="has no decoder_low_res.onnx: export it with `segany export onnx`"):
+        Sam2Predictor(random_sam2, backend="onnxruntime", onnx_dir=older)
     with pytest.raises(ExportError, match="'sam2' export; this model is of the 'sam' family"):
         segany.Predictor(tiny_random_sam, backend="onnxruntime", onnx_dir=export_dir)
     sam1_dir = tmp_path / "sam1"
