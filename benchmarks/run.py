@@ -1,8 +1,9 @@
 """The speed suite: segany against the official SAM / MobileSAM code, in one process, on the same
 seeded random weights (the official model's state dict loaded into segany), same photo, same threads.
 
-    python -m benchmarks.run                      # vit_t, vit_b, vit_l; full modes
+    python -m benchmarks.run                      # vit_t, vit_b, vit_l, sam2.1_hiera_t; full modes
     python -m benchmarks.run --models vit_b --quick
+    python -m benchmarks.run --models sam2.1_hiera_t --quick
     python -m benchmarks.run --models vit_t,vit_b,vit_l,vit_h --compile
 
 Measures, per model: the matmul peak of this machine (fp32, bf16), ``set_image`` latency (median
@@ -12,6 +13,10 @@ peak memory, encoder FLOPs (``torch.utils.flop_counter``) with achieved GFLOP/s 
 the measured peak; decoder latency for ``predict()`` with one point and ``predict_torch()`` with
 1/16/64/256 prompts (masks at the original resolution); and the quality guard of every faster mode
 on real photos (median mask IoU >= 0.99 against exact fp32, max |delta predicted IoU|).
+SAM 2.1 names (``sam2.1_hiera_t``, ``_s``, ``_b+``, ``_l``; CPU) get the rows of
+:mod:`benchmarks.sam2_speed` against the official ``sam2`` package: ``set_image`` fp32 and bf16
+(with its quality guard), one-point ``predict``, 64 box prompts and, unless ``--quick``,
+segment-everything on the filters-off workload.
 Prints markdown tables and writes ``benchmarks/results/speed.json``.
 
 It needs the official packages: started from another interpreter, it re-executes itself with
@@ -32,7 +37,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 BENCH_PYTHON = REPO / ".venv-bench" / "bin" / "python"
 SPEED_PHOTO = "000000005001.jpg"  # 640x480 COCO photo, resized to 1024x768 for the timings
-DEFAULT_MODELS = "vit_t,vit_b,vit_l"
+DEFAULT_MODELS = "vit_t,vit_b,vit_l,sam2.1_hiera_t"
 SEED = 1234
 
 
@@ -49,8 +54,9 @@ def _reexec_in_bench_env() -> None:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--models", default=DEFAULT_MODELS, help=f"comma-separated (default {DEFAULT_MODELS}; vit_h allowed)")
-    parser.add_argument("--quick", action="store_true", help="fp32 and bf16 only, fewer repeats, prompts and photos")
+    parser.add_argument("--models", default=DEFAULT_MODELS, help=f"comma-separated (default {DEFAULT_MODELS}; vit_h and sam2.1_hiera_s/b+/l allowed)")
+    parser.add_argument("--quick", action="store_true",
+                        help="fp32 and bf16 only, fewer repeats, prompts and photos; SAM 2: no segment-everything row")
     parser.add_argument("--compile", action="store_true", help="also time torch.compile of the encoder (slow to compile)")
     parser.add_argument("--all-modes", action="store_true", help="also onnxruntime int8")
     parser.add_argument("--repeats", type=int, default=None, help="timed set_image calls per mode (default 3, quick 1)")
@@ -146,14 +152,19 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(args.threads)
     from segany import Predictor, load_model
+    from segany.data.images import load_image
+    from segany.registry import SAM2_MODELS
 
-    from . import suite_decoder, suite_encoder, suite_quality
+    from . import sam2_speed, suite_decoder, suite_encoder, suite_quality
     from .suite_measure import load_average, matmul_peak
 
     repeats = args.repeats or (1 if args.quick else 3)
     warmup = 1
     device = torch.device(args.device)
     models = [m.strip() for m in args.models.split(",") if m.strip()]
+    sam_models = [m for m in models if m not in SAM2_MODELS]
+    if device.type != "cpu" and len(sam_models) < len(models):
+        sys.exit("the SAM 2 rows (benchmarks/sam2_speed.py) run on CPU only: leave --device at cpu")
     load_before = load_average()
     kinds = {"fp32": torch.float32, "bf16": torch.bfloat16} | ({"fp16": torch.float16} if device.type == "cuda" else {})
     peaks = {kind: matmul_peak(dtype, device) for kind, dtype in kinds.items()}
@@ -165,10 +176,20 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, Any] = {"machine": machine(), "device": describe(device), "peaks_gflops": peaks,
                                "threads": torch.get_num_threads(),
                                "image_size": list(image.shape[:2]), "load_average_before": load_before, "models": {}}
-    encoder_table, quality_table = [], []
+    encoder_table, quality_table, sam2_table = [], [], []
     with tempfile.TemporaryDirectory(prefix="segany-bench-") as tmp:
         for name in models:
             started = time.perf_counter()
+            if name in SAM2_MODELS:
+                options = argparse.Namespace(skip_everything=args.quick, profile=False)
+                small = load_image(SHARED / "data" / "coco_val2017_tiny" / "images" / SPEED_PHOTO)
+                entry = sam2_speed.bench_model(name, image, small, Path(tmp), options, photos=photos)
+                rows = sam2_speed.result_rows(name, entry)
+                sam2_table += rows
+                print(table(rows, sam2_speed.HEADER), flush=True)
+                results["models"][name] = {**entry, "seconds": time.perf_counter() - started}
+                gc.collect()
+                continue
             official = build_official(name, SEED)
             model = load_model(name, checkpoint=save_checkpoint(official, Path(tmp), name), device=device)
             official = official.to(device)
@@ -178,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
             encoder_table += encoder_rows(name, encoder)
             print(table(encoder_rows(name, encoder), ENCODER_HEADER), flush=True)
             entry: dict[str, Any] = {"modes": list(predictors), "encoder": encoder}
-            if name == args.decoder_model or (args.decoder_model not in models and name == models[0]):
+            if name == args.decoder_model or (args.decoder_model not in sam_models and name == sam_models[0]):
                 contenders = {k: predictors[k] for k in ("official", "fp32", "onnxruntime") if k in predictors}
                 batches = [1, 16, 64] if args.quick else [1, 16, 64, 256]
                 entry["decoder"] = suite_decoder.run(contenders, image.shape[:2], batches, args.quick, device)
@@ -195,10 +216,14 @@ def main(argv: list[str] | None = None) -> int:
             gc.collect()
     results["load_average_after"] = load_average()
     path = write_results(args.output, results)
-    print(f"\n## Encoder (set_image, {image.shape[0]}x{image.shape[1]} photo, median of {repeats} after {warmup} warm-up)\n")
-    print(table(encoder_table, ENCODER_HEADER))
-    print("\n## Quality guard (against exact fp32)\n")
-    print(table(quality_table, QUALITY_HEADER))
+    if encoder_table:
+        print(f"\n## Encoder (set_image, {image.shape[0]}x{image.shape[1]} photo, median of {repeats} after {warmup} warm-up)\n")
+        print(table(encoder_table, ENCODER_HEADER))
+        print("\n## Quality guard (against exact fp32)\n")
+        print(table(quality_table, QUALITY_HEADER))
+    if sam2_table:
+        print("\n## SAM 2.1 (benchmarks/sam2_speed.py: against the official sam2 package)\n")
+        print(table(sam2_table, sam2_speed.HEADER))
     print(f"\nload average {load_before:.2f} before, {results['load_average_after']:.2f} after; results: {path}")
     return 0
 

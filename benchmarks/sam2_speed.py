@@ -43,6 +43,7 @@ from benchmarks.suite_measure import count_flops, interleaved, load_average, med
 SEED = 1234
 PHOTOS = SHARED / "data" / "coco_val2017_tiny" / "images"
 REPEATS = {"set_image": 3, "predict-1": 10, "boxes-64": 3, "everything": 1}
+HEADER = ["model", "workload", "official s", "segany s", "vs official"]
 
 
 def build_official_sam2(name: str, seed: int) -> torch.nn.Module:
@@ -82,7 +83,10 @@ def time_pair(calls: dict[str, Callable[[], Any]], repeats: int) -> dict[str, fl
         return {k: median(v) for k, v in interleaved(calls, repeats=repeats, warmup=1).items()}
 
 
-def bench_model(name: str, image: np.ndarray, small: np.ndarray, folder: Path, args: argparse.Namespace) -> dict[str, Any]:
+def bench_model(name: str, image: np.ndarray, small: np.ndarray, folder: Path, args: argparse.Namespace,
+                photos: list[np.ndarray] | None = None) -> dict[str, Any]:
+    """Every workload of the module docstring for SAM 2.1 ``name``; ``photos``: the quality guard's
+    (default: the suite's four). ``args``: ``skip_everything``, ``profile``."""
     from sam2.automatic_mask_generator import SAM2AutomaticMaskGenerator
     from sam2.sam2_image_predictor import SAM2ImagePredictor
 
@@ -118,7 +122,8 @@ def bench_model(name: str, image: np.ndarray, small: np.ndarray, folder: Path, a
         _, iou, low = ours.predict(box=prompts, multimask_output=False)
     parity["boxes-64 low_res_logits_max_abs"] = float(np.abs(ref_low - low).max())
     parity["boxes-64 iou_max_abs"] = float(np.abs(ref_iou - iou).max())
-    guard = suite_quality.run(ours, {"bf16": quick}, suite_quality.load_photos(PHOTOS))["bf16"]
+    photos = suite_quality.load_photos(PHOTOS) if photos is None else photos
+    guard = suite_quality.run(ours, {"bf16": quick}, photos)["bf16"]
     print(f"  {name} bf16 quality guard: {guard}", flush=True)
     counts = {}
     if not args.skip_everything:
@@ -139,6 +144,12 @@ def bench_model(name: str, image: np.ndarray, small: np.ndarray, folder: Path, a
         counts = {k: len(v) for k, v in outputs.items()}
     profile = encoder_profile(ours_model, x) if args.profile else None
     return {"rows": rows, "flops": flops, "parity": parity, "bf16_guard": guard, "everything_masks": counts, "profile": profile}
+
+
+def result_rows(name: str, entry: dict[str, Any]) -> list[list[str]]:
+    """Table rows (:data:`HEADER`) of one :func:`bench_model` result."""
+    return [[name, workload, f"{times['official']:.3f}", f"{times['segany']:.3f}",
+             f"{times['official'] / times['segany']:.2f}x"] for workload, times in entry["rows"].items()]
 
 
 def encoder_profile(model: Any, x: torch.Tensor, top: int = 15) -> str:
@@ -174,9 +185,7 @@ def main(argv: list[str] | None = None) -> int:
         for name in filter(None, (m.strip() for m in args.models.split(","))):
             entry = bench_model(name, image, small, Path(tmp), args)
             results["models"][name] = entry
-            for workload, times in entry["rows"].items():
-                out_rows.append([name, workload, f"{times['official']:.3f}", f"{times['segany']:.3f}",
-                                 f"{times['official'] / times['segany']:.2f}x"])
+            out_rows += result_rows(name, entry)
             print(f"{name}: encoder GFLOP official {entry['flops']['official'] / 1e9:.1f}, "
                   f"segany {entry['flops']['segany'] / 1e9:.1f}; parity {entry['parity']}; "
                   f"everything masks {entry['everything_masks']}", flush=True)
@@ -184,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(entry["profile"], flush=True)
     results["load_average_after"] = load_average()
     path = write_results(args.output, results)
-    print(table(out_rows, ["model", "workload", "official s", "segany s", "vs official"]))
+    print(table(out_rows, HEADER))
     print(f"\nload average {load_before:.2f} before, {results['load_average_after']:.2f} after; results: {path}")
     return 0
 

@@ -111,6 +111,47 @@ def small_image(golden: Path) -> np.ndarray:
     return np.load(golden / "sam_small_point_multimask.npz")["image"]
 
 
+# -- SAM 2.1: the golden tiny checkpoint (official YAML + xz-compressed official .pt) and a random tiny one
+
+
+@pytest.fixture(scope="session")
+def sam2_dir(golden: Path) -> Path:
+    return golden / "sam2"
+
+
+@pytest.fixture(scope="session")
+def tiny_sam2_pt(sam2_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The golden tiny SAM 2.1 checkpoint, decompressed once for the session."""
+    import lzma
+    import shutil
+
+    path = tmp_path_factory.mktemp("sam2pred") / "tiny_sam2.1.pt"
+    with lzma.open(sam2_dir / "tiny_sam2.1.pt.xz") as src, path.open("wb") as dst:
+        shutil.copyfileobj(src, dst)
+    return path
+
+
+@pytest.fixture(scope="session")
+def golden_sam2(sam2_dir: Path, tiny_sam2_pt: Path):
+    from segany import load_model
+
+    return load_model(sam2_dir / "sam2.1_hiera_golden_tiny.yaml", checkpoint=tiny_sam2_pt)
+
+
+@pytest.fixture(scope="session")
+def sam2_images(sam2_dir: Path) -> dict[str, np.ndarray]:
+    with np.load(sam2_dir / "images.npz") as data:
+        return {name: data[name] for name in ("photo", "small", "wide")}
+
+
+@pytest.fixture(scope="session")
+def tiny_sam2_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A seeded random tiny SAM 2.1 as (official YAML, ``{"model": state_dict}`` .pt): no shared folder needed."""
+    from tiny_models import save_tiny_sam2
+
+    return save_tiny_sam2(tmp_path_factory.mktemp("tiny_sam2"))
+
+
 @pytest.fixture
 def claimed_size_png():
     """Write a tiny valid PNG whose header claims ``width`` x ``height`` (IHDR patched, CRC fixed)."""

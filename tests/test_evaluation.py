@@ -9,7 +9,7 @@ from PIL import Image
 
 from segany.cli import main
 from segany.data.datasets import Dataset, Sample, Target, open_dataset
-from segany.evaluation import evaluate, iou, miou_at, next_click_ritm, next_click_sam, noc, nof
+from segany.evaluation import evaluate, format_table, iou, miou_at, next_click_ritm, next_click_sam, noc, nof
 from segany.evaluation.clicker import inner_distance
 from segany.evaluation.protocols import gt_box
 from tiny_models import model_args
@@ -143,6 +143,18 @@ def test_sam_and_box_protocols_bookkeeping():
     assert summary["miou@k"]["1"] == 0.0 and summary["miou@k"]["2"] == 1.0 and summary["noc@90"] is None
     summary = evaluate(OraclePredictor(gt, needed=1), _one_object_dataset(gt), "box", progress=False)
     assert summary["miou@k"] == {"1": 1.0} and summary["objects"][0]["box"] == [5, 5, 24, 24]
+
+
+@pytest.mark.parametrize(("max_clicks", "columns"), [(3, ["1", "3"]), (5, ["1", "5"]), (1, ["1"]), (20, ["1", "5", "20"])])
+def test_noc_table_has_one_column_per_measured_click_count(max_clicks: int, columns: list[str]) -> None:
+    """No NaN column for clicks never made (mIoU@5 with --max-clicks 3), no column twice."""
+    gt = square(30, 30, 5, 25, 5, 25)
+    summary = evaluate(OraclePredictor(gt, needed=2), _one_object_dataset(gt), "noc", max_clicks=max_clicks, progress=False)
+    header, rule, row = format_table(summary).splitlines()[1:]
+    assert rule.count("---") == header.count("|") - 1 == row.count("|") - 1
+    assert header.split(" | ")[4:] == [f"mIoU@{k}" for k in columns[:-1]] + [f"mIoU@{columns[-1]} |"]
+    assert "nan" not in row and len(row.split(" | ")) == len(header.split(" | "))
+    assert row.split(" | ")[4:] == [f"{summary['miou@k'][k]:.3f}" for k in columns[:-1]] + [f"{summary['miou@k'][columns[-1]]:.3f} |"]
 
 
 # --- segany eval end to end -------------------------------------------------------------------------

@@ -98,7 +98,7 @@ def _tiny_section(golden: Path) -> dict:
 @pytest.mark.parametrize("edit, message", [
     (lambda m: m.update(num_maskmem="7"), "num_maskmem"),
     (lambda m: m.update(use_high_res_features_in_sam=1), "use_high_res_features_in_sam"),
-    (lambda m: m.update(unknown_flag=True), "unknown key model.unknown_flag"),
+    (lambda m: m.update(unknown_flag=True), "unknown keys model.unknown_flag"),
     (lambda m: m["memory_attention"]["layer"].update(cross_attention={"_target_": "my.Attention"}), "my.Attention"),
     (lambda m: m["memory_encoder"]["fuser"]["layer"].update(kernel=7), "memory_encoder.fuser.layer.kernel"),
     (lambda m: m["image_encoder"]["neck"].pop("d_model"), "d_model"),

@@ -1,7 +1,9 @@
-"""ONNX export of SAM 2.1 (encoder.onnx + decoder.onnx) run with onnxruntime against the torch
-``Sam2Predictor``: a tiny random SAM 2 (no shared folder needed) and the golden tiny SAM 2.1 through the CLI."""
+"""ONNX export of SAM 2.1 (encoder.onnx + decoder.onnx + decoder_low_res.onnx) run with onnxruntime
+against the torch ``Sam2Predictor``, and ``Sam2Predictor(backend="onnxruntime")``: a tiny random SAM 2
+(no shared folder needed) and the golden tiny SAM 2.1 through the CLI."""
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -12,14 +14,16 @@ import torch
 pytest.importorskip("onnxruntime")
 import onnxruntime as ort  # noqa: E402
 
+import segany  # noqa: E402
 from segany.cli import main  # noqa: E402
 from segany.deploy import onnx as deploy_onnx  # noqa: E402
 from segany.deploy.onnx import export_onnx  # noqa: E402
-from segany.errors import UnsupportedOperationError  # noqa: E402
-from segany.models.sam2 import Sam2  # noqa: E402
+from segany.errors import BackendError, ExportError, UnsupportedOperationError  # noqa: E402
+from segany.models.sam2 import Sam2, build_sam2  # noqa: E402
 from segany.predict import sam2_predictor, sam2_transforms  # noqa: E402
 from segany.predict.sam2_predictor import Sam2Predictor  # noqa: E402
-from test_sam2_predictor import TINY_YAML, tiny_random_sam2  # noqa: E402
+from test_sam2_predictor import IMG_CASE_NAMES, LOW_RES_TOL, TINY_YAML, _prompts, tiny_random_sam2  # noqa: E402
+from test_sam2_predictor import IOU_TOL as GOLDEN_IOU_TOL  # noqa: E402
 
 LOGIT_TOL = 1e-3  # as tests/test_onnx.py: float32 reordering
 IOU_TOL = 1e-4
@@ -136,7 +140,10 @@ def test_signature_and_manifest(export_dir: Path, random_sam2: Sam2) -> None:
     assert all(isinstance(d, str) for d in inputs["point_coords"].shape[:2])  # batch and points dynamic
     manifest = json.loads((export_dir / "segany_onnx.json").read_text())
     assert manifest["family"] == "sam2" and manifest["model"] == random_sam2.config.name
-    assert set(manifest["files"]) == {"encoder", "decoder"}
+    assert set(manifest["files"]) == {"encoder", "decoder", "decoder_low_res"}
+    low_res = _session(export_dir / "decoder_low_res.onnx")
+    assert [i.name for i in low_res.get_inputs()] == [i.name for i in decoder.get_inputs()][:-1]
+    assert [o.name for o in low_res.get_outputs()] == ["iou_predictions", "low_res_masks"]
     # deploy sits below predict: its copies of the predictor's constants must agree
     assert deploy_onnx.SAM2_LOW_RES_CLAMP == sam2_predictor.LOW_RES_CLAMP
     assert (deploy_onnx.SAM2_PIXEL_MEAN, deploy_onnx.SAM2_PIXEL_STD) == (sam2_transforms.SAM2_PIXEL_MEAN,
@@ -203,24 +210,16 @@ def test_prompts_exercise_the_stability_fallback(predictor: Sam2Predictor) -> No
     assert predictor.model.sam_mask_decoder.dynamic_multimask_via_stability and fallbacks > 0
 
 
-def test_cli_exports_the_golden_sam2(golden: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_exports_the_golden_sam2(sam2_dir: Path, tiny_sam2_pt: Path, golden_sam2: Sam2,
+                                    sam2_images: dict[str, np.ndarray], tmp_path: Path,
+                                    capsys: pytest.CaptureFixture[str]) -> None:
     """``segany export onnx --model YAML --checkpoint PT`` on the golden tiny SAM 2.1 (1024 px): its
-    decoder on the golden photo equals the predictor, which has golden parity (tests/test_sam2_predictor.py)."""
-    import lzma
-    import shutil
-
-    import segany
-
-    sam2_dir = golden / "sam2"
-    checkpoint = tmp_path / "tiny_sam2.1.pt"
-    with lzma.open(sam2_dir / "tiny_sam2.1.pt.xz") as src, checkpoint.open("wb") as dst:
-        shutil.copyfileobj(src, dst)
+    decoder on the golden photo equals the predictor, which has golden parity (tests/test_sam2_predictor.py),
+    and so does ``segany.Predictor(model, backend="onnxruntime", onnx_dir=...)`` on the export."""
     out = tmp_path / "onnx"
-    model_args = ["--model", str(sam2_dir / TINY_YAML), "--checkpoint", str(checkpoint)]
+    model_args = ["--model", str(sam2_dir / TINY_YAML), "--checkpoint", str(tiny_sam2_pt)]
     assert main(["export", "onnx", *model_args, "--out", str(out)]) == 0
-    model = segany.load_model(sam2_dir / TINY_YAML, checkpoint=checkpoint)
-    with np.load(sam2_dir / "images.npz") as data:
-        photo = data["photo"]
+    model, photo = golden_sam2, sam2_images["photo"]
     predictor = Sam2Predictor(model)
     predictor.set_image(photo)
     features = _encode(out, model, photo)
@@ -230,6 +229,21 @@ def test_cli_exports_the_golden_sam2(golden: Path, tmp_path: Path, capsys: pytes
     spec = {"boxes": [[w * 0.2, h * 0.2, w * 0.7, h * 0.8]], "points": [[w * 0.4, h * 0.5]], "labels": [1]}
     inputs = _decoder_inputs(features, model, photo, spec["points"], spec["labels"], spec["boxes"])
     _check(out, predictor, inputs, _predictor_prompts(spec), multimask=True)
+    onnx = segany.Predictor(model, backend="onnxruntime", onnx_dir=out)
+    versus_torch = _backend_differences(onnx, predictor, photo, _predictor_prompts(spec))
+    worst = {"low_res": 0.0, "iou": 0.0}
+    for name in IMG_CASE_NAMES:  # the official outputs on the photo, through the onnxruntime backend
+        case = np.load(sam2_dir / f"{name}.npz")
+        if str(case["image_name"]) != "photo":
+            continue
+        _, iou, low = onnx.predict(**_prompts(case), multimask_output=bool(case["multimask_output"]),
+                                   normalize_coords=bool(case["normalize_coords"]))
+        np.testing.assert_allclose(low, case["low_res_masks"], rtol=0, atol=LOW_RES_TOL)
+        np.testing.assert_allclose(iou, case["iou_predictions"], rtol=0, atol=GOLDEN_IOU_TOL)
+        worst = {"low_res": max(worst["low_res"], float(np.abs(low - case["low_res_masks"]).max())),
+                 "iou": max(worst["iou"], float(np.abs(iou - case["iou_predictions"]).max()))}
+    with capsys.disabled():  # the figures for the record (pytest -s)
+        print(f"\ngolden SAM 2.1, onnxruntime backend: vs torch {versus_torch}; vs the official photo cases {worst}")
     assert main(["export", "onnx", *model_args, "--out", str(tmp_path / "folded"), "--fold-preprocessing"]) == 2
     assert "fold_preprocessing is not available for SAM 2" in capsys.readouterr().err
 
@@ -252,3 +266,101 @@ def test_fold_preprocessing_is_a_typed_error(random_sam2: Sam2, tmp_path: Path) 
     with pytest.raises(UnsupportedOperationError, match="preprocess_image"):
         export_onnx(random_sam2, tmp_path, fold_preprocessing=True)
     assert not (tmp_path / "segany_onnx.json").exists()
+
+
+# --- Sam2Predictor(backend="onnxruntime") -----------------------------------------------------------
+
+
+def _backend_differences(onnx: Sam2Predictor, reference: Sam2Predictor, image: np.ndarray, prompts: dict,
+                         ) -> dict[str, float]:
+    """Max differences of the onnxruntime predictor from the torch one on ``image`` (both multimask
+    settings); fails outside the tolerances. Masks may differ only where |logit| <= LOGIT_TOL."""
+    onnx.set_image(image)
+    worst = {"features": max(float((a - b).abs().max()) for a, b in zip(onnx.image_features().maps,
+                                                                        reference.image_features().maps))}
+    assert worst["features"] <= EMBED_TOL
+    for multimask in (True, False):
+        logits, iou, low = onnx.predict(**prompts, multimask_output=multimask, return_logits=True)
+        ref_logits, ref_iou, ref_low = reference.predict(**prompts, multimask_output=multimask, return_logits=True)
+        assert logits.shape == ref_logits.shape and iou.shape == ref_iou.shape and low.shape == ref_low.shape
+        differ = (logits > 0) != (ref_logits > 0)
+        assert not (differ & (np.abs(ref_logits) > LOGIT_TOL)).any()
+        for key, value in (("logits", np.abs(logits - ref_logits).max()), ("iou", np.abs(iou - ref_iou).max()),
+                           ("low_res", np.abs(low - ref_low).max())):
+            worst[key] = max(worst.get(key, 0.0), float(value))
+    assert worst["logits"] <= LOGIT_TOL and worst["low_res"] <= LOGIT_TOL and worst["iou"] <= IOU_TOL
+    return worst
+
+
+@pytest.fixture(scope="module")
+def onnx_predictor(random_sam2: Sam2, export_dir: Path) -> Sam2Predictor:
+    predictor = segany.Predictor(random_sam2, backend="onnxruntime", onnx_dir=export_dir)
+    assert isinstance(predictor, Sam2Predictor) and predictor.backend == "onnxruntime"
+    return predictor
+
+
+@pytest.mark.parametrize("case", list(PROMPTS))
+def test_onnxruntime_backend_matches_torch(onnx_predictor: Sam2Predictor, predictor: Sam2Predictor,
+                                           case: str) -> None:
+    """Every prompt kind, multimask and single (the dynamic fallback in torch on the graph's four tokens)."""
+    diffs = _backend_differences(onnx_predictor, predictor, IMAGE, _predictor_prompts(PROMPTS[case]))
+    print(f"{case}: {diffs}")
+
+
+def test_onnxruntime_backend_mask_input_batch_and_generator(onnx_predictor: Sam2Predictor, predictor: Sam2Predictor,
+                                                            random_sam2: Sam2) -> None:
+    onnx_predictor.set_image(IMAGE)
+    _, iou, low = predictor.predict(np.array([[10.0, 20.0]]), np.array([1]))
+    follow_up = {"point_coords": np.array([[40.0, 25.0]]), "point_labels": np.array([1]), "mask_input": low[np.argmax(iou)][None]}
+    _backend_differences(onnx_predictor, predictor, IMAGE, follow_up)
+    images = [IMAGE, IMAGE[:30, :40].copy()]
+    onnx_predictor.set_image_batch(images)
+    reference = Sam2Predictor(random_sam2)
+    reference.set_image_batch(images)
+    points = [np.array([[10.0, 20.0]]), np.array([[5.0, 5.0]])]
+    labels = [np.array([1]), np.array([1])]
+    for ours, ref in zip(onnx_predictor.predict_batch(points, labels)[2], reference.predict_batch(points, labels)[2]):
+        np.testing.assert_allclose(ours, ref, rtol=0, atol=LOGIT_TOL)
+    from segany.amg.sam2_generator import Sam2MaskGenerator
+
+    options = {"points_per_side": 4, "pred_iou_thresh": 0.0, "stability_score_thresh": 0.0, "box_nms_thresh": 1.0}
+    ours = Sam2MaskGenerator(onnx_predictor, **options).generate(IMAGE)
+    ref = Sam2MaskGenerator(Sam2Predictor(random_sam2), **options).generate(IMAGE)
+    assert len(ours) == len(ref) == 48
+    assert max(abs(a["predicted_iou"] - b["predicted_iou"]) for a, b in zip(ours, ref)) <= IOU_TOL
+
+
+def test_onnxruntime_backend_exports_on_the_fly(random_sam2: Sam2, predictor: Sam2Predictor) -> None:
+    _backend_differences(segany.Predictor(random_sam2, backend="onnxruntime"), predictor, IMAGE,
+                         _predictor_prompts(PROMPTS["box_point"]))
+
+
+def test_onnxruntime_backend_refuses_bad_options_and_foreign_exports(random_sam2: Sam2, export_dir: Path,
+                                                                     single_export_dir: Path, tmp_path: Path,
+                                                                     tiny_random_sam) -> None:
+    with pytest.raises(BackendError, match="backend must be one of torch, onnxruntime"):
+        Sam2Predictor(random_sam2, backend="tensorrt")
+    with pytest.raises(BackendError, match="float32"):
+        Sam2Predictor(random_sam2, backend="onnxruntime", dtype="bf16")
+    with pytest.raises(BackendError, match="onnx_dir is only used"):
+        Sam2Predictor(random_sam2, onnx_dir=export_dir)
+    with pytest.raises(ExportError, match="encoder.onnx"):  # exported with encoder=False
+        Sam2Predictor(random_sam2, backend="onnxruntime", onnx_dir=single_export_dir)
+    with pytest.raises(ExportError, match="not a segany ONNX export"):
+        Sam2Predictor(random_sam2, backend="onnxruntime", onnx_dir=tmp_path)
+    older = tmp_path / "older"  # an export made before decoder_low_res.onnx existed
+    older.mkdir()
+    manifest = json.loads((export_dir / "segany_onnx.json").read_text())
+    del manifest["files"]["decoder_low_res"]
+    (older / "segany_onnx.json").write_text(json.dumps(manifest))
+    with pytest.raises(ExportError, match="has no decoder_low_res.onnx: export it with `segany export onnx`"):
+        Sam2Predictor(random_sam2, backend="onnxruntime", onnx_dir=older)
+    with pytest.raises(ExportError, match="'sam2' export; this model is of the 'sam' family"):
+        segany.Predictor(tiny_random_sam, backend="onnxruntime", onnx_dir=export_dir)
+    sam1_dir = tmp_path / "sam1"
+    export_onnx(tiny_random_sam, sam1_dir, encoder=False)
+    with pytest.raises(ExportError, match="'sam' export; this model is of the 'sam2' family"):
+        Sam2Predictor(random_sam2, backend="onnxruntime", onnx_dir=sam1_dir)
+    other = dataclasses.replace(random_sam2.config, name="other_sam2")
+    with pytest.raises(BackendError, match="of model 'tiny_random_sam2', not 'other_sam2'"):
+        Sam2Predictor(build_sam2(other), backend="onnxruntime", onnx_dir=export_dir)

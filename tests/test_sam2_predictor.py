@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import lzma
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -49,30 +47,6 @@ IMG_CASE_NAMES = [
 ]
 # README "How a test should compare"
 LOW_RES_TOL, IOU_TOL, MASK_LOGIT_BAND = 1e-3, 1e-5, 1e-3
-
-
-@pytest.fixture(scope="session")
-def sam2_dir(golden: Path) -> Path:
-    return golden / "sam2"
-
-
-@pytest.fixture(scope="session")
-def tiny_sam2_pt(sam2_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("sam2pred") / "tiny_sam2.1.pt"
-    with lzma.open(sam2_dir / "tiny_sam2.1.pt.xz") as src, path.open("wb") as dst:
-        shutil.copyfileobj(src, dst)
-    return path
-
-
-@pytest.fixture(scope="session")
-def golden_sam2(sam2_dir: Path, tiny_sam2_pt: Path) -> Sam2:
-    return segany.load_model(sam2_dir / TINY_YAML, checkpoint=tiny_sam2_pt)
-
-
-@pytest.fixture(scope="session")
-def sam2_images(sam2_dir: Path) -> dict[str, np.ndarray]:
-    with np.load(sam2_dir / "images.npz") as data:
-        return {name: data[name] for name in ("photo", "small", "wide")}
 
 
 @pytest.fixture(scope="session")

@@ -14,7 +14,7 @@ names checked, never imported) or from its flat ``{"model.dotted.key": value}`` 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, replace
 from dataclasses import fields as dataclass_fields
 from pathlib import Path
@@ -186,18 +186,29 @@ _SAM_KEYS: dict[str, tuple[str, Any]] = {
 }
 
 
-def _fields(args: Any, section: str, keys: dict[str, tuple[str, Any]], required: tuple[str, ...], name: str) -> dict[str, Any]:
-    """The dataclass fields that a JSON section holds; ConfigError for a missing, unknown or mistyped key."""
+def _refuse_unknown(section: Mapping, known: Collection[str], where: str, path: str | None = None) -> None:
+    """ConfigError naming the keys of ``section`` not in ``known`` (by dotted ``path`` when given)."""
+    unknown = [k for k in section if k not in known]
+    if unknown:
+        names = [f"{path}.{k}" for k in unknown] if path else [repr(k) for k in unknown]
+        raise ConfigError(f"{where}: unknown keys {', '.join(names)}; known: {', '.join(known)}")
+
+
+def _fields(args: Any, section: str, keys: Mapping[str, tuple[str, Callable[[Any, str], Any]]],
+            required: tuple[str, ...], name: str, *, skip: Collection[str] = (), where: str | None = None,
+            dotted: bool = False) -> dict[str, Any]:
+    """The dataclass fields that a config section holds, each read by its parser (``keys``: section
+    key → (field, parser(value, label))); ``skip``: keys read elsewhere or ignored; ``dotted``:
+    values and unknown keys are named by their dotted path (nested YAML). ConfigError for a
+    missing, unknown or mistyped key."""
     if not isinstance(args, Mapping):
         raise ConfigError(f"{section} of {name!r} must be an object, got {args!r}")
     missing = [k for k in required if k not in args]
     if missing:
         raise ConfigError(f"{section} of {name!r} lacks {', '.join(missing)}")
-    unknown = [k for k in args if k not in keys]
-    if unknown:
-        raise ConfigError(f"{section} of {name!r} has unknown keys {', '.join(map(repr, unknown))}; "
-                          f"known: {', '.join(keys)}")
-    return {keys[k][0]: keys[k][1](v, k) for k, v in args.items()}
+    given = {k: v for k, v in args.items() if k not in skip}
+    _refuse_unknown(given, keys, where or f"{section} of {name!r}", section if dotted else None)
+    return {keys[k][0]: keys[k][1](v, f"{section}.{k}" if dotted else k) for k, v in given.items()}
 
 
 def config_from_dict(data: dict, name: str = "custom") -> SamConfig:
@@ -267,12 +278,7 @@ def resolve_config(name_or_config: NameOrConfig) -> SamConfig:
 
 def _config_file(path: Path, name: str) -> SamConfig:
     """The config held by a JSON file (segany's builder arguments or transformers' SamConfig)."""
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"model config file {path} does not exist") from None
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ConfigError(f"model config file {path} is not valid JSON: {exc}") from None
+    data = _read_document(path)
     if not isinstance(data, dict):
         raise ConfigError(f"model config file {path} must hold a JSON object")
     return config_from_dict(data, name=name)
@@ -308,6 +314,12 @@ _HF_FIXED: dict[str, tuple[str, ...]] = {
 _HF_DECODER_EPS = (1e-6, 1e-5)
 
 
+def _refuse_unrepresentable(name: str, field: str, value: Any, only: Any, architecture: str) -> None:
+    """ConfigError unless a transformers field segany's ``architecture`` fixes is absent (None) or ``only``."""
+    if value is not None and (list(value) if isinstance(value, (list, tuple)) else value) != only:
+        raise ConfigError(f"config {name!r}: {field} = {value!r} cannot be represented (segany's {architecture} needs {only!r})")
+
+
 def is_hugging_face_config(data: Mapping[str, Any]) -> bool:
     """Whether a ``config.json`` object is transformers' (its ``model_type`` or sub-configs)."""
     return "model_type" in data or "vision_config" in data
@@ -330,11 +342,7 @@ def hugging_face_config(data: Mapping[str, Any], name: str = "hf_sam") -> SamCon
             raise ConfigError(f"config {name!r}: {section} must be an object")
         values = {**defaults, **{k: v for k, v in given.items() if k in defaults and v is not None}}
         for field in _HF_FIXED[section]:
-            if values[field] != defaults[field]:
-                raise ConfigError(
-                    f"config {name!r}: {section}.{field} = {values[field]!r} cannot be represented "
-                    f"(segany's SAM architecture needs {defaults[field]!r})"
-                )
+            _refuse_unrepresentable(name, f"{section}.{field}", values[field], defaults[field], "SAM architecture")
         sections[section] = values
     vision, prompt, decoder = (sections[k] for k in ("vision_config", "prompt_encoder_config", "mask_decoder_config"))
     width = vision["output_channels"]
@@ -442,22 +450,18 @@ def _mapping(data: Any, path: str, name: str) -> Mapping:
 
 def _dataclass_args(data: Mapping, cls: type, path: str, name: str, keys: dict[str, str] | None = None,
                     nested: tuple[str, ...] = (), int_or_none: tuple[str, ...] = ()) -> dict[str, Any]:
-    """The ``cls`` fields a YAML section holds (``keys`` renames section keys to fields);
-    ConfigError for an unknown key or a mistyped value."""
+    """The ``cls`` fields a YAML section holds (``keys`` renames section keys to fields), each
+    checked against the type of the field's default; ConfigError for an unknown key or a mistyped value."""
     defaults = {f.name: f.default for f in dataclass_fields(cls)}
-    keys = keys or {k: k for k in defaults}
-    out: dict[str, Any] = {}
-    for key, value in data.items():
-        if key in _SAM2_IGNORED or key in nested:
-            continue
-        if key not in keys:
-            raise ConfigError(f"SAM 2 config {name!r}: unknown key {path}.{key}; known: {', '.join(keys)}")
-        field = keys[key]
+
+    def parser(field: str) -> Callable[[Any, str], Any]:
         if field in int_or_none:
-            out[field] = None if value is None else _int(value, f"{path}.{key}")
-        else:
-            out[field] = _typed(value, defaults[field], f"{path}.{key}")
-    return out
+            return lambda value, label: None if value is None else _int(value, label)
+        return lambda value, label: _typed(value, defaults[field], label)
+
+    table = {key: (field, parser(field)) for key, field in (keys or {k: k for k in defaults}).items()}
+    return _fields(data, path, table, (), name, skip=(*_SAM2_IGNORED, *nested), where=f"SAM 2 config {name!r}",
+                   dotted=True)
 
 
 def _plain(data: Any) -> Any:
@@ -539,9 +543,7 @@ def hiera_config_from_section(image_encoder: Mapping, name: str = "sam2", img_si
         trunk = {k: v for k, v in image_encoder["trunk"].items() if k not in _HIERA_IGNORED}
         neck = image_encoder["neck"]
         pe = neck["position_encoding"]
-        unknown = [k for k in trunk if k not in OFFICIAL_HIERA_DEFAULTS]
-        if unknown:
-            raise ConfigError(f"SAM 2 config {name!r}: unknown trunk keys {', '.join(map(repr, unknown))}")
+        _refuse_unknown(trunk, OFFICIAL_HIERA_DEFAULTS, f"SAM 2 config {name!r}", "image_encoder.trunk")
         args = {k: tuple(v) if isinstance(v, list) else v for k, v in {**OFFICIAL_HIERA_DEFAULTS, **trunk}.items()}
         return HieraConfig(
             **args,
@@ -817,10 +819,7 @@ def hugging_face_sam2_config(data: Mapping[str, Any], name: str = "hf_sam2") -> 
     if data.get("model_type") not in HF_SAM2_MODEL_TYPES:
         raise ConfigError(f"config {name!r} is not a transformers SAM 2 config (model_type {data.get('model_type')!r})")
     for (path, field), only in _HF_SAM2_FIXED.items():
-        value = _hf_section(data, path, name).get(field)
-        if value is not None and (list(value) if isinstance(value, (list, tuple)) else value) != only:
-            raise ConfigError(f"config {name!r}: {path}.{field} = {value!r} cannot be represented "
-                              f"(segany's SAM 2 needs {only!r})")
+        _refuse_unrepresentable(name, f"{path}.{field}", _hf_section(data, path, name).get(field), only, "SAM 2")
     vision = _hf_section(data, "vision_config", name)
     trunk = {**_HF_HIERA_DEFAULTS, **{k: v for k, v in _hf_section(data, "vision_config.backbone_config", name).items()
                                       if v is not None}}
@@ -902,8 +901,7 @@ _HF_SAM2_VIDEO_FLAGS: dict[str, str] = {
 def _hf_sam2_video_fields(data: Mapping[str, Any], name: str) -> dict[str, Any]:
     """The :class:`Sam2Config` fields of a transformers ``Sam2VideoConfig``'s memory arguments."""
     for field, only in _HF_SAM2_VIDEO_FIXED.items():
-        if data.get(field, only) != only:
-            raise ConfigError(f"config {name!r}: {field} = {data[field]!r} cannot be represented (segany's SAM 2 needs {only!r})")
+        _refuse_unrepresentable(name, field, data.get(field), only, "SAM 2")
     template = SAM2_MODELS["sam2.1_hiera_t"].config
 
     def get(key: str, default: Any) -> Any:

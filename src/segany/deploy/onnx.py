@@ -37,7 +37,10 @@ SAM 2 / 2.1 models (:class:`~segany.models.sam2.Sam2`, ``SAM2ImagePredictor`` se
   ``iou_predictions``, ``low_res_masks`` (clamped to [-32, 32] as the predictor returns them) and
   ``object_score_logits`` (B, 1); B and N dynamic. The masks are the three multimask tokens
   (``multimask_output=True``); ``return_single_mask`` bakes in ``multimask_output=False`` instead:
-  token 0, replaced by the best multimask token where it is unstable (the 2.1 dynamic multimask).
+  token 0, replaced by the best multimask token where it is unstable (the 2.1 dynamic multimask);
+- ``decoder_low_res.onnx``: the same inputs without ``orig_im_size`` → ``iou_predictions`` (B, 4) and
+  ``low_res_masks`` (B, 4, S/4, S/4), not clamped, of all four mask tokens (what
+  :class:`segany.Predictor` runs with ``backend="onnxruntime"``; it picks the tokens and upsamples in torch).
 """
 from __future__ import annotations
 
@@ -63,6 +66,7 @@ MANIFEST = "segany_onnx.json"
 
 DECODER_INPUTS = ("image_embeddings", "point_coords", "point_labels", "mask_input", "has_mask_input", "orig_im_size")
 DECODER_OUTPUTS = ("masks", "iou_predictions", "low_res_masks")
+LOW_RES_OUTPUTS = ("iou_predictions", "low_res_masks")  # decoder_low_res.onnx of either family
 
 
 class PromptDecoder(nn.Module):
@@ -175,7 +179,7 @@ def export_decoder(model: Sam, path: str | os.PathLike, return_single_mask: bool
     module = PromptDecoder(model, return_single_mask)
     if low_res:
         names = list(DECODER_INPUTS[:-1])
-        outputs = ["iou_predictions", "low_res_masks"]
+        outputs = list(LOW_RES_OUTPUTS)
         dynamic = {"point_coords": {0: "batch", 1: "num_points"}, "point_labels": {0: "batch", 1: "num_points"},
                    "mask_input": {0: "batch"}}
     else:
@@ -297,7 +301,8 @@ class Sam2ImageEncoder(nn.Module):
 
 class Sam2PromptDecoder(nn.Module):
     """SAM 2's prompt encoder + mask decoder on one image's features, branch-free for export
-    (``SAM2ImagePredictor._predict`` semantics; see the module docstring)."""
+    (``SAM2ImagePredictor._predict`` semantics; see the module docstring). Without
+    ``orig_im_size``, the low-res variant: the IoUs and unclamped low-res logits of all four tokens."""
 
     def __init__(self, model: Sam2, return_single_mask: bool = False) -> None:
         super().__init__()
@@ -313,21 +318,20 @@ class Sam2PromptDecoder(nn.Module):
         point_labels: torch.Tensor,
         mask_input: torch.Tensor,
         has_mask_input: torch.Tensor,
-        orig_im_size: torch.Tensor,
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(masks, iou_predictions, low_res_masks, object_score_logits)."""
+        orig_im_size: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, ...]:
+        """(masks, iou_predictions, low_res_masks, object_score_logits) with ``orig_im_size``, else
+        (iou_predictions, low_res_masks) of all four tokens."""
         prompt_encoder = self.model.sam_prompt_encoder
+        decoder = self.model.sam_mask_decoder
         sparse = prompt_encoder.embed_points(point_coords, point_labels, pad=True)
         dense = prompt_encoder.embed_mask_input(mask_input, has_mask_input)
-        low_res, iou, _, object_score = self.model.sam_mask_decoder(
-            image_embeddings=image_embed,
-            image_pe=prompt_encoder.get_dense_pe(),
-            sparse_prompt_embeddings=sparse,
-            dense_prompt_embeddings=dense,
-            multimask_output=not self.return_single_mask,
-            repeat_image=True,
-            high_res_features=[high_res_feats_0, high_res_feats_1],
-        )
+        all_low_res, all_iou, _, object_score = decoder.predict_masks(
+            image_embed, prompt_encoder.get_dense_pe(), sparse, dense, repeat_image=True,
+            high_res_features=[high_res_feats_0, high_res_feats_1])
+        if orig_im_size is None:
+            return all_iou, all_low_res
+        low_res, iou = decoder.select_masks(all_low_res, all_iou, multimask_output=not self.return_single_mask)
         size = orig_im_size.to(torch.int64)
         masks = F.interpolate(low_res, size=(size[0], size[1]), mode="bilinear", align_corners=False)
         return masks, iou, low_res.clamp(-SAM2_LOW_RES_CLAMP, SAM2_LOW_RES_CLAMP), object_score
@@ -365,16 +369,19 @@ def export_sam2_encoder(model: Sam2, path: str | os.PathLike) -> Path:
     return path
 
 
-def export_sam2_decoder(model: Sam2, path: str | os.PathLike, return_single_mask: bool = False) -> Path:
-    """Write SAM 2's prompt decoder (see the module docstring) to ``path``."""
+def export_sam2_decoder(model: Sam2, path: str | os.PathLike, return_single_mask: bool = False,
+                        low_res: bool = False) -> Path:
+    """Write SAM 2's prompt decoder, or its low-res variant (see the module docstring), to ``path``."""
     _require_high_res(model)
     path = Path(path)
     prompts = {0: "batch", 1: "num_points"}
+    inputs = list(SAM2_DECODER_INPUTS[:-1] if low_res else SAM2_DECODER_INPUTS)
+    outputs = list(LOW_RES_OUTPUTS if low_res else SAM2_DECODER_OUTPUTS)
     dynamic = {"point_coords": prompts, "point_labels": prompts, "mask_input": {0: "mask_batch"},
-               **{name: {0: "batch"} for name in SAM2_DECODER_OUTPUTS}}
+               **{name: {0: "batch"} for name in outputs}}
     with torch.inference_mode(False), torch.no_grad():
-        _export(Sam2PromptDecoder(model, return_single_mask).eval(), _sam2_decoder_example(model), path,
-                list(SAM2_DECODER_INPUTS), list(SAM2_DECODER_OUTPUTS), dynamic)
+        _export(Sam2PromptDecoder(model, return_single_mask).eval(), _sam2_decoder_example(model)[:len(inputs)], path,
+                inputs, outputs, dynamic)
     return path
 
 
@@ -388,7 +395,8 @@ def export_sam2_onnx(
     quantize: bool = False,
     name: str | None = None,
 ) -> dict:
-    """Export a SAM 2 ``model`` into ``out_dir`` (``encoder.onnx``, ``decoder.onnx``, the manifest)."""
+    """Export a SAM 2 ``model`` into ``out_dir`` (``encoder.onnx``, ``decoder.onnx``,
+    ``decoder_low_res.onnx``, the manifest)."""
     if fold_preprocessing:
         raise UnsupportedOperationError(
             "fold_preprocessing is not available for SAM 2: its S x S antialiased resize has no ONNX opset-17 "
@@ -396,7 +404,8 @@ def export_sam2_onnx(
     _require_high_res(model)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    files = {"decoder": export_sam2_decoder(model, out / DECODER, return_single_mask=return_single_mask)}
+    files = {"decoder": export_sam2_decoder(model, out / DECODER, return_single_mask=return_single_mask),
+             "decoder_low_res": export_sam2_decoder(model, out / DECODER_LOW_RES, low_res=True)}
     if encoder:
         files["encoder"] = export_sam2_encoder(model, out / ENCODER)
     if quantize:

@@ -201,12 +201,11 @@ def format_table(summary: dict[str, Any]) -> str:
     lines = [f"{summary['dataset']} / {summary['protocol']}: {summary['num_objects']} objects, "
              f"{summary['seconds_per_prompt'] * 1000:.0f} ms per prompt"]
     if summary["protocol"] == "noc":
-        lines.append("| NoC@85 | NoC@90 | NoF@85 | NoF@90 | mIoU@1 | mIoU@5 | mIoU@" + str(summary["max_clicks"]) + " |")
-        lines.append("| --- | --- | --- | --- | --- | --- | --- |")
-        m = summary["miou@k"]
+        ks = [str(k) for k in sorted({1, 5, summary["max_clicks"]}) if str(k) in summary["miou@k"]]
+        lines.append("| NoC@85 | NoC@90 | NoF@85 | NoF@90 | " + " | ".join(f"mIoU@{k}" for k in ks) + " |")
+        lines.append("|" + " --- |" * (4 + len(ks)))
         cells = [f"{summary['noc@85']:.2f}", f"{summary['noc@90']:.2f}", str(summary["nof@85"]), str(summary["nof@90"]),
-                 f"{m.get('1', float('nan')):.3f}", f"{m.get('5', float('nan')):.3f}",
-                 f"{m.get(str(summary['max_clicks']), float('nan')):.3f}"]
+                 *(f"{summary['miou@k'][k]:.3f}" for k in ks)]
         lines.append("| " + " | ".join(cells) + " |")
     elif summary["protocol"] == "sam":
         ks = list(summary["miou@k"])

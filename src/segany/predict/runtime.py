@@ -30,9 +30,8 @@ from ..errors import BackendError
 from ..models.sam import Sam
 from .allocator import tune_malloc
 from .fast_decoder import FastMaskDecoder, SharedImageTokens
-from .onnx_backend import OnnxRuntimeSam
+from .onnx_backend import OnnxRuntimeSam, check_backend
 
-BACKENDS = ("torch", "onnxruntime")
 QUANTIZATIONS = ("int8",)
 _DTYPE_NAMES = {
     "float32": torch.float32, "fp32": torch.float32, "float": torch.float32,
@@ -110,8 +109,7 @@ class Runtime:
         device = self.model.device
         onnx_encoder, onnx_decoder = self.backend == "onnxruntime", self.decoder_backend == "onnxruntime"
         for name in (self.backend, self.decoder_backend):
-            if name not in BACKENDS:
-                raise BackendError(f"backend must be one of {', '.join(BACKENDS)}, got {name!r}")
+            check_backend(name)
         if self.quantize is not None and self.quantize not in QUANTIZATIONS:
             raise BackendError(f"quantize must be None or 'int8', got {self.quantize!r}")
         if torch.float16 in (self.dtype, self.decoder_dtype) and device.type == "cpu":

@@ -9,6 +9,7 @@ are clamped to [-32, 32] as the official ones.
 """
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -22,6 +23,7 @@ from ..engine import ImageFeatures
 from ..errors import ConfigError, PredictorStateError, PromptError, UnsupportedOperationError
 from ..models.sam2 import Sam2
 from ..prompts import as_array, check_boxes, check_inside, check_labels, check_torch_prompts
+from .onnx_backend import sam2_backend
 from .runtime import resolve_dtype
 from .sam2_transforms import preprocess_batch, preprocess_image
 
@@ -46,11 +48,14 @@ class Sam2Predictor:
     ``max_sprinkle_area`` post-processing needs its CUDA extension; only 0 (off, what the
     official code does without it) is accepted. ``dtype`` (float32 exact, bfloat16, float16)
     runs the image encoder under ``torch.autocast`` with that dtype; its features are kept in
-    float32 and prompts are decoded in float32.
+    float32 and prompts are decoded in float32. ``backend="onnxruntime"`` runs the image encoder
+    and the prompt decoder as the ONNX graphs of ``segany export onnx`` (read from ``onnx_dir``, or
+    exported on the fly): same prompt checks, token choice and upsampling, logits within 1e-3.
     """
 
     def __init__(self, model: Sam2, mask_threshold: float = 0.0, max_hole_area: float = 0.0,
-                 max_sprinkle_area: float = 0.0, dtype: torch.dtype | str | None = None) -> None:
+                 max_sprinkle_area: float = 0.0, dtype: torch.dtype | str | None = None, backend: str = "torch",
+                 onnx_dir: str | os.PathLike | None = None) -> None:
         if not isinstance(model, Sam2):
             raise ConfigError(f"Sam2Predictor needs a segany Sam2 model (segany.load_model(NAME)), got {type(model).__name__}")
         if max_hole_area or max_sprinkle_area:
@@ -58,6 +63,8 @@ class Sam2Predictor:
         self.model = model
         self.mask_threshold = float(mask_threshold)
         self.dtype = resolve_dtype(dtype)
+        self.backend = backend
+        self._onnx = sam2_backend(model, backend, onnx_dir, self.dtype)
         self.reset_predictor()
 
     @property
@@ -107,7 +114,10 @@ class Sam2Predictor:
         self._set_features(tensor, [a.shape[:2] for a in arrays], batch=True)
 
     def _set_features(self, images: torch.Tensor, sizes: list[tuple[int, ...]], batch: bool) -> None:
-        if self.dtype == torch.float32:
+        if self._onnx is not None:
+            embed, high_res = self._onnx.encode(images)
+            embed, high_res = embed.to(self.device), [feat.to(self.device) for feat in high_res]
+        elif self.dtype == torch.float32:
             embed, high_res = self.model.image_features(images)
         else:
             with torch.autocast(self.device.type, dtype=self.dtype):
@@ -316,6 +326,9 @@ class Sam2Predictor:
         assert self._features is not None
         embed = self._features["image_embed"][img_idx].unsqueeze(0)
         high_res = [level[img_idx].unsqueeze(0) for level in self._features["high_res_feats"]]
+        if self._onnx is not None and (point_coords is not None or boxes is not None):
+            low_res, iou = self._onnx.decode(embed, high_res, point_coords, point_labels, boxes, mask_input, multimask_output)
+            return low_res.to(self.device), iou.to(self.device)
         return self.model.decode_prompts(embed, high_res, point_coords, point_labels, boxes, mask_input, multimask_output)
 
     @torch.inference_mode()

@@ -9,8 +9,8 @@ _GOLDEN_ANGLE = 137.508
 
 def mask_colors(count: int) -> np.ndarray:
     """``count`` well-separated, saturated RGB colours (uint8), stable for a given index."""
-    if count == 0:
-        return np.zeros((0, 3), dtype=np.uint8)
+    if count == 0:  # an image without masks: OpenCV refuses an empty array
+        return np.zeros((0, 3), np.uint8)
     hues = (np.arange(count) * _GOLDEN_ANGLE) % 360 / 2  # OpenCV hue range is 0..180
     hsv = np.stack([hues, np.full(count, 200), np.full(count, 255)], axis=1).astype(np.uint8)
     return cv2.cvtColor(hsv[None], cv2.COLOR_HSV2RGB)[0]

@@ -113,16 +113,21 @@ class MaskDecoder(nn.Module):
         masks, iou_pred, mask_tokens_out, object_score_logits = self.predict_masks(
             image_embeddings, image_pe, sparse_prompt_embeddings, dense_prompt_embeddings, repeat_image, high_res_features
         )
-        if multimask_output:
-            masks, iou_pred = masks[:, 1:], iou_pred[:, 1:]
-        elif self.dynamic_multimask_via_stability and not self.training:
-            masks, iou_pred = self._dynamic_multimask_via_stability(masks, iou_pred)
-        else:
-            masks, iou_pred = masks[:, 0:1], iou_pred[:, 0:1]
+        masks, iou_pred = self.select_masks(masks, iou_pred, multimask_output)
         # The pointer token: the multimask tokens when asked for, else always the single-mask token.
         sam_tokens_out = mask_tokens_out[:, 1:] if multimask_output and self.use_multimask_token_for_obj_ptr \
             else mask_tokens_out[:, 0:1]
         return masks, iou_pred, sam_tokens_out, object_score_logits
+
+    def select_masks(self, masks: torch.Tensor, iou_pred: torch.Tensor, multimask_output: bool,
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The outputs asked for among all 4 tokens' (:meth:`predict_masks`): the three multimask
+        tokens, or token 0 (replaced where unstable by the best multimask one with the dynamic fallback)."""
+        if multimask_output:
+            return masks[:, 1:], iou_pred[:, 1:]
+        if self.dynamic_multimask_via_stability and not self.training:
+            return self._dynamic_multimask_via_stability(masks, iou_pred)
+        return masks[:, 0:1], iou_pred[:, 0:1]
 
     def predict_masks(
         self,
