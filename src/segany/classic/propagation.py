@@ -1,0 +1,154 @@
+"""One frame to the next without weights: optical flow carries the mask, GrabCut snaps it to the edges.
+
+Everything here works at the tracker's working resolution on BGR uint8 frames and HxW bool masks.
+
+* :class:`FlowField` — dense backward optical flow (OpenCV DIS) from the new frame to the previous
+  one, computed once per frame pair and shared by every object.
+* :func:`warp_mask` — the previous mask pulled along the flow (``cv2.remap``): where each pixel of
+  the new frame came from.
+* :func:`refine_mask` — GrabCut (the classic engine's :func:`~.grabcut.run_grabcut`) in a band
+  around the warped mask, inside a crop around it: the eroded mask is definite object, the
+  outside of the dilated mask definite background, the band in between is decided by the colour
+  models. The refined mask is taken only when it agrees with the warped one (flow is smooth,
+  GrabCut can leak into a same-coloured background).
+* :class:`Appearance` — hue/saturation histograms of the object and its surroundings on a prompted
+  frame; :func:`redetect` finds the object again by histogram back-projection when the track is lost.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from .grabcut import largest_components, run_grabcut
+
+HIST_BINS = (30, 32)  # hue, saturation
+HIST_RANGES = [0, 180, 0, 256]
+
+
+@dataclass(frozen=True)
+class PropagationConfig:
+    """Settings of the frame-to-frame step (tuned on the four DAVIS 2016 clips, see README).
+
+    ``band``: half-width of the undecided band around the warped mask, as a fraction of the square
+    root of its area (at least ``min_band`` pixels). ``min_agreement``: IoU the refined mask needs
+    with the warped one to replace it. ``lost_fraction``: a mask shrinking below this fraction of
+    the previous frame's area in one step counts as lost. ``min_area``: fraction of the frame below
+    which a mask is empty. ``iterations``: GrabCut rounds per frame.
+    """
+
+    band: float = 0.08
+    min_band: int = 2
+    max_band: int = 30
+    min_agreement: float = 0.6
+    lost_fraction: float = 0.2
+    min_area: float = 2e-4
+    iterations: int = 2
+    redetect_threshold: float = 0.6
+
+
+def to_gray(bgr: np.ndarray) -> np.ndarray:
+    """The luminance the flow is computed on."""
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY)
+
+
+class FlowField:
+    """Backward dense flow of one frame pair: for each pixel of the new frame, where it was before."""
+
+    def __init__(self, new_gray: np.ndarray, old_gray: np.ndarray) -> None:
+        dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
+        flow = dis.calc(new_gray, old_gray, None)
+        h, w = new_gray.shape
+        grid_x, grid_y = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
+        self.map_x = grid_x + flow[..., 0]
+        self.map_y = grid_y + flow[..., 1]
+
+
+def warp_mask(mask: np.ndarray, flow: FlowField) -> np.ndarray:
+    """``mask`` (on the old frame) carried to the new frame along ``flow``."""
+    warped = cv2.remap(mask.astype(np.float32), flow.map_x, flow.map_y, cv2.INTER_LINEAR,
+                       borderMode=cv2.BORDER_CONSTANT, borderValue=0.0)
+    return warped > 0.5
+
+
+def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
+    """IoU of two bool masks (1 when both are empty)."""
+    union = np.count_nonzero(a | b)
+    return 1.0 if union == 0 else np.count_nonzero(a & b) / union
+
+
+def _disk(radius: int) -> np.ndarray:
+    return cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
+
+
+def band_radius(mask: np.ndarray, config: PropagationConfig) -> int:
+    """Half-width of the undecided band around ``mask``."""
+    r = round(config.band * np.sqrt(np.count_nonzero(mask)))
+    return int(np.clip(r, config.min_band, config.max_band))
+
+
+def refine_mask(image: np.ndarray, guess: np.ndarray, config: PropagationConfig) -> np.ndarray:
+    """``guess`` snapped to the object's edges in ``image`` by GrabCut in a band around it; the
+    guess itself where GrabCut disagrees with it (IoU below ``min_agreement``)."""
+    if not guess.any():
+        return guess
+    r = band_radius(guess, config)
+    m = guess.astype(np.uint8)
+    inner = cv2.erode(m, _disk(r)).astype(bool)
+    outer = cv2.dilate(m, _disk(r)).astype(bool)
+    ys, xs = np.nonzero(outer)
+    h, w = guess.shape
+    pad = r + 2
+    y0, y1 = max(ys.min() - pad, 0), min(ys.max() + pad + 1, h)
+    x0, x1 = max(xs.min() - pad, 0), min(xs.max() + pad + 1, w)
+    crop = (slice(y0, y1), slice(x0, x1))
+    trimap = np.full((y1 - y0, x1 - x0), cv2.GC_BGD, dtype=np.uint8)
+    trimap[outer[crop]] = cv2.GC_PR_BGD
+    trimap[guess[crop]] = cv2.GC_PR_FGD
+    trimap[inner[crop]] = cv2.GC_FGD
+    if not (trimap == cv2.GC_BGD).any() and not (trimap == cv2.GC_PR_BGD).any():
+        return guess
+    cut = run_grabcut(np.ascontiguousarray(image[crop]), trimap, config.iterations)
+    refined = np.zeros_like(guess)
+    refined[crop] = largest_components(cut)
+    return refined if mask_iou(refined, guess) >= config.min_agreement else guess
+
+
+@dataclass(frozen=True)
+class Appearance:
+    """Colour of an object against its surroundings on a prompted frame, and its size there."""
+
+    ratio: np.ndarray  # HIST_BINS float32: P(object | colour), from the two histograms
+    area: int
+
+    @classmethod
+    def of(cls, image: np.ndarray, mask: np.ndarray) -> Appearance | None:
+        """The object's appearance, or None for an empty mask."""
+        if not mask.any():
+            return None
+        hsv = cv2.cvtColor(image, cv2.COLOR_BGR2HSV)
+        fg = cv2.calcHist([hsv], [0, 1], mask.astype(np.uint8), list(HIST_BINS), HIST_RANGES)
+        bg = cv2.calcHist([hsv], [0, 1], (~mask).astype(np.uint8), list(HIST_BINS), HIST_RANGES)
+        fg /= max(fg.sum(), 1.0)
+        bg /= max(bg.sum(), 1.0)
+        return cls((fg / (fg + bg + 1e-6)).astype(np.float32), int(np.count_nonzero(mask)))
+
+
+def redetect(image: np.ndarray, appearance: Appearance, expected_area: int, config: PropagationConfig) -> np.ndarray:
+    """The object found again anywhere in ``image`` from its colours: the back-projected region
+    closest in size to ``expected_area`` (within 4x either way), refined by GrabCut; empty when none."""
+    hsv = cv2.cvtColor(image, cv2.COLOR_BGR2HSV)
+    likelihood = cv2.calcBackProject([hsv], [0, 1], appearance.ratio, HIST_RANGES, 1)
+    likelihood = cv2.GaussianBlur(likelihood, (0, 0), 2.0)
+    candidate = (likelihood > config.redetect_threshold).astype(np.uint8)
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(candidate, connectivity=8)
+    empty = np.zeros(image.shape[:2], dtype=bool)
+    if count <= 1 or expected_area <= 0:
+        return empty
+    areas = stats[1:, cv2.CC_STAT_AREA].astype(np.float64)
+    closeness = np.abs(np.log(areas / expected_area))
+    best = int(np.argmin(closeness))
+    if closeness[best] > np.log(4.0):
+        return empty
+    return refine_mask(image, labels == best + 1, config)
