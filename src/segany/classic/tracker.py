@@ -8,8 +8,9 @@ official ``SAM2VideoPredictor`` calls (see :class:`segany.engine.VideoTracker`):
   frame: when propagation reaches it, the track restarts from that mask (a correction click on a
   tracked frame refines the tracked mask there, which is then kept).
 * Propagation carries each object's mask from one frame to the next: dense optical flow (OpenCV
-  DIS, at the working resolution) warps it, GrabCut in a band around the warped mask snaps it to the
-  object's edges (:mod:`.propagation`). A mask that collapses in one step (occlusion, a flow failure)
+  DIS, at the working resolution) warps it, pixel by pixel and as one rigid piece, GrabCut in a thin
+  band around each guess snaps it to the object's edges, and the guess with the stronger outline
+  is kept (:mod:`.propagation`). A mask that collapses in one step (occlusion, a flow failure)
   counts as lost; the object is then searched for on every frame by the colours of its last
   prompted frame (histogram back-projection) until it is found again.
 * Bounded memory: frames are decoded on demand (:func:`segany.data.frames.open_frames`); the state
@@ -36,7 +37,8 @@ from ..errors import NotFoundError, PredictorStateError, PromptError
 from .lowres import LOGIT_CLIP, mask_to_logits, signed_distance
 from .model import ClassicModel
 from .predictor import ClassicPredictor
-from .propagation import Appearance, FlowField, PropagationConfig, redetect, refine_mask, to_gray, warp_mask
+from .propagation import Appearance, FlowField, PropagationConfig, propagate_mask, redetect, to_gray
+from .scoring import gradient_magnitude
 
 
 @dataclass
@@ -75,7 +77,7 @@ class ClassicTrackState:
         self.work_size = (max(1, round(frames.height * scale)), max(1, round(frames.width * scale)))
         self.objects: OrderedDict[int, _Object] = OrderedDict()
         self.tracking_has_started = False
-        self._work: OrderedDict[int, tuple[np.ndarray, np.ndarray]] = OrderedDict()
+        self._work: OrderedDict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = OrderedDict()
         self._flow: tuple[tuple[int, int], FlowField] | None = None
 
     @property
@@ -89,8 +91,8 @@ class ClassicTrackState:
             raise KeyError(key)
         return values[key]
 
-    def work_frame(self, frame_idx: int) -> tuple[np.ndarray, np.ndarray]:
-        """(BGR, gray) of a frame at the working resolution (the last three are kept)."""
+    def work_frame(self, frame_idx: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(BGR, gray, gradient magnitude) of a frame at the working resolution (the last three are kept)."""
         cached = self._work.get(frame_idx)
         if cached is None:
             rgb = self.frames[frame_idx]
@@ -98,7 +100,7 @@ class ClassicTrackState:
             h, w = self.work_size
             if (h, w) != bgr.shape[:2]:
                 bgr = cv2.resize(bgr, (w, h), interpolation=cv2.INTER_AREA)
-            cached = (bgr, to_gray(bgr))
+            cached = (bgr, to_gray(bgr), gradient_magnitude(bgr))
             self._work[frame_idx] = cached
             while len(self._work) > 3:
                 self._work.popitem(last=False)
@@ -335,16 +337,16 @@ class ClassicVideoPredictor:
             obj.area = int(np.count_nonzero(mask))
 
     def _track(self, state: ClassicTrackState, obj: _Object, old: int, new: int) -> np.ndarray:
+        """Frame ``new``'s mask from frame ``old``'s (:func:`~.propagation.propagate_mask`); when
+        the object is lost, searched for by its colours (:func:`~.propagation.redetect`)."""
         assert obj.last is not None
-        image = state.work_frame(new)[0]
+        image, _, gradient = state.work_frame(new)
         previous = obj.last[1]
         min_area = self.config.min_area * previous.size
-        area = np.count_nonzero(previous)
-        if area >= min_area:
-            warped = warp_mask(previous, state.flow(old, new))
-            kept = np.count_nonzero(warped)
-            if kept >= min_area and kept >= self.config.lost_fraction * area:
-                return refine_mask(image, warped, self.config)
+        if np.count_nonzero(previous) >= min_area:
+            mask = propagate_mask(image, gradient, previous, state.flow(old, new), self.config)
+            if np.count_nonzero(mask) >= min_area:
+                return mask
         if obj.appearance is None:
             return np.zeros_like(previous)
         found = redetect(image, obj.appearance, obj.area, self.config)
