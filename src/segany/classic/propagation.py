@@ -38,7 +38,10 @@ class PropagationConfig:
     root of its area (at least ``min_band`` pixels). ``min_agreement``: IoU the refined mask needs
     with the warped one to replace it. ``lost_fraction``: a mask shrinking below this fraction of
     the previous frame's area in one step counts as lost. ``min_area``: fraction of the frame below
-    which a mask is empty. ``iterations``: GrabCut rounds per frame.
+    which a mask is empty. ``iterations``: GrabCut rounds per frame. ``min_likeness``: a mask whose
+    colours are less object-like than this fraction of the prompted mask's counts as lost
+    (:meth:`Appearance.lost`); ``redetect_threshold``: P(object | colour) a pixel needs to be a
+    candidate when searching for a lost object.
     """
 
     band: float = 0.02
@@ -49,6 +52,7 @@ class PropagationConfig:
     min_area: float = 2e-4
     iterations: int = 2
     redetect_threshold: float = 0.6
+    min_likeness: float = 0.4
 
 
 def to_gray(bgr: np.ndarray) -> np.ndarray:
@@ -176,6 +180,7 @@ class Appearance:
 
     ratio: np.ndarray  # HIST_BINS float32: P(object | colour), from the two histograms
     area: int
+    score: float = 0.0  # mean P(object | colour) over the mask on its own frame
 
     @classmethod
     def of(cls, image: np.ndarray, mask: np.ndarray) -> Appearance | None:
@@ -187,15 +192,30 @@ class Appearance:
         bg = cv2.calcHist([hsv], [0, 1], (~mask).astype(np.uint8), list(HIST_BINS), HIST_RANGES)
         fg /= max(fg.sum(), 1.0)
         bg /= max(bg.sum(), 1.0)
-        return cls((fg / (fg + bg + 1e-6)).astype(np.float32), int(np.count_nonzero(mask)))
+        ratio = (fg / (fg + bg + 1e-6)).astype(np.float32)
+        appearance = cls(ratio, int(np.count_nonzero(mask)))
+        return cls(ratio, appearance.area, appearance.likeness(image, mask))
+
+    def likelihood(self, image: np.ndarray) -> np.ndarray:
+        """P(object | colour) of every pixel of a BGR image (histogram back-projection)."""
+        hsv = cv2.cvtColor(image, cv2.COLOR_BGR2HSV)
+        return cv2.calcBackProject([hsv], [0, 1], self.ratio, HIST_RANGES, 1)
+
+    def likeness(self, image: np.ndarray, mask: np.ndarray) -> float:
+        """Mean P(object | colour) over ``mask`` (0 for an empty mask)."""
+        return float(self.likelihood(image)[mask].mean()) if mask.any() else 0.0
+
+    def lost(self, image: np.ndarray, mask: np.ndarray, config: PropagationConfig) -> bool:
+        """Whether ``mask`` no longer looks like the object: its colours are less than
+        ``config.min_likeness`` times as object-like as on the prompted frame (the object left or
+        is hidden, and the mask stayed on the background)."""
+        return self.likeness(image, mask) < config.min_likeness * self.score
 
 
 def redetect(image: np.ndarray, appearance: Appearance, expected_area: int, config: PropagationConfig) -> np.ndarray:
     """The object found again anywhere in ``image`` from its colours: the back-projected region
     closest in size to ``expected_area`` (within 4x either way), refined by GrabCut; empty when none."""
-    hsv = cv2.cvtColor(image, cv2.COLOR_BGR2HSV)
-    likelihood = cv2.calcBackProject([hsv], [0, 1], appearance.ratio, HIST_RANGES, 1)
-    likelihood = cv2.GaussianBlur(likelihood, (0, 0), 2.0)
+    likelihood = cv2.GaussianBlur(appearance.likelihood(image), (0, 0), 2.0)
     candidate = (likelihood > config.redetect_threshold).astype(np.uint8)
     count, labels, stats, _ = cv2.connectedComponentsWithStats(candidate, connectivity=8)
     empty = np.zeros(image.shape[:2], dtype=bool)

@@ -10,8 +10,9 @@ official ``SAM2VideoPredictor`` calls (see :class:`segany.engine.VideoTracker`):
 * Propagation carries each object's mask from one frame to the next: dense optical flow (OpenCV
   DIS, at the working resolution) warps it, pixel by pixel and as one rigid piece, GrabCut in a thin
   band around each guess snaps it to the object's edges, and the guess with the stronger outline
-  is kept (:mod:`.propagation`). A mask that collapses in one step (occlusion, a flow failure)
-  counts as lost; the object is then searched for on every frame by the colours of its last
+  is kept (:mod:`.propagation`). A mask that collapses in one step (occlusion, a flow failure) or
+  whose colours stop looking like the object's (it left, the mask stayed on the background) counts
+  as lost; the object is then searched for on every frame by the colours of its last
   prompted frame (histogram back-projection) until it is found again.
 * Bounded memory: frames are decoded on demand (:func:`segany.data.frames.open_frames`); the state
   keeps the prompts and their masks, and per object only the last frame's mask, whatever the
@@ -345,7 +346,8 @@ class ClassicVideoPredictor:
         min_area = self.config.min_area * previous.size
         if np.count_nonzero(previous) >= min_area:
             mask = propagate_mask(image, gradient, previous, state.flow(old, new), self.config)
-            if np.count_nonzero(mask) >= min_area:
+            if np.count_nonzero(mask) >= min_area and not (
+                    obj.appearance is not None and obj.appearance.lost(image, mask, self.config)):
                 return mask
         if obj.appearance is None:
             return np.zeros_like(previous)
