@@ -52,7 +52,7 @@ class PropagationConfig:
     min_area: float = 2e-4
     iterations: int = 2
     redetect_threshold: float = 0.6
-    min_likeness: float = 0.4
+    min_likeness: float = 0.2
 
 
 def to_gray(bgr: np.ndarray) -> np.ndarray:
