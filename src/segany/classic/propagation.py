@@ -12,7 +12,8 @@ Everything here works at the tracker's working resolution on BGR uint8 frames an
   of the dilated guess definite background. The refined mask is taken only when it agrees with the
   guess (GrabCut can leak into a same-coloured background). Measured on the DAVIS clips, a band of
   a few pixels is best: wider bands let colour eat dark object parts next to dark ground.
-* :func:`propagate_mask` — both guesses refined, the one whose outline follows stronger edges kept.
+* :func:`propagate_mask` — the guesses refined, the one whose outline follows stronger edges
+  kept, the object's colours deciding where the cut and its guess disagree.
 * :class:`Appearance` — hue/saturation histograms of the object and its surroundings on a prompted
   frame; :func:`redetect` finds the object again by histogram back-projection when the track is lost.
 """
@@ -26,7 +27,7 @@ import numpy as np
 from .grabcut import fit_colour_model, largest_components
 from .scoring import boundary_contrast
 
-HIST_BINS = (30, 32)  # hue, saturation
+HIST_BINS = (16, 16)  # hue, saturation
 HIST_RANGES = [0, 180, 0, 256]
 
 
@@ -38,10 +39,12 @@ class PropagationConfig:
     root of its area (at least ``min_band`` pixels). ``min_agreement``: IoU the refined mask needs
     with the warped one to replace it. ``lost_fraction``: a mask shrinking below this fraction of
     the previous frame's area in one step counts as lost. ``min_area``: fraction of the frame below
-    which a mask is empty. ``iterations``: GrabCut rounds per frame. ``min_likeness``: a mask whose
+    which a mask is empty. ``min_likeness``: a mask whose
     colours are less object-like than this fraction of the prompted mask's counts as lost
     (:meth:`Appearance.lost`); ``redetect_threshold``: P(object | colour) a pixel needs to be a
-    candidate when searching for a lost object.
+    candidate when searching for a lost object, ``redetect_band`` the band (fraction of the square
+    root of the expected area) GrabCut then refines it in. ``vote``: P(object | colour) that
+    decides a pixel where the refined mask and its guess disagree.
     """
 
     band: float = 0.02
@@ -50,9 +53,10 @@ class PropagationConfig:
     min_agreement: float = 0.6
     lost_fraction: float = 0.2
     min_area: float = 2e-4
-    iterations: int = 2
     redetect_threshold: float = 0.6
     min_likeness: float = 0.2
+    redetect_band: float = 0.15
+    vote: float = 0.5
 
 
 def to_gray(bgr: np.ndarray) -> np.ndarray:
@@ -61,15 +65,46 @@ def to_gray(bgr: np.ndarray) -> np.ndarray:
 
 
 class FlowField:
-    """Backward dense flow of one frame pair: for each pixel of the new frame, where it was before."""
+    """Backward dense flow of one frame pair on the working grid: for each pixel of the new frame,
+    where it was before (``map_x``, ``map_y``, for ``cv2.remap``).
 
-    def __init__(self, new_gray: np.ndarray, old_gray: np.ndarray) -> None:
-        dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
-        flow = dis.calc(new_gray, old_gray, None)
-        h, w = new_gray.shape
+    Without ``box`` the flow of the whole working frames. With ``box`` (x0, y0, x1, y1 working
+    pixels, end excluded) only that window moves, and its flow is computed from the frames given
+    (any resolution, e.g. the video's own) magnified so the window's longer side is about
+    ``side`` pixels (at most 4x): small objects get the detail the flow needs."""
+
+    def __init__(self, new_gray: np.ndarray, old_gray: np.ndarray, work_size: tuple[int, int] | None = None,
+                 box: tuple[int, int, int, int] | None = None, side: int = 384) -> None:
+        h, w = work_size or new_gray.shape
         grid_x, grid_y = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
-        self.map_x = grid_x + flow[..., 0]
-        self.map_y = grid_y + flow[..., 1]
+        self.map_x, self.map_y = grid_x, grid_y
+        dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
+        if box is None:
+            flow = dis.calc(new_gray, old_gray, None)
+            self.map_x, self.map_y = grid_x + flow[..., 0], grid_y + flow[..., 1]
+            return
+        x0, y0, x1, y1 = box
+        fh, fw = new_gray.shape
+        sy, sx = fh / h, fw / w
+        full = (slice(int(y0 * sy), max(int(np.ceil(y1 * sy)), int(y0 * sy) + 1)),
+                slice(int(x0 * sx), max(int(np.ceil(x1 * sx)), int(x0 * sx) + 1)))
+        scale = float(np.clip(side / max(x1 - x0, y1 - y0), 1.0, 4.0))
+        size = (max(8, round((x1 - x0) * scale)), max(8, round((y1 - y0) * scale)))
+        new = cv2.resize(np.ascontiguousarray(new_gray[full]), size, interpolation=cv2.INTER_LINEAR)
+        old = cv2.resize(np.ascontiguousarray(old_gray[full]), size, interpolation=cv2.INTER_LINEAR)
+        flow = cv2.resize(dis.calc(new, old, None), (x1 - x0, y1 - y0), interpolation=cv2.INTER_LINEAR)
+        self.map_x[y0:y1, x0:x1] += flow[..., 0] * ((x1 - x0) / size[0])
+        self.map_y[y0:y1, x0:x1] += flow[..., 1] * ((y1 - y0) / size[1])
+
+
+def object_window(mask: np.ndarray, margin: float = 0.5, min_margin: int = 16) -> tuple[int, int, int, int]:
+    """(x0, y0, x1, y1): the mask's bounding box grown by ``margin`` times its longer side (at least
+    ``min_margin`` pixels) on every side, inside the frame: where the object can be on the next frame."""
+    ys, xs = np.nonzero(mask)
+    h, w = mask.shape
+    pad = max(min_margin, round(margin * max(xs.max() - xs.min() + 1, ys.max() - ys.min() + 1)))
+    return (max(int(xs.min()) - pad, 0), max(int(ys.min()) - pad, 0),
+            min(int(xs.max()) + pad + 1, w), min(int(ys.max()) + pad + 1, h))
 
 
 def warp_mask(mask: np.ndarray, flow: FlowField) -> np.ndarray:
@@ -116,11 +151,10 @@ def band_radius(mask: np.ndarray, band: float, config: PropagationConfig) -> int
     return int(np.clip(r, config.min_band, config.max_band))
 
 
-def cut_band(image: np.ndarray, guess: np.ndarray, band: float, config: PropagationConfig) -> np.ndarray:
-    """GrabCut of the band around ``guess`` inside a crop around it: the eroded guess is definite
-    object, the outside of the dilated guess definite background; the colour models are fitted
-    on the guess and on the rest of the crop, and kept fixed for the cut."""
-    r = band_radius(guess, band, config)
+def cut_band(image: np.ndarray, guess: np.ndarray, r: int) -> np.ndarray:
+    """GrabCut of the band of half-width ``r`` around ``guess`` inside a crop around it: the eroded
+    guess is definite object, the outside of the dilated guess definite background; the colour
+    models are fitted on the guess and on the rest of the crop, and kept fixed for the cut."""
     m = guess.astype(np.uint8)
     inner = cv2.erode(m, _disk(r)).astype(bool)
     outer = cv2.dilate(m, _disk(r)).astype(bool)
@@ -140,7 +174,7 @@ def cut_band(image: np.ndarray, guess: np.ndarray, band: float, config: Propagat
         return guess
     bgd_model = fit_colour_model(roi[background])
     fgd_model = fit_colour_model(roi[~background])
-    cv2.grabCut(roi, trimap, None, bgd_model, fgd_model, config.iterations, cv2.GC_EVAL_FREEZE_MODEL)
+    cv2.grabCut(roi, trimap, None, bgd_model, fgd_model, 1, cv2.GC_EVAL_FREEZE_MODEL)
     cut = np.zeros_like(guess)
     cut[crop] = largest_components(np.isin(trimap, (cv2.GC_FGD, cv2.GC_PR_FGD)))
     return cut
@@ -151,27 +185,36 @@ def refine_mask(image: np.ndarray, guess: np.ndarray, config: PropagationConfig)
     where the cut disagrees with it (IoU below ``min_agreement``)."""
     if not guess.any():
         return guess
-    refined = cut_band(image, guess, config.band, config)
+    refined = cut_band(image, guess, band_radius(guess, config.band, config))
     return refined if mask_iou(refined, guess) >= config.min_agreement else guess
 
 
 def propagate_mask(image: np.ndarray, gradient: np.ndarray, previous: np.ndarray, flow: FlowField,
-                   config: PropagationConfig) -> np.ndarray:
-    """The previous frame's mask on the new frame: two guesses, the mask warped pixel by pixel
-    (:func:`warp_mask`: follows deformations, tears at occluders) and moved as one piece
-    (:func:`rigid_warp`: keeps the shape through occluders and blur), each refined
-    (:func:`refine_mask`); the one whose outline follows stronger edges
-    (:func:`~.scoring.boundary_contrast`) wins. Empty when the mask collapses (lost)."""
+                   config: PropagationConfig, appearance: Appearance | None = None) -> np.ndarray:
+    """The previous frame's mask on the new frame. Three guesses: the mask warped pixel by pixel
+    (:func:`warp_mask`: follows deformations, tears at occluders), moved as one piece
+    (:func:`rigid_warp`: keeps the shape through occluders and blur) and their union, each
+    refined (:func:`refine_mask`); the one whose outline follows stronger edges
+    (:func:`~.scoring.boundary_contrast`) wins. GrabCut's smoothness wears thin parts (legs,
+    spokes) away a little on every frame, so where the cut and its guess disagree, the object's
+    colours (``appearance``, P(object | colour) >= ``config.vote``) decide. Empty when the mask
+    collapses in one step (lost)."""
     guesses = [warp_mask(previous, flow)]
     moved = rigid_warp(previous, flow)
     if moved is not None:
         guesses.append(moved)
+        guesses.append(moved | guesses[0])
     area = np.count_nonzero(previous)
     floor = max(config.min_area * previous.size, config.lost_fraction * area)
-    candidates = [refine_mask(image, g, config) for g in guesses if np.count_nonzero(g) >= floor]
+    candidates = [(g, refine_mask(image, g, config)) for g in guesses if np.count_nonzero(g) >= floor]
     if not candidates:
         return np.zeros_like(previous)
-    return max(candidates, key=lambda c: boundary_contrast(c, gradient))
+    guess, best = max(candidates, key=lambda c: boundary_contrast(c[1], gradient))
+    if appearance is not None:  # where the cut and its guess disagree, the object's colours decide
+        disagree = guess ^ best
+        best = best.copy()
+        best[disagree] = appearance.likelihood(image)[disagree] >= config.vote
+    return best
 
 
 @dataclass(frozen=True)
@@ -199,7 +242,7 @@ class Appearance:
     def likelihood(self, image: np.ndarray) -> np.ndarray:
         """P(object | colour) of every pixel of a BGR image (histogram back-projection)."""
         hsv = cv2.cvtColor(image, cv2.COLOR_BGR2HSV)
-        return cv2.calcBackProject([hsv], [0, 1], self.ratio, HIST_RANGES, 1)
+        return cv2.calcBackProject([hsv], [0, 1], self.ratio, HIST_RANGES, 255).astype(np.float32) / 255
 
     def likeness(self, image: np.ndarray, mask: np.ndarray) -> float:
         """Mean P(object | colour) over ``mask`` (0 for an empty mask)."""
@@ -214,7 +257,8 @@ class Appearance:
 
 def redetect(image: np.ndarray, appearance: Appearance, expected_area: int, config: PropagationConfig) -> np.ndarray:
     """The object found again anywhere in ``image`` from its colours: the back-projected region
-    closest in size to ``expected_area`` (within 4x either way), refined by GrabCut; empty when none."""
+    closest in size to ``expected_area`` (within 4x either way), refined by GrabCut in a wide band
+    (``redetect_band``); empty when none."""
     likelihood = cv2.GaussianBlur(appearance.likelihood(image), (0, 0), 2.0)
     candidate = (likelihood > config.redetect_threshold).astype(np.uint8)
     count, labels, stats, _ = cv2.connectedComponentsWithStats(candidate, connectivity=8)
@@ -226,4 +270,5 @@ def redetect(image: np.ndarray, appearance: Appearance, expected_area: int, conf
     best = int(np.argmin(closeness))
     if closeness[best] > np.log(4.0):
         return empty
-    return refine_mask(image, labels == best + 1, config)
+    r = int(np.clip(round(config.redetect_band * np.sqrt(expected_area)), config.min_band, config.max_band))
+    return cut_band(image, labels == best + 1, r)

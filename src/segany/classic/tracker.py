@@ -38,7 +38,7 @@ from ..errors import NotFoundError, PredictorStateError, PromptError
 from .lowres import LOGIT_CLIP, mask_to_logits, signed_distance
 from .model import ClassicModel
 from .predictor import ClassicPredictor
-from .propagation import Appearance, FlowField, PropagationConfig, propagate_mask, redetect, to_gray
+from .propagation import Appearance, FlowField, PropagationConfig, object_window, propagate_mask, redetect, to_gray
 from .scoring import gradient_magnitude
 
 
@@ -79,7 +79,7 @@ class ClassicTrackState:
         self.objects: OrderedDict[int, _Object] = OrderedDict()
         self.tracking_has_started = False
         self._work: OrderedDict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = OrderedDict()
-        self._flow: tuple[tuple[int, int], FlowField] | None = None
+        self._flow: tuple[tuple[int, int, tuple[int, int, int, int]], FlowField] | None = None
 
     @property
     def obj_ids(self) -> list[int]:
@@ -107,10 +107,14 @@ class ClassicTrackState:
                 self._work.popitem(last=False)
         return cached
 
-    def flow(self, old: int, new: int) -> FlowField:
-        """Backward flow from frame ``new`` to frame ``old`` (the last pair is kept)."""
-        if self._flow is None or self._flow[0] != (old, new):
-            self._flow = ((old, new), FlowField(self.work_frame(new)[1], self.work_frame(old)[1]))
+    def flow(self, old: int, new: int, mask: np.ndarray) -> FlowField:
+        """Backward flow from frame ``new`` to frame ``old`` in the window around ``mask``
+        (:func:`~.propagation.object_window`), from the video-resolution frames."""
+        window = object_window(mask)
+        if self._flow is None or self._flow[0] != (old, new, window):
+            new_gray = to_gray(np.ascontiguousarray(self.frames[new][..., ::-1]))
+            old_gray = to_gray(np.ascontiguousarray(self.frames[old][..., ::-1]))
+            self._flow = ((old, new, window), FlowField(new_gray, old_gray, self.work_size, window))
         return self._flow[1]
 
     def forget_caches(self) -> None:
@@ -345,7 +349,8 @@ class ClassicVideoPredictor:
         previous = obj.last[1]
         min_area = self.config.min_area * previous.size
         if np.count_nonzero(previous) >= min_area:
-            mask = propagate_mask(image, gradient, previous, state.flow(old, new), self.config)
+            mask = propagate_mask(image, gradient, previous, state.flow(old, new, previous), self.config,
+                                  obj.appearance)
             if np.count_nonzero(mask) >= min_area and not (
                     obj.appearance is not None and obj.appearance.lost(image, mask, self.config)):
                 return mask
