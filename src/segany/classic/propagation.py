@@ -44,7 +44,9 @@ class PropagationConfig:
     (:meth:`Appearance.lost`); ``redetect_threshold``: P(object | colour) a pixel needs to be a
     candidate when searching for a lost object, ``redetect_band`` the band (fraction of the square
     root of the expected area) GrabCut then refines it in. ``vote``: P(object | colour) that
-    decides a pixel where the refined mask and its guess disagree.
+    decides a pixel where the refined mask and its guess disagree. Within ``colour_band`` (fraction
+    of the square root of the area) of the boundary, a pixel whose P(object | colour) is at least
+    ``sure_object`` joins the mask, one at most ``sure_background`` leaves it.
     """
 
     band: float = 0.02
@@ -57,6 +59,9 @@ class PropagationConfig:
     min_likeness: float = 0.2
     redetect_band: float = 0.15
     vote: float = 0.5
+    colour_band: float = 0.2
+    sure_object: float = 0.95
+    sure_background: float = 0.05
 
 
 def to_gray(bgr: np.ndarray) -> np.ndarray:
@@ -197,8 +202,9 @@ def propagate_mask(image: np.ndarray, gradient: np.ndarray, previous: np.ndarray
     refined (:func:`refine_mask`); the one whose outline follows stronger edges
     (:func:`~.scoring.boundary_contrast`) wins. GrabCut's smoothness wears thin parts (legs,
     spokes) away a little on every frame, so where the cut and its guess disagree, the object's
-    colours (``appearance``, P(object | colour) >= ``config.vote``) decide. Empty when the mask
-    collapses in one step (lost)."""
+    colours (``appearance``, P(object | colour) >= ``config.vote``) decide, and near the boundary
+    colours that are surely the object's, or surely not, override the shape (parts the flow missed:
+    wheels, a growing object). Empty when the mask collapses in one step (lost)."""
     guesses = [warp_mask(previous, flow)]
     moved = rigid_warp(previous, flow)
     if moved is not None:
@@ -210,11 +216,21 @@ def propagate_mask(image: np.ndarray, gradient: np.ndarray, previous: np.ndarray
     if not candidates:
         return np.zeros_like(previous)
     guess, best = max(candidates, key=lambda c: boundary_contrast(c[1], gradient))
-    if appearance is not None:  # where the cut and its guess disagree, the object's colours decide
-        disagree = guess ^ best
-        best = best.copy()
-        best[disagree] = appearance.likelihood(image)[disagree] >= config.vote
-    return best
+    if appearance is None or not best.any():
+        return best
+    like = appearance.likelihood(image)
+    disagree = guess ^ best  # where the cut and its guess disagree, the object's colours decide
+    best = best.copy()
+    best[disagree] = like[disagree] >= config.vote
+    if not best.any():
+        return best
+    # near the boundary, colours that are surely the object's (or surely not) win over the shape
+    r = int(np.clip(round(config.colour_band * np.sqrt(np.count_nonzero(best))), 1, 40))
+    m = best.astype(np.uint8)
+    near = cv2.dilate(m, _disk(r)).astype(bool) & ~cv2.erode(m, _disk(r)).astype(bool)
+    best[near & (like >= config.sure_object)] = True
+    best[near & (like <= config.sure_background)] = False
+    return largest_components(best)
 
 
 @dataclass(frozen=True)
