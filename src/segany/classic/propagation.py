@@ -29,6 +29,7 @@ from .scoring import boundary_contrast
 
 HIST_BINS = (16, 16)  # hue, saturation
 HIST_RANGES = [0, 180, 0, 256]
+HIST_PRIOR = 1e-4  # added to both normalised histograms: a colour seen in neither is undecided
 
 
 @dataclass(frozen=True)
@@ -251,7 +252,7 @@ class Appearance:
         bg = cv2.calcHist([hsv], [0, 1], (~mask).astype(np.uint8), list(HIST_BINS), HIST_RANGES)
         fg /= max(fg.sum(), 1.0)
         bg /= max(bg.sum(), 1.0)
-        ratio = (fg / (fg + bg + 1e-6)).astype(np.float32)
+        ratio = ((fg + HIST_PRIOR) / (fg + bg + 2 * HIST_PRIOR)).astype(np.float32)  # unseen colours: 0.5
         appearance = cls(ratio, int(np.count_nonzero(mask)))
         return cls(ratio, appearance.area, appearance.likeness(image, mask))
 
