@@ -119,7 +119,7 @@ def test_an_object_prompted_later_has_no_mask_before_its_prompt(tracker) -> None
     frames, masks = make_video([((25, 36), (6, 0), (250, 200, 60))])
     state = tracker.init_state(frames)
     tracker.add_new_mask(state, 4, 1, masks[4][0])
-    out = dict((t, logits) for t, _, logits in tracker.propagate_in_video(state, start_frame_idx=0))
+    out = {t: logits for t, _, logits in tracker.propagate_in_video(state, start_frame_idx=0)}
     assert not (out[3] > 0).any() and iou(out[6][0, 0].numpy() > 0, masks[6][0]) > 0.8
 
 

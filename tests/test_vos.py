@@ -14,7 +14,6 @@ from segany.cli import main
 from segany.data.datasets import data_root, load_davis_videos, open_video_dataset
 from segany.errors import DatasetError
 from segany.evaluation.vos import disk, f_measure, object_centre, seg2bmap
-
 from test_classic_tracker import make_video
 
 

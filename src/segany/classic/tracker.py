@@ -93,15 +93,14 @@ class ClassicTrackState:
         return values[key]
 
     def work_frame(self, frame_idx: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(BGR, gray, gradient magnitude) of a frame at the working resolution (the last three are kept)."""
+        """(BGR and gradient magnitude at the working resolution, gray at the video's) of a frame
+        (the last three frames are kept)."""
         cached = self._work.get(frame_idx)
         if cached is None:
-            rgb = self.frames[frame_idx]
-            bgr = np.ascontiguousarray(rgb[..., ::-1])
+            full = np.ascontiguousarray(self.frames[frame_idx][..., ::-1])
             h, w = self.work_size
-            if (h, w) != bgr.shape[:2]:
-                bgr = cv2.resize(bgr, (w, h), interpolation=cv2.INTER_AREA)
-            cached = (bgr, to_gray(bgr), gradient_magnitude(bgr))
+            bgr = full if (h, w) == full.shape[:2] else cv2.resize(full, (w, h), interpolation=cv2.INTER_AREA)
+            cached = (bgr, to_gray(full), gradient_magnitude(bgr))
             self._work[frame_idx] = cached
             while len(self._work) > 3:
                 self._work.popitem(last=False)
@@ -112,9 +111,8 @@ class ClassicTrackState:
         (:func:`~.propagation.object_window`), from the video-resolution frames."""
         window = object_window(mask)
         if self._flow is None or self._flow[0] != (old, new, window):
-            new_gray = to_gray(np.ascontiguousarray(self.frames[new][..., ::-1]))
-            old_gray = to_gray(np.ascontiguousarray(self.frames[old][..., ::-1]))
-            self._flow = ((old, new, window), FlowField(new_gray, old_gray, self.work_size, window))
+            self._flow = ((old, new, window),
+                          FlowField(self.work_frame(new)[1], self.work_frame(old)[1], self.work_size, window))
         return self._flow[1]
 
     def forget_caches(self) -> None:

@@ -173,8 +173,8 @@ def _vos_summary(dataset: VideoDataset, prompt: str, sequences: dict[str, dict[s
 
 def format_vos_table(summary: dict[str, Any]) -> str:
     """A plain-text table of a summary from :func:`evaluate_vos`: J, F, J&F per sequence and the mean."""
-    lines = [f"{summary['dataset']} / vos, prompt {summary['prompt']}: {summary['num_sequences']} sequences, "
-             f"{summary['seconds_per_frame'] * 1000:.0f} ms per frame",
+    lines = [(f"{summary['dataset']} / vos, prompt {summary['prompt']}: {summary['num_sequences']} sequences, "
+              f"{summary['seconds_per_frame'] * 1000:.0f} ms per frame"),
              "| sequence | J | F | J&F |", "| --- | --- | --- | --- |"]
     for name, s in summary["sequences"].items():
         lines.append(f"| {name} | {s['j']:.3f} | {s['f']:.3f} | {s['jf']:.3f} |")
