@@ -11,6 +11,7 @@ from .amg.sam2_generator import SAM2_GENERATOR_OPTIONS, Sam2MaskGenerator
 from .classic.generator import HONOURED_OPTIONS, SPEED_OPTIONS, ClassicMaskGenerator
 from .classic.model import ClassicModel
 from .classic.predictor import ClassicPredictor
+from .classic.tracker import ClassicVideoPredictor
 from .engine import EngineFamily, register_family
 from .models.sam import Sam
 from .models.sam2 import Sam2
@@ -30,6 +31,7 @@ CLASSIC = register_family(EngineFamily(
     predictor=ClassicPredictor,
     generator=ClassicMaskGenerator,
     generator_options=HONOURED_OPTIONS | SPEED_OPTIONS,
+    video_predictor=ClassicVideoPredictor,
 ))
 SAM2 = register_family(EngineFamily(
     name="sam2",

@@ -1,4 +1,5 @@
-"""``segany eval``: the standard interactive-segmentation protocols on a benchmark or your own data."""
+"""``segany eval``: the standard interactive-segmentation protocols on a benchmark or your own data,
+and the video object segmentation benchmark (``--protocol vos``: J, F, J&F on DAVIS-layout videos)."""
 from __future__ import annotations
 
 import argparse
@@ -18,13 +19,18 @@ def _positive(text: str) -> int:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "eval", help="measure a model with the NoC (RITM), SAM-paper or box protocol",
+        "eval", help="measure a model with the NoC (RITM), SAM-paper, box or video (VOS) protocol",
         description="Run a standard protocol on a dataset: 'noc' (RITM clicker, NoC@85/90, NoF, mIoU@k), "
-                    "'sam' (SAM paper: mIoU at 1/2/3/5/9 points, top-1 and oracle) or 'box' (GT box prompt, mIoU). "
-                    "Dataset names resolve under $SEGANY_DATA.")
+                    "'sam' (SAM paper: mIoU at 1/2/3/5/9 points, top-1 and oracle), 'box' (GT box prompt, mIoU) "
+                    "or 'vos' (video tracking from the first frame: DAVIS J, F and J&F; needs a model that tracks, "
+                    "e.g. --model classic). Dataset names resolve under $SEGANY_DATA.")
     parser.add_argument("--dataset", required=True, metavar="NAME|PATH",
-                        help="grabcut, berkeley, davis, coco_mval, coco, a folder with images/ + masks/, or a COCO .json")
-    parser.add_argument("--protocol", choices=("noc", "sam", "box"), default="noc", help="evaluation protocol (default noc)")
+                        help="grabcut, berkeley, davis, coco_mval, coco, a folder with images/ + masks/, or a COCO .json; "
+                             "for vos: davis2016_clips or a DAVIS-layout folder (JPEGImages/ + Annotations/)")
+    parser.add_argument("--protocol", choices=("noc", "sam", "box", "vos"), default="noc",
+                        help="evaluation protocol (default noc)")
+    parser.add_argument("--prompt", choices=("mask", "click"), default="mask",
+                        help="vos: prompt the first frame with its ground-truth mask (default) or one click at the object centre")
     parser.add_argument("--max-clicks", type=_positive, default=20, help="clicks per object for noc (default 20; sam uses up to 9)")
     parser.add_argument("--limit", type=_positive, default=None, metavar="N", help="only the first N objects")
     parser.add_argument("--out", default=None, metavar="FILE.json", help="write the summary and per-object results here")
@@ -36,6 +42,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.protocol == "vos":
+        return run_vos(args)
     from ..data.datasets import open_dataset
     from ..engine import Predictor
     from ..evaluation import evaluate, format_table
@@ -54,6 +62,32 @@ def run(args: argparse.Namespace) -> int:
                        done=done, on_object=save)
     save(summary)
     print(format_table(summary))
+    if args.out:
+        info(f"wrote {args.out}")
+    return 0
+
+
+def run_vos(args: argparse.Namespace) -> int:
+    """``--protocol vos``: track every sequence from its first frame and score J / F / J&F."""
+    from ..data.datasets import open_video_dataset
+    from ..engine import VideoPredictor
+    from ..errors import DatasetError
+    from ..evaluation.vos import evaluate_vos, format_vos_table
+    from ..fileio import atomic_write_json
+
+    if args.resume:
+        raise DatasetError("--resume is for the image protocols; a vos run is short, run it again")
+    dataset = open_video_dataset(args.dataset).head(args.limit)
+    tracker = VideoPredictor(load_model_from_args(args, fallback_to_classic=False))
+    run_id = {"model": str(args.model), "checkpoint": None if args.checkpoint is None else str(args.checkpoint)}
+
+    def save(summary: dict) -> None:
+        if args.out:
+            atomic_write_json(args.out, {**summary, **run_id}, indent=1)
+
+    summary = evaluate_vos(tracker, dataset, args.prompt, progress=not args.quiet, on_sequence=save)
+    save(summary)
+    print(format_vos_table(summary))
     if args.out:
         info(f"wrote {args.out}")
     return 0

@@ -245,3 +245,116 @@ def open_dataset(name_or_path: str | os.PathLike) -> Dataset:
     if path.exists():
         return _open_path(path)
     raise DatasetError(f"unknown dataset {key!r}: use one of {', '.join(BUILTIN)} or a path to a dataset folder or COCO .json")
+
+
+# --- video object segmentation (VOS) sequences ---------------------------------------------------
+
+VOS_BUILTIN: dict[str, str] = {"davis2016_clips": "davis2016_clips"}
+
+
+@dataclass(frozen=True)
+class VideoSequence:
+    """One annotated video in the DAVIS layout: its frames (in the order the trackers read them) and
+    its annotation PNGs (palette or gray: 0 background, each other value one object). Frames without
+    an annotation file are tracked but not scored."""
+
+    name: str
+    frames_dir: Path
+    frame_files: tuple[Path, ...]
+    annotations: dict[int, Path]
+
+    def annotation(self, frame_idx: int) -> np.ndarray | None:
+        """The HxW label array of a frame (None when the frame has no annotation)."""
+        path = self.annotations.get(frame_idx)
+        if path is None:
+            return None
+        try:
+            with Image.open(path) as img:
+                return _first_channel(np.asarray(img))
+        except (OSError, UnidentifiedImageError) as exc:
+            raise DatasetError(f"cannot read annotation {path}: {exc}") from None
+
+    def object_ids(self) -> list[int]:
+        """The label values on the first frame's annotation: the objects to track."""
+        first = self.annotation(0)
+        if first is None:
+            raise DatasetError(f"{self.name}: the first frame ({self.frame_files[0].name}) has no annotation to prompt from")
+        ids = [int(v) for v in np.unique(first) if v != 0]
+        if not ids:
+            raise DatasetError(f"{self.name}: the first frame's annotation is empty")
+        return ids
+
+
+@dataclass(frozen=True)
+class VideoDataset(Sequence[VideoSequence]):
+    """A named, ordered list of annotated videos."""
+
+    name: str
+    sequences: tuple[VideoSequence, ...]
+
+    def __len__(self) -> int:
+        return len(self.sequences)
+
+    def __getitem__(self, index):  # type: ignore[override]
+        return self.sequences[index]
+
+    def __iter__(self) -> Iterator[VideoSequence]:
+        return iter(self.sequences)
+
+    def head(self, limit: int | None) -> VideoDataset:
+        """The first ``limit`` sequences (all when None)."""
+        return self if limit is None else VideoDataset(self.name, self.sequences[:limit])
+
+
+def _resolution_folder(folder: Path) -> Path:
+    """``JPEGImages/480p`` when the layout has a resolution level (one sub-folder holding folders)."""
+    subfolders = [p for p in folder.iterdir() if p.is_dir()]
+    if len(subfolders) == 1 and any(q.is_dir() for q in subfolders[0].iterdir()):
+        return subfolders[0]
+    return folder
+
+
+def load_davis_videos(root: str | os.PathLike, name: str | None = None) -> VideoDataset:
+    """Sequences of a DAVIS-layout folder: ``JPEGImages[/<res>]/<seq>/<k>.jpg`` with
+    ``Annotations[/<res>]/<seq>/<k>.png`` (frames and masks paired by file stem)."""
+    from .frames import FRAME_SUFFIXES, _frame_order
+
+    root = Path(root)
+    if not (root / "JPEGImages").is_dir() or not (root / "Annotations").is_dir():
+        raise DatasetError(f"{root} must hold JPEGImages/ and Annotations/ folders (the DAVIS layout)")
+    images, masks = _resolution_folder(root / "JPEGImages"), _resolution_folder(root / "Annotations")
+    sequences = []
+    for mask_dir in sorted(p for p in masks.iterdir() if p.is_dir()):
+        frames_dir = images / mask_dir.name
+        if not frames_dir.is_dir():
+            raise DatasetError(f"{mask_dir} has no frames folder {frames_dir}")
+        files = tuple(sorted((p for p in frames_dir.iterdir() if p.suffix.lower() in FRAME_SUFFIXES and p.is_file()),
+                             key=_frame_order))
+        if not files:
+            raise DatasetError(f"{frames_dir} has no frames")
+        index = {p.stem: i for i, p in enumerate(files)}
+        annotations = {}
+        for png in mask_dir.glob("*.png"):
+            if png.stem not in index:
+                raise DatasetError(f"annotation {png} has no frame in {frames_dir}")
+            annotations[index[png.stem]] = png
+        sequences.append(VideoSequence(mask_dir.name, frames_dir, files, annotations))
+    if not sequences:
+        raise DatasetError(f"no annotated sequences in {masks}")
+    return VideoDataset(name or root.name, tuple(sequences))
+
+
+def open_video_dataset(name_or_path: str | os.PathLike) -> VideoDataset:
+    """A built-in VOS dataset by name (``davis2016_clips``, under the data folder) or a DAVIS-layout folder."""
+    key = str(name_or_path)
+    if key in VOS_BUILTIN:
+        folder = data_root() / VOS_BUILTIN[key]
+        if not folder.is_dir():
+            raise DatasetError(f"dataset {key!r} not found at {folder}: set SEGANY_DATA to the folder holding "
+                               f"{VOS_BUILTIN[key]}/")
+        return load_davis_videos(folder, name=key)
+    path = Path(name_or_path)
+    if path.is_dir():
+        return load_davis_videos(path)
+    raise DatasetError(f"unknown video dataset {key!r}: use {', '.join(VOS_BUILTIN)} or a DAVIS-layout folder "
+                       "(JPEGImages/ and Annotations/)")
