@@ -123,7 +123,7 @@ def test_eval_cli_vos_errors(tiny_davis: Path, tmp_path: Path, capsys) -> None:
 
 def test_one_real_clip(tmp_path: Path) -> None:
     """The first 12 frames of DAVIS blackswan, when the shared data is there: an easy clip."""
-    clips = data_root() / "davis2016_clips"
+    clips = data_root().resolve() / "davis2016_clips"
     if not clips.is_dir():
         pytest.skip(f"davis2016_clips not found under {data_root()} (set SEGANY_SHARED)")
     for kind, suffix in (("JPEGImages", "jpg"), ("Annotations", "png")):
