@@ -28,8 +28,9 @@ from torch import nn
 
 from ..errors import BackendError
 from ..models.sam import Sam
+from ..models.sam2 import Sam2
 from .allocator import tune_malloc
-from .fast_decoder import FastMaskDecoder, SharedImageTokens
+from .fast_decoder import FastMaskDecoder, HighResSkips, SharedImageTokens
 from .onnx_backend import OnnxRuntimeSam
 
 BACKENDS = ("torch", "onnxruntime")
@@ -178,3 +179,66 @@ class Runtime:
         if self._shared is None or self._shared[0] is not features:
             self._shared = (features, self.decoder.share_image(features, image_pe, dense))
         return self._shared[1]
+
+
+class Sam2Runtime:
+    """The encoder and decoder calls of a :class:`~segany.predict.sam2_predictor.Sam2Predictor`.
+
+    ``dtype`` as :class:`Runtime`'s (the encoder under autocast, features kept in float32). Prompts
+    are decoded by :class:`FastMaskDecoder` over the model's own decoder weights, float32; the
+    prompt-independent work of the image decoded last (the first block's projections of its image
+    tokens, its high-resolution skips laid out for the upscaling) is kept for its next prompts.
+    """
+
+    def __init__(self, model: Sam2, dtype: torch.dtype | str | None = None) -> None:
+        self.model = model
+        if next(model.parameters()).device.type == "cpu":
+            tune_malloc()
+        self.dtype = resolve_dtype(dtype)
+        if self.dtype == torch.float16 and next(model.parameters()).device.type == "cpu":
+            raise BackendError("float16 needs a CUDA device; on CPU use dtype=torch.bfloat16")
+        self.decoder = FastMaskDecoder(model.sam_mask_decoder, model.sam_prompt_encoder)
+        # (embeddings, image index, its skips, its shared tokens once a prompt without mask input came)
+        self._image: tuple[torch.Tensor, int, HighResSkips | None, SharedImageTokens | None] | None = None
+
+    def encode(self, images: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Normalised (B, 3, S, S) images → float32 ``Sam2.image_features``: the embeddings and the
+        projected high-resolution maps."""
+        if self.dtype == torch.float32:
+            return self.model.image_features(images)
+        with torch.autocast(images.device.type, dtype=self.dtype):
+            embed, high_res = self.model.image_features(images)
+        return embed.float(), [feat.float() for feat in high_res]
+
+    def decode(
+        self,
+        embeddings: torch.Tensor,
+        high_res_feats: list[torch.Tensor],
+        img_idx: int,
+        point_coords: torch.Tensor | None,
+        point_labels: torch.Tensor | None,
+        boxes: torch.Tensor | None,
+        mask_input: torch.Tensor | None,
+        multimask_output: bool,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``Sam2.decode_prompts`` for image ``img_idx`` of the features (B, C, h, w) and
+        [(B, C/8, 4h, 4w), (B, C/4, 2h, 2w)]: low-res logits (P, M, 4h, 4w) and IoUs (P, M)."""
+        model = self.model
+        embed = embeddings[img_idx].unsqueeze(0)
+        sparse, dense = model.encode_prompts(point_coords, point_labels, boxes, mask_input)
+        image_pe = self.decoder.dense_pe()
+        cached = self._image
+        if cached is None or cached[0] is not embeddings or cached[1] != img_idx:
+            skips = self.decoder.share_high_res([level[img_idx].unsqueeze(0) for level in high_res_feats])
+            cached = (embeddings, img_idx, skips, None)
+        shared = None
+        if mask_input is None:
+            if cached[3] is None:
+                cached = (*cached[:3], self.decoder.share_image(embed, image_pe, dense))
+            shared = cached[3]
+        self._image = cached
+        return self.decoder(embed, image_pe, sparse, dense, multimask_output, shared=shared, skips=cached[2])
+
+    def forget_image(self) -> None:
+        """Drop the kept work for the last image (and the reference to its features)."""
+        self._image = None

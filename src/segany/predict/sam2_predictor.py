@@ -22,7 +22,7 @@ from ..engine import ImageFeatures
 from ..errors import ConfigError, PredictorStateError, PromptError, UnsupportedOperationError
 from ..models.sam2 import Sam2
 from ..prompts import as_array, check_boxes, check_inside, check_labels, check_torch_prompts
-from .runtime import resolve_dtype
+from .runtime import Sam2Runtime
 from .sam2_transforms import preprocess_batch, preprocess_image
 
 LOW_RES_CLAMP = 32.0  # the official predictor clamps the low-res logits it returns
@@ -46,7 +46,7 @@ class Sam2Predictor:
     ``max_sprinkle_area`` post-processing needs its CUDA extension; only 0 (off, what the
     official code does without it) is accepted. ``dtype`` (float32 exact, bfloat16, float16)
     runs the image encoder under ``torch.autocast`` with that dtype; its features are kept in
-    float32 and prompts are decoded in float32.
+    float32 and prompts are decoded in float32 by the fast decoder (:mod:`segany.predict.runtime`).
     """
 
     def __init__(self, model: Sam2, mask_threshold: float = 0.0, max_hole_area: float = 0.0,
@@ -57,7 +57,8 @@ class Sam2Predictor:
             raise UnsupportedOperationError("max_hole_area / max_sprinkle_area are not supported (the official code needs sam2._C); use 0")
         self.model = model
         self.mask_threshold = float(mask_threshold)
-        self.dtype = resolve_dtype(dtype)
+        self.runtime = Sam2Runtime(model, dtype)
+        self.dtype = self.runtime.dtype
         self.reset_predictor()
 
     @property
@@ -85,6 +86,7 @@ class Sam2Predictor:
         self._is_batch = False
         self._features: dict[str, Any] | None = None
         self._orig_hw: list[tuple[int, int]] = []
+        self.runtime.forget_image()
 
     reset_image = reset_predictor
 
@@ -107,12 +109,7 @@ class Sam2Predictor:
         self._set_features(tensor, [a.shape[:2] for a in arrays], batch=True)
 
     def _set_features(self, images: torch.Tensor, sizes: list[tuple[int, ...]], batch: bool) -> None:
-        if self.dtype == torch.float32:
-            embed, high_res = self.model.image_features(images)
-        else:
-            with torch.autocast(self.device.type, dtype=self.dtype):
-                embed, high_res = self.model.image_features(images)
-            embed, high_res = embed.float(), [feat.float() for feat in high_res]
+        embed, high_res = self.runtime.encode(images)
         self._features = {"image_embed": embed, "high_res_feats": high_res}
         self._orig_hw = [(int(h), int(w)) for h, w in sizes]
         self._is_batch = batch
@@ -314,9 +311,8 @@ class Sam2Predictor:
                 mask_input: torch.Tensor | None, multimask_output: bool, img_idx: int,
                 ) -> tuple[torch.Tensor, torch.Tensor]:
         assert self._features is not None
-        embed = self._features["image_embed"][img_idx].unsqueeze(0)
-        high_res = [level[img_idx].unsqueeze(0) for level in self._features["high_res_feats"]]
-        return self.model.decode_prompts(embed, high_res, point_coords, point_labels, boxes, mask_input, multimask_output)
+        return self.runtime.decode(self._features["image_embed"], self._features["high_res_feats"], img_idx,
+                                   point_coords, point_labels, boxes, mask_input, multimask_output)
 
     @torch.inference_mode()
     def _predict(self, point_coords: torch.Tensor | None, point_labels: torch.Tensor | None, boxes: torch.Tensor | None,

@@ -143,6 +143,25 @@ class Sam2(nn.Module):
             embed = embed + self.no_mem_embed.reshape(1, -1, 1, 1)
         return embed, list(fpn[:-1])
 
+    def encode_prompts(
+        self,
+        point_coords: torch.Tensor | None,
+        point_labels: torch.Tensor | None,
+        boxes: torch.Tensor | None = None,
+        mask_input: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The prompt encoder's sparse (B, N, C) and dense (B, C, h, w) embeddings of the prompts of
+        :meth:`decode_prompts`: a box becomes two points labelled 2 and 3 placed before the clicks."""
+        points = None if point_coords is None else (point_coords, point_labels)
+        if boxes is not None:
+            box_coords = boxes.reshape(-1, 2, 2)
+            box_labels = torch.tensor([[2, 3]], dtype=torch.int, device=boxes.device).repeat(box_coords.shape[0], 1)
+            if points is not None:
+                points = (torch.cat([box_coords, points[0]], dim=1), torch.cat([box_labels, points[1]], dim=1))
+            else:
+                points = (box_coords, box_labels)
+        return self.sam_prompt_encoder(points=points, boxes=None, masks=mask_input)
+
     def decode_prompts(
         self,
         image_embed: torch.Tensor,
@@ -161,16 +180,8 @@ class Sam2(nn.Module):
         the S x S input); ``mask_input`` (B, 1, 4h, 4w) logits. A box becomes two points labelled
         2 and 3 placed before the clicks; the padding point is always appended.
         """
-        points = None if point_coords is None else (point_coords, point_labels)
-        if boxes is not None:
-            box_coords = boxes.reshape(-1, 2, 2)
-            box_labels = torch.tensor([[2, 3]], dtype=torch.int, device=boxes.device).repeat(box_coords.shape[0], 1)
-            if points is not None:
-                points = (torch.cat([box_coords, points[0]], dim=1), torch.cat([box_labels, points[1]], dim=1))
-            else:
-                points = (box_coords, box_labels)
-        sparse, dense = self.sam_prompt_encoder(points=points, boxes=None, masks=mask_input)
-        batched = points is not None and points[0].shape[0] > 1
+        sparse, dense = self.encode_prompts(point_coords, point_labels, boxes, mask_input)
+        batched = (point_coords is not None or boxes is not None) and sparse.shape[0] > 1
         low_res_masks, iou_predictions, _, _ = self.sam_mask_decoder(
             image_embeddings=image_embed,
             image_pe=self.sam_prompt_encoder.get_dense_pe(),
