@@ -288,6 +288,11 @@ def high_res_skips(decoder: Sam2MaskDecoder, feat_s0: torch.Tensor, feat_s1: tor
     return HighResSkips(stride8.reshape(height * width, -1), stride4.reshape(4 * height * width, -1))
 
 
+def _per_prompt(rows: torch.Tensor, n: int) -> torch.Tensor:
+    """One image's skip rows for ``n`` prompts stacked (no copy for one)."""
+    return rows if n == 1 else rows.repeat(n, 1)
+
+
 def upscaled_masks(
     decoder: MaskDecoder | Sam2MaskDecoder,
     keys: torch.Tensor,
@@ -310,13 +315,13 @@ def upscaled_masks(
     for start in range(0, keys.shape[0], UPSCALE_CHUNK):
         part = keys[start : start + UPSCALE_CHUNK]
         n = part.shape[0]
-        first = bias1 if skips is None else skips.stride8.repeat(n, 1)
+        first = bias1 if skips is None else _per_prompt(skips.stride8, n)
         x = torch.addmm(first, part.reshape(-1, channels), weight1)
         x = act1(layer_norm_last(x.view(-1, up1.out_channels), norm))
         if skips is None:
             x = dense_act(x, weight2, bias2, act2)  # rows (n, h, w, kh1, kw1), cols (kh2, kw2, c)
         else:
-            x = act2(torch.addmm(skips.stride4.repeat(n, 1), x, weight2.T))
+            x = act2(torch.addmm(_per_prompt(skips.stride4, n), x, weight2.T))
         masks = torch.bmm(hyper_in[start : start + n], x.view(n, -1, up2.out_channels).transpose(1, 2))
         masks = masks.view(n, num_masks, height, width, 2, 2, 2, 2).permute(0, 1, 2, 4, 6, 3, 5, 7)
         chunks.append(masks.reshape(n, num_masks, 4 * height, 4 * width))
