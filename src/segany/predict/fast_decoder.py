@@ -337,6 +337,16 @@ class DecoderOutput(NamedTuple):
     object_score_logits: torch.Tensor | None
 
 
+def values_key(*tensors: torch.Tensor) -> tuple | None:
+    """What a value computed from ``tensors`` (parameters) may be cached under: their storage,
+    version counters, devices and dtypes, and the grad mode; None for inference tensors, which
+    have no version counter (compute afresh)."""
+    if any(t.is_inference() for t in tensors):
+        return None
+    return (torch.is_inference_mode_enabled(),
+            *((t.device, t.dtype, t.data_ptr(), t._version) for t in tensors))
+
+
 class FastMaskDecoder:
     """Inference evaluation of a SAM or SAM 2 model's mask decoder (and the prompt encoder's dense
     positional encoding), over the model's own parameters: no weights of its own."""
@@ -350,10 +360,9 @@ class FastMaskDecoder:
     def dense_pe(self) -> torch.Tensor:
         """``prompt_encoder.get_dense_pe()``, computed once and reused until the random Fourier
         matrix changes (new weights, another device or dtype) or the grad mode differs."""
-        matrix = self.prompt_encoder.pe_layer.positional_encoding_gaussian_matrix
-        if matrix.is_inference():  # inference tensors have no version counter
+        key = values_key(self.prompt_encoder.pe_layer.positional_encoding_gaussian_matrix)
+        if key is None:
             return self.prompt_encoder.get_dense_pe()
-        key = (matrix.device, matrix.dtype, matrix.data_ptr(), matrix._version, torch.is_inference_mode_enabled())
         if self._dense_pe_key != key:
             self._dense_pe = self.prompt_encoder.get_dense_pe()
             self._dense_pe_key = key

@@ -27,10 +27,11 @@ import torch
 from torch import nn
 
 from ..errors import BackendError
+from ..models.encoders.hiera import Hiera, Sam2ImageEncoder
 from ..models.sam import Sam
 from ..models.sam2 import Sam2
 from .allocator import tune_malloc
-from .fast_decoder import FastMaskDecoder, HighResSkips, SharedImageTokens
+from .fast_decoder import FastMaskDecoder, HighResSkips, SharedImageTokens, values_key
 from .onnx_backend import OnnxRuntimeSam
 
 BACKENDS = ("torch", "onnxruntime")
@@ -184,7 +185,8 @@ class Runtime:
 class Sam2Runtime:
     """The encoder and decoder calls of a :class:`~segany.predict.sam2_predictor.Sam2Predictor`.
 
-    ``dtype`` as :class:`Runtime`'s (the encoder under autocast, features kept in float32). Prompts
+    ``dtype`` bfloat16 (or float16 on GPU) runs a copy of the image encoder with its weights cast
+    once to that dtype, activations in it too; the features are kept in float32. Prompts
     are decoded by :class:`FastMaskDecoder` over the model's own decoder weights, float32; the
     prompt-independent work of the image decoded last (the first block's projections of its image
     tokens, its high-resolution skips laid out for the upscaling) is kept for its next prompts.
@@ -197,18 +199,44 @@ class Sam2Runtime:
         self.dtype = resolve_dtype(dtype)
         if self.dtype == torch.float16 and next(model.parameters()).device.type == "cpu":
             raise BackendError("float16 needs a CUDA device; on CPU use dtype=torch.bfloat16")
+        self._encoder = model.image_encoder
+        if self.dtype != torch.float32:  # the weights cast once, not by autocast at every call
+            self._encoder = copy.deepcopy(model.image_encoder).to(self.dtype)
+        self._pos_embed: tuple[tuple, torch.Tensor] | None = None
         self.decoder = FastMaskDecoder(model.sam_mask_decoder, model.sam_prompt_encoder)
         # (embeddings, image index, its skips, its shared tokens once a prompt without mask input came)
         self._image: tuple[torch.Tensor, int, HighResSkips | None, SharedImageTokens | None] | None = None
 
     def encode(self, images: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """Normalised (B, 3, S, S) images → float32 ``Sam2.image_features``: the embeddings and the
-        projected high-resolution maps."""
+        projected high-resolution maps. A Hiera encoder gets its position embedding from a cache
+        and computes no position encodings (the image path uses none)."""
+        model, encoder = self.model, self._encoder
+        images = images.to(self.dtype)
+        if isinstance(encoder, Sam2ImageEncoder):
+            fpn = encoder(images, pos_embed=self._trunk_pos_embed(encoder.trunk, images), positions=False).backbone_fpn
+        else:
+            encoded = encoder(images)
+            fpn = (encoded._asdict() if hasattr(encoded, "_asdict") else dict(encoded))["backbone_fpn"]
         if self.dtype == torch.float32:
-            return self.model.image_features(images)
-        with torch.autocast(images.device.type, dtype=self.dtype):
-            embed, high_res = self.model.image_features(images)
-        return embed.float(), [feat.float() for feat in high_res]
+            return model.features_from_fpn(model.project_high_res(fpn))
+        with torch.autocast(images.device.type, dtype=self.dtype):  # project before widening: 8x fewer values
+            fpn = model.project_high_res(fpn)
+        return model.features_from_fpn([level.float() for level in fpn])
+
+    def _trunk_pos_embed(self, trunk: Hiera, images: torch.Tensor) -> torch.Tensor:
+        """``trunk._get_pos_embed`` of the images' patch grid, recomputed only when the input size
+        or the trunk's position parameters change."""
+        conv = trunk.patch_embed.proj
+        grid = tuple((size + 2 * pad - kernel) // step + 1 for size, pad, kernel, step in zip(
+            images.shape[-2:], conv.padding, conv.kernel_size, conv.stride))
+        key = values_key(trunk.pos_embed, trunk.pos_embed_window)
+        if key is None:
+            return trunk._get_pos_embed(grid)
+        key = (grid, *key)
+        if self._pos_embed is None or self._pos_embed[0] != key:
+            self._pos_embed = (key, trunk._get_pos_embed(grid))
+        return self._pos_embed[1]
 
     def decode(
         self,

@@ -51,8 +51,9 @@ class Sam2Predictor:
     ``mask_threshold`` turns logits into masks. The official ``max_hole_area`` /
     ``max_sprinkle_area`` post-processing needs its CUDA extension; only 0 (off, what the
     official code does without it) is accepted. ``dtype`` (float32 exact, bfloat16, float16)
-    runs the image encoder under ``torch.autocast`` with that dtype; its features are kept in
-    float32 and prompts are decoded in float32 by the fast decoder (:mod:`segany.predict.runtime`).
+    runs the image encoder in that dtype (a copy with its weights cast once); its features are
+    kept in float32 and prompts are decoded in float32 by the fast decoder
+    (:class:`segany.predict.runtime.Sam2Runtime`).
     """
 
     def __init__(self, model: Sam2, mask_threshold: float = 0.0, max_hole_area: float = 0.0,

@@ -126,18 +126,27 @@ class Sam2(nn.Module):
         resolution maps projected once by the decoder's ``conv_s0`` / ``conv_s1``."""
         encoded = self.image_encoder(images)
         out = encoded._asdict() if hasattr(encoded, "_asdict") else dict(encoded)
+        out["backbone_fpn"] = self.project_high_res(out["backbone_fpn"])
+        return out
+
+    def project_high_res(self, backbone_fpn: list[torch.Tensor] | tuple[torch.Tensor, ...]) -> list[torch.Tensor]:
+        """The encoder's ``backbone_fpn`` with its two highest-resolution maps projected by
+        ``conv_s0`` / ``conv_s1`` (unchanged without high-res features)."""
+        fpn = list(backbone_fpn)
         if self.use_high_res_features_in_sam:
-            fpn = list(out["backbone_fpn"])
             fpn[0] = self.sam_mask_decoder.conv_s0(fpn[0])
             fpn[1] = self.sam_mask_decoder.conv_s1(fpn[1])
-            out["backbone_fpn"] = fpn
-        return out
+        return fpn
 
     def image_features(self, images: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """What ``SAM2ImagePredictor.set_image`` keeps: the stride-16 embedding (B, C, S/16, S/16),
         plus ``no_mem_embed`` when ``directly_add_no_mem_embed``, and the projected high-resolution
         maps [(B, C/8, S/4, S/4), (B, C/4, S/8, S/8)] (empty without high-res features)."""
-        fpn = self.forward_image(images)["backbone_fpn"][-self.num_feature_levels:]
+        return self.features_from_fpn(self.forward_image(images)["backbone_fpn"])
+
+    def features_from_fpn(self, backbone_fpn: list[torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """:meth:`image_features` from a projected ``backbone_fpn`` (:meth:`project_high_res`)."""
+        fpn = backbone_fpn[-self.num_feature_levels:]
         embed = fpn[-1]
         if self.directly_add_no_mem_embed:
             embed = embed + self.no_mem_embed.reshape(1, -1, 1, 1)
