@@ -14,6 +14,7 @@ from segany.amg.sam2_generator import Sam2MaskGenerator
 from segany.models.sam2 import Sam2, build_sam2
 from segany.models.sam2.mask_decoder import stability_scores
 from segany.predict.fast_decoder import PROMPT_CHUNK, FastMaskDecoder
+from segany.predict.runtime import Sam2Runtime
 from segany.predict.sam2_predictor import Sam2Predictor
 
 from test_sam2_predictor import tiny_random_sam2
@@ -206,3 +207,51 @@ def test_generator_runs_on_the_fast_path(model: Sam2, monkeypatch) -> None:
     for ours, ref in zip(fast, plain):
         assert abs(ours["predicted_iou"] - ref["predicted_iou"]) < 1e-5
         assert np.array_equal(ours["segmentation"], ref["segmentation"])
+
+
+def test_runtime_encoder_equals_image_features_and_follows_the_position_parameters() -> None:
+    """The runtime's encoder pass (position embedding kept per input size, no neck position
+    encodings) gives ``Sam2.image_features``; an in-place change of the position parameters is seen."""
+    model = tiny_random_sam2()
+    runtime = Sam2Runtime(model)
+    images = torch.randn(1, 3, model.image_size, model.image_size, generator=torch.Generator().manual_seed(11))
+    with torch.inference_mode():
+        outputs = [runtime.encode(images), runtime.encode(images)]  # the second from the kept embedding
+        reference = model.image_features(images)
+    with torch.no_grad():
+        pos_embed = model.image_encoder.trunk.pos_embed
+        pos_embed.add_(torch.randn(pos_embed.shape, generator=torch.Generator().manual_seed(13)))
+    with torch.inference_mode():
+        changed, changed_reference = runtime.encode(images), model.image_features(images)
+    for (embed, high_res), (ref_embed, ref_high_res) in (*((out, reference) for out in outputs),
+                                                         (changed, changed_reference)):
+        assert len(high_res) == 2 and torch.allclose(embed, ref_embed, atol=1e-5)
+        assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(high_res, ref_high_res))
+    assert not torch.allclose(changed[0], outputs[0][0], atol=1e-3)
+
+
+def test_bf16_runtime_casts_a_copy_of_the_encoder_once(model: Sam2) -> None:
+    runtime = Sam2Runtime(model, dtype="bf16")
+    assert runtime._encoder is not model.image_encoder
+    assert {p.dtype for p in runtime._encoder.parameters()} == {torch.bfloat16}
+    assert {p.dtype for p in model.image_encoder.parameters()} == {torch.float32}
+    images = torch.randn(1, 3, model.image_size, model.image_size, generator=torch.Generator().manual_seed(12))
+    with torch.inference_mode():
+        embed, high_res = runtime.encode(images)
+        ref_embed, _ = model.image_features(images)
+    assert embed.dtype == torch.float32 and all(level.dtype == torch.float32 for level in high_res)
+    assert float((embed - ref_embed).norm() / ref_embed.norm()) < 0.05
+
+
+def test_hiera_mlp_runs_linear_and_gelu_as_one_kernel_under_inference_mode(model: Sam2) -> None:
+    from torch.profiler import profile
+
+    mlp = model.image_encoder.trunk.blocks[0].mlp
+    x = torch.randn(2, 4, 4, mlp.layers[0].in_features)
+    plain = mlp.layers[1](F.gelu(mlp.layers[0](x)))
+    with torch.inference_mode(), profile() as prof:
+        fused = mlp(x)
+    names = {event.key for event in prof.key_averages()}
+    if torch.backends.mkldnn.is_available():
+        assert "mkldnn::_linear_pointwise" in names and "aten::gelu" not in names
+    assert torch.allclose(fused, plain, atol=1e-6)
