@@ -255,3 +255,16 @@ def test_hiera_mlp_runs_linear_and_gelu_as_one_kernel_under_inference_mode(model
     if torch.backends.mkldnn.is_available():
         assert "mkldnn::_linear_pointwise" in names and "aten::gelu" not in names
     assert torch.allclose(fused, plain, atol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float64])
+def test_mask_layout_moves_pairs_with_the_same_bits(dtype: torch.dtype) -> None:
+    """The upscaling's (y, x, kh1, kw1, kh2, kw2) order → images, by the paired fast move (float32,
+    bfloat16) or the plain permutation (other item sizes): both equal the reference permutation."""
+    from segany.predict.fast_decoder import _to_image_layout
+
+    n, masks, h, w = 2, 3, 5, 7
+    values = torch.randn(n, masks, h * w * 16, generator=torch.Generator().manual_seed(14)).to(dtype)
+    reference = values.view(n, masks, h, w, 2, 2, 2, 2).permute(0, 1, 2, 4, 6, 3, 5, 7).reshape(n, masks, 4 * h, 4 * w)
+    moved = _to_image_layout(values, h, w)
+    assert moved.dtype == dtype and torch.equal(moved, reference)

@@ -288,6 +288,22 @@ def high_res_skips(decoder: Sam2MaskDecoder, feat_s0: torch.Tensor, feat_s1: tor
     return HighResSkips(stride8.reshape(height * width, -1), stride4.reshape(4 * height * width, -1))
 
 
+_PAIRS = {2: torch.int32, 4: torch.int64}  # a dtype holding two values of an item size
+
+
+def _to_image_layout(masks: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """(n, M, h*w*16) logits ordered (y, x, kh1, kw1, kh2, kw2) → (n, M, 4h, 4w) images. The
+    horizontally adjacent kw2 pairs move as one wider item: a 7-D instead of an 8-D permutation,
+    about ten times faster on CPU; the same bits."""
+    n, num_masks = masks.shape[:2]
+    pair = _PAIRS.get(masks.element_size())
+    if pair is None or not masks.is_contiguous():
+        moved = masks.view(n, num_masks, height, width, 2, 2, 2, 2).permute(0, 1, 2, 4, 6, 3, 5, 7)
+        return moved.reshape(n, num_masks, 4 * height, 4 * width)
+    moved = masks.view(pair).view(n, num_masks, height, width, 2, 2, 2).permute(0, 1, 2, 4, 6, 3, 5)
+    return moved.reshape(n, num_masks, 4 * height, 2 * width).view(masks.dtype)
+
+
 def _per_prompt(rows: torch.Tensor, n: int) -> torch.Tensor:
     """One image's skip rows for ``n`` prompts stacked (no copy for one)."""
     return rows if n == 1 else rows.repeat(n, 1)
@@ -323,8 +339,7 @@ def upscaled_masks(
         else:
             x = act2(torch.addmm(_per_prompt(skips.stride4, n), x, weight2.T))
         masks = torch.bmm(hyper_in[start : start + n], x.view(n, -1, up2.out_channels).transpose(1, 2))
-        masks = masks.view(n, num_masks, height, width, 2, 2, 2, 2).permute(0, 1, 2, 4, 6, 3, 5, 7)
-        chunks.append(masks.reshape(n, num_masks, 4 * height, 4 * width))
+        chunks.append(_to_image_layout(masks, height, width))
     return chunks[0] if len(chunks) == 1 else torch.cat(chunks)
 
 
