@@ -39,8 +39,8 @@ def _as_image(image: Any, image_format: str = "RGB") -> np.ndarray:
 
 
 def _float_array(tensor: torch.Tensor) -> np.ndarray:
-    """A (1, ...) tensor as a float32 array without its leading axis (bool converted by numpy:
-    several times faster than torch's bool → float on CPU)."""
+    """A tensor as a float32 array, a leading axis of 1 dropped (bool converted by numpy: several
+    times faster than torch's bool → float on CPU)."""
     return tensor.squeeze(0).cpu().numpy().astype(np.float32, copy=False)
 
 
@@ -305,7 +305,8 @@ class Sam2Predictor:
     def upscale_logits(self, low_res_logits: torch.Tensor, img_idx: int = -1) -> torch.Tensor:
         """(B, C, 256, 256) logits → (B, C, H, W) at the original image size (bilinear, no antialias)."""
         self._require_image()
-        # one channel per image: the same interpolation, more than twice as fast on CPU as 3 channels
+        # one plane per mask: the same bilinear weights (rounding may differ in the last bit),
+        # more than twice as fast on CPU as three channels at once
         size = self._orig_hw[img_idx]
         planes = low_res_logits.float().flatten(0, 1)[:, None]
         return F.interpolate(planes, size, mode="bilinear", align_corners=False).view(*low_res_logits.shape[:2], *size)
