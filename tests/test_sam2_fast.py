@@ -16,7 +16,6 @@ from segany.models.sam2.mask_decoder import stability_scores
 from segany.predict.fast_decoder import PROMPT_CHUNK, FastMaskDecoder
 from segany.predict.runtime import Sam2Runtime
 from segany.predict.sam2_predictor import Sam2Predictor
-
 from test_sam2_predictor import tiny_random_sam2
 
 BATCH = 2 * PROMPT_CHUNK + 1  # several prompt chunks and a partial one

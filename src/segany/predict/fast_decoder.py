@@ -35,8 +35,8 @@ from torch import nn
 from ..models.common import layer_norm_last
 from ..models.fused import dense_act
 from ..models.mask_decoder import MaskDecoder
-from ..models.sam2.mask_decoder import MaskDecoder as Sam2MaskDecoder
 from ..models.prompt_encoder import PromptEncoder
+from ..models.sam2.mask_decoder import MaskDecoder as Sam2MaskDecoder
 from ..models.transformer import Attention, TwoWayAttentionBlock, TwoWayTransformer
 
 PROMPT_CHUNK = 4  # prompts decoded at once: their image tokens (4 MB each at SAM's size) stay cache-sized
@@ -326,7 +326,6 @@ def upscaled_masks(
     weight2 = up2.weight.permute(2, 3, 1, 0).reshape(-1, up2.in_channels)  # rows ordered (kh, kw, out)
     bias1, bias2 = up1.bias.repeat(4), up2.bias.repeat(4)
     height, width = size
-    num_masks = hyper_in.shape[1]
     chunks = []
     for start in range(0, keys.shape[0], UPSCALE_CHUNK):
         part = keys[start : start + UPSCALE_CHUNK]
