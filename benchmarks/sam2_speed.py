@@ -15,6 +15,9 @@ Workloads (fp32 unless said):
   fp32, with the SAM 1 suite's quality guard against segany fp32 (4 photos x 5 prompts, median mask IoU >= 0.99);
 - ``predict-1``: ``predict()`` with one point, 3 masks at the original resolution;
 - ``boxes-64``: ``predict(box=(64, 4), multimask_output=False)``, 64 masks at the original resolution;
+- ``points-64 low-res``: one generator batch, 64 single points, 3 masks each: the official generator's
+  call (``_predict(..., return_logits=True)``, logits upsampled to the image) against segany's
+  (``predict_low_res_torch``: its generator upsamples only the survivors of the filters);
 - ``everything``: segment-everything on the filters-off workload (``pred_iou_thresh=0``,
   ``stability_score_thresh=0``, as ``benchmarks/everything.py`` defines it for SAM 1), 32x32
   grid, 64 points per batch, on the 640x480 COCO photo; includes ``set_image``.
@@ -42,7 +45,7 @@ from benchmarks.suite_measure import count_flops, interleaved, load_average, med
 
 SEED = 1234
 PHOTOS = SHARED / "data" / "coco_val2017_tiny" / "images"
-REPEATS = {"set_image": 3, "predict-1": 10, "boxes-64": 3, "everything": 1}
+REPEATS = {"set_image": 3, "predict-1": 10, "boxes-64": 3, "points-64 low-res": 2, "everything": 1}
 HEADER = ["model", "workload", "official s", "segany s", "vs official"]
 
 
@@ -116,6 +119,14 @@ def bench_model(name: str, image: np.ndarray, small: np.ndarray, folder: Path, a
     rows["boxes-64"] = time_pair({"official": lambda: theirs.predict(box=prompts, multimask_output=False),
                                   "segany": lambda: ours.predict(box=prompts, multimask_output=False)}, REPEATS["boxes-64"])
     print(f"  {name} predict-1 / boxes-64: {rows['predict-1']} / {rows['boxes-64']}", flush=True)
+    coords = torch.as_tensor(grid_points(64, height, width), dtype=torch.float32)
+    ours_coords = ours._transform_coords(coords, True, (height, width))[:, None]
+    theirs_coords = theirs._transforms.transform_coords(coords, normalize=True, orig_hw=(height, width))[:, None]
+    ones = torch.ones(64, 1, dtype=torch.int)
+    rows["points-64 low-res"] = time_pair(
+        {"official": lambda: theirs._predict(theirs_coords, ones, multimask_output=True, return_logits=True),
+         "segany": lambda: ours.predict_low_res_torch(ours_coords, ones)}, REPEATS["points-64 low-res"])
+    print(f"  {name} points-64 low-res: {rows['points-64 low-res']}", flush=True)
     parity = {}
     with torch.inference_mode():
         _, ref_iou, ref_low = theirs.predict(box=prompts, multimask_output=False)
@@ -170,7 +181,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip-everything", action="store_true", help="no segment-everything row")
     parser.add_argument("--profile", action="store_true", help="profile one segany encoder forward")
     parser.add_argument("--output", default="sam2_speed", help="results file name under benchmarks/results/")
+    parser.add_argument("--repeats", type=int, default=None, help="timed repeats of every row (default: per row)")
     args = parser.parse_args(argv)
+    if args.repeats is not None:
+        REPEATS.update(dict.fromkeys(REPEATS, args.repeats))
     import_official()
     torch.set_num_threads(args.threads)
     from segany import load_image

@@ -27,9 +27,11 @@ import torch
 from torch import nn
 
 from ..errors import BackendError
+from ..models.encoders.hiera import Hiera, Sam2ImageEncoder
 from ..models.sam import Sam
+from ..models.sam2 import Sam2
 from .allocator import tune_malloc
-from .fast_decoder import FastMaskDecoder, SharedImageTokens
+from .fast_decoder import FastMaskDecoder, HighResSkips, SharedImageTokens, values_key
 from .onnx_backend import OnnxRuntimeSam, check_backend
 
 QUANTIZATIONS = ("int8",)
@@ -176,3 +178,93 @@ class Runtime:
         if self._shared is None or self._shared[0] is not features:
             self._shared = (features, self.decoder.share_image(features, image_pe, dense))
         return self._shared[1]
+
+
+class Sam2Runtime:
+    """The encoder and decoder calls of a :class:`~segany.predict.sam2_predictor.Sam2Predictor`.
+
+    ``dtype`` bfloat16 (or float16 on GPU) runs a copy of the image encoder with its weights cast
+    once to that dtype, activations in it too; the features are kept in float32. Prompts
+    are decoded by :class:`FastMaskDecoder` over the model's own decoder weights, float32; the
+    prompt-independent work of the image decoded last (the first block's projections of its image
+    tokens, its high-resolution skips laid out for the upscaling) is kept for its next prompts.
+    """
+
+    def __init__(self, model: Sam2, dtype: torch.dtype | str | None = None) -> None:
+        self.model = model
+        if next(model.parameters()).device.type == "cpu":
+            tune_malloc()
+        self.dtype = resolve_dtype(dtype)
+        if self.dtype == torch.float16 and next(model.parameters()).device.type == "cpu":
+            raise BackendError("float16 needs a CUDA device; on CPU use dtype=torch.bfloat16")
+        self._encoder = model.image_encoder
+        if self.dtype != torch.float32:  # the weights cast once, not by autocast at every call
+            self._encoder = copy.deepcopy(model.image_encoder).to(self.dtype)
+        self._pos_embed: tuple[tuple, torch.Tensor] | None = None
+        self.decoder = FastMaskDecoder(model.sam_mask_decoder, model.sam_prompt_encoder)
+        # (embeddings, image index, its skips, its shared tokens once a prompt without mask input came)
+        self._image: tuple[torch.Tensor, int, HighResSkips | None, SharedImageTokens | None] | None = None
+
+    def encode(self, images: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Normalised (B, 3, S, S) images → float32 ``Sam2.image_features``: the embeddings and the
+        projected high-resolution maps. A Hiera encoder gets its position embedding from a cache
+        and computes no position encodings (the image path uses none)."""
+        model, encoder = self.model, self._encoder
+        images = images.to(self.dtype)
+        if isinstance(encoder, Sam2ImageEncoder):
+            fpn = encoder(images, pos_embed=self._trunk_pos_embed(encoder.trunk, images), positions=False).backbone_fpn
+        else:
+            encoded = encoder(images)
+            fpn = (encoded._asdict() if hasattr(encoded, "_asdict") else dict(encoded))["backbone_fpn"]
+        if self.dtype == torch.float32:
+            return model.features_from_fpn(model.project_high_res(fpn))
+        with torch.autocast(images.device.type, dtype=self.dtype):  # project before widening: 8x fewer values
+            fpn = model.project_high_res(fpn)
+        return model.features_from_fpn([level.float() for level in fpn])
+
+    def _trunk_pos_embed(self, trunk: Hiera, images: torch.Tensor) -> torch.Tensor:
+        """``trunk._get_pos_embed`` of the images' patch grid, recomputed only when the input size
+        or the trunk's position parameters change."""
+        conv = trunk.patch_embed.proj
+        grid = tuple((size + 2 * pad - kernel) // step + 1 for size, pad, kernel, step in zip(
+            images.shape[-2:], conv.padding, conv.kernel_size, conv.stride))
+        key = values_key(trunk.pos_embed, trunk.pos_embed_window)
+        if key is None:
+            return trunk._get_pos_embed(grid)
+        key = (grid, *key)
+        if self._pos_embed is None or self._pos_embed[0] != key:
+            self._pos_embed = (key, trunk._get_pos_embed(grid))
+        return self._pos_embed[1]
+
+    def decode(
+        self,
+        embeddings: torch.Tensor,
+        high_res_feats: list[torch.Tensor],
+        img_idx: int,
+        point_coords: torch.Tensor | None,
+        point_labels: torch.Tensor | None,
+        boxes: torch.Tensor | None,
+        mask_input: torch.Tensor | None,
+        multimask_output: bool,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``Sam2.decode_prompts`` for image ``img_idx`` of the features (B, C, h, w) and
+        [(B, C/8, 4h, 4w), (B, C/4, 2h, 2w)]: low-res logits (P, M, 4h, 4w) and IoUs (P, M)."""
+        model = self.model
+        embed = embeddings[img_idx].unsqueeze(0)
+        sparse, dense = model.encode_prompts(point_coords, point_labels, boxes, mask_input)
+        image_pe = self.decoder.dense_pe()
+        cached = self._image
+        if cached is None or cached[0] is not embeddings or cached[1] != img_idx:
+            skips = self.decoder.share_high_res([level[img_idx].unsqueeze(0) for level in high_res_feats])
+            cached = (embeddings, img_idx, skips, None)
+        shared = None
+        if mask_input is None:
+            if cached[3] is None:
+                cached = (*cached[:3], self.decoder.share_image(embed, image_pe, dense))
+            shared = cached[3]
+        self._image = cached
+        return self.decoder(embed, image_pe, sparse, dense, multimask_output, shared=shared, skips=cached[2])
+
+    def forget_image(self) -> None:
+        """Drop the kept work for the last image (and the reference to its features)."""
+        self._image = None

@@ -24,7 +24,7 @@ from ..errors import ConfigError, PredictorStateError, PromptError, UnsupportedO
 from ..models.sam2 import Sam2
 from ..prompts import as_array, check_boxes, check_inside, check_labels, check_torch_prompts
 from .onnx_backend import sam2_backend
-from .runtime import resolve_dtype
+from .runtime import Sam2Runtime, resolve_dtype
 from .sam2_transforms import preprocess_batch, preprocess_image
 
 LOW_RES_CLAMP = 32.0  # the official predictor clamps the low-res logits it returns
@@ -40,6 +40,12 @@ def _as_image(image: Any, image_format: str = "RGB") -> np.ndarray:
     return np.ascontiguousarray(image[..., ::-1]) if image_format == "BGR" else image
 
 
+def _float_array(tensor: torch.Tensor) -> np.ndarray:
+    """A tensor as a float32 array, a leading axis of 1 dropped (bool converted by numpy: several
+    times faster than torch's bool → float on CPU)."""
+    return tensor.squeeze(0).cpu().numpy().astype(np.float32, copy=False)
+
+
 class Sam2Predictor:
     """Promptable segmentation with a :class:`~segany.models.sam2.Sam2` (what ``segany.Predictor``
     returns for SAM 2 / 2.1 models), with the official ``SAM2ImagePredictor`` argument names.
@@ -47,8 +53,9 @@ class Sam2Predictor:
     ``mask_threshold`` turns logits into masks. The official ``max_hole_area`` /
     ``max_sprinkle_area`` post-processing needs its CUDA extension; only 0 (off, what the
     official code does without it) is accepted. ``dtype`` (float32 exact, bfloat16, float16)
-    runs the image encoder under ``torch.autocast`` with that dtype; its features are kept in
-    float32 and prompts are decoded in float32. ``backend="onnxruntime"`` runs the image encoder
+    runs the image encoder in that dtype (a copy with its weights cast once); its features are
+    kept in float32 and prompts are decoded in float32 by the fast decoder
+    (:class:`segany.predict.runtime.Sam2Runtime`). ``backend="onnxruntime"`` runs the image encoder
     and the prompt decoder as the ONNX graphs of ``segany export onnx`` (read from ``onnx_dir``, or
     exported on the fly): same prompt checks, token choice and upsampling, logits within 1e-3.
     """
@@ -65,6 +72,7 @@ class Sam2Predictor:
         self.dtype = resolve_dtype(dtype)
         self.backend = backend
         self._onnx = sam2_backend(model, backend, onnx_dir, self.dtype)
+        self.runtime = Sam2Runtime(model, self.dtype)
         self.reset_predictor()
 
     @property
@@ -92,6 +100,7 @@ class Sam2Predictor:
         self._is_batch = False
         self._features: dict[str, Any] | None = None
         self._orig_hw: list[tuple[int, int]] = []
+        self.runtime.forget_image()
 
     reset_image = reset_predictor
 
@@ -117,12 +126,8 @@ class Sam2Predictor:
         if self._onnx is not None:
             embed, high_res = self._onnx.encode(images)
             embed, high_res = embed.to(self.device), [feat.to(self.device) for feat in high_res]
-        elif self.dtype == torch.float32:
-            embed, high_res = self.model.image_features(images)
         else:
-            with torch.autocast(self.device.type, dtype=self.dtype):
-                embed, high_res = self.model.image_features(images)
-            embed, high_res = embed.float(), [feat.float() for feat in high_res]
+            embed, high_res = self.runtime.encode(images)
         self._features = {"image_embed": embed, "high_res_feats": high_res}
         self._orig_hw = [(int(h), int(w)) for h, w in sizes]
         self._is_batch = batch
@@ -216,8 +221,7 @@ class Sam2Predictor:
         coords, labels, boxes, mask = self._prep_prompts(point_coords, point_labels, box, mask_input,
                                                          normalize_coords, img_idx)
         masks, iou, low_res = self._predict(coords, labels, boxes, mask, multimask_output, return_logits, img_idx)
-        return (masks.squeeze(0).float().cpu().numpy(), iou.squeeze(0).float().cpu().numpy(),
-                low_res.squeeze(0).float().cpu().numpy())
+        return _float_array(masks), _float_array(iou), _float_array(low_res)
 
     def _transform_coords(self, coords: torch.Tensor, normalize: bool, orig_hw: tuple[int, int]) -> torch.Tensor:
         """Original pixels (or relative [0, 1] without ``normalize``) → the model's S x S frame."""
@@ -312,7 +316,11 @@ class Sam2Predictor:
     def upscale_logits(self, low_res_logits: torch.Tensor, img_idx: int = -1) -> torch.Tensor:
         """(B, C, 256, 256) logits → (B, C, H, W) at the original image size (bilinear, no antialias)."""
         self._require_image()
-        return F.interpolate(low_res_logits.float(), self._orig_hw[img_idx], mode="bilinear", align_corners=False)
+        # one plane per mask: the same bilinear weights (rounding may differ in the last bit),
+        # more than twice as fast on CPU as three channels at once
+        size = self._orig_hw[img_idx]
+        planes = low_res_logits.float().flatten(0, 1)[:, None]
+        return F.interpolate(planes, size, mode="bilinear", align_corners=False).view(*low_res_logits.shape[:2], *size)
 
     def _check_torch_prompts(self, point_coords: torch.Tensor | None, point_labels: torch.Tensor | None,
                              boxes: torch.Tensor | None, mask_input: torch.Tensor | None) -> None:
@@ -324,12 +332,13 @@ class Sam2Predictor:
                 mask_input: torch.Tensor | None, multimask_output: bool, img_idx: int,
                 ) -> tuple[torch.Tensor, torch.Tensor]:
         assert self._features is not None
-        embed = self._features["image_embed"][img_idx].unsqueeze(0)
-        high_res = [level[img_idx].unsqueeze(0) for level in self._features["high_res_feats"]]
         if self._onnx is not None and (point_coords is not None or boxes is not None):
+            embed = self._features["image_embed"][img_idx].unsqueeze(0)
+            high_res = [level[img_idx].unsqueeze(0) for level in self._features["high_res_feats"]]
             low_res, iou = self._onnx.decode(embed, high_res, point_coords, point_labels, boxes, mask_input, multimask_output)
             return low_res.to(self.device), iou.to(self.device)
-        return self.model.decode_prompts(embed, high_res, point_coords, point_labels, boxes, mask_input, multimask_output)
+        return self.runtime.decode(self._features["image_embed"], self._features["high_res_feats"], img_idx,
+                                   point_coords, point_labels, boxes, mask_input, multimask_output)
 
     @torch.inference_mode()
     def _predict(self, point_coords: torch.Tensor | None, point_labels: torch.Tensor | None, boxes: torch.Tensor | None,

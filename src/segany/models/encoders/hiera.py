@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import HieraConfig
+from ..fused import linear_act
 from ..mask_decoder import MLP
 from ..position_encoding import PositionEmbeddingSine
 
@@ -100,9 +101,13 @@ class MultiScaleAttention(nn.Module):
 class HieraMLP(MLP):
     """The blocks' two-layer MLP (keys ``layers.0``, ``layers.1``) with the exact (erf) GELU."""
 
+    def __init__(self, *args: int, **kwargs: int) -> None:
+        super().__init__(*args, **kwargs)
+        self.act = nn.GELU()
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         first, second = self.layers
-        return second(F.gelu(first(x)))
+        return second(linear_act(x, first, self.act))
 
 
 class MultiScaleBlock(nn.Module):
@@ -194,9 +199,11 @@ class Hiera(nn.Module):
         pos_embed = pos_embed + window.tile([p // q for p, q in zip(pos_embed.shape, window.shape)])
         return pos_embed.permute(0, 2, 3, 1)
 
-    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+    def forward(self, x: torch.Tensor, pos_embed: torch.Tensor | None = None) -> list[torch.Tensor]:
+        """``pos_embed``: :meth:`_get_pos_embed` of the patch grid when the caller keeps it (it
+        depends on the parameters and the input size only)."""
         x = self.patch_embed(x)
-        x = x + self._get_pos_embed(x.shape[1:3])
+        x = x + (self._get_pos_embed(x.shape[1:3]) if pos_embed is None else pos_embed)
         outputs = []
         for i, block in enumerate(self.blocks):
             x = block(x)
@@ -232,7 +239,8 @@ class FpnNeck(nn.Module):
         self.fpn_interp_model = config.fpn_interp_model
         self.fpn_top_down_levels = list(config.fpn_top_down_levels)
 
-    def forward(self, xs: list[torch.Tensor]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    def forward(self, xs: list[torch.Tensor], positions: bool = True) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """The levels and, with ``positions``, their encodings (else an empty list)."""
         n = len(self.convs) - 1
         out: list[torch.Tensor] = []
         pos: list[torch.Tensor] = []
@@ -251,7 +259,8 @@ class FpnNeck(nn.Module):
             else:
                 prev = lateral
             out.append(prev)
-            pos.append(self.position_encoding(prev).to(prev.dtype))
+            if positions:
+                pos.append(self.position_encoding(prev).to(prev.dtype))
         return out[::-1], pos[::-1]
 
 
@@ -277,8 +286,9 @@ class Sam2ImageEncoder(nn.Module):
         self.neck = FpnNeck(config)
         self.scalp = config.scalp
 
-    def forward(self, x: torch.Tensor) -> Sam2EncoderOutput:
-        """(B, 3, S, S) normalised image → :class:`Sam2EncoderOutput`."""
-        features, pos = self.neck(self.trunk(x))
+    def forward(self, x: torch.Tensor, pos_embed: torch.Tensor | None = None, positions: bool = True) -> Sam2EncoderOutput:
+        """(B, 3, S, S) normalised image → :class:`Sam2EncoderOutput`; ``pos_embed`` as
+        :meth:`Hiera.forward`'s; without ``positions`` (the image path needs none) ``vision_pos_enc`` is empty."""
+        features, pos = self.neck(self.trunk(x, pos_embed), positions)
         kept = len(features) - self.scalp
         return Sam2EncoderOutput(features[kept - 1], tuple(pos[:kept]), tuple(features[:kept]))

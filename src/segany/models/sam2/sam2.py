@@ -126,22 +126,50 @@ class Sam2(nn.Module):
         resolution maps projected once by the decoder's ``conv_s0`` / ``conv_s1``."""
         encoded = self.image_encoder(images)
         out = encoded._asdict() if hasattr(encoded, "_asdict") else dict(encoded)
+        out["backbone_fpn"] = self.project_high_res(out["backbone_fpn"])
+        return out
+
+    def project_high_res(self, backbone_fpn: list[torch.Tensor] | tuple[torch.Tensor, ...]) -> list[torch.Tensor]:
+        """The encoder's ``backbone_fpn`` with its two highest-resolution maps projected by
+        ``conv_s0`` / ``conv_s1`` (unchanged without high-res features)."""
+        fpn = list(backbone_fpn)
         if self.use_high_res_features_in_sam:
-            fpn = list(out["backbone_fpn"])
             fpn[0] = self.sam_mask_decoder.conv_s0(fpn[0])
             fpn[1] = self.sam_mask_decoder.conv_s1(fpn[1])
-            out["backbone_fpn"] = fpn
-        return out
+        return fpn
 
     def image_features(self, images: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """What ``SAM2ImagePredictor.set_image`` keeps: the stride-16 embedding (B, C, S/16, S/16),
         plus ``no_mem_embed`` when ``directly_add_no_mem_embed``, and the projected high-resolution
         maps [(B, C/8, S/4, S/4), (B, C/4, S/8, S/8)] (empty without high-res features)."""
-        fpn = self.forward_image(images)["backbone_fpn"][-self.num_feature_levels:]
+        return self.features_from_fpn(self.forward_image(images)["backbone_fpn"])
+
+    def features_from_fpn(self, backbone_fpn: list[torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """:meth:`image_features` from a projected ``backbone_fpn`` (:meth:`project_high_res`)."""
+        fpn = backbone_fpn[-self.num_feature_levels:]
         embed = fpn[-1]
         if self.directly_add_no_mem_embed:
             embed = embed + self.no_mem_embed.reshape(1, -1, 1, 1)
         return embed, list(fpn[:-1])
+
+    def encode_prompts(
+        self,
+        point_coords: torch.Tensor | None,
+        point_labels: torch.Tensor | None,
+        boxes: torch.Tensor | None = None,
+        mask_input: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The prompt encoder's sparse (B, N, C) and dense (B, C, h, w) embeddings of the prompts of
+        :meth:`decode_prompts`: a box becomes two points labelled 2 and 3 placed before the clicks."""
+        points = None if point_coords is None else (point_coords, point_labels)
+        if boxes is not None:
+            box_coords = boxes.reshape(-1, 2, 2)
+            box_labels = torch.tensor([[2, 3]], dtype=torch.int, device=boxes.device).repeat(box_coords.shape[0], 1)
+            if points is not None:
+                points = (torch.cat([box_coords, points[0]], dim=1), torch.cat([box_labels, points[1]], dim=1))
+            else:
+                points = (box_coords, box_labels)
+        return self.sam_prompt_encoder(points=points, boxes=None, masks=mask_input)
 
     def decode_prompts(
         self,
@@ -161,16 +189,8 @@ class Sam2(nn.Module):
         the S x S input); ``mask_input`` (B, 1, 4h, 4w) logits. A box becomes two points labelled
         2 and 3 placed before the clicks; the padding point is always appended.
         """
-        points = None if point_coords is None else (point_coords, point_labels)
-        if boxes is not None:
-            box_coords = boxes.reshape(-1, 2, 2)
-            box_labels = torch.tensor([[2, 3]], dtype=torch.int, device=boxes.device).repeat(box_coords.shape[0], 1)
-            if points is not None:
-                points = (torch.cat([box_coords, points[0]], dim=1), torch.cat([box_labels, points[1]], dim=1))
-            else:
-                points = (box_coords, box_labels)
-        sparse, dense = self.sam_prompt_encoder(points=points, boxes=None, masks=mask_input)
-        batched = points is not None and points[0].shape[0] > 1
+        sparse, dense = self.encode_prompts(point_coords, point_labels, boxes, mask_input)
+        batched = (point_coords is not None or boxes is not None) and sparse.shape[0] > 1
         low_res_masks, iou_predictions, _, _ = self.sam_mask_decoder(
             image_embeddings=image_embed,
             image_pe=self.sam_prompt_encoder.get_dense_pe(),
