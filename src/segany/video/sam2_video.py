@@ -17,6 +17,7 @@ then ``track(state, frame)`` for each new frame.
 """
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +33,7 @@ from ..data.images import check_image_array
 from ..errors import ConfigError, ImageError, NotFoundError, PredictorStateError, PromptError, VideoError
 from ..masks import fill_holes_in_mask_scores
 from ..models.sam2 import NO_OBJ_SCORE, FrameFeatures, ObjectPointer, Sam2, SpatialMemory
+from ..predict.runtime import resolve_dtype
 from ..predict.sam2_transforms import SAM2_PIXEL_MEAN, SAM2_PIXEL_STD
 from ..prompts import as_array, check_boxes, check_inside, check_labels
 from .memory_store import FrameOutput, FrameStore, SpillFolder
@@ -204,11 +206,15 @@ class Sam2VideoPredictor:
     ``binarize_mask_from_pts_for_mem_enc`` (True). ``keep_history``: spill tracked frames that
     leave the memory window to ``spill_dir`` (a temporary folder; default: the system's) so
     corrections on old frames give the official answers; False forgets them (bounded RAM, no disk).
+    ``dtype`` (float32: the official answers; bfloat16 / float16 faster where the CPU has them)
+    runs the image encoder and the memory attention under ``torch.autocast``; their outputs are
+    taken back to float32 and everything else stays float32.
     """
 
     def __init__(self, model: Sam2, fill_hole_area: int = 8, non_overlap_masks: bool = False,
                  add_all_frames_to_correct_as_cond: bool = False, binarize_mask_from_pts_for_mem_enc: bool = True,
-                 keep_history: bool = True, spill_dir: str | Path | None = None) -> None:
+                 keep_history: bool = True, spill_dir: str | Path | None = None,
+                 dtype: torch.dtype | str | None = None) -> None:
         if not isinstance(model, Sam2):
             raise ConfigError(f"Sam2VideoPredictor needs a segany Sam2 model (segany.load_model(NAME)), "
                               f"got {type(model).__name__}")
@@ -221,6 +227,7 @@ class Sam2VideoPredictor:
         self.binarize_mask_from_pts_for_mem_enc = bool(binarize_mask_from_pts_for_mem_enc)
         self.keep_history = bool(keep_history)
         self.spill_dir = spill_dir
+        self.dtype = resolve_dtype(dtype)
         cfg = model.config
         # tracking frame t reads t-1 .. t-(num_maskmem-1) memories and up to max_obj_ptrs-1 pointers
         self.memory_window = max(cfg.num_maskmem, cfg.max_obj_ptrs_in_encoder) + 1
@@ -232,6 +239,11 @@ class Sam2VideoPredictor:
     @property
     def image_size(self) -> int:
         return self.model.image_size
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        if self.dtype == torch.float32:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.dtype)
 
     # ---- sessions ----
 
@@ -384,7 +396,11 @@ class Sam2VideoPredictor:
         if cached is not None and cached[0] == frame_idx:
             return cached[1]
         image = video_frame_tensor(state.frames[frame_idx], self.image_size)
-        features = self.model.frame_features(image[None].to(state.device))
+        with self._autocast():
+            features = self.model.frame_features(image[None].to(state.device))
+        if self.dtype != torch.float32:
+            features = FrameFeatures(features.vision_feats.float(), features.vision_pos.float(),
+                                     [f.float() for f in features.high_res])
         state.cached_features = (frame_idx, features)
         return features
 
@@ -445,8 +461,10 @@ class Sam2VideoPredictor:
             heads = model.mask_as_output(feats.vision_feats, feats.high_res, mask_inputs)
         else:
             memories, pointers = ([], []) if is_init_cond_frame else self._memory_inputs(state, obj, frame_idx, reverse)
-            pix_feat = model.condition_on_memory(feats, is_init_cond_frame, memories, pointers, state.maskmem_pos_enc,
-                                                 state.ptr_num_frames or state.num_frames)
+            with self._autocast():
+                pix_feat = model.condition_on_memory(feats, is_init_cond_frame, memories, pointers,
+                                                     state.maskmem_pos_enc, state.ptr_num_frames or state.num_frames)
+            pix_feat = pix_feat.float()
             if prev_sam_mask_logits is not None:
                 mask_inputs = prev_sam_mask_logits
             num_points = 0 if point_inputs is None else point_inputs.point_labels.shape[1]
