@@ -30,11 +30,15 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
+
 SHARED = Path(os.environ.get("SEGANY_SHARED", Path(__file__).resolve().parents[2] / "shared"))
 GOLDEN = SHARED / "golden" / "sam2"
 CLIP = SHARED / "data" / "davis2016_clips" / "JPEGImages" / "480p" / "blackswan"
 YAML = "sam2.1_hiera_golden_tiny.yaml"
 CLICK = (335, 250)  # on the swan in frame 0 (the golden video_click_forward click)
+SAMPLE_EVERY = 10  # masks of every 10th frame are kept to compare the implementations
+IMPLS = ("segany", "segany-bf16", "official")
 
 
 def ping_pong(num_frames: int, length: int) -> list[int]:
@@ -59,7 +63,7 @@ def _checkpoint(work: Path) -> Path:
     return path
 
 
-def _segany_predictor(checkpoint: Path, image_size: int):
+def _segany_predictor(checkpoint: Path, image_size: int, dtype: str | None = None):
     import segany
     from segany.registry import sam2_config_of
     from segany.video.sam2_video import Sam2VideoPredictor
@@ -73,7 +77,7 @@ def _segany_predictor(checkpoint: Path, image_size: int):
             memory_attention=dataclasses.replace(
                 att, self_attention=dataclasses.replace(att.self_attention, feat_sizes=(grid, grid)),
                 cross_attention=dataclasses.replace(att.cross_attention, feat_sizes=(grid, grid))))
-    return Sam2VideoPredictor(segany.load_model(config, checkpoint=checkpoint), fill_hole_area=0)
+    return Sam2VideoPredictor(segany.load_model(config, checkpoint=checkpoint), fill_hole_area=0, dtype=dtype)
 
 
 def _official_predictor(checkpoint: Path, image_size: int):
@@ -93,22 +97,28 @@ def _official_predictor(checkpoint: Path, image_size: int):
 
 def worker(impl: str, frames: Path, num_frames: int, image_size: int, work: Path, threads: int) -> dict:
     """One implementation on one clip, in this process: its figures as a dict."""
-    import numpy as np
     import torch
 
     torch.set_num_threads(threads)
     checkpoint = _checkpoint(work)
-    predictor = (_segany_predictor if impl == "segany" else _official_predictor)(checkpoint, image_size)
+    if impl == "official":
+        predictor = _official_predictor(checkpoint, image_size)
+    else:
+        predictor = _segany_predictor(checkpoint, image_size, "bfloat16" if impl == "segany-bf16" else None)
     rss_model = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     start = time.perf_counter()
     state = predictor.init_state(str(frames))
     predictor.add_new_points_or_box(state, 0, 1, points=np.array([CLICK], np.float32), labels=np.array([1], np.int32))
     loop_start = time.perf_counter()
-    count, area = 0, 0.0
-    for _, _, logits in predictor.propagate_in_video(state):
+    count, area, kept = 0, 0.0, []
+    for frame_idx, _, logits in predictor.propagate_in_video(state):
         count += 1
-        area += float((logits > 0).float().mean())
+        mask = (logits[0, 0] > 0).numpy()
+        area += float(mask.mean())
+        if frame_idx % SAMPLE_EVERY == 0:
+            kept.append(np.packbits(mask, axis=-1))
     end = time.perf_counter()
+    np.save(work / f"masks_{impl}_{num_frames}.npy", np.stack(kept))
     return {"impl": impl, "frames": count, "image_size": image_size,
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "rss_after_model_mb": rss_model,
             "s_per_frame": (end - start) / count, "loop_s_per_frame": (end - loop_start) / count,
@@ -118,7 +128,7 @@ def worker(impl: str, frames: Path, num_frames: int, image_size: int, work: Path
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--frames", type=int, nargs="+", default=[50, 500])
-    parser.add_argument("--impls", nargs="+", default=["segany", "official"], choices=["segany", "official"])
+    parser.add_argument("--impls", nargs="+", default=["segany", "official"], choices=IMPLS)
     parser.add_argument("--image-size", type=int, default=1024)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--worker", nargs=4, metavar=("IMPL", "FRAMES_DIR", "N", "WORK"), help=argparse.SUPPRESS)
@@ -127,21 +137,25 @@ def main(argv: list[str] | None = None) -> int:
         impl, frames, n, work = args.worker
         print(json.dumps(worker(impl, Path(frames), int(n), args.image_size, Path(work), args.threads)))
         return 0
-    rows = []
     with tempfile.TemporaryDirectory(prefix="video-memory-") as tmp:
-        work = Path(tmp)
-        for n in args.frames:
-            folder = write_clip(work / f"clip{n}", n)
-            for impl in args.impls:
-                cmd = [sys.executable, "-m", "benchmarks.video_memory", "--image-size", str(args.image_size),
-                       "--threads", str(args.threads), "--worker", impl, str(folder), str(n), str(work)]
-                done = subprocess.run(cmd, capture_output=True, text=True, check=False)
-                if done.returncode:
-                    print(done.stderr[-3000:], file=sys.stderr)
-                    return done.returncode
-                rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
-                print(json.dumps(rows[-1]), flush=True)
-    print(f"\n| impl | frames | image size | peak RSS MB | s/frame (init..end) | s/frame (tracking) | mask fraction |")
+        return report(args, Path(tmp))
+
+
+def report(args: argparse.Namespace, work: Path) -> int:
+    """Run every (clip, implementation) in its own subprocess; print the table and the ratios."""
+    rows = []
+    for n in args.frames:
+        folder = write_clip(work / f"clip{n}", n)
+        for impl in args.impls:
+            cmd = [sys.executable, "-m", "benchmarks.video_memory", "--image-size", str(args.image_size),
+                   "--threads", str(args.threads), "--worker", impl, str(folder), str(n), str(work)]
+            done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+            if done.returncode:
+                print(done.stderr[-3000:], file=sys.stderr)
+                return done.returncode
+            rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
+            print(json.dumps(rows[-1]), flush=True)
+    print("\n| impl | frames | image size | peak RSS MB | s/frame (init..end) | s/frame (tracking) | mask fraction |")
     print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
     for r in rows:
         print(f"| {r['impl']} | {r['frames']} | {r['image_size']} | {r['peak_rss_mb']:.0f} | {r['s_per_frame']:.3f} | "
@@ -153,11 +167,24 @@ def main(argv: list[str] | None = None) -> int:
             ratio = by[impl, large]["peak_rss_mb"] / by[impl, small]["peak_rss_mb"]
             print(f"{impl}: peak RSS {large} / {small} frames = {ratio:.2f}x")
     for n in args.frames:
-        if ("segany", n) in by and ("official", n) in by:
-            speed = by["official", n]["s_per_frame"] / by["segany", n]["s_per_frame"]
-            print(f"{n} frames: segany {speed:.2f}x the official speed per frame "
-                  f"(tracking loop {by['official', n]['loop_s_per_frame'] / by['segany', n]['loop_s_per_frame']:.2f}x)")
+        for impl in ("segany", "segany-bf16"):
+            if (impl, n) not in by or ("official", n) not in by:
+                continue
+            speed = by["official", n]["s_per_frame"] / by[impl, n]["s_per_frame"]
+            loop = by["official", n]["loop_s_per_frame"] / by[impl, n]["loop_s_per_frame"]
+            ious = mask_ious(np.load(work / f"masks_{impl}_{n}.npy"), np.load(work / f"masks_official_{n}.npy"))
+            print(f"{n} frames: {impl} {speed:.2f}x the official speed per frame (tracking loop {loop:.2f}x); "
+                  f"mask IoU with the official on every {SAMPLE_EVERY}th frame: min {ious.min():.4f}, "
+                  f"mean {ious.mean():.4f}")
     return 0
+
+
+def mask_ious(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Per-frame IoU of two stacks of packed masks."""
+    a, b = np.unpackbits(a, axis=-1).astype(bool), np.unpackbits(b, axis=-1).astype(bool)
+    inter = (a & b).reshape(len(a), -1).sum(1)
+    union = (a | b).reshape(len(a), -1).sum(1)
+    return np.where(union > 0, inter / np.maximum(union, 1), 1.0)
 
 
 if __name__ == "__main__":

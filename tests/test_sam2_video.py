@@ -16,11 +16,12 @@ import torch
 
 import segany
 from segany.data.frames import open_frames
-from segany.errors import NotFoundError, PredictorStateError, PromptError, VideoError
+from segany.errors import BackendError, NotFoundError, PredictorStateError, PromptError, VideoError
 from segany.masks import fill_holes_in_mask_scores
 from segany.models.sam2 import NO_OBJ_SCORE, Sam2
 from segany.video.memory_store import FrameStore, SpillFolder
 from segany.video.sam2_video import Sam2VideoPredictor, VideoState, mask_prompt_tensor, video_frame_tensor
+from test_sam2_predictor import tiny_random_sam2
 
 TINY_YAML = "sam2.1_hiera_golden_tiny.yaml"
 CASES = ["video_click_forward", "video_correction_click", "video_correction_click_as_cond", "video_two_objects",
@@ -252,8 +253,6 @@ def test_frame_loading_matches_official(sam2_dir: Path) -> None:
 
 # ---- without the shared folder: a tiny random SAM 2 ----
 
-from test_sam2_predictor import tiny_random_sam2  # noqa: E402
-
 
 @pytest.fixture(scope="module")
 def random_sam2() -> Sam2:
@@ -335,8 +334,8 @@ def test_stream_equals_propagate(random_sam2: Sam2) -> None:
         frames = _clip(n, seed=n)
         _, offline = _run(predictor, frames)
         stream = predictor.init_stream(frames[0], num_frames=num_frames)
-        _, ids, first = predictor.add_new_points_or_box(stream, 0, 1, points=[[20, 15]], labels=[1])
-        _, ids, first = predictor.add_new_points_or_box(stream, 0, 2, box=[0, 0, 30, 20])
+        predictor.add_new_points_or_box(stream, 0, 1, points=[[20, 15]], labels=[1])
+        first = predictor.add_new_points_or_box(stream, 0, 2, box=[0, 0, 30, 20])[2]
         assert torch.equal(first, offline[0][1])
         for t in range(1, n):
             frame_idx, obj_ids, logits = predictor.track(stream, frames[t])
@@ -375,6 +374,15 @@ def test_video_predictor_fills_holes_of_its_outputs(random_sam2: Sam2) -> None:
         predictor.add_new_points_or_box(state, 0, 1, points=[[20, 15]], labels=[1])
         out[name] = state.objects[0].temp_cond[0].pred_masks
     assert torch.equal(out["filled"], fill_holes_in_mask_scores(out["raw"], 40))
+
+
+def test_bfloat16_option_runs_in_float32_outside_autocast(random_sam2: Sam2) -> None:
+    predictor = Sam2VideoPredictor(random_sam2, dtype="bfloat16")
+    state, outputs = _run(predictor, _clip(3))
+    assert all(logits.dtype == torch.float32 and torch.isfinite(logits).all() for _, logits in outputs)
+    assert state.objects[0].output(2).obj_ptr.dtype == torch.float32
+    with pytest.raises(BackendError, match="unknown dtype"):
+        Sam2VideoPredictor(random_sam2, dtype="int8")
 
 
 def test_typed_errors(random_sam2: Sam2, tmp_path: Path) -> None:
