@@ -15,6 +15,7 @@ import pytest
 import torch
 
 import segany
+import segany.engine
 from segany.data.frames import open_frames
 from segany.errors import BackendError, NotFoundError, PredictorStateError, PromptError, VideoError
 from segany.masks import fill_holes_in_mask_scores
@@ -286,7 +287,7 @@ def _run(predictor: Sam2VideoPredictor, frames, objects: int = 2, **propagate,
 
 def test_tiny_random_sam2_tracks_without_shared(random_sam2: Sam2) -> None:
     predictor = segany.VideoPredictor(random_sam2, fill_hole_area=0)
-    assert isinstance(predictor, Sam2VideoPredictor)
+    assert isinstance(predictor, Sam2VideoPredictor) and isinstance(predictor, segany.engine.VideoTracker)
     state, outputs = _run(predictor, _clip(6))
     assert [f for f, _ in outputs] == list(range(6)) and state.obj_ids == [1, 2]
     for _, logits in outputs:
@@ -300,6 +301,23 @@ def test_tiny_random_sam2_tracks_without_shared(random_sam2: Sam2) -> None:
     assert [f for f, _, _ in reverse] == [3, 2, 1, 0]
     assert [f for f, _, _ in predictor.propagate_in_video(state, start_frame_idx=2, max_frame_num_to_track=1)] == [2, 3]
     assert Sam2VideoPredictor(random_sam2).fill_hole_area == 8  # the official video builder's default
+
+
+def test_video_file_tracks_like_its_frames(random_sam2: Sam2, tmp_path: Path) -> None:
+    """A video file (PyAV) is tracked as the arrays of its decoded frames."""
+    av = pytest.importorskip("av")
+    path = tmp_path / "clip.mp4"
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=10)
+        stream.width, stream.height, stream.pix_fmt = 56, 40, "yuv420p"
+        for frame in _clip(3):
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        container.mux(stream.encode())
+    predictor = Sam2VideoPredictor(random_sam2)
+    decoded = [frame.copy() for frame in open_frames(path)]
+    _, from_file = _run(predictor, str(path), objects=1)
+    _, from_arrays = _run(predictor, decoded, objects=1)
+    assert len(from_file) == 3 and all(torch.equal(a, b) for (_, a), (_, b) in zip(from_file, from_arrays))
 
 
 def test_spilled_memories_read_back_give_the_same_answers(random_sam2: Sam2, tmp_path: Path) -> None:
