@@ -35,6 +35,16 @@ WITH_CORRECTION = {"video_correction_click", "video_correction_click_as_cond"}
 LOOSE = WITH_CORRECTION | {"video_reverse_box"}
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tracking runs many small ops: on the shared 2-core machine two OpenMP threads wait for each
+    other whenever one is descheduled (10x slower under load), one thread does not."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def sam2_dir(golden: Path) -> Path:
     return golden / "sam2"
