@@ -11,9 +11,14 @@ One click on frame 0 (the swan), then ``propagate_in_video`` over all frames.
 
 Per run: peak RSS of the process (``resource.getrusage`` ``ru_maxrss``), the seconds from
 ``init_state`` to the last frame divided by N (s/frame, includes the official up-front frame
-loading), and the tracking loop alone. Needs the official package (``/work/main/.venv-bench``)::
+loading), the tracking loop alone, and the IoU of the masks of every 10th frame with the
+official ones. One torch thread by default (``--threads``): on a shared machine two OpenMP threads
+wait for each other whenever one is descheduled. ``--repeat`` interleaves repeated runs and keeps
+the fastest. ``segany-bf16`` is ``Sam2VideoPredictor(dtype=torch.bfloat16)``. Needs the official
+package (``/work/main/.venv-bench``); figures in ``benchmarks/RESULTS.md``::
 
-    PYTHONPATH=$PWD/src:$PWD SEGANY_SHARED=/work/shared /work/main/.venv-bench/bin/python -m benchmarks.video_memory
+    PYTHONPATH=$PWD/src:$PWD SEGANY_SHARED=/work/shared /work/main/.venv-bench/bin/python -W ignore \
+        -m benchmarks.video_memory --image-size 512 --impls segany official segany-bf16
 """
 from __future__ import annotations
 
