@@ -484,3 +484,17 @@ def test_frame_store_window_and_spill(tmp_path: Path) -> None:
     assert 1 not in store and store.frames() == [0, 2, 3, 4]
     store.clear()
     assert len(store) == 0 and not any(spill.path.iterdir())
+
+
+def test_sine_position_encoding_computed_once_per_grid_in_inference() -> None:
+    """Trackers ask for the neck's and the memory's position encodings on every frame: under
+    inference mode they are computed once per grid (same values), outside it every time."""
+    from segany.models.position_encoding import PositionEmbeddingSine
+
+    pe = PositionEmbeddingSine(16)
+    fresh = pe.encoding(8, 8)
+    with torch.inference_mode():
+        first, again = pe.encoding(8, 8), pe.encoding(8, 8)
+        other = pe.encoding(4, 8)
+    assert first is again and torch.equal(first, fresh) and other.shape == (16, 4, 8)
+    assert pe.encoding(8, 8) is not pe.encoding(8, 8)  # autograd / export: not the cached inference tensor
