@@ -17,6 +17,7 @@ from .models.sam import Sam
 from .models.sam2 import Sam2
 from .predict.predictor import SamPredictor
 from .predict.sam2_predictor import Sam2Predictor
+from .video.sam2_video import Sam2VideoPredictor
 
 SAM = register_family(EngineFamily(
     name="sam",
@@ -39,4 +40,5 @@ SAM2 = register_family(EngineFamily(
     predictor=Sam2Predictor,
     generator=Sam2MaskGenerator,
     generator_options=SAM2_GENERATOR_OPTIONS,
+    video_predictor=Sam2VideoPredictor,
 ))

@@ -188,3 +188,26 @@ def uncompressed_rles(masks: np.ndarray) -> list[dict]:
         counts = np.diff(cuts).tolist()
         rles.append({"size": [height, width], "counts": ([0] if flat[i, 0] else []) + counts})
     return rles
+
+
+def fill_holes_in_mask_scores(mask: torch.Tensor, max_area: int) -> torch.Tensor:
+    """SAM 2's hole filling (official ``utils/misc.fill_holes_in_mask_scores``) on the CPU.
+
+    ``mask`` (N, 1, H, W) logits: every 8-connected component of the background (``<= 0``)
+    with at most ``max_area`` pixels — also one touching the border — gets the score 0.1 (a
+    small positive logit), the rest is unchanged. The official code needs its CUDA extension for
+    the components (and silently skips the step without it); here they are OpenCV's.
+    """
+    if max_area <= 0:
+        raise ValueError(f"max_area must be positive, got {max_area}")
+    background = (mask <= 0).reshape(-1, *mask.shape[-2:]).cpu().numpy().astype(np.uint8)
+    holes = np.zeros(background.shape, dtype=bool)
+    for i, plane in enumerate(background):
+        _, labels, stats, _ = cv2.connectedComponentsWithStats(plane, connectivity=8)
+        small = stats[:, cv2.CC_STAT_AREA] <= max_area
+        small[0] = False  # label 0: the foreground
+        holes[i] = small[labels]
+    if not holes.any():
+        return mask
+    is_hole = torch.from_numpy(holes).reshape(mask.shape).to(mask.device)
+    return torch.where(is_hole, 0.1, mask)

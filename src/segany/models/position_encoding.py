@@ -35,9 +35,20 @@ class PositionEmbeddingSine(nn.Module):
         self.temperature = temperature
         self.normalize = normalize
         self.scale = 2 * math.pi if scale is None else scale
+        self._cache: dict[tuple[int, int, str], torch.Tensor] = {}  # by grid: the same on every image
 
     def encoding(self, height: int, width: int, device: torch.device | None = None) -> torch.Tensor:
-        """The (num_pos_feats, H, W) float32 encoding of an H x W grid."""
+        """The (num_pos_feats, H, W) float32 encoding of an H x W grid (under ``torch.inference_mode``
+        computed once per grid: trackers ask for it on every frame)."""
+        if not torch.is_inference_mode_enabled():
+            return self._encoding(height, width, device)
+        key = (height, width, str(device))
+        cached = self._cache.get(key)
+        if cached is None:
+            cached = self._cache[key] = self._encoding(height, width, device)
+        return cached
+
+    def _encoding(self, height: int, width: int, device: torch.device | None) -> torch.Tensor:
         y_embed = torch.arange(1, height + 1, dtype=torch.float32, device=device).view(-1, 1).expand(height, width)
         x_embed = torch.arange(1, width + 1, dtype=torch.float32, device=device).view(1, -1).expand(height, width)
         if self.normalize:

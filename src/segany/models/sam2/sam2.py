@@ -9,13 +9,17 @@ scalp) and ``vision_pos_enc`` (their position encodings).
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
+
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..config import HieraConfig
 from ..encoders.hiera import Sam2ImageEncoder
 from ..mask_decoder import MLP
-from ..position_encoding import PositionEmbeddingSine
+from ..position_encoding import PositionEmbeddingSine, get_1d_sine_pe
 from ..prompt_encoder import PromptEncoder
 from .config import RoPEAttentionConfig, Sam2Config
 from .mask_decoder import MaskDecoder, two_way_transformer
@@ -23,6 +27,56 @@ from .memory_attention import MemoryAttention, MemoryAttentionLayer, RoPEAttenti
 from .memory_encoder import CXBlock, Fuser, MaskDownSampler, MemoryEncoder
 
 NO_OBJ_SCORE = -1024.0  # the mask logit of every pixel of an object found absent
+MASK_OUT_SCALE, MASK_OUT_BIAS = 20.0, -10.0  # a binary mask as logits: -10 / +10 (sigmoid 4.5e-5 / 1 - 4.5e-5)
+
+
+@dataclass
+class FrameFeatures:
+    """One frame's image features for tracking (batch 1, grid h = w = S / 16).
+
+    ``vision_feats`` (1, C, h, w) is the raw stride-16 map (no ``no_mem_embed``), ``vision_pos``
+    (1, C, h, w) its sine encoding, ``high_res`` the [(1, C/8, 4h, 4w), (1, C/4, 2h, 2w)] maps
+    already projected by ``conv_s0`` / ``conv_s1`` (empty without high-res features)."""
+
+    vision_feats: torch.Tensor
+    vision_pos: torch.Tensor
+    high_res: list[torch.Tensor]
+
+
+@dataclass
+class SamHeadsOutput:
+    """The SAM heads on one frame (``SAM2Base._forward_sam_heads``), batch B = 1 here.
+
+    ``low_res_multimasks`` (B, M, 4h, 4w) and ``ious`` (B, M) are all M candidates (NO_OBJ_SCORE
+    where the object is absent); ``low_res_masks`` (B, 1, 4h, 4w) / ``high_res_masks`` (B, 1, S, S)
+    the chosen one (best IoU with multimask), ``obj_ptr`` (B, C) its object pointer,
+    ``object_score_logits`` (B, 1); ``multimask``: whether the decoder gave 3 candidates
+    (None for a mask used as output)."""
+
+    low_res_multimasks: torch.Tensor
+    ious: torch.Tensor
+    low_res_masks: torch.Tensor
+    high_res_masks: torch.Tensor
+    obj_ptr: torch.Tensor
+    object_score_logits: torch.Tensor
+    multimask: bool | None
+
+
+@dataclass
+class SpatialMemory:
+    """A memory the current frame attends to: ``features`` (1, mem_dim, h, w) as stored (bfloat16)
+    and its temporal slot ``t_pos`` (0 for conditioning frames, else num_maskmem - distance)."""
+
+    features: torch.Tensor
+    t_pos: int
+
+
+@dataclass
+class ObjectPointer:
+    """An object pointer (1, C) and its signed temporal offset from the current frame."""
+
+    offset: int
+    pointer: torch.Tensor
 
 
 def _rope_attention(cfg: RoPEAttentionConfig) -> RoPEAttention:
@@ -119,7 +173,8 @@ class Sam2(nn.Module):
         self.obj_ptr_tpos_proj: nn.Module = nn.Linear(hidden, mem_dim) if config.proj_tpos_enc_in_obj_ptrs else nn.Identity()
 
     def forward(self, *args: object, **kwargs: object) -> None:
-        raise NotImplementedError("use Sam2.image_features and Sam2.decode_prompts (the image path)")
+        raise NotImplementedError("use Sam2.image_features and Sam2.decode_prompts (the image path) "
+                                  "or segany.VideoPredictor (the video path)")
 
     def forward_image(self, images: torch.Tensor) -> dict:
         """The image encoder's output for (B, 3, S, S) normalised images, with the two highest-
@@ -201,6 +256,187 @@ class Sam2(nn.Module):
             high_res_features=high_res_feats if self.use_high_res_features_in_sam else None,
         )
         return low_res_masks, iou_predictions
+
+    # ---- the video path (SAM2Base's tracking methods), batch 1 per object ----
+
+    def frame_features(self, image: torch.Tensor) -> FrameFeatures:
+        """:class:`FrameFeatures` of one normalised (1, 3, S, S) frame (``_prepare_backbone_features``)."""
+        out = self.forward_image(image)
+        maps = list(out["backbone_fpn"])[-self.num_feature_levels:]
+        pos = list(out["vision_pos_enc"])[-self.num_feature_levels:]
+        return FrameFeatures(maps[-1], pos[-1], maps[:-1])
+
+    def use_multimask(self, is_init_cond_frame: bool, num_points: int) -> bool:
+        """Whether the decoder gives 3 candidates (``_use_multimask``): ``num_points`` counts the
+        prompt's points (a box is 2), 0 on a tracked frame."""
+        cfg = self.config
+        return (cfg.multimask_output_in_sam and (is_init_cond_frame or cfg.multimask_output_for_tracking)
+                and cfg.multimask_min_pt_num <= num_points <= cfg.multimask_max_pt_num)
+
+    def sam_heads(
+        self,
+        backbone_features: torch.Tensor,
+        high_res: list[torch.Tensor],
+        point_coords: torch.Tensor | None = None,
+        point_labels: torch.Tensor | None = None,
+        mask_inputs: torch.Tensor | None = None,
+        multimask_output: bool = False,
+    ) -> SamHeadsOutput:
+        """Prompt encoder and mask decoder on (B, C, h, w) features (``_forward_sam_heads``).
+
+        Points (B, N, 2) in the S x S frame with labels (B, N) (none: one padding point);
+        ``mask_inputs`` (B, 1, ·, ·) logits or a mask, resized (antialiased) to 4h x 4w if needed.
+        """
+        b = backbone_features.shape[0]
+        device = backbone_features.device
+        if point_coords is None:
+            point_coords = torch.zeros(b, 1, 2, device=device)
+            point_labels = -torch.ones(b, 1, dtype=torch.int32, device=device)
+        mask_prompt = None
+        if mask_inputs is not None:
+            mask_prompt = mask_inputs
+            if tuple(mask_inputs.shape[-2:]) != tuple(self.sam_prompt_encoder.mask_input_size):
+                mask_prompt = F.interpolate(mask_inputs.float(), size=self.sam_prompt_encoder.mask_input_size,
+                                            align_corners=False, mode="bilinear", antialias=True)
+        sparse, dense = self.sam_prompt_encoder(points=(point_coords, point_labels), boxes=None, masks=mask_prompt)
+        low_res_multimasks, ious, sam_output_tokens, object_score_logits = self.sam_mask_decoder(
+            image_embeddings=backbone_features,
+            image_pe=self.sam_prompt_encoder.get_dense_pe(),
+            sparse_prompt_embeddings=sparse,
+            dense_prompt_embeddings=dense,
+            multimask_output=multimask_output,
+            repeat_image=False,
+            high_res_features=high_res if self.use_high_res_features_in_sam else None,
+        )
+        is_obj_appearing = object_score_logits > 0
+        if self.pred_obj_scores:
+            low_res_multimasks = torch.where(is_obj_appearing[:, None, None], low_res_multimasks, NO_OBJ_SCORE)
+        low_res_multimasks = low_res_multimasks.float()
+        high_res_multimasks = F.interpolate(low_res_multimasks, size=(self.image_size, self.image_size),
+                                            mode="bilinear", align_corners=False)
+        sam_output_token = sam_output_tokens[:, 0]
+        if multimask_output:
+            best = torch.argmax(ious, dim=-1)
+            rows = torch.arange(b, device=device)
+            low_res_masks = low_res_multimasks[rows, best].unsqueeze(1)
+            high_res_masks = high_res_multimasks[rows, best].unsqueeze(1)
+            if sam_output_tokens.shape[1] > 1:
+                sam_output_token = sam_output_tokens[rows, best]
+        else:
+            low_res_masks, high_res_masks = low_res_multimasks, high_res_multimasks
+        obj_ptr = self._absent_pointer(self.obj_ptr_proj(sam_output_token), is_obj_appearing.float(),
+                                       object_score_logits)
+        return SamHeadsOutput(low_res_multimasks, ious, low_res_masks, high_res_masks, obj_ptr,
+                              object_score_logits, multimask_output)
+
+    def _absent_pointer(self, obj_ptr: torch.Tensor, appearing: torch.Tensor,
+                        object_score_logits: torch.Tensor) -> torch.Tensor:
+        """The (B, C) pointer moved towards ``no_obj_ptr`` where the object is absent."""
+        if not self.pred_obj_scores:
+            return obj_ptr
+        weight = object_score_logits.sigmoid() if self.config.soft_no_obj_ptr else appearing
+        if self.config.fixed_no_obj_ptr:
+            obj_ptr = weight * obj_ptr
+        return obj_ptr + (1 - weight) * self.no_obj_ptr
+
+    def mask_as_output(self, backbone_features: torch.Tensor, high_res: list[torch.Tensor],
+                       mask_inputs: torch.Tensor) -> SamHeadsOutput:
+        """A binary (B, 1, S, S) mask taken as the output (``_use_mask_as_output``): logits
+        +-10, low-res by antialiased downsampling, IoU 1, object score +-10; the pointer comes
+        from the SAM heads prompted with the mask (``mask_downsample``)."""
+        mask = mask_inputs.float()
+        high_res_masks = mask * MASK_OUT_SCALE + MASK_OUT_BIAS
+        low_res_masks = F.interpolate(high_res_masks, size=(high_res_masks.shape[-2] // 4, high_res_masks.shape[-1] // 4),
+                                      align_corners=False, mode="bilinear", antialias=True)
+        ious = mask_inputs.new_ones(mask_inputs.shape[0], 1).float()
+        if not self.config.use_obj_ptrs_in_encoder:
+            obj_ptr = torch.zeros(mask_inputs.shape[0], self.hidden_dim, device=mask_inputs.device)
+        else:
+            obj_ptr = self.sam_heads(backbone_features, high_res, mask_inputs=self.mask_downsample(mask)).obj_ptr
+        appearing = torch.any(mask_inputs.flatten(1).float() > 0.0, dim=1)[..., None].float()
+        object_score_logits = MASK_OUT_SCALE * appearing + MASK_OUT_BIAS
+        if self.pred_obj_scores:
+            if self.config.fixed_no_obj_ptr:
+                obj_ptr = appearing * obj_ptr
+            obj_ptr = obj_ptr + (1 - appearing) * self.no_obj_ptr
+        return SamHeadsOutput(low_res_masks, ious, low_res_masks, high_res_masks, obj_ptr, object_score_logits, None)
+
+    def condition_on_memory(
+        self,
+        features: FrameFeatures,
+        is_init_cond_frame: bool,
+        memories: Sequence[SpatialMemory] = (),
+        pointers: Sequence[ObjectPointer] = (),
+        memory_pos: torch.Tensor | None = None,
+        num_frames: int = 16,
+    ) -> torch.Tensor:
+        """The frame's (1, C, h, w) features fused with the memory (``_prepare_memory_conditioned_features``).
+
+        An initial conditioning frame uses no memory (``no_mem_embed``). Otherwise ``memories``
+        (conditioning ones first, then the recent frames) with ``memory_pos`` (1, mem_dim, h, w)
+        plus their temporal encoding, and ``pointers`` (each split into C / mem_dim tokens, not
+        rotated) with the sine encoding of ``offset / (min(num_frames, max_obj_ptrs_in_encoder) - 1)``.
+        """
+        feats = features.vision_feats
+        b, c, h, w = feats.shape
+        curr = feats.flatten(2).permute(2, 0, 1)
+        curr_pos = features.vision_pos.flatten(2).permute(2, 0, 1)
+        if self.num_maskmem == 0:
+            return feats
+        num_obj_ptr_tokens = 0
+        if is_init_cond_frame:
+            if self.directly_add_no_mem_embed:
+                return (curr + self.no_mem_embed).permute(1, 2, 0).view(b, c, h, w)
+            to_cat_memory = [self.no_mem_embed.expand(1, b, self.mem_dim)]
+            to_cat_pos = [self.no_mem_pos_enc.expand(1, b, self.mem_dim)]
+        else:
+            if not memories or memory_pos is None:
+                raise ValueError("a frame that is not an initial conditioning frame needs memories and memory_pos")
+            to_cat_memory, to_cat_pos = [], []
+            spatial_pos = memory_pos.flatten(2).permute(2, 0, 1)
+            for memory in memories:
+                to_cat_memory.append(memory.features.flatten(2).permute(2, 0, 1))
+                to_cat_pos.append(spatial_pos + self.maskmem_tpos_enc[self.num_maskmem - memory.t_pos - 1])
+            if pointers and self.config.use_obj_ptrs_in_encoder:
+                obj_ptrs = torch.stack([p.pointer for p in pointers], dim=0)
+                if self.config.add_tpos_enc_to_obj_ptrs:
+                    t_diff_max = min(num_frames, self.config.max_obj_ptrs_in_encoder) - 1
+                    tpos_dim = c if self.config.proj_tpos_enc_in_obj_ptrs else self.mem_dim
+                    obj_pos = torch.tensor([p.offset for p in pointers], device=feats.device)
+                    obj_pos = self.obj_ptr_tpos_proj(get_1d_sine_pe(obj_pos / t_diff_max, dim=tpos_dim))
+                    obj_pos = obj_pos.unsqueeze(1).expand(-1, b, self.mem_dim)
+                else:
+                    obj_pos = obj_ptrs.new_zeros(len(pointers), b, self.mem_dim)
+                if self.mem_dim < c:
+                    obj_ptrs = obj_ptrs.reshape(-1, b, c // self.mem_dim, self.mem_dim).permute(0, 2, 1, 3).flatten(0, 1)
+                    obj_pos = obj_pos.repeat_interleave(c // self.mem_dim, dim=0)
+                to_cat_memory.append(obj_ptrs)
+                to_cat_pos.append(obj_pos)
+                num_obj_ptr_tokens = obj_ptrs.shape[0]
+        memory = torch.cat(to_cat_memory, dim=0).float()
+        memory_pos_embed = torch.cat(to_cat_pos, dim=0)
+        out = self.memory_attention(curr=curr, curr_pos=curr_pos, memory=memory, memory_pos=memory_pos_embed,
+                                    num_obj_ptr_tokens=num_obj_ptr_tokens)
+        return out.permute(1, 2, 0).view(b, c, h, w)
+
+    def encode_memory(self, features: FrameFeatures, high_res_masks: torch.Tensor, object_score_logits: torch.Tensor,
+                      binarize: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """A frame's memory (1, mem_dim, h, w) float32 and its position encoding (``_encode_new_memory``)
+        from the (1, 1, S, S) mask logits: binarised (``> 0``) when ``binarize`` (prompted frames with
+        ``binarize_mask_from_pts_for_mem_enc``), else a sigmoid; then ``* 20 - 10`` (the configured
+        scale / bias); ``no_obj_embed_spatial`` is added where the object is absent."""
+        mask = (high_res_masks > 0).float() if binarize else torch.sigmoid(high_res_masks)
+        cfg = self.config
+        if cfg.sigmoid_scale_for_mem_enc != 1.0:
+            mask = mask * cfg.sigmoid_scale_for_mem_enc
+        if cfg.sigmoid_bias_for_mem_enc != 0.0:
+            mask = mask + cfg.sigmoid_bias_for_mem_enc
+        out = self.memory_encoder(features.vision_feats, mask, skip_mask_sigmoid=True)
+        maskmem, pos = out["vision_features"], out["vision_pos_enc"][-1]
+        if self.no_obj_embed_spatial is not None:
+            appearing = (object_score_logits > 0).float()
+            maskmem = maskmem + (1 - appearing[..., None, None]) * self.no_obj_embed_spatial[..., None, None]
+        return maskmem, pos
 
 
 def build_sam2(config: Sam2Config, image_encoder: nn.Module | None = None) -> Sam2:
