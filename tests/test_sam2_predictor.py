@@ -25,7 +25,7 @@ from segany.errors import (
     PromptError,
     UnsupportedOperationError,
 )
-from segany.masks import decode_rle
+from segany.masks import clean_mask_scores, decode_rle
 from segany.models.config import HieraConfig
 from segany.models.sam2 import (
     MemoryAttentionConfig,
@@ -360,3 +360,34 @@ def test_cli_everything_with_yaml_and_checkpoint(sam2_dir: Path, tiny_sam2_pt: P
     assert cli_main(argv) == 0
     written = sorted(p.name for p in (tmp_path / "out").iterdir())
     assert any(name.startswith("small") for name in written)
+
+
+def test_clean_mask_scores_fills_holes_then_removes_sprinkles() -> None:
+    scores = torch.full((1, 1, 16, 16), -5.0)
+    scores[0, 0, 2:12, 2:12] = 4.0  # the object, 100 px
+    scores[0, 0, 5:7, 5:7] = -1.0  # a 4-pixel hole in it
+    scores[0, 0, 14, 14] = 2.0  # a 1-pixel speck
+    cleaned = clean_mask_scores(scores, 0.0, max_hole_area=4, max_sprinkle_area=1)
+    expected = scores.clone()
+    expected[0, 0, 5:7, 5:7] = 10.0
+    expected[0, 0, 14, 14] = -10.0
+    assert torch.equal(cleaned, expected)
+    assert torch.equal(clean_mask_scores(scores, 0.0, 3, 0), scores)  # hole above the area: kept
+    assert torch.equal(clean_mask_scores(scores, 0.0, 0, 0), scores)
+
+
+def test_predictor_hole_and_sprinkle_areas_clean_the_low_res_logits(random_sam2: Sam2, random_image: np.ndarray) -> None:
+    plain, cleaning = Sam2Predictor(random_sam2), Sam2Predictor(random_sam2, max_hole_area=30, max_sprinkle_area=30)
+    for predictor in (plain, cleaning):
+        predictor.set_image(random_image)
+    point, label = np.array([[20.0, 15.0]]), np.array([1])
+    _, _, low_res = plain.predict(point, label)
+    masks, _, low_res_cleaning = cleaning.predict(point, label)
+    assert np.array_equal(low_res, low_res_cleaning)  # the returned low-res logits are the raw ones
+    coords = plain._transform_coords(torch.tensor(point, dtype=torch.float32)[None], True, plain.original_size)
+    raw, _ = plain.predict_low_res_torch(coords, torch.tensor(label)[None])
+    cleaned = clean_mask_scores(raw, 0.0, 30, 30)
+    assert not torch.equal(cleaned, raw)  # the random model's masks have holes or specks to clean
+    assert np.array_equal(masks.astype(bool), (plain.upscale_logits(cleaned)[0] > 0).numpy())
+    with pytest.raises(PromptError, match="max_hole_area"):
+        Sam2Predictor(random_sam2, max_hole_area=-1)

@@ -6,8 +6,6 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-import lzma
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +22,6 @@ from segany.video.memory_store import FrameStore, SpillFolder
 from segany.video.sam2_video import Sam2VideoPredictor, VideoState, mask_prompt_tensor, video_frame_tensor
 from test_sam2_predictor import tiny_random_sam2
 
-TINY_YAML = "sam2.1_hiera_golden_tiny.yaml"
 CASES = ["video_click_forward", "video_correction_click", "video_correction_click_as_cond", "video_two_objects",
          "video_remove_reset", "video_reverse_box", "video_mask_prompts", "video_start_max_frames"]
 WITH_CORRECTION = {"video_correction_click", "video_correction_click_as_cond"}
@@ -46,16 +43,9 @@ def one_thread():
 
 
 @pytest.fixture(scope="module")
-def sam2_dir(golden: Path) -> Path:
-    return golden / "sam2"
-
-
-@pytest.fixture(scope="module")
-def golden_model(sam2_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Sam2:
-    path = tmp_path_factory.mktemp("sam2video") / "tiny_sam2.1.pt"
-    with lzma.open(sam2_dir / "tiny_sam2.1.pt.xz") as src, path.open("wb") as dst:
-        shutil.copyfileobj(src, dst)
-    return segany.load_model(sam2_dir / TINY_YAML, checkpoint=path)
+def golden_model(golden_sam2: Sam2) -> Sam2:
+    """The golden tiny SAM 2.1 (conftest's, loaded once for the session)."""
+    return golden_sam2
 
 
 @pytest.fixture(scope="module")

@@ -190,6 +190,20 @@ def uncompressed_rles(masks: np.ndarray) -> list[dict]:
     return rles
 
 
+def small_components(region: torch.Tensor, max_area: float) -> torch.Tensor:
+    """Pixels of the 8-connected components of ``region`` ((..., H, W) bool) with at most
+    ``max_area`` pixels (components touching the border too), as a bool tensor of its shape: what
+    SAM 2's CUDA ``get_connected_components`` gives its callers, computed with OpenCV."""
+    planes = region.reshape(-1, *region.shape[-2:]).cpu().numpy().astype(np.uint8)
+    small = np.zeros(planes.shape, dtype=bool)
+    for i, plane in enumerate(planes):
+        _, labels, stats, _ = cv2.connectedComponentsWithStats(plane, connectivity=8)
+        keep = stats[:, cv2.CC_STAT_AREA] <= max_area
+        keep[0] = False  # label 0: outside the region
+        small[i] = keep[labels]
+    return torch.from_numpy(small).reshape(region.shape).to(region.device)
+
+
 def fill_holes_in_mask_scores(mask: torch.Tensor, max_area: int) -> torch.Tensor:
     """SAM 2's hole filling (official ``utils/misc.fill_holes_in_mask_scores``) on the CPU.
 
@@ -200,14 +214,19 @@ def fill_holes_in_mask_scores(mask: torch.Tensor, max_area: int) -> torch.Tensor
     """
     if max_area <= 0:
         raise ValueError(f"max_area must be positive, got {max_area}")
-    background = (mask <= 0).reshape(-1, *mask.shape[-2:]).cpu().numpy().astype(np.uint8)
-    holes = np.zeros(background.shape, dtype=bool)
-    for i, plane in enumerate(background):
-        _, labels, stats, _ = cv2.connectedComponentsWithStats(plane, connectivity=8)
-        small = stats[:, cv2.CC_STAT_AREA] <= max_area
-        small[0] = False  # label 0: the foreground
-        holes[i] = small[labels]
-    if not holes.any():
-        return mask
-    is_hole = torch.from_numpy(holes).reshape(mask.shape).to(mask.device)
-    return torch.where(is_hole, 0.1, mask)
+    is_hole = small_components(mask <= 0, max_area)
+    return torch.where(is_hole, 0.1, mask) if bool(is_hole.any()) else mask
+
+
+def clean_mask_scores(masks: torch.Tensor, threshold: float, max_hole_area: float,
+                      max_sprinkle_area: float) -> torch.Tensor:
+    """The official ``SAM2ImagePredictor`` post-processing of (B, C, h, w) logits, on the CPU: holes
+    (background components ``<= threshold`` of at most ``max_hole_area`` pixels) become
+    ``threshold + 10``, then sprinkles (foreground components of at most ``max_sprinkle_area``)
+    ``threshold - 10``; an area of 0 turns a step off."""
+    masks = masks.float()
+    if max_hole_area > 0:
+        masks = torch.where(small_components(masks <= threshold, max_hole_area), threshold + 10.0, masks)
+    if max_sprinkle_area > 0:
+        masks = torch.where(small_components(masks > threshold, max_sprinkle_area), threshold - 10.0, masks)
+    return masks

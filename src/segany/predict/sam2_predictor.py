@@ -21,6 +21,7 @@ from PIL import Image
 from ..data.images import check_image_array
 from ..engine import ImageFeatures
 from ..errors import ConfigError, PredictorStateError, PromptError, UnsupportedOperationError
+from ..masks import clean_mask_scores
 from ..models.sam2 import Sam2
 from ..prompts import as_array, check_boxes, check_inside, check_labels, check_torch_prompts
 from .onnx_backend import sam2_backend
@@ -50,9 +51,10 @@ class Sam2Predictor:
     """Promptable segmentation with a :class:`~segany.models.sam2.Sam2` (what ``segany.Predictor``
     returns for SAM 2 / 2.1 models), with the official ``SAM2ImagePredictor`` argument names.
 
-    ``mask_threshold`` turns logits into masks. The official ``max_hole_area`` /
-    ``max_sprinkle_area`` post-processing needs its CUDA extension; only 0 (off, what the
-    official code does without it) is accepted. ``dtype`` (float32 exact, bfloat16, float16)
+    ``mask_threshold`` turns logits into masks. ``max_hole_area`` / ``max_sprinkle_area`` (pixels
+    of the low-res logits; 0 = off, the default) fill small holes and remove small specks before
+    the upsampling, as the official post-processing does with its CUDA extension (which CPU users of
+    the official code do not get: it is skipped there); here with OpenCV (:func:`segany.masks.clean_mask_scores`). ``dtype`` (float32 exact, bfloat16, float16)
     runs the image encoder in that dtype (a copy with its weights cast once); its features are
     kept in float32 and prompts are decoded in float32 by the fast decoder
     (:class:`segany.predict.runtime.Sam2Runtime`). ``backend="onnxruntime"`` runs the image encoder
@@ -65,8 +67,10 @@ class Sam2Predictor:
                  onnx_dir: str | os.PathLike | None = None) -> None:
         if not isinstance(model, Sam2):
             raise ConfigError(f"Sam2Predictor needs a segany Sam2 model (segany.load_model(NAME)), got {type(model).__name__}")
-        if max_hole_area or max_sprinkle_area:
-            raise UnsupportedOperationError("max_hole_area / max_sprinkle_area are not supported (the official code needs sam2._C); use 0")
+        for name, area in (("max_hole_area", max_hole_area), ("max_sprinkle_area", max_sprinkle_area)):
+            if not isinstance(area, (int, float)) or isinstance(area, bool) or not area >= 0:
+                raise PromptError(f"{name} must be a number of pixels >= 0, got {area!r}")
+        self.max_hole_area, self.max_sprinkle_area = float(max_hole_area), float(max_sprinkle_area)
         self.model = model
         self.mask_threshold = float(mask_threshold)
         self.dtype = resolve_dtype(dtype)
@@ -345,7 +349,10 @@ class Sam2Predictor:
                  mask_input: torch.Tensor | None, multimask_output: bool, return_logits: bool, img_idx: int = -1,
                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         low_res, iou = self._decode(point_coords, point_labels, boxes, mask_input, multimask_output, img_idx)
-        masks = self.upscale_logits(low_res, img_idx)
+        cleaned = low_res
+        if self.max_hole_area > 0 or self.max_sprinkle_area > 0:
+            cleaned = clean_mask_scores(low_res, self.mask_threshold, self.max_hole_area, self.max_sprinkle_area)
+        masks = self.upscale_logits(cleaned, img_idx)
         if not return_logits:
             masks = masks > self.mask_threshold
         return masks, iou, low_res.clamp(-LOW_RES_CLAMP, LOW_RES_CLAMP)
