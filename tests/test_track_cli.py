@@ -327,14 +327,7 @@ def test_a_model_without_a_tracker_is_one_error_line(fake, frames, tmp_path, mon
 
 
 def test_classic_tracker_follows_a_moving_square(tmp_path) -> None:
-    """The real weight-free tracker through the CLI (skipped until segany.classic has one)."""
-    from segany import VideoPredictor, load_model
-    from segany.errors import UnsupportedOperationError
-
-    try:
-        VideoPredictor(load_model("classic"))
-    except UnsupportedOperationError:
-        pytest.skip("segany.classic has no video predictor yet")
+    """The real weight-free tracker through the CLI."""
     folder = tmp_path / "clip"
     folder.mkdir()
     height, width, count = 64, 80, 6
@@ -351,6 +344,32 @@ def test_classic_tracker_follows_a_moving_square(tmp_path) -> None:
         mask = read_davis_png(tmp_path / "out" / f"{i:05d}.png") == 1
         iou = (mask & truth[i]).sum() / (mask | truth[i]).sum()
         assert iou > 0.7, (i, iou)
+
+
+def test_sam2_model_through_the_cli_equals_the_python_api(tiny_sam2_files, tmp_path) -> None:
+    """`segany track --model CONFIG.yaml --checkpoint PT` writes what segany.VideoPredictor computes."""
+    from segany import VideoPredictor, load_model
+
+    config, checkpoint = tiny_sam2_files
+    rng = np.random.default_rng(3)
+    folder = tmp_path / "clip"
+    folder.mkdir()
+    base = rng.integers(0, 255, (48, 64, 3), dtype=np.uint8)
+    for i in range(4):
+        Image.fromarray(np.roll(base, 2 * i, axis=1)).save(folder / f"{i:05d}.png")
+    assert main(["track", str(folder), "--point", "30,20", "--obj", "2", "--box", "5,5,25,30",
+                 "-o", str(tmp_path / "out"), "--model", str(config), "--checkpoint", str(checkpoint)]) == 0
+    predictor = VideoPredictor(load_model(config, checkpoint=checkpoint))
+    state = predictor.init_state(str(folder))
+    predictor.add_new_points_or_box(state, 0, 1, points=[[30, 20]], labels=[1])
+    predictor.add_new_points_or_box(state, 0, 2, box=[5, 5, 25, 30])
+    for frame_idx, obj_ids, logits in predictor.propagate_in_video(state):
+        written = read_davis_png(tmp_path / "out" / f"{frame_idx:05d}.png")
+        expected = np.zeros(written.shape, dtype=np.uint8)
+        for obj_id, mask in reversed(list(zip(obj_ids, (logits[:, 0] > 0).numpy()))):
+            expected[mask] = obj_id  # where objects overlap the smaller id wins
+        assert np.array_equal(written, expected), frame_idx
+        assert set(np.unique(written)) - {0}, frame_idx  # the random model's masks are not empty
 
 
 def test_a_video_file_keeps_its_frame_rate(fake, frames, tmp_path) -> None:
