@@ -202,3 +202,20 @@ def test_normalized_coordinates_and_mask_of_another_size(tracker) -> None:
     big = np.kron(masks[0][0], np.ones((2, 2), dtype=bool))  # the mask at twice the video's size
     _, _, logits = tracker.add_new_mask(state, 0, 1, torch.from_numpy(big))
     assert iou(logits[0, 0].numpy() > 0, masks[0][0]) > 0.95
+
+
+def test_a_disc_passing_behind_a_bar_is_found_again() -> None:
+    """The mask wears away as the disc slides behind a bar; once it is gone, the disc coming out on
+    the other side is searched for with the area it had before the occlusion, not the last sliver's."""
+    n, bar = 16, slice(50, 58)
+    frames, masks = make_video([((18, 36), (5, 0), (250, 200, 60))], n=n)
+    for frame in frames:
+        frame[:, bar] = (40, 90, 200)
+    visible = [m[0].copy() for m in masks]
+    for m in visible:
+        m[:, bar] = False
+    tracker = ClassicVideoPredictor()
+    state = tracker.init_state(frames)
+    tracker.add_new_mask(state, 0, 1, visible[0])
+    out = {t: logits[0, 0].numpy() > 0 for t, _, logits in tracker.propagate_in_video(state)}
+    assert all(iou(out[t], visible[t]) > 0.8 for t in range(11, n)), [round(iou(out[t], visible[t]), 2) for t in out]

@@ -47,7 +47,9 @@ class PropagationConfig:
     root of the expected area) GrabCut then refines it in. ``vote``: P(object | colour) that
     decides a pixel where the refined mask and its guess disagree. Within ``colour_band`` (fraction
     of the square root of the area) of the boundary, a pixel whose P(object | colour) is at least
-    ``sure_object`` joins the mask, one at most ``sure_background`` leaves it.
+    ``sure_object`` joins the mask, one at most ``sure_background`` leaves it. ``area_memory``: the
+    expected area a lost object is searched for with follows a growing mask at once and a shrinking
+    one by at most this factor a frame (an object sliding behind an occluder keeps its size).
     """
 
     band: float = 0.02
@@ -63,6 +65,7 @@ class PropagationConfig:
     colour_band: float = 0.2
     sure_object: float = 0.95
     sure_background: float = 0.05
+    area_memory: float = 0.9
 
 
 def to_gray(bgr: np.ndarray) -> np.ndarray:

@@ -62,7 +62,7 @@ class _Object:
     appearances: dict[int, Appearance | None] = field(default_factory=dict)
     last: tuple[int, np.ndarray] | None = None
     appearance: Appearance | None = None
-    area: int = 0  # area of the last non-empty mask
+    area: int = 0  # the object's expected area (:meth:`ClassicVideoPredictor._advance`)
 
 
 class ClassicTrackState:
@@ -337,8 +337,11 @@ class ClassicVideoPredictor:
         else:
             return
         obj.last = (t, mask)
-        if mask.any():
-            obj.area = int(np.count_nonzero(mask))
+        area = int(np.count_nonzero(mask))
+        if t in obj.masks:
+            obj.area = area
+        elif area:
+            obj.area = max(area, int(self.config.area_memory * obj.area))
 
     def _track(self, state: ClassicTrackState, obj: _Object, old: int, new: int) -> np.ndarray:
         """Frame ``new``'s mask from frame ``old``'s (:func:`~.propagation.propagate_mask`); when
