@@ -345,7 +345,8 @@ class ClassicVideoPredictor:
 
     def _track(self, state: ClassicTrackState, obj: _Object, old: int, new: int) -> np.ndarray:
         """Frame ``new``'s mask from frame ``old``'s (:func:`~.propagation.propagate_mask`); when
-        the object is lost, searched for by its colours (:func:`~.propagation.redetect`)."""
+        the object is lost (its mask is empty, below ``min_expected`` of its expected area, or
+        has left its colours), searched for by its colours (:func:`~.propagation.redetect`)."""
         assert obj.last is not None
         image, _, gradient = state.work_frame(new)
         previous = obj.last[1]
@@ -353,7 +354,7 @@ class ClassicVideoPredictor:
         if np.count_nonzero(previous) >= min_area:
             mask = propagate_mask(image, gradient, previous, state.flow(old, new, previous), self.config,
                                   obj.appearance)
-            if np.count_nonzero(mask) >= min_area and not (
+            if np.count_nonzero(mask) >= max(min_area, self.config.min_expected * obj.area) and not (
                     obj.appearance is not None and obj.appearance.lost(image, mask, self.config)):
                 return mask
         if obj.appearance is None:
