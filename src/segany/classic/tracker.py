@@ -10,10 +10,11 @@ official ``SAM2VideoPredictor`` calls (see :class:`segany.engine.VideoTracker`):
 * Propagation carries each object's mask from one frame to the next: dense optical flow (OpenCV
   DIS, at the working resolution) warps it, pixel by pixel and as one rigid piece, GrabCut in a thin
   band around each guess snaps it to the object's edges, and the guess with the stronger outline
-  is kept (:mod:`.propagation`). A mask that collapses in one step (occlusion, a flow failure) or
-  whose colours stop looking like the object's (it left, the mask stayed on the background) counts
-  as lost; the object is then searched for on every frame by the colours of its last
-  prompted frame (histogram back-projection) until it is found again.
+  is kept (:mod:`.propagation`). A mask that collapses in one step (occlusion, a flow failure),
+  that wore down below ``min_expected`` of the object's expected area (its size before an occlusion,
+  ``area_memory``), or whose colours stop looking like the object's (it left, the mask stayed on
+  the background) counts as lost; the object is then searched for on every frame by the colours of
+  its last prompted frame (histogram back-projection), at its expected size, until it is found again.
 * Bounded memory: frames are decoded on demand (:func:`segany.data.frames.open_frames`); the state
   keeps the prompts and their masks, and per object only the last frame's mask, whatever the
   video's length. The masks of finished frames belong to the caller.
