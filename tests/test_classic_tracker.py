@@ -7,6 +7,7 @@ import pytest
 import torch
 
 import segany
+from segany.classic.propagation import PropagationConfig
 from segany.classic.tracker import ClassicVideoPredictor
 from segany.errors import NotFoundError, PredictorStateError, PromptError, VideoError
 
@@ -202,3 +203,40 @@ def test_normalized_coordinates_and_mask_of_another_size(tracker) -> None:
     big = np.kron(masks[0][0], np.ones((2, 2), dtype=bool))  # the mask at twice the video's size
     _, _, logits = tracker.add_new_mask(state, 0, 1, torch.from_numpy(big))
     assert iou(logits[0, 0].numpy() > 0, masks[0][0]) > 0.95
+
+
+
+def _behind_a_bar(n: int = 16) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """A disc sliding right behind a vertical bar and out the other side: frames and visible masks."""
+    bar = slice(50, 58)
+    frames, masks = make_video([((18, 36), (5, 0), (250, 200, 60))], n=n)
+    for frame in frames:
+        frame[:, bar] = (40, 90, 200)
+    visible = [m[0].copy() for m in masks]
+    for m in visible:
+        m[:, bar] = False
+    return frames, visible
+
+
+def _track_from_first(tracker: ClassicVideoPredictor, frames: list[np.ndarray], first: np.ndarray) -> dict[int, np.ndarray]:
+    state = tracker.init_state(frames)
+    tracker.add_new_mask(state, 0, 1, first)
+    return {t: logits[0, 0].numpy() > 0 for t, _, logits in tracker.propagate_in_video(state)}
+
+
+def test_a_lost_object_is_searched_for_with_its_size_before_the_occlusion() -> None:
+    """The mask wears away as the disc slides behind the bar; once it is gone, the disc coming out
+    is searched for with the area it had before, not the last sliver's (here alone: min_expected off)."""
+    frames, visible = _behind_a_bar()
+    out = _track_from_first(ClassicVideoPredictor(config=PropagationConfig(min_expected=0.0)), frames, visible[0])
+    assert all(iou(out[t], visible[t]) > 0.8 for t in range(11, len(frames))), \
+        [round(iou(out[t], visible[t]), 2) for t in out]
+
+
+def test_a_sliver_of_the_expected_area_counts_as_lost() -> None:
+    """The last sliver left of the disc behind the bar (< min_expected of its size) is dropped and
+    the disc is found on the other side at once."""
+    frames, visible = _behind_a_bar()
+    out = _track_from_first(ClassicVideoPredictor(), frames, visible[0])
+    assert all(iou(out[t], visible[t]) > 0.6 for t in range(8, len(frames))), \
+        [round(iou(out[t], visible[t]), 2) for t in out]

@@ -47,7 +47,11 @@ class PropagationConfig:
     root of the expected area) GrabCut then refines it in. ``vote``: P(object | colour) that
     decides a pixel where the refined mask and its guess disagree. Within ``colour_band`` (fraction
     of the square root of the area) of the boundary, a pixel whose P(object | colour) is at least
-    ``sure_object`` joins the mask, one at most ``sure_background`` leaves it.
+    ``sure_object`` joins the mask, one at most ``sure_background`` leaves it. ``area_memory``: the
+    expected area a lost object is searched for with follows a growing mask at once and a shrinking
+    one by at most this factor a frame (an object sliding behind an occluder keeps its size); a
+    tracked mask below ``min_expected`` times that area counts as lost (the track slid off the
+    object, or the object is hidden), and the object is searched for.
     """
 
     band: float = 0.02
@@ -63,6 +67,8 @@ class PropagationConfig:
     colour_band: float = 0.2
     sure_object: float = 0.95
     sure_background: float = 0.05
+    area_memory: float = 0.9
+    min_expected: float = 0.1
 
 
 def to_gray(bgr: np.ndarray) -> np.ndarray:

@@ -10,10 +10,11 @@ official ``SAM2VideoPredictor`` calls (see :class:`segany.engine.VideoTracker`):
 * Propagation carries each object's mask from one frame to the next: dense optical flow (OpenCV
   DIS, at the working resolution) warps it, pixel by pixel and as one rigid piece, GrabCut in a thin
   band around each guess snaps it to the object's edges, and the guess with the stronger outline
-  is kept (:mod:`.propagation`). A mask that collapses in one step (occlusion, a flow failure) or
-  whose colours stop looking like the object's (it left, the mask stayed on the background) counts
-  as lost; the object is then searched for on every frame by the colours of its last
-  prompted frame (histogram back-projection) until it is found again.
+  is kept (:mod:`.propagation`). A mask that collapses in one step (occlusion, a flow failure),
+  that wore down below ``min_expected`` of the object's expected area (its size before an occlusion,
+  ``area_memory``), or whose colours stop looking like the object's (it left, the mask stayed on
+  the background) counts as lost; the object is then searched for on every frame by the colours of
+  its last prompted frame (histogram back-projection), at its expected size, until it is found again.
 * Bounded memory: frames are decoded on demand (:func:`segany.data.frames.open_frames`); the state
   keeps the prompts and their masks, and per object only the last frame's mask, whatever the
   video's length. The masks of finished frames belong to the caller.
@@ -62,7 +63,7 @@ class _Object:
     appearances: dict[int, Appearance | None] = field(default_factory=dict)
     last: tuple[int, np.ndarray] | None = None
     appearance: Appearance | None = None
-    area: int = 0  # area of the last non-empty mask
+    area: int = 0  # the object's expected area (:meth:`ClassicVideoPredictor._advance`)
 
 
 class ClassicTrackState:
@@ -337,12 +338,16 @@ class ClassicVideoPredictor:
         else:
             return
         obj.last = (t, mask)
-        if mask.any():
-            obj.area = int(np.count_nonzero(mask))
+        area = int(np.count_nonzero(mask))
+        if t in obj.masks:
+            obj.area = area
+        elif area:
+            obj.area = max(area, int(self.config.area_memory * obj.area))
 
     def _track(self, state: ClassicTrackState, obj: _Object, old: int, new: int) -> np.ndarray:
         """Frame ``new``'s mask from frame ``old``'s (:func:`~.propagation.propagate_mask`); when
-        the object is lost, searched for by its colours (:func:`~.propagation.redetect`)."""
+        the object is lost (its mask is empty, below ``min_expected`` of its expected area, or
+        has left its colours), searched for by its colours (:func:`~.propagation.redetect`)."""
         assert obj.last is not None
         image, _, gradient = state.work_frame(new)
         previous = obj.last[1]
@@ -350,7 +355,7 @@ class ClassicVideoPredictor:
         if np.count_nonzero(previous) >= min_area:
             mask = propagate_mask(image, gradient, previous, state.flow(old, new, previous), self.config,
                                   obj.appearance)
-            if np.count_nonzero(mask) >= min_area and not (
+            if np.count_nonzero(mask) >= max(min_area, self.config.min_expected * obj.area) and not (
                     obj.appearance is not None and obj.appearance.lost(image, mask, self.config)):
                 return mask
         if obj.appearance is None:
