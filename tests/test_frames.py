@@ -71,3 +71,7 @@ def test_arrays_and_errors(tmp_path):
         open_frames(tmp_path / "frames")
     with pytest.raises(VideoError, match="a video is"):
         open_frames(42)
+    (tmp_path / "big").mkdir()
+    Image.fromarray(frames[0]).save(tmp_path / "big" / "00000.png")
+    with pytest.raises(VideoError, match="limit of 100 pixels"):
+        open_frames(tmp_path / "big", max_pixels=100)

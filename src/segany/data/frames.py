@@ -22,7 +22,7 @@ import numpy as np
 from PIL import Image
 
 from ..errors import ImageError, VideoError
-from .images import DEFAULT_MAX_PIXELS, check_image_array, load_image
+from .images import DEFAULT_MAX_PIXELS, check_image_array
 
 FRAME_SUFFIXES = (".jpg", ".jpeg", ".png")
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".gif")
@@ -62,10 +62,7 @@ class FrameSource:
         i = self.index(frame_idx)
         frame = self._cache.get(i)
         if frame is None:
-            frame = self._decode(i)
-            if frame.shape[:2] != (self.height, self.width):
-                raise VideoError(f"frame {i} of {self.name} is {frame.shape[1]}x{frame.shape[0]}, "
-                                 f"the video is {self.width}x{self.height}")
+            frame = self._checked(i, self._decode(i))
             frame.setflags(write=False)
             self._cache[i] = frame
             while len(self._cache) > self._cache_size:
@@ -76,6 +73,13 @@ class FrameSource:
 
     def __iter__(self) -> Iterator[np.ndarray]:
         return (self[i] for i in range(self.num_frames))
+
+    def _checked(self, frame_idx: int, frame: np.ndarray) -> np.ndarray:
+        """``frame`` if it has the video's size, else :class:`VideoError`."""
+        if frame.shape[:2] != (self.height, self.width):
+            raise VideoError(f"frame {frame_idx} of {self.name} is {frame.shape[1]}x{frame.shape[0]}, "
+                             f"the video is {self.width}x{self.height}")
+        return frame
 
     def _decode(self, frame_idx: int) -> np.ndarray:
         raise NotImplementedError
@@ -111,12 +115,13 @@ class FolderFrames(FrameSource):
         try:
             with Image.open(self.files[frame_idx]) as img:
                 if self.max_pixels is not None and img.width * img.height > self.max_pixels:
-                    return load_image(self.files[frame_idx], max_pixels=self.max_pixels)  # raises, naming the limit
+                    raise VideoError(f"frame {frame_idx} ({self.files[frame_idx]}) is {img.width}x{img.height}: more "
+                                     f"than the limit of {self.max_pixels} pixels (max_pixels)")
                 return np.asarray(img.convert("RGB"), dtype=np.uint8)
-        except (OSError, SyntaxError, ValueError) as exc:
+        except VideoError:
+            raise
+        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
             raise VideoError(f"frame {frame_idx} ({self.files[frame_idx]}) cannot be read: {exc}") from None
-        except ImageError as exc:
-            raise VideoError(str(exc)) from None
 
     def _decode(self, frame_idx: int) -> np.ndarray:
         return self._read(frame_idx)
@@ -135,15 +140,10 @@ class ArrayFrames(FrameSource):
         h, w = self.frames[0].shape[:2]
         super().__init__(len(self.frames), h, w, name, cache=1)
 
-    def _decode(self, frame_idx: int) -> np.ndarray:
-        return self.frames[frame_idx]
-
     def __getitem__(self, frame_idx: int) -> np.ndarray:
-        frame = self.frames[self.index(frame_idx)]
-        if frame.shape[:2] != (self.height, self.width):
-            raise VideoError(f"frame {frame_idx} of {self.name} is {frame.shape[1]}x{frame.shape[0]}, "
-                             f"the video is {self.width}x{self.height}")
-        return frame
+        """The caller's own array, not cached (nor made read-only)."""
+        i = self.index(frame_idx)
+        return self._checked(i, self.frames[i])
 
 
 def _import_av() -> Any:
