@@ -14,7 +14,13 @@ Per run: peak RSS of the process (``resource.getrusage`` ``ru_maxrss``), the sec
 loading), the tracking loop alone, and the IoU of the masks of every 10th frame with the
 official ones. One torch thread by default (``--threads``): on a shared machine two OpenMP threads
 wait for each other whenever one is descheduled. ``--repeat`` interleaves repeated runs and keeps
-the fastest. ``segany-bf16`` is ``Sam2VideoPredictor(dtype=torch.bfloat16)``. Needs the official
+the fastest. ``segany-bf16`` is ``Sam2VideoPredictor(dtype=torch.bfloat16)``.
+
+The work per frame is counted too: the floating-point operations of steady-state frames (all
+``num_maskmem`` memories filled; ``torch.utils.flop_counter``, with the CPU flash-attention kernel
+counted as its two matmuls), each implementation in its own subprocess, and the fp32 matmul peak of
+this CPU at the same thread count, so the table shows how far each implementation is from the
+machine's limit and what a speed target needs. Needs the official
 package (``/work/main/.venv-bench``); figures in ``benchmarks/RESULTS.md``::
 
     PYTHONPATH=$PWD/src:$PWD SEGANY_SHARED=/work/shared /work/main/.venv-bench/bin/python -W ignore \
@@ -100,7 +106,47 @@ def _official_predictor(checkpoint: Path, image_size: int):
     return build_sam2_video_predictor(YAML, str(checkpoint), device="cpu", hydra_overrides_extra=overrides)
 
 
-def worker(impl: str, frames: Path, num_frames: int, image_size: int, work: Path, threads: int) -> dict:
+STEADY_FROM = 8  # frame 0 prompted, frames 1..7 fill the 7 memories: from frame 8 on every frame costs the same
+FLOP_FRAMES = 3
+
+
+def _sdpa_flops(query: tuple, key: tuple, value: tuple, *args, out_shape=None, **kwargs) -> int:
+    """The CPU flash-attention kernel's work: Q K^T and P V (flop_counter does not count this kernel)."""
+    batch, heads, length, dim = query
+    return 2 * batch * heads * length * key[-2] * (dim + value[-1])
+
+
+def frame_flops(predictor, state) -> float:
+    """Floating-point operations of one steady-state tracked frame (mean of a few)."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    frames = predictor.propagate_in_video(state)
+    for _ in range(STEADY_FROM):
+        next(frames)
+    mapping = {torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _sdpa_flops}
+    with FlopCounterMode(display=False, custom_mapping=mapping) as counter:
+        for _ in range(FLOP_FRAMES):
+            next(frames)
+    return counter.get_total_flops() / FLOP_FRAMES
+
+
+def matmul_peak(threads: int, side: int = 2048, tries: int = 20) -> float:
+    """This CPU's fp32 matmul rate in GFLOP/s at ``threads`` (best of ``tries``)."""
+    import torch
+
+    torch.set_num_threads(threads)
+    a, b = torch.randn(side, side), torch.randn(side, side)
+    best = float("inf")
+    for _ in range(tries):
+        start = time.perf_counter()
+        torch.mm(a, b)
+        best = min(best, time.perf_counter() - start)
+    return 2 * side**3 / best / 1e9
+
+
+def worker(impl: str, frames: Path, num_frames: int, image_size: int, work: Path, threads: int,
+           flops: bool = False) -> dict:
     """One implementation on one clip, in this process: its figures as a dict."""
     import torch
 
@@ -114,6 +160,8 @@ def worker(impl: str, frames: Path, num_frames: int, image_size: int, work: Path
     start = time.perf_counter()
     state = predictor.init_state(str(frames))
     predictor.add_new_points_or_box(state, 0, 1, points=np.array([CLICK], np.float32), labels=np.array([1], np.int32))
+    if flops:
+        return {"impl": impl, "image_size": image_size, "gflop_per_frame": frame_flops(predictor, state) / 1e9}
     loop_start = time.perf_counter()
     count, area, kept = 0, 0.0, []
     for frame_idx, _, logits in predictor.propagate_in_video(state):
@@ -139,29 +187,60 @@ def main(argv: list[str] | None = None) -> int:
                         help="torch threads (1: on a shared machine two OpenMP threads wait for each other)")
     parser.add_argument("--repeat", type=int, default=1, help="runs per (clip, implementation), interleaved; "
                                                                "the fastest is reported")
+    parser.add_argument("--flops", action="store_true",
+                        help="also count the work of a steady-state frame per implementation and the matmul peak")
     parser.add_argument("--worker", nargs=4, metavar=("IMPL", "FRAMES_DIR", "N", "WORK"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
         impl, frames, n, work = args.worker
-        print(json.dumps(worker(impl, Path(frames), int(n), args.image_size, Path(work), args.threads)))
+        print(json.dumps(worker(impl, Path(frames), int(n), args.image_size, Path(work), args.threads, args.flops)))
         return 0
     with tempfile.TemporaryDirectory(prefix="video-memory-") as tmp:
         return report(args, Path(tmp))
 
 
+def _run_worker(args: argparse.Namespace, impl: str, folder: Path, n: int, work: Path, flops: bool = False) -> dict:
+    cmd = [sys.executable, "-m", "benchmarks.video_memory", "--image-size", str(args.image_size),
+           "--threads", str(args.threads), "--worker", impl, str(folder), str(n), str(work)] + (["--flops"] if flops else [])
+    done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if done.returncode:
+        raise RuntimeError(f"{impl} on {n} frames failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def flop_table(args: argparse.Namespace, work: Path, rows: list[dict], peaks: list[float]) -> None:
+    """GFLOP per steady-state frame, the rate each run reached, and the rate a 1.5x target needs."""
+    folder = write_clip(work / "clip_flops", STEADY_FROM + FLOP_FRAMES)
+    gflop = {impl: _run_worker(args, impl, folder, STEADY_FROM + FLOP_FRAMES, work, flops=True)["gflop_per_frame"]
+             for impl in args.impls}
+    peak = max(peaks)
+    print(f"\nfp32 matmul peak at {args.threads} thread(s): {peak:.1f} GFLOP/s (best of the runs before and after: "
+          + ", ".join(f"{p:.1f}" for p in peaks) + ")")
+    print("| impl | frames | GFLOP / steady frame | s/frame (tracking) | GFLOP/s | % of matmul peak |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: |")
+    for r in rows:
+        rate = gflop[r["impl"]] / r["loop_s_per_frame"]
+        print(f"| {r['impl']} | {r['frames']} | {gflop[r['impl']]:.2f} | {r['loop_s_per_frame']:.3f} | {rate:.1f} | "
+              f"{100 * rate / peak:.0f} % |")
+    for r in rows:
+        if r["impl"] == "official" and "segany" in gflop:
+            need = gflop["segany"] / (r["loop_s_per_frame"] / 1.5)
+            print(f"{r['frames']} frames: 1.5x the official tracking speed in fp32 needs {need:.1f} GFLOP/s for "
+                  f"segany's {gflop['segany']:.2f} GFLOP a frame: {100 * need / peak:.0f} % of the matmul peak")
+
+
 def report(args: argparse.Namespace, work: Path) -> int:
     """Run every (clip, implementation) in its own subprocess; print the table and the ratios."""
     runs = []
+    peaks = [matmul_peak(args.threads)] if args.flops else []
     for n in args.frames:
         folder = write_clip(work / f"clip{n}", n)
         for impl in [impl for _ in range(args.repeat) for impl in args.impls]:
-            cmd = [sys.executable, "-m", "benchmarks.video_memory", "--image-size", str(args.image_size),
-                   "--threads", str(args.threads), "--worker", impl, str(folder), str(n), str(work)]
-            done = subprocess.run(cmd, capture_output=True, text=True, check=False)
-            if done.returncode:
-                print(done.stderr[-3000:], file=sys.stderr)
-                return done.returncode
-            runs.append(json.loads(done.stdout.strip().splitlines()[-1]))
+            try:
+                runs.append(_run_worker(args, impl, folder, n, work))
+            except RuntimeError as exc:
+                print(exc, file=sys.stderr)
+                return 1
             print(json.dumps(runs[-1]), flush=True)
     fastest: dict[tuple[str, int], dict] = {}
     for r in runs:
@@ -190,6 +269,9 @@ def report(args: argparse.Namespace, work: Path) -> int:
             print(f"{n} frames: {impl} {speed:.2f}x the official speed per frame (tracking loop {loop:.2f}x); "
                   f"mask IoU with the official on every {SAMPLE_EVERY}th frame: min {ious.min():.4f}, "
                   f"mean {ious.mean():.4f}")
+    if args.flops:
+        peaks.append(matmul_peak(args.threads))
+        flop_table(args, work, rows, peaks)
     return 0
 
 
