@@ -49,12 +49,19 @@ def add_text_route_arguments(parser: argparse.ArgumentParser, flag: str) -> None
                         help=f"Grounding DINO: minimum token score for a phrase (default {TEXT_THRESHOLD})")
     parser.add_argument("--clip-threshold", type=float, default=CLIP_THRESHOLD, metavar="T",
                         help=f"clip: minimum cosine similarity of a mask's crop to its best label (default {CLIP_THRESHOLD})")
+    parser.add_argument("--points-per-side", type=int, default=32, metavar="N",
+                        help="clip: the automatic generator's point grid of N x N prompts (default 32)")
 
 
 def text_route_settings(args: argparse.Namespace, route: str) -> dict:
+    """The route's settings from the arguments of :func:`add_text_route_arguments`."""
     from ..text.routes import route_settings
 
-    return route_settings(route, args.detector, args.clip, args.box_threshold, args.text_threshold, args.clip_threshold)
+    settings = route_settings(route, args.detector, args.clip, args.box_threshold, args.text_threshold,
+                              args.clip_threshold)
+    if route == "clip":
+        settings["points_per_side"] = args.points_per_side
+    return settings
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

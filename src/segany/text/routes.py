@@ -13,6 +13,7 @@ from .labeler import TextRoute
 from .predictor import TextPredictor
 
 ROUTES = ("grounding-dino", "owlv2", "clip")
+GENERATOR_OPTIONS = ("points_per_side", "pred_iou_thresh", "stability_score_thresh", "box_nms_thresh")
 
 
 def route_settings(route: str, detector: str | os.PathLike | None = None, clip: str | os.PathLike | None = None,
@@ -31,13 +32,13 @@ def route_settings(route: str, detector: str | os.PathLike | None = None, clip: 
     return settings
 
 
-def build_route(model: Any, settings: Mapping[str, Any], device: str = "cpu",
-                generator_options: Mapping[str, Any] | None = None) -> TextRoute:
+def build_route(model: Any, settings: Mapping[str, Any], device: str = "cpu") -> TextRoute:
     """The route :func:`route_settings` describes, on ``model`` (its predictor, or for ``clip`` its
-    generator with ``generator_options``)."""
+    generator; ``settings`` may add generator arguments such as ``points_per_side``)."""
     route = settings["route"]
     if route == "clip":
-        generator = MaskGenerator(model, output_mode="coco_rle", **dict(generator_options or {}))
+        options = {k: v for k, v in settings.items() if k in GENERATOR_OPTIONS}
+        generator = MaskGenerator(model, output_mode="coco_rle", **options)
         return ClipTextPredictor(generator, Clip(settings["clip"], device=device), settings["clip_threshold"])
     if route == "grounding-dino":
         detector: Any = GroundingDino(settings["detector"], device=device, box_threshold=settings["box_threshold"],
