@@ -183,3 +183,16 @@ def test_caption_labeler_grounds_the_caption(folders, photo, sam):
     assert records and all(r["caption"] == caption and r["category"] for r in records)
     with pytest.raises(PromptError, match="either classes or a captioner"):
         TextLabeler(route)
+
+
+def test_grounding_dino_splits_a_long_class_list_into_prompts_that_fit(folders, photo):
+    detector = GroundingDino(folders["gdino"], box_threshold=0.0, nms_threshold=1.0)
+    classes = ["cat", "dog", "person", "horse", "grass", "clouds", "sky", "tree", "car", "bird", "wall"] * 2
+    classes = [f"{c} {i}" if i else c for i, c in enumerate(classes)]  # 22 classes, some of 2 tokens: > 32 tokens
+    groups = detector.chunks(classes)
+    assert len(groups) > 1 and [c for g in groups for c in g] == classes
+    for group in groups:
+        assert len(detector.processor(text=detector._text(group))["input_ids"]) <= 32
+    detections = detector.detect(photo[::4, ::4].copy(), classes)
+    assert len(detections) == 10 * len(groups)  # every query of every prompt
+    assert detections.categories.max() >= len(groups[0])  # categories index the whole list

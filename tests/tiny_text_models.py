@@ -44,7 +44,7 @@ def _clip_bpe_tokenizer():
             if pieces[0] not in tokens:
                 tokens.append(pieces[0])
     tokens += ["<|startoftext|>", "<|endoftext|>"]  # last, as CLIP's (OWL masks queries whose first id is 0)
-    return CLIPTokenizer(vocab={t: i for i, t in enumerate(tokens)}, merges=merges)
+    return CLIPTokenizer(vocab={t: i for i, t in enumerate(tokens)}, merges=merges, model_max_length=16)
 
 
 def _save(model, processor, folder: Path, seed: int) -> Path:

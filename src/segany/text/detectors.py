@@ -102,6 +102,7 @@ def _clip_boxes(boxes: torch.Tensor, height: int, width: int) -> np.ndarray:
 class _HFDetector:
     model_class_name = ""
     what = ""
+    text_options: dict[str, Any] = {}
 
     def __init__(self, id_or_dir: str | os.PathLike, device: str = "cpu", nms_threshold: float = NMS_THRESHOLD,
                  local_files_only: bool = False) -> None:
@@ -113,7 +114,8 @@ class _HFDetector:
 
     def raw(self, image: np.ndarray, classes: list[str]) -> tuple[Any, Any]:
         """The processor's inputs and the model's raw outputs for ``image`` and ``classes``."""
-        inputs = self.processor(images=_pil(image), text=self._text(classes), return_tensors="pt").to(self.device)
+        inputs = self.processor(images=_pil(image), text=self._text(classes), return_tensors="pt",
+                                **self.text_options).to(self.device)
         with torch.inference_mode():
             return inputs, self.model(**inputs)
 
@@ -150,6 +152,39 @@ class GroundingDino(_HFDetector):
     def _text(self, classes: list[str]) -> str:
         return " ".join(f"{c}." for c in classes)
 
+    def chunks(self, classes: list[str]) -> list[list[str]]:
+        """``classes`` in consecutive groups whose prompt fits the model's text length (a long class
+        list, e.g. COCO's 80, is detected group by group)."""
+        config = self.model.config
+        limit = min(config.max_text_len, getattr(config.text_config, "max_position_embeddings", config.max_text_len))
+        groups: list[list[str]] = [[]]
+        used = 2  # [CLS] ... [SEP]
+        for name in classes:
+            length = len(self.processor.tokenizer(name, add_special_tokens=False)["input_ids"]) + 1  # and its "."
+            if groups[-1] and used + length > limit:
+                groups.append([])
+                used = 2
+            groups[-1].append(name)
+            used += length
+        return groups
+
+    def detect(self, image: np.ndarray, prompt: str | Sequence[str]) -> Detections:
+        """Boxes for the classes of ``prompt`` (group by group where they do not fit one prompt),
+        per-category NMS applied."""
+        classes = split_prompt(prompt)
+        height, width = image.shape[:2]
+        parts, offset = [], 0
+        for group in self.chunks(classes):
+            inputs, outputs = self.raw(image, group)
+            part = self._post_process(inputs, outputs, group, height, width)
+            parts.append((part, offset))
+            offset += len(group)
+        detections = Detections(
+            np.concatenate([p.boxes for p, _ in parts]).reshape(-1, 4), np.concatenate([p.scores for p, _ in parts]),
+            [label for p, _ in parts for label in p.labels],
+            np.concatenate([p.categories + o for p, o in parts]).astype(np.int64), classes)
+        return per_category_nms(detections, self.nms_threshold)
+
     def class_spans(self, input_ids: torch.Tensor, classes: list[str]) -> list[list[int]]:
         """Token positions of each class in the tokenized prompt (``input_ids`` of one image)."""
         tokenizer = self.processor.tokenizer
@@ -185,6 +220,7 @@ class Owlv2(_HFDetector):
     model_class_name = "Owlv2ForObjectDetection"
     what = "OWLv2"
     default_id = OWLV2
+    text_options = {"truncation": True}  # a class name longer than the text model's 16 tokens is cut
 
     def __init__(self, id_or_dir: str | os.PathLike = OWLV2, device: str = "cpu", threshold: float = OWL_THRESHOLD,
                  nms_threshold: float = NMS_THRESHOLD, local_files_only: bool = False) -> None:
