@@ -9,7 +9,7 @@ pytest.importorskip("transformers")
 
 from conftest import SHARED  # noqa: E402
 from tiny_models import tiny_random_model  # noqa: E402
-from tiny_text_models import save_tiny_blip, save_tiny_clip, save_tiny_grounding_dino, save_tiny_owlv2  # noqa: E402
+from tiny_text_models import tiny_text_model_folders  # noqa: E402
 
 from segany import MaskGenerator, Predictor, load_model  # noqa: E402
 from segany.data.images import load_image  # noqa: E402
@@ -23,10 +23,8 @@ PHOTO = SHARED / "data" / "coco_val2017_tiny" / "images" / "000000005001.jpg"
 
 
 @pytest.fixture(scope="module")
-def folders(tmp_path_factory):
-    root = tmp_path_factory.mktemp("text_models")
-    return {"gdino": save_tiny_grounding_dino(root / "gdino"), "owlv2": save_tiny_owlv2(root / "owlv2"),
-            "clip": save_tiny_clip(root / "clip"), "blip": save_tiny_blip(root / "blip")}
+def folders():
+    return tiny_text_model_folders()
 
 
 @pytest.fixture(scope="module")

@@ -10,6 +10,10 @@ is what the tests exercise:
 """
 from __future__ import annotations
 
+import atexit
+import functools
+import shutil
+import tempfile
 from pathlib import Path
 
 import torch
@@ -135,3 +139,13 @@ def save_tiny_blip(folder: Path, seed: int = 0) -> Path:
         model.text_decoder.cls.predictions.bias[ids["[SEP]"]] -= 20.0
     model.save_pretrained(folder)
     return folder
+
+
+@functools.lru_cache(maxsize=None)
+def tiny_text_model_folders() -> dict[str, Path]:
+    """Every tiny model above, built once per test run into one temporary folder (removed at exit):
+    ``{"gdino", "owlv2", "clip", "blip"}`` → its save_pretrained folder."""
+    root = Path(tempfile.mkdtemp(prefix="segany-text-models-"))
+    atexit.register(shutil.rmtree, root, ignore_errors=True)
+    return {"gdino": save_tiny_grounding_dino(root / "gdino"), "owlv2": save_tiny_owlv2(root / "owlv2"),
+            "clip": save_tiny_clip(root / "clip"), "blip": save_tiny_blip(root / "blip")}
