@@ -14,7 +14,7 @@ from tiny_text_models import tiny_text_model_folders  # noqa: E402
 from segany import MaskGenerator, Predictor, load_model  # noqa: E402
 from segany.data.images import load_image  # noqa: E402
 from segany.errors import ConfigError, PromptError, WeightsUnavailableError  # noqa: E402
-from segany.masks import decode_rle  # noqa: E402
+from segany.masks import decode_rle, encode_rle  # noqa: E402
 from segany.text import (BlipCaptioner, Clip, ClipTextPredictor, Detections, GroundingDino, Owlv2,  # noqa: E402
                          TextLabeler, TextPredictor, per_category_nms, split_prompt)
 
@@ -194,3 +194,42 @@ def test_grounding_dino_splits_a_long_class_list_into_prompts_that_fit(folders, 
     detections = detector.detect(photo[::4, ::4].copy(), classes)
     assert len(detections) == 10 * len(groups)  # every query of every prompt
     assert detections.categories.max() >= len(groups[0])  # categories index the whole list
+
+
+def test_text_predictor_on_sam2_decodes_the_boxes_in_one_batch(folders, photo, tmp_path):
+    from tiny_models import save_tiny_sam2
+
+    config, checkpoint = save_tiny_sam2(tmp_path)
+    small = np.ascontiguousarray(photo[::4, ::4])
+    predictor = Predictor(load_model(config, checkpoint=checkpoint))
+    result = TextPredictor(Owlv2(folders["owlv2"], threshold=0.0), predictor).predict(small, "cat")
+    assert len(result) > 1
+    masks, ious, _ = predictor.predict(box=result.boxes.astype(np.float64), multimask_output=False)
+    np.testing.assert_array_equal(result.masks, masks[:, 0] > 0)
+    np.testing.assert_array_equal(result.ious, ious[:, 0])
+    single = predictor.predict(box=result.boxes[0].astype(np.float64), multimask_output=False)
+    np.testing.assert_allclose(result.ious[0], single[1][0], atol=1e-5)
+
+
+def test_coco_categories_come_from_the_records():
+    from segany.data.formats.coco import coco_instances
+    from segany.data.formats.sa1b import sa1b_document
+    from segany.errors import AnnotationError
+
+    mask = np.zeros((4, 5), bool)
+    mask[1:3, 1:4] = True
+    base = {"segmentation": encode_rle(mask), "area": 6,
+            "bbox": [1, 1, 3, 2], "predicted_iou": 0.9, "point_coords": [[2, 2]], "stability_score": 1.0,
+            "crop_box": [0, 0, 5, 4]}
+    records = [{**base, "category": "dog", "label": "a dog", "detector_score": 0.5}, {**base, "category": "cat",
+                                                                                      "label": "cat", "detector_score": 0.7}]
+    document = sa1b_document(records, "x.png", 4, 5, image_id=1)
+    coco = coco_instances([document], categories=["cat", "dog"])
+    assert coco["categories"] == [{"id": 1, "name": "cat", "supercategory": "object"},
+                                  {"id": 2, "name": "dog", "supercategory": "object"}]
+    assert [(a["category_id"], a["score"], a["label"]) for a in coco["annotations"]] == [(2, 0.5, "a dog"), (1, 0.7, "cat")]
+    assert [c["name"] for c in coco_instances([document])["categories"]] == ["dog", "cat"]  # first appearance
+    with pytest.raises(AnnotationError, match="'dog', not one of"):
+        coco_instances([document], categories=["cat"])
+    plain = sa1b_document([base], "x.png", 4, 5, image_id=1)
+    assert coco_instances([plain])["categories"] == [{"id": 1, "name": "object", "supercategory": "object"}]

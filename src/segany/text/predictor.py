@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from ..engine import PromptPredictor
+from ..errors import PromptError
 from ..masks import stability_score
 from .detectors import Detections, Detector
 
@@ -69,8 +70,9 @@ def decode_boxes(predictor: PromptPredictor, boxes: np.ndarray) -> tuple[np.ndar
     """Single-mask SAM outputs for (N, 4) XYXY ``boxes`` on the predictor's current image:
     (N, H, W) bool masks, (N,) predicted IoUs, (N,) stability scores.
 
-    Engines with the official batched route (``transform.apply_boxes_torch`` + ``predict_torch``)
-    decode every box in one batch; others get one ``predict`` call per box.
+    Every box is decoded in one batch: through ``transform.apply_boxes_torch`` + ``predict_torch``
+    (the official SAM 1 route), else through ``predict`` with (N, 4) boxes (SAM 2's predictor takes
+    several); an engine that takes one box at a time (``classic``) gets one ``predict`` call per box.
     """
     height, width = predictor.original_size or (0, 0)
     if len(boxes) == 0:
@@ -84,10 +86,16 @@ def decode_boxes(predictor: PromptPredictor, boxes: np.ndarray) -> tuple[np.ndar
         logits, ious, _ = predictor.predict_torch(None, None, boxes_t, multimask_output=False, return_logits=True)
         logits, ious = logits[:, 0].float().cpu(), ious[:, 0].float().cpu()
     else:
-        outputs = [predictor.predict(box=np.asarray(b, np.float64), multimask_output=False, return_logits=True)
-                   for b in boxes]
-        logits = torch.stack([torch.as_tensor(np.asarray(o[0][0], np.float32)) for o in outputs])
-        ious = torch.tensor([float(o[1][0]) for o in outputs])
+        try:
+            masks, scores, _ = predictor.predict(box=np.asarray(boxes, np.float64), multimask_output=False,
+                                                 return_logits=True)
+            outputs = [(m, s) for m, s in zip(np.asarray(masks).reshape(len(boxes), -1, height, width),
+                                              np.asarray(scores).reshape(len(boxes), -1))]
+        except PromptError:  # one box per call
+            outputs = [predictor.predict(box=np.asarray(b, np.float64), multimask_output=False, return_logits=True)[:2]
+                       for b in boxes]
+        logits = torch.stack([torch.as_tensor(np.asarray(m[0], np.float32)) for m, _ in outputs])
+        ious = torch.tensor([float(s[0]) for _, s in outputs])
     stability = stability_score(logits, threshold, 1.0)
     return (logits > threshold).numpy(), ious.numpy().astype(np.float32), stability.numpy().astype(np.float32)
 
