@@ -32,7 +32,8 @@ NMS_THRESHOLD = 0.8  # Grounded-SAM's demo
 
 
 def split_prompt(prompt: str | Sequence[str]) -> list[str]:
-    """Class names from ``"dog. person."`` / ``"cat, dog"`` or a list; :class:`PromptError` if none is left."""
+    """Class names from ``"dog. person."`` / ``"cat, dog"`` or a list, lower-cased (as Grounding DINO
+    reads them), spaces collapsed, duplicates dropped; :class:`PromptError` if none is left."""
     if isinstance(prompt, str):
         parts = prompt.replace(",", ".").split(".")
     else:
@@ -206,8 +207,8 @@ class GroundingDino(_HFDetector):
         probs = torch.sigmoid(outputs.logits[0].float())
         kept = probs.max(dim=-1).values > self.box_threshold  # the boxes the processor kept, in its order
         spans = self.class_spans(inputs["input_ids"][0], classes)
-        per_class = torch.stack([probs[kept][:, span].max(dim=-1).values if span else torch.zeros(int(kept.sum()))
-                                 for span in spans], dim=1)
+        per_class = torch.stack([probs[kept][:, span].max(dim=-1).values if span
+                                 else torch.zeros(int(kept.sum()), device=probs.device) for span in spans], dim=1)
         categories = per_class.argmax(dim=1).cpu().numpy().astype(np.int64)
         return Detections(_clip_boxes(result["boxes"], height, width), result["scores"].float().cpu().numpy(),
                           [str(t) for t in result["text_labels"]], categories, classes)

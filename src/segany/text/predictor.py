@@ -49,14 +49,14 @@ class TextResult:
         ``detector_score``: what :func:`segany.batch.label_images` writes."""
         from ..masks import encode_rles, mask_bbox_xywh
 
-        records = []
+        records, names = [], self.category_names()
         for i, rle in enumerate(encode_rles(self.masks)):
             x0, y0, x1, y1 = (float(v) for v in self.boxes[i])
             records.append({
                 "segmentation": rle, "area": int(self.masks[i].sum()), "bbox": mask_bbox_xywh(self.masks[i]),
                 "predicted_iou": float(self.ious[i]), "point_coords": [[(x0 + x1) / 2, (y0 + y1) / 2]],
                 "stability_score": float(self.stability[i]), "crop_box": [0, 0, self.masks.shape[2], self.masks.shape[1]],
-                "category": self.category_names()[i], "label": self.labels[i], "detector_score": float(self.scores[i]),
+                "category": names[i], "label": self.labels[i], "detector_score": float(self.scores[i]),
             })
         return records
 
