@@ -13,6 +13,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from ..errors import PromptError
 from .caption import BlipCaptioner
 from .detectors import split_prompt
 from .predictor import TextResult
@@ -30,8 +31,6 @@ class TextLabeler:
     def __init__(self, route: TextRoute, classes: str | Sequence[str] | None = None,
                  captioner: BlipCaptioner | None = None) -> None:
         if (classes is None) == (captioner is None):
-            from ..errors import PromptError
-
             raise PromptError("give either classes or a captioner")
         self.route, self.captioner = route, captioner
         self.classes = split_prompt(classes) if classes is not None else None
