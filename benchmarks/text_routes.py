@@ -14,7 +14,6 @@ import os
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 PHOTO = Path(os.environ.get("SEGANY_SHARED", "../shared")) / "data/coco_val2017_tiny/images/000000005001.jpg"
@@ -29,12 +28,11 @@ def cpu_seconds(fn, repeat: int = 3) -> float:
 
 
 def tiny_routes() -> None:
-    from tiny_models import tiny_random_model
-    from tiny_text_models import tiny_text_model_folders
-
     from segany import MaskGenerator, Predictor
     from segany.data.images import load_image
     from segany.text import BlipCaptioner, Clip, ClipTextPredictor, GroundingDino, Owlv2, TextLabeler, TextPredictor
+    from tiny_models import tiny_random_model
+    from tiny_text_models import tiny_text_model_folders
 
     folders, sam, photo = tiny_text_model_folders(), tiny_random_model("sam"), load_image(PHOTO)
     routes = {
@@ -44,16 +42,15 @@ def tiny_routes() -> None:
     }
     for name, route in routes.items():
         result = route.predict(photo, "cat. dog. person.")
-        print(f"{name:15} {cpu_seconds(lambda: route.predict(photo, 'cat. dog. person.')):.3f} s CPU/image "
+        print(f"{name:15} {cpu_seconds(lambda route=route: route.predict(photo, 'cat. dog. person.')):.3f} s CPU/image "
               f"({len(result)} masks, {photo.shape[1]}x{photo.shape[0]})")
     labeler = TextLabeler(routes["grounding-dino"], captioner=BlipCaptioner(folders["blip"]))
     print(f"{'caption+gdino':15} {cpu_seconds(lambda: labeler.generate(photo)):.3f} s CPU/image")
 
 
 def gflops(model: torch.nn.Module, *args, **kwargs) -> float:
-    from torch.utils.flop_counter import FlopCounterMode
-
     from torch._subclasses.fake_tensor import DataDependentOutputException, FakeTensorMode
+    from torch.utils.flop_counter import FlopCounterMode
 
     counter = FlopCounterMode(display=False)
     try:
@@ -67,8 +64,16 @@ def gflops(model: torch.nn.Module, *args, **kwargs) -> float:
 
 
 def real_flops(skip_gdino: bool = False) -> None:
-    from transformers import (BlipConfig, BlipForConditionalGeneration, CLIPConfig, CLIPModel, GroundingDinoConfig,
-                              GroundingDinoForObjectDetection, Owlv2Config, Owlv2ForObjectDetection)
+    from transformers import (
+        BlipConfig,
+        BlipForConditionalGeneration,
+        CLIPConfig,
+        CLIPModel,
+        GroundingDinoConfig,
+        GroundingDinoForObjectDetection,
+        Owlv2Config,
+        Owlv2ForObjectDetection,
+    )
 
     from segany.build import build_model
 

@@ -7,16 +7,25 @@ import torch
 
 pytest.importorskip("transformers")
 
-from conftest import SHARED  # noqa: E402
-from tiny_models import tiny_random_model  # noqa: E402
-from tiny_text_models import tiny_text_model_folders  # noqa: E402
-
-from segany import MaskGenerator, Predictor, load_model  # noqa: E402
-from segany.data.images import load_image  # noqa: E402
-from segany.errors import ConfigError, PromptError, WeightsUnavailableError  # noqa: E402
-from segany.masks import decode_rle, encode_rle  # noqa: E402
-from segany.text import (BlipCaptioner, Clip, ClipTextPredictor, Detections, GroundingDino, Owlv2,  # noqa: E402
-                         TextLabeler, TextPredictor, per_category_nms, split_prompt)
+from conftest import SHARED
+from segany import MaskGenerator, Predictor, load_model
+from segany.data.images import load_image
+from segany.errors import ConfigError, PromptError, WeightsUnavailableError
+from segany.masks import decode_rle, encode_rle
+from segany.text import (
+    BlipCaptioner,
+    Clip,
+    ClipTextPredictor,
+    Detections,
+    GroundingDino,
+    Owlv2,
+    TextLabeler,
+    TextPredictor,
+    per_category_nms,
+    split_prompt,
+)
+from tiny_models import tiny_random_model
+from tiny_text_models import tiny_text_model_folders
 
 CLASSES = ["cat", "dog"]
 PHOTO = SHARED / "data" / "coco_val2017_tiny" / "images" / "000000005001.jpg"
@@ -69,7 +78,7 @@ def test_grounding_dino_boxes_are_the_processors(folders, photo):
 def test_grounding_dino_category_is_the_best_matching_class(folders, photo):
     detector = GroundingDino(folders["gdino"], box_threshold=0.0, nms_threshold=1.0)
     detections = detector.detect(photo, ["cat", "big dog"])
-    inputs, outputs = detector.raw(photo, ["cat", "big dog"])
+    _, outputs = detector.raw(photo, ["cat", "big dog"])
     # [CLS] cat . big dog . [SEP]: "cat" is token 1, "big dog" tokens 3-4 ("big" is not in the vocab: [UNK])
     probs = torch.sigmoid(outputs.logits[0])
     per_class = torch.stack([probs[:, 1], probs[:, 3:5].max(dim=1).values], dim=1).argmax(dim=1).numpy()
@@ -80,7 +89,7 @@ def test_grounding_dino_category_is_the_best_matching_class(folders, photo):
 def test_owlv2_boxes_are_the_processors_on_the_padded_square(folders, photo):
     detector = Owlv2(folders["owlv2"], threshold=0.0, nms_threshold=1.0)
     detections = detector.detect(photo, CLASSES)
-    inputs, outputs = detector.raw(photo, CLASSES)
+    _, outputs = detector.raw(photo, CLASSES)
     height, width = photo.shape[:2]
     side = max(height, width)
     expected = detector.processor.post_process_grounded_object_detection(

@@ -10,12 +10,11 @@ from PIL import Image
 
 pytest.importorskip("transformers")
 
-from conftest import SHARED  # noqa: E402
-from tiny_models import model_args, save_tiny_model  # noqa: E402
-from tiny_text_models import tiny_text_model_folders  # noqa: E402
-
-from segany.cli import main  # noqa: E402
-from segany.masks import decode_rle  # noqa: E402
+from conftest import SHARED
+from segany.cli import main
+from segany.masks import decode_rle
+from tiny_models import model_args, save_tiny_model
+from tiny_text_models import tiny_text_model_folders
 
 COCO = SHARED / "data" / "coco_val2017_tiny"
 PHOTO = COCO / "images" / "000000005001.jpg"
@@ -109,6 +108,7 @@ def test_label_caption_grounds_each_caption(files, folder, tmp_path):
     coco = COCO(str(out / "annotations.json"))
     names = {c["name"] for c in coco.loadCats(coco.getCatIds())}
     assert names == {a["category"] for a in document["annotations"]} and names
+    assert len({a["caption"] for a in document["annotations"]}) == 1  # the image's caption, kept with its masks
 
 
 def test_label_caption_needs_grounding_dino(files, folder, tmp_path, capsys):

@@ -64,8 +64,13 @@ def _save(model, processor, folder: Path, seed: int) -> Path:
 
 def save_tiny_grounding_dino(folder: Path, seed: int = 0) -> Path:
     """A small Grounding DINO (Swin of width 8, BERT of width 8, 10 queries) + its processor in ``folder``."""
-    from transformers import (GroundingDinoConfig, GroundingDinoForObjectDetection, GroundingDinoImageProcessor,
-                              GroundingDinoProcessor, SwinConfig)
+    from transformers import (
+        GroundingDinoConfig,
+        GroundingDinoForObjectDetection,
+        GroundingDinoImageProcessor,
+        GroundingDinoProcessor,
+        SwinConfig,
+    )
 
     tokenizer = _wordpiece_tokenizer()
     backbone = SwinConfig(window_size=4, embed_dim=8, depths=[1, 1, 1, 1], num_heads=[1, 1, 1, 1], image_size=64,
@@ -141,7 +146,7 @@ def save_tiny_blip(folder: Path, seed: int = 0) -> Path:
     return folder
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def tiny_text_model_folders() -> dict[str, Path]:
     """Every tiny model above, built once per test run into one temporary folder (removed at exit):
     ``{"gdino", "owlv2", "clip", "blip"}`` → its save_pretrained folder."""

@@ -11,8 +11,20 @@ This package talks to SAM only through :mod:`segany.engine` (``segany.Predictor`
 """
 from .caption import BLIP, BlipCaptioner
 from .clip import CLIP, CLIP_THRESHOLD, Clip, ClipTextPredictor
-from .detectors import (BOX_THRESHOLD, DETECTORS, GROUNDING_DINO, NMS_THRESHOLD, OWLV2, TEXT_THRESHOLD, Detections,
-                        Detector, GroundingDino, Owlv2, per_category_nms, split_prompt)
+from .detectors import (
+                        BOX_THRESHOLD,
+                        DETECTORS,
+                        GROUNDING_DINO,
+                        NMS_THRESHOLD,
+                        OWLV2,
+                        TEXT_THRESHOLD,
+                        Detections,
+                        Detector,
+                        GroundingDino,
+                        Owlv2,
+                        per_category_nms,
+                        split_prompt,
+)
 from .labeler import TextLabeler
 from .predictor import TextPredictor, TextResult, decode_boxes, draw_labelled_overlay
 from .routes import ROUTES, build_route, route_settings

@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
 import numpy as np
 import torch
@@ -103,7 +103,7 @@ def _clip_boxes(boxes: torch.Tensor, height: int, width: int) -> np.ndarray:
 class _HFDetector:
     model_class_name = ""
     what = ""
-    text_options: dict[str, Any] = {}
+    text_options: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, id_or_dir: str | os.PathLike, device: str = "cpu", nms_threshold: float = NMS_THRESHOLD,
                  local_files_only: bool = False) -> None:
@@ -221,7 +221,7 @@ class Owlv2(_HFDetector):
     model_class_name = "Owlv2ForObjectDetection"
     what = "OWLv2"
     default_id = OWLV2
-    text_options = {"truncation": True}  # a class name longer than the text model's 16 tokens is cut
+    text_options: ClassVar[dict[str, Any]] = {"truncation": True}  # a class name longer than the text model's 16 tokens is cut
 
     def __init__(self, id_or_dir: str | os.PathLike = OWLV2, device: str = "cpu", threshold: float = OWL_THRESHOLD,
                  nms_threshold: float = NMS_THRESHOLD, local_files_only: bool = False) -> None:

@@ -14,7 +14,7 @@ from typing import Any, Iterable
 from ...errors import GeneratorArgumentError, NonFiniteError
 
 ANNOTATION_KEYS = ("segmentation", "area", "bbox", "predicted_iou", "point_coords", "stability_score", "crop_box")
-OPTIONAL_KEYS = ("category", "label", "detector_score")  # text-prompted records (segany.text) also carry these
+OPTIONAL_KEYS = ("category", "label", "detector_score", "caption")  # text-prompted records (segany.text) carry these
 
 
 def stable_image_id(file_name: str) -> int:
