@@ -214,15 +214,17 @@ def write_coco(
     settings: dict[str, Any],
     reference: CocoImageIndex | None = None,
     name: str = COCO_FILE,
+    categories: list[str] | None = None,
 ) -> dict[str, Any]:
     """One COCO instances file ``out/name`` from the finished results (made with ``settings``) of
-    ``images``; returns what it wrote."""
+    ``images``; returns what it wrote. ``categories``: the class names of masks that carry one
+    (text-prompted labelling), in category-id order (:func:`~segany.data.formats.coco.coco_instances`)."""
     out = Path(out)
     documents = []
     for item in unique_images(images, out):
         document = _read_result(result_path(out, item.relative))
         if _recorded_settings(document) == settings:
             documents.append(document)
-    coco = coco_instances(documents, reference=reference)
+    coco = coco_instances(documents, reference=reference, categories=categories)
     atomic_write_json(out / name, coco)
     return coco

@@ -3,7 +3,9 @@
 Every mask becomes an annotation of the single category ``object`` with its COCO RLE, area and
 XYWH box; the generator's scores ride along (``score`` = predicted IoU, ``stability_score``,
 ``point_coords``, ``crop_box``) so the file's ``annotations`` also work as a detection-results
-list (``COCO.loadRes``). Images keep their documents' ``image_id``; with a reference COCO file
+list (``COCO.loadRes``). Masks that carry a ``category`` name (text-prompted labelling,
+:mod:`segany.text`) get real categories instead, numbered from 1 in the order given (or of first
+appearance), with ``score`` = the detector's score and its grounded ``label``. Images keep their documents' ``image_id``; with a reference COCO file
 (:class:`CocoImageIndex`, e.g. the dataset's ground truth) those ids are the reference's, found
 by file name, so ``COCOeval`` scores the results against it.
 """
@@ -11,8 +13,9 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterable, Sequence
 from pathlib import Path, PurePosixPath
-from typing import Any, Iterable
+from typing import Any
 
 from ...errors import AnnotationError
 
@@ -65,12 +68,19 @@ def coco_instances(
     documents: Iterable[dict[str, Any]],
     description: str = "segany everything",
     reference: CocoImageIndex | None = None,
+    categories: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """One COCO instances dict from SA-1B documents; annotations are numbered from 1.
 
     Image ids are the documents' ``image_id``; with ``reference``, file names and sizes are the
-    reference's entries for those ids.
+    reference's entries for those ids. ``categories``: the category names, in id order, of
+    annotations that carry a ``category`` (default: in order of first appearance); an annotation
+    whose category is not among them is an :class:`AnnotationError`.
     """
+    documents = list(documents)
+    names = list(dict.fromkeys(categories if categories is not None else
+                               (a["category"] for d in documents for a in d["annotations"] if "category" in a)))
+    category_ids = {name: number for number, name in enumerate(names, start=1)}
     images, annotations = [], []
     seen: dict[int, str] = {}
     for document in documents:
@@ -82,10 +92,13 @@ def coco_instances(
         entry = reference.by_id(image_id) if reference is not None else info
         images.append({"id": image_id, "file_name": entry["file_name"], "height": entry["height"], "width": entry["width"]})
         for ann in document["annotations"]:
+            if "category" in ann and ann["category"] not in category_ids:
+                raise AnnotationError(f"{info['file_name']}: mask {ann.get('id')} has category {ann['category']!r}, "
+                                      f"not one of {names}")
             annotations.append({
                 "id": len(annotations) + 1,
                 "image_id": image_id,
-                "category_id": CATEGORY["id"],
+                "category_id": category_ids[ann["category"]] if "category" in ann else CATEGORY["id"],
                 "segmentation": ann["segmentation"],
                 "area": ann["area"],
                 "bbox": ann["bbox"],
@@ -94,11 +107,12 @@ def coco_instances(
                 "stability_score": ann["stability_score"],
                 "point_coords": ann["point_coords"],
                 "crop_box": ann["crop_box"],
+                **({"score": ann["detector_score"], "label": ann.get("label", "")} if "detector_score" in ann else {}),
             })
     return {
         "info": {"description": description},
         "licenses": [],
         "images": images,
         "annotations": annotations,
-        "categories": [CATEGORY],
+        "categories": [{"id": i, "name": n, "supercategory": "object"} for n, i in category_ids.items()] or [CATEGORY],
     }

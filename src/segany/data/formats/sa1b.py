@@ -14,6 +14,7 @@ from typing import Any, Iterable
 from ...errors import GeneratorArgumentError, NonFiniteError
 
 ANNOTATION_KEYS = ("segmentation", "area", "bbox", "predicted_iou", "point_coords", "stability_score", "crop_box")
+OPTIONAL_KEYS = ("category", "label", "detector_score", "caption")  # text-prompted records (segany.text) carry these
 
 
 def stable_image_id(file_name: str) -> int:
@@ -40,6 +41,7 @@ def sa1b_document(
         if not (isinstance(segmentation, dict) and isinstance(segmentation.get("counts"), str)):
             raise GeneratorArgumentError("SA-1B annotations need COCO RLE segmentations: generate with output_mode='coco_rle'")
         annotation = {"id": number, **{key: record[key] for key in ANNOTATION_KEYS}}
+        annotation.update({key: record[key] for key in OPTIONAL_KEYS if key in record})
         for key in ("predicted_iou", "stability_score"):
             if math.isfinite(annotation[key]):
                 continue
