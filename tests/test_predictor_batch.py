@@ -92,3 +92,47 @@ def test_onnxruntime_encoder_takes_a_batch_image_by_image(tiny_random_sam) -> No
     for i, image in enumerate(IMAGES[:2]):
         predictor.set_image(image)
         np.testing.assert_allclose(embeddings[i : i + 1], predictor.get_image_embedding(), rtol=0, atol=1e-6)
+
+
+# -- the automatic mask generator, several whole images per encoder pass ----------------------
+
+GENERATOR = {"points_per_side": 4, "pred_iou_thresh": 0.0, "stability_score_thresh": 0.0, "box_nms_thresh": 0.95,
+             "output_mode": "coco_rle"}
+
+
+def _records_equal(a: list[dict], b: list[dict]) -> bool:
+    return len(a) == len(b) and all(x.keys() == y.keys() and all(
+        np.array_equal(x[k], y[k]) if isinstance(x[k], np.ndarray) else x[k] == y[k] for k in x) for x, y in zip(a, b))
+
+
+def test_generate_batch_one_per_pass_is_generate(tiny_random_mobilesam, monkeypatch: pytest.MonkeyPatch) -> None:
+    from segany.amg.generator import SamMaskGenerator, default_images_per_pass
+
+    generator = SamMaskGenerator(tiny_random_mobilesam, **GENERATOR)
+    expected = [generator.generate(image) for image in IMAGES]
+    assert min(map(len, expected)) > 5 and default_images_per_pass(generator.predictor.device) == 1  # CPU: no gain (benchmark)
+    passes = []
+    encode = Runtime.encode
+    monkeypatch.setattr(Runtime, "encode", lambda self, images: passes.append(len(images)) or encode(self, images))
+    got = generator.generate_batch(IMAGES)
+    assert passes == [1, 1, 1] and all(_records_equal(a, b) for a, b in zip(got, expected))
+
+
+def test_generate_batch_several_per_pass(tiny_random_mobilesam, monkeypatch: pytest.MonkeyPatch) -> None:
+    from segany.amg.generator import SamMaskGenerator
+
+    generator = SamMaskGenerator(tiny_random_mobilesam, **GENERATOR)
+    batch = segany.Predictor(tiny_random_mobilesam)
+    batch.set_image_batch(IMAGES[:2])
+    expected = [generator.generate(image, features=f) for image, f in zip(IMAGES[:2], batch.batch_features())]
+    expected.append(generator.generate(IMAGES[2]))
+    passes = []
+    encode = Runtime.encode
+    monkeypatch.setattr(Runtime, "encode", lambda self, images: passes.append(len(images)) or encode(self, images))
+    got = generator.generate_batch(IMAGES, images_per_pass=2)
+    assert passes == [2, 1] and len(got) == 3 and all(_records_equal(a, b) for a, b in zip(got, expected))
+    for bad in (0, 1.5, True):
+        with pytest.raises(segany.errors.GeneratorArgumentError, match="images_per_pass"):
+            generator.generate_batch(IMAGES, images_per_pass=bad)
+    with pytest.raises(ImageError, match="empty"):
+        generator.generate_batch([])

@@ -125,6 +125,14 @@ class SamPredictor:
         self._select(len(self._batch) - 1)
         self.is_image_set = True
 
+    def batch_features(self) -> list[ImageFeatures]:
+        """Each image's features after :meth:`set_image_batch`, for :meth:`set_image_features` (the
+        automatic mask generator's multi-image passes, stored embeddings)."""
+        self._require_image()
+        if not self._batch:
+            raise PredictorStateError("batch_features needs set_image_batch(images) first")
+        return [ImageFeatures((embedding,), original, input_) for embedding, original, input_ in self._batch]
+
     def _select(self, index: int) -> None:
         """Make image ``index`` of the batch the current one."""
         self.features, self.original_size, self.input_size = self._batch[index]
