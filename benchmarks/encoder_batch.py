@@ -24,7 +24,7 @@ from .common import REPO, SHARED, table, timed, write_results
 if str(REPO / "src") not in sys.path:
     sys.path.insert(0, str(REPO / "src"))
 
-import segany  # noqa: E402
+import segany
 
 
 def _model(name: str, device: str):

@@ -13,7 +13,11 @@ import torch
 
 import segany
 from segany.data.formats.embeddings import (
-    embedding_mismatch, embedding_path, model_name_of, read_embedding, write_embedding,
+    embedding_mismatch,
+    embedding_path,
+    model_name_of,
+    read_embedding,
+    write_embedding,
 )
 from segany.errors import ConfigError, EmbeddingFileError, NotFoundError
 

@@ -5,20 +5,19 @@ from __future__ import annotations
 import logging
 from pathlib import Path, PurePath
 
-import numpy as np
 import pytest
 from PIL import Image
 
 pytest.importorskip("fastapi", reason="the serve extra (fastapi) is not installed")
-from fastapi.testclient import TestClient  # noqa: E402
+from fastapi.testclient import TestClient
 
-import segany  # noqa: E402
-from segany.data.formats.embeddings import embedding_path, model_name_of, write_embedding  # noqa: E402
-from segany.predict.runtime import Runtime  # noqa: E402
-from segany.serve import create_app  # noqa: E402
-from segany.serve.catalogue import image_id  # noqa: E402
-from segany.weights import sha256_of  # noqa: E402
-from tiny_models import model_args, synthetic_image  # noqa: E402
+import segany
+from segany.data.formats.embeddings import embedding_path, model_name_of, write_embedding
+from segany.predict.runtime import Runtime
+from segany.serve import create_app
+from segany.serve.catalogue import image_id
+from segany.weights import sha256_of
+from tiny_models import model_args, synthetic_image
 
 CHECKPOINT = "cd" * 32
 PROMPT = {"points": [[30, 10], [5, 30]], "labels": [1, 0]}
@@ -93,8 +92,8 @@ def test_unfit_embeddings_are_computed_and_said_once(folders, tiny_random_sam, t
 
 
 def test_serve_command_embeddings_option(folders, tiny_model_files, tmp_path: Path, monkeypatch, capsys) -> None:
-    import segany.serve.server as server
     from segany.cli import main
+    from segany.serve import server
 
     images, stored = folders
     code = main(["serve", str(images), "--embeddings", str(tmp_path / "absent"), *model_args(tiny_model_files)])
