@@ -105,3 +105,26 @@ def test_serve_command_embeddings_option(folders, tiny_model_files, tmp_path: Pa
     (app,) = started
     assert app.state.service.stored.checkpoint_sha256 == sha256_of(tiny_model_files[1])
     assert app.state.service.stored.model_name == "tiny_random_sam"
+
+
+def test_stored_sam2_embedding_answers_without_the_encoder(tiny_sam2_files, tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    from segany.predict.runtime import Sam2Runtime
+
+    model = segany.load_model(tiny_sam2_files[0], checkpoint=tiny_sam2_files[1])
+    images, stored = tmp_path / "images", tmp_path / "embeddings"
+    images.mkdir()
+    Image.fromarray(synthetic_image(37, 53)).save(images / "cat.png")
+    predictor = segany.Predictor(model)
+    predictor.set_image(segany.load_image(images / "cat.png"))
+    write_embedding(embedding_path(stored, PurePath("cat.png")), predictor.image_features(), image_name="cat.png",
+                    image_sha256=sha256_of(images / "cat.png"), model_name=model_name_of(model), checkpoint_sha256=None)
+    computed = _predict(_client(create_app(images, model, tmp_path / "a.json")), "cat.png")
+
+    def no_encoder(*_):
+        raise AssertionError("the encoder ran for an image with a stored embedding")
+
+    monkeypatch.setattr(Sam2Runtime, "encode", no_encoder)
+    client = _client(create_app(images, model, tmp_path / "b.json", embeddings=stored))
+    assert _predict(client, "cat.png") == computed
+    assert client.get("/api/info").json()["embeddings_stored"] == 1
