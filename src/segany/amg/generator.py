@@ -46,8 +46,10 @@ GENERATOR_OPTIONS = frozenset({
     "point_grids", "min_mask_region_area", "output_mode", "fast",
 })
 _CHUNK_FLOATS = 1 << 25  # full-size logits held at once while encoding kept masks (128 MB)
-# Whole images per encoder pass in generate_batch, by device type: on CPU a batch takes as long per
-# image as one image at a time (benchmarks/encoder_batch.py), so images go one by one there.
+# Whole images per encoder pass in generate_batch, by device type. On CPU batching was not shown to
+# pay (benchmarks/encoder_batch.py on 2 loaded cores: 0.72-0.93x per image with 1 thread; the
+# 1.25-1.6x with 2 threads came from runs 2.5x slower than 1 thread, i.e. thread synchronisation),
+# and one image per pass keeps generate()'s exact results. CUDA: a GPU is rarely full with one image.
 IMAGES_PER_PASS = {"cpu": 1, "cuda": 4}
 
 
