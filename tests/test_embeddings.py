@@ -3,6 +3,7 @@ classic engine, predictions from loaded features equal to those from set_image, 
 files that are not ours."""
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path, PurePath
 
@@ -15,6 +16,7 @@ import segany
 from segany.data.formats.embeddings import (
     embedding_mismatch,
     embedding_path,
+    file_sha256,
     model_name_of,
     read_embedding,
     write_embedding,
@@ -66,6 +68,9 @@ def test_round_trip_predicts_exactly_as_set_image(kind: str, request: pytest.Fix
 
 def test_embedding_path_and_checkpointless_model(tiny_random_sam, tmp_path: Path, synthetic_small: np.ndarray) -> None:
     assert embedding_path(tmp_path, PurePath("a/b.jpg")) == tmp_path / "a" / "b.jpg.safetensors"
+    data = np.random.default_rng(0).bytes(3 << 19)  # more than one read of a MiB
+    (tmp_path / "img.bin").write_bytes(data)
+    assert file_sha256(tmp_path / "img.bin") == hashlib.sha256(data).hexdigest()
     for bad in ("/etc/x.jpg", "../x.jpg", ""):
         with pytest.raises(ConfigError):
             embedding_path(tmp_path, PurePath(bad))

@@ -12,7 +12,7 @@ pytest.importorskip("fastapi", reason="the serve extra (fastapi) is not installe
 from fastapi.testclient import TestClient
 
 import segany
-from segany.data.formats.embeddings import embedding_path, model_name_of, write_embedding
+from segany.data.formats.embeddings import embedding_path, file_sha256, model_name_of, write_embedding
 from segany.predict.runtime import Runtime
 from segany.serve import create_app
 from segany.serve.catalogue import image_id
@@ -118,7 +118,7 @@ def test_stored_sam2_embedding_answers_without_the_encoder(tiny_sam2_files, tmp_
     predictor = segany.Predictor(model)
     predictor.set_image(segany.load_image(images / "cat.png"))
     write_embedding(embedding_path(stored, PurePath("cat.png")), predictor.image_features(), image_name="cat.png",
-                    image_sha256=sha256_of(images / "cat.png"), model_name=model_name_of(model), checkpoint_sha256=None)
+                    image_sha256=file_sha256(images / "cat.png"), model_name=model_name_of(model), checkpoint_sha256=None)
     computed = _predict(_client(create_app(images, model, tmp_path / "a.json")), "cat.png")
 
     def no_encoder(*_):

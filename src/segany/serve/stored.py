@@ -13,10 +13,9 @@ import os
 import threading
 from pathlib import Path, PurePosixPath
 
-from ..data.formats.embeddings import embedding_mismatch, embedding_path, read_embedding
+from ..data.formats.embeddings import embedding_mismatch, embedding_path, file_sha256, read_embedding
 from ..engine import ImageFeatures
 from ..errors import ConfigError, SeganyError
-from ..weights import sha256_of
 
 log = logging.getLogger("segany.serve")
 
@@ -47,7 +46,7 @@ class StoredEmbeddings:
         except SeganyError as exc:
             self.fall_back(file_name, str(exc))
             return None
-        reason = embedding_mismatch(info, image_sha256=sha256_of(image_file), model_name=self.model_name,
+        reason = embedding_mismatch(info, image_sha256=file_sha256(image_file), model_name=self.model_name,
                                     checkpoint_sha256=self.checkpoint_sha256)
         if reason is not None:
             self.fall_back(file_name, f"stored embedding {path} not used: {reason}")

@@ -10,6 +10,7 @@ format version. Any safetensors reader (Python, Rust, JavaScript) opens them.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path, PurePath
@@ -35,6 +36,15 @@ def model_name_of(model: Any) -> str:
     """The name to store with a model's embeddings and to match them by: its config's name
     (``vit_t``, ``sam2.1_hiera_t``, the ``name`` of a JSON config, ``classic``)."""
     return str(model.config.name)
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """The sha256 of a file's bytes (what ``image_sha256`` is), read a MiB at a time."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def embedding_path(out: str | os.PathLike, relative: PurePath) -> Path:
