@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from .common import add_image_arguments, add_model_arguments, info, load_model_from_args
+from .common import add_image_arguments, add_model_arguments, checkpoint_sha256, info, load_model_from_args
 
 LOOPBACK = ("localhost", "127.0.0.1", "[::1]")
 WILDCARD_ADDRESSES = ("0.0.0.0", "::", "")
@@ -70,6 +70,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="'everything' jobs that may wait or run; more get 503 (default 4)")
     parser.add_argument("--max-points-per-side", type=_positive_int, default=64, metavar="N",
                         help="largest points_per_side an 'everything' request may ask for (default 64)")
+    parser.add_argument("--embeddings", default=None, metavar="DIR",
+                        help="folder of stored embeddings (segany embed IMAGES_DIR -o DIR): an image whose file and "
+                             "model match its stored embedding needs no encoder time; the others are computed")
     add_image_arguments(parser)
     add_model_arguments(parser)
     parser.set_defaults(handler=run)
@@ -87,9 +90,12 @@ def run(args: argparse.Namespace) -> int:
         max_body_bytes=int(args.max_body_mb * MiB), allowed_hosts=allowed_hosts(args.host, args.allowed_host),
         max_queue=args.max_queue, max_everything_queue=args.max_everything_queue,
         max_points_per_side=args.max_points_per_side, max_pixels=args.max_pixels,
+        embeddings=args.embeddings, checkpoint_sha256=checkpoint_sha256(args) if args.embeddings else None,
     )
     catalogue, store = app.state.catalogue, app.state.store
     info(f"{len(catalogue)} images under {catalogue.root}; annotations in {store.path}")
+    if args.embeddings:
+        info(f"stored embeddings from {args.embeddings} (an image without a matching one is computed, said once)")
     info(f"open http://{args.host}:{args.port}/ (API docs at /docs); Ctrl+C to stop")
     if args.host in WILDCARD_ADDRESSES and not args.allowed_host:
         info("listening on all addresses: other machines must use a name given with --allowed-host")

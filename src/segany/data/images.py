@@ -152,6 +152,20 @@ def check_image_array(image: object) -> np.ndarray:
     return image
 
 
+def check_image_list(image_list: object) -> list[np.ndarray]:
+    """Validate a batch of images: a non-empty list (or tuple) of HxWx3 uint8 arrays (sizes may
+    differ); the error names the first bad entry."""
+    if isinstance(image_list, np.ndarray) or not isinstance(image_list, (list, tuple)) or not image_list:
+        raise ImageError(f"image_list must be a non-empty list of HxWx3 uint8 arrays, got "
+                         f"{'an empty list' if isinstance(image_list, (list, tuple)) else type(image_list).__name__}")
+    for index, image in enumerate(image_list):
+        try:
+            check_image_array(image)
+        except ImageError as exc:
+            raise ImageError(f"image_list[{index}]: {exc}") from None
+    return list(image_list)
+
+
 def preprocess_shape(height: int, width: int, long_side: int) -> tuple[int, int]:
     """Size after scaling so the longest side is ``long_side`` (the official rounding)."""
     scale = long_side / max(height, width)

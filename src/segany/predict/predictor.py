@@ -7,22 +7,41 @@ XYXY, images HWC RGB uint8.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 
 import numpy as np
 import torch
 
-from ..data.images import check_image_array
+from ..data.images import check_image_array, check_image_list
 from ..engine import ImageFeatures
-from ..errors import ConfigError, PredictorStateError, PromptError
+from ..errors import ConfigError, PredictorStateError, PromptError, UnsupportedOperationError
 from ..models.sam import Sam
 from ..prompts import check_box, check_mask_input, check_points, check_torch_prompts
 from .runtime import Runtime
 from .transforms import ResizeLongestSide
 
 
+def per_image_prompts(count: int, **batches: Sequence | None) -> list[list]:
+    """``predict_batch``'s prompt lists (``point_coords_batch=...``), each checked to have one entry
+    per image, in the order given; a list given as None becomes ``count`` Nones (no such prompt)."""
+    columns = []
+    for name, value in batches.items():
+        if value is None:
+            columns.append([None] * count)
+            continue
+        listed = isinstance(value, (list, tuple)) or (isinstance(value, np.ndarray) and value.ndim > 0)
+        if not listed or len(value) != count:
+            got = f"{len(value)} entries" if listed else f"a {type(value).__name__}"
+            raise PromptError(f"{name} must have one entry per image ({count}), got {got}")
+        columns.append(list(value))
+    return columns
+
+
 class SamPredictor:
     """Promptable segmentation of one image at a time with a :class:`~segany.models.sam.Sam`
-    (what ``segany.Predictor(model)`` returns for SAM and MobileSAM models)."""
+    (what ``segany.Predictor(model)`` returns for SAM and MobileSAM models), or of a batch of
+    images encoded in one pass (:meth:`set_image_batch`, :meth:`predict_batch`: the official
+    ``SAM2ImagePredictor`` batch interface)."""
 
     def __init__(
         self,
@@ -71,6 +90,14 @@ class SamPredictor:
         self.runtime.forget_image()
         self.original_size: tuple[int, int] | None = None
         self.input_size: tuple[int, int] | None = None
+        # set_image_batch: each image's (embedding view, original size, input size), and all embeddings
+        self._batch: list[tuple[torch.Tensor, tuple[int, int], tuple[int, int]]] = []
+        self._batch_embedding: torch.Tensor | None = None
+
+    def _resized(self, image: np.ndarray) -> torch.Tensor:
+        """An RGB (or model-format) image resized to the model's longest side, (1, 3, h, w) uint8."""
+        resized = self.transform.apply_image(np.ascontiguousarray(image))
+        return torch.as_tensor(resized, device=self.device).permute(2, 0, 1)[None]
 
     @torch.inference_mode()
     def set_image(self, image: np.ndarray, image_format: str = "RGB") -> None:
@@ -80,9 +107,35 @@ class SamPredictor:
             raise PromptError(f"image_format must be 'RGB' or 'BGR', got {image_format!r}")
         if image_format != self.model.image_format:
             image = image[..., ::-1]
-        resized = self.transform.apply_image(np.ascontiguousarray(image))
-        tensor = torch.as_tensor(resized, device=self.device).permute(2, 0, 1)[None]
-        self.set_torch_image(tensor, image.shape[:2])
+        self.set_torch_image(self._resized(image), image.shape[:2])
+
+    @torch.inference_mode()
+    def set_image_batch(self, image_list: Sequence[np.ndarray]) -> None:
+        """Embed several HWC uint8 RGB images (sizes may differ) in one encoder pass, for
+        :meth:`predict_batch`; :meth:`predict` then answers on the last of them."""
+        arrays = check_image_list(image_list)
+        if self.model.image_format != "RGB":
+            arrays = [image[..., ::-1] for image in arrays]
+        self.reset_image()
+        resized = [self._resized(image) for image in arrays]
+        embeddings = self.runtime.encode(torch.cat([self.model.preprocess(r) for r in resized]))
+        self._batch = [(embeddings[i : i + 1], (int(a.shape[0]), int(a.shape[1])), (int(r.shape[2]), int(r.shape[3])))
+                       for i, (a, r) in enumerate(zip(arrays, resized))]
+        self._batch_embedding = embeddings
+        self._select(len(self._batch) - 1)
+        self.is_image_set = True
+
+    def batch_features(self) -> list[ImageFeatures]:
+        """Each image's features after :meth:`set_image_batch`, for :meth:`set_image_features` (the
+        automatic mask generator's multi-image passes, stored embeddings)."""
+        self._require_image()
+        if not self._batch:
+            raise PredictorStateError("batch_features needs set_image_batch(images) first")
+        return [ImageFeatures((embedding,), original, input_) for embedding, original, input_ in self._batch]
+
+    def _select(self, index: int) -> None:
+        """Make image ``index`` of the batch the current one."""
+        self.features, self.original_size, self.input_size = self._batch[index]
 
     @torch.inference_mode()
     def set_torch_image(self, transformed_image: torch.Tensor, original_image_size: tuple[int, ...]) -> None:
@@ -100,6 +153,8 @@ class SamPredictor:
     def image_features(self) -> ImageFeatures:
         """The current image's features: its embedding and sizes, for :meth:`set_image_features`."""
         self._require_image()
+        if self._batch:
+            raise UnsupportedOperationError("image_features is for one image: call set_image, not set_image_batch")
         assert self.features is not None and self.original_size is not None and self.input_size is not None
         return ImageFeatures((self.features,), self.original_size, self.input_size)
 
@@ -116,8 +171,11 @@ class SamPredictor:
         self.is_image_set = True
 
     def get_image_embedding(self) -> torch.Tensor:
-        """The current image's embedding, (1, C, h, w): (1, 256, 64, 64) for the official models."""
+        """The current image's embedding, (1, C, h, w): (1, 256, 64, 64) for the official models;
+        after :meth:`set_image_batch` all the images' (B, C, h, w), as the official batch predictor."""
         self._require_image()
+        if self._batch_embedding is not None:
+            return self._batch_embedding
         assert self.features is not None
         return self.features
 
@@ -159,6 +217,34 @@ class SamPredictor:
             mask_t = torch.as_tensor(mask_np, dtype=torch.float, device=self.device)[None]
         masks, iou, low_res = self._predict(coords_t, labels_t, box_t, mask_t, multimask_output, return_logits)
         return masks[0].cpu().numpy(), iou[0].float().cpu().numpy(), low_res[0].float().cpu().numpy()
+
+    def predict_batch(
+        self,
+        point_coords_batch: Sequence[np.ndarray | None] | None = None,
+        point_labels_batch: Sequence[np.ndarray | None] | None = None,
+        box_batch: Sequence[np.ndarray | None] | None = None,
+        mask_input_batch: Sequence[np.ndarray | None] | None = None,
+        multimask_output: bool = True,
+        return_logits: bool = False,
+    ) -> tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray]]:
+        """:meth:`predict` for every image of :meth:`set_image_batch` with its own prompts (entry
+        ``i`` of each list, None: no such prompt): lists of masks, IoUs and low-res logits."""
+        self._require_image()
+        if not self._batch:
+            raise PredictorStateError("predict_batch needs set_image_batch(images) first")
+        count = len(self._batch)
+        prompts = per_image_prompts(count, point_coords_batch=point_coords_batch, point_labels_batch=point_labels_batch,
+                                    box_batch=box_batch, mask_input_batch=mask_input_batch)
+        outputs = []
+        try:
+            for index in range(count):
+                self._select(index)
+                outputs.append(self.predict(*(p[index] for p in prompts), multimask_output=multimask_output,
+                                            return_logits=return_logits))
+        finally:
+            self._select(count - 1)
+        masks, ious, low_res = zip(*outputs)
+        return list(masks), list(ious), list(low_res)
 
     def predict_torch(
         self,

@@ -134,9 +134,13 @@ class Runtime:
         return torch.autocast(device_type=self.model.device.type, dtype=dtype)
 
     def encode(self, input_image: torch.Tensor) -> torch.Tensor:
-        """Normalised, padded image (1, 3, S, S) → float32 embedding (1, C, S / patch, S / patch)."""
+        """Normalised, padded images (B, 3, S, S) → float32 embeddings (B, C, S / patch, S / patch),
+        in one encoder pass (the onnxruntime graph takes one image: one run per image)."""
         with self.autocast(self.dtype):
-            features = self._encoder(input_image)
+            if self.backend == "onnxruntime" and input_image.shape[0] > 1:
+                features = torch.cat([self._encoder(image[None]) for image in input_image])
+            else:
+                features = self._encoder(input_image)
         return features.to(self.model.device, torch.float32)
 
     def decode(

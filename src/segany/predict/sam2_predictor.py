@@ -18,13 +18,14 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from ..data.images import check_image_array
+from ..data.images import check_image_array, check_image_list
 from ..engine import ImageFeatures
 from ..errors import ConfigError, PredictorStateError, PromptError, UnsupportedOperationError
 from ..masks import clean_mask_scores
 from ..models.sam2 import Sam2
 from ..prompts import as_array, check_boxes, check_inside, check_labels, check_torch_prompts
 from .onnx_backend import sam2_backend
+from .predictor import per_image_prompts
 from .runtime import Sam2Runtime, resolve_dtype
 from .sam2_transforms import preprocess_batch, preprocess_image
 
@@ -119,9 +120,7 @@ class Sam2Predictor:
     @torch.inference_mode()
     def set_image_batch(self, image_list: Sequence[np.ndarray]) -> None:
         """Compute the features of several HWC uint8 images (sizes may differ) for :meth:`predict_batch`."""
-        if isinstance(image_list, np.ndarray) or not isinstance(image_list, Sequence) or not image_list:
-            raise PromptError("image_list must be a non-empty list of HxWx3 uint8 arrays")
-        arrays = [check_image_array(image) for image in image_list]
+        arrays = check_image_list(image_list)
         self.reset_predictor()
         tensor = preprocess_batch(arrays, self.model.image_size).to(self.device)
         self._set_features(tensor, [a.shape[:2] for a in arrays], batch=True)
@@ -208,12 +207,8 @@ class Sam2Predictor:
         if not self._is_batch:
             raise PredictorStateError("predict_batch needs set_image_batch(images) first")
         count = len(self._orig_hw)
-        batches = []
-        for name, value in (("point_coords_batch", point_coords_batch), ("point_labels_batch", point_labels_batch),
-                            ("box_batch", box_batch), ("mask_input_batch", mask_input_batch)):
-            if value is not None and len(value) != count:
-                raise PromptError(f"{name} has {len(value)} entries for {count} images")
-            batches.append(value if value is not None else [None] * count)
+        batches = per_image_prompts(count, point_coords_batch=point_coords_batch, point_labels_batch=point_labels_batch,
+                                    box_batch=box_batch, mask_input_batch=mask_input_batch)
         outputs = [self._predict_image(i, *(b[i] for b in batches), multimask_output, return_logits, normalize_coords)
                    for i in range(count)]
         masks, ious, low_res = zip(*outputs)

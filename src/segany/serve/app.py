@@ -25,6 +25,7 @@ from fastapi.staticfiles import StaticFiles
 from PIL import Image
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
+from ..data.formats.embeddings import model_name_of
 from ..data.formats.png import png_bytes
 from ..data.images import DEFAULT_MAX_PIXELS
 from ..errors import ImageError, NotFoundError, SeganyError, ServerBusyError, UnsupportedOperationError
@@ -35,6 +36,7 @@ from .lanes import Cancelled, Ticket
 from .limits import BodySizeLimit
 from .service import DEFAULT_MAX_EVERYTHING_QUEUE, DEFAULT_MAX_QUEUE, MiB, SegmentService
 from .store import AnnotationStore
+from .stored import StoredEmbeddings
 
 STATIC = Path(__file__).parent / "static"
 DEFAULT_ANNOTATIONS = "annotations.coco.json"
@@ -119,6 +121,8 @@ def create_app(
     max_everything_queue: int = DEFAULT_MAX_EVERYTHING_QUEUE,
     max_points_per_side: int = 64,
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    embeddings: str | os.PathLike | None = None,
+    checkpoint_sha256: str | None = None,
 ) -> FastAPI:
     """The annotator app for the images under ``images_dir``, predicting with ``model`` (any segany
     model: its engine comes from :mod:`segany.engine`).
@@ -127,12 +131,16 @@ def create_app(
     a COCO instances file read back when it exists. Requests must name one of ``allowed_hosts``
     in their Host header ("*" allows any). ``max_queue`` jobs may wait per lane (encoder,
     decoder), ``max_everything_queue`` "everything" jobs; images over ``max_pixels`` are refused.
+    ``embeddings``: a folder of stored embeddings (``segany embed``) used instead of the encoder
+    where they were stored for the same image file by this model, whose weights file has the
+    sha256 ``checkpoint_sha256`` (:mod:`.stored`).
     """
     catalogue = ImageCatalogue(images_dir, max_pixels=max_pixels)
+    stored = None if embeddings is None else StoredEmbeddings(embeddings, model_name_of(model), checkpoint_sha256)
     store = AnnotationStore(annotations if annotations is not None else catalogue.root / DEFAULT_ANNOTATIONS)
     service = SegmentService(model, catalogue, max_embeddings=max_embeddings, max_embedding_bytes=max_embedding_bytes,
                              max_queue=max_queue, max_everything_queue=max_everything_queue,
-                             max_points_per_side=max_points_per_side)
+                             max_points_per_side=max_points_per_side, stored=stored)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -179,7 +187,8 @@ def create_app(
     def info() -> dict:
         return {"model": model_name, "images": len(catalogue), "annotations_file": _shown_path(store.path, catalogue.root),
                 "cached_embeddings": len(service.embeddings), "cached_embedding_bytes": service.embeddings.num_bytes,
-                "embeddings_computed": service.embeddings.computed, "max_body_bytes": max_body_bytes}
+                "embeddings_computed": service.embeddings.computed,
+                "embeddings_stored": 0 if stored is None else stored.used, "max_body_bytes": max_body_bytes}
 
     @app.get("/api/images", response_model=list[schemas.ImageSummary], tags=["images"])
     def list_images() -> list[dict]:

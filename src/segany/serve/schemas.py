@@ -153,4 +153,6 @@ class ServerInfo(BaseModel):
     cached_embeddings: int
     cached_embedding_bytes: int
     embeddings_computed: int
+    embeddings_stored: int = Field(description="images answered from their stored embedding (--embeddings), "
+                                               "without the encoder")
     max_body_bytes: int

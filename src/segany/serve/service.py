@@ -30,6 +30,7 @@ from ..masks import encode_rles, mask_bbox_xywh
 from .cache import ComputingCache, LRUCache
 from .catalogue import ImageCatalogue
 from .lanes import Lane, Ticket
+from .stored import StoredEmbeddings
 
 MiB = 1 << 20
 DEFAULT_MAX_QUEUE = 32
@@ -71,8 +72,10 @@ class SegmentService:
         max_queue: int = DEFAULT_MAX_QUEUE,
         max_everything_queue: int = DEFAULT_MAX_EVERYTHING_QUEUE,
         max_points_per_side: int = 64,
+        stored: StoredEmbeddings | None = None,
     ) -> None:
         self.model = model
+        self.stored = stored
         self.catalogue = catalogue
         self.max_points_per_side = max_points_per_side
         self.encoder = Lane("encoder", max_queue)
@@ -92,8 +95,26 @@ class SegmentService:
 
     def _embed(self, image_id: str) -> PromptPredictor:
         predictor = Predictor(self.model)
+        if self.stored is not None and self._take_stored(image_id, predictor):
+            return predictor
         predictor.set_image(self.catalogue.load(image_id))
         return predictor
+
+    def _take_stored(self, image_id: str, predictor: PromptPredictor) -> bool:
+        """Give ``predictor`` the image's stored embedding, if one fits (no encoder run)."""
+        assert self.stored is not None
+        self.catalogue.size(image_id)  # the pixel limit holds for stored images too
+        file_name = self.catalogue.get(image_id).file_name
+        features = self.stored.features(file_name, self.catalogue.path(image_id))
+        if features is None:
+            return False
+        try:
+            predictor.set_image_features(features)
+        except SeganyError as exc:  # maps of another architecture under the same name
+            self.stored.fall_back(file_name, f"its stored embedding does not fit this model ({exc})")
+            return False
+        self.stored.taken()
+        return True
 
     def start_embedding(self, image_id: str) -> None:
         """Start computing an image's embedding in the background (no-op when cached or running)."""
