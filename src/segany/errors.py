@@ -87,6 +87,11 @@ class ServerBusyError(SeganyError, RuntimeError):
     """The annotation server has more work queued than it accepts, or is shutting down: retry later."""
 
 
+class EmbeddingFileError(SeganyError, ValueError):
+    """A stored image embedding that cannot be read: not a safetensors file, truncated, or written
+    by another program or an unknown version of segany's embedding format."""
+
+
 class VideoError(SeganyError, ValueError):
     """A video that cannot be read (missing, no frames, undecodable frame, frames of different sizes)
     or a frame index outside it."""

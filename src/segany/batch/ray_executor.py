@@ -39,6 +39,24 @@ def import_ray() -> Any:
     return ray
 
 
+def _quiet_ray_data() -> None:
+    """Ray Data's console messages (execution started / finished, progress bars off) go to its log file only."""
+    for handler in logging.getLogger("ray.data").handlers:
+        if isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler):
+            handler.setLevel(logging.ERROR)
+
+
+def _output_error(exc: BaseException | None) -> OutputError | None:
+    """The :class:`OutputError` a worker raised, found in the exceptions Ray wraps it in."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, OutputError):
+            return exc
+        seen.add(id(exc))
+        exc = getattr(exc, "cause", None) or exc.__cause__
+    return None
+
+
 class JobWorker:
     """One actor of the pool: the job's state, built once; per batch, one status row per image."""
 
@@ -79,7 +97,7 @@ class RayExecutor:
         """Connect to (or start) Ray; True when this call started it."""
         if ray.is_initialized():
             return False
-        options: dict[str, Any] = {"include_dashboard": False, "logging_level": logging.WARNING, "log_to_driver": False}
+        options: dict[str, Any] = {"include_dashboard": False, "logging_level": logging.ERROR, "log_to_driver": False}
         if self.address is None:
             needed = int(-(-self.workers * self.cpus_per_worker // 1))
             options["num_cpus"] = max(os.cpu_count() or 1, needed)
@@ -104,6 +122,7 @@ class RayExecutor:
             context = ray.data.DataContext.get_current()
             context.enable_progress_bars = False  # one bar, the driver's
             context.print_on_execution_start = False
+            _quiet_ray_data()
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", DeprecationWarning)  # max_restarts & co. as map_batches kwargs
                 dataset = ray.data.from_items([task.to_row() for task in tasks]).map_batches(
@@ -115,8 +134,8 @@ class RayExecutor:
                 for row in dataset.iter_rows():
                     yield Outcome(str(row["name"]), bool(row["ok"]), str(row["reason"]), int(row["attempts"]))
             except Exception as exc:
-                cause = getattr(exc, "cause", None)
-                if isinstance(cause, OutputError):
+                cause = _output_error(exc)
+                if cause is not None:
                     raise OutputError(str(cause)) from None
                 raise
         finally:
