@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .common import add_image_arguments, add_model_arguments, checkpoint_sha256, info
-from .jobs import ModelFactory, PredictorFactory, add_executor_arguments, executor_from_args
+from .common import checkpoint_sha256, info
+from .jobs import ModelFactory, PredictorFactory, add_input_output_arguments, add_job_arguments, executor_from_args
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -15,14 +15,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Encode every image once and store its features (OUT/<image>.safetensors, with the image's "
                     "sha256, the model's name and checkpoint sha256), for `segany serve IMAGES --embeddings OUT`.",
     )
-    parser.add_argument("paths", nargs="+", metavar="PATH", help="image files, folders (searched recursively) or glob patterns")
-    parser.add_argument("-o", "--output", required=True, metavar="OUTDIR", help="output folder")
+    add_input_output_arguments(parser)
     parser.add_argument("--overwrite", action="store_true",
                         help="redo images whose embedding is stored already (default: skip those of the same image, "
                              "model and checkpoint)")
-    add_image_arguments(parser)
-    add_model_arguments(parser)
-    add_executor_arguments(parser)
+    add_job_arguments(parser)
     parser.set_defaults(handler=run)
 
 

@@ -9,8 +9,10 @@ import argparse
 import sys
 
 from ..batch import COCO_FILE, find_images, job_settings, label_images, write_coco
-from .common import add_image_arguments, add_model_arguments, checkpoint_sha256, info
-from .jobs import GeneratorFactory, ModelFactory, add_executor_arguments, executor_from_args
+from .common import checkpoint_sha256, info
+from .jobs import (
+    GeneratorFactory, ModelFactory, add_input_output_arguments, add_job_arguments, executor_from_args,
+)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -18,8 +20,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "everything", help="segment everything in images, folders (recursive) and globs",
         description="Automatic mask generation (the official SamAutomaticMaskGenerator's results) over many images.",
     )
-    parser.add_argument("paths", nargs="+", metavar="PATH", help="image files, folders (searched recursively) or glob patterns")
-    parser.add_argument("-o", "--output", required=True, metavar="OUTDIR", help="output folder")
+    add_input_output_arguments(parser)
     parser.add_argument("--format", choices=("sa1b", "coco", "png"), default="sa1b",
                         help="sa1b: one JSON per image (always written); coco: also one COCO instances file "
                              f"{COCO_FILE}; png: also one PNG per mask in <image>_masks/")
@@ -38,9 +39,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--coco-images", default=None, metavar="GT.json",
                         help="with --format coco: take image ids, file names and sizes from this COCO file (by file name), "
                              "so COCOeval scores the results against it")
-    add_image_arguments(parser)
-    add_model_arguments(parser)
-    add_executor_arguments(parser)
+    add_job_arguments(parser)
     parser.set_defaults(handler=run)
 
 

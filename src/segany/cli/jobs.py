@@ -6,9 +6,22 @@ import argparse
 from dataclasses import dataclass, field
 from typing import Any
 
-from .common import load_model_from_args
+from .common import add_image_arguments, add_model_arguments, load_model_from_args
 
 RAY_DEFAULTS = {"address": None, "workers": 1, "cpus_per_worker": 1.0, "gpus_per_worker": 0.0, "batch_size": 1}
+
+
+def add_input_output_arguments(parser: argparse.ArgumentParser) -> None:
+    """The images (``PATH...``) and the output folder (``-o``) of a batch job."""
+    parser.add_argument("paths", nargs="+", metavar="PATH", help="image files, folders (searched recursively) or glob patterns")
+    parser.add_argument("-o", "--output", required=True, metavar="OUTDIR", help="output folder")
+
+
+def add_job_arguments(parser: argparse.ArgumentParser) -> None:
+    """A batch job's image, model and executor options."""
+    add_image_arguments(parser)
+    add_model_arguments(parser)
+    add_executor_arguments(parser)
 
 
 def add_executor_arguments(parser: argparse.ArgumentParser) -> None:
