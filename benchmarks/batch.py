@@ -4,7 +4,9 @@ For each engine (``classic``: the weight-free engine; ``tiny``: the tests' seede
 128 px input, a 8x8 point grid, filters off so every candidate is scored, encoded and written) and
 each image count (COCO val2017 tiny photos resized to ``--size`` px wide, repeated to the count),
 one job per executor: local (this process, torch's threads), Ray with 1 worker and with 2 workers
-(1 CPU each). One local Ray is started once (its start-up is printed, not counted); each job's
+(1 CPU each). The local executor runs torch on one thread, as each Ray worker does (1 CPU:
+OMP_NUM_THREADS=1), and Ray's workers run at the driver's niceness (RAY_worker_niceness=0; Ray
+otherwise nices them to 15, which on a shared machine measures the neighbours). One local Ray is started once (its start-up is printed, not counted); each job's
 time includes what a user waits for: actors starting, importing torch and loading the model,
 every image, the results streaming back. From the 10- and 100-image times a line t = a + b*n:
 ``a`` the fixed cost of a job (Ray: actor start-up), ``b`` seconds per image.
@@ -76,7 +78,10 @@ def main() -> None:
     counts = [int(n) for n in args.images.split(",")]
 
     import ray
+    import torch
 
+    torch.set_num_threads(1)
+    os.environ["RAY_worker_niceness"] = "0"
     os.environ["PYTHONPATH"] = os.pathsep.join([str(REPO / "src"), str(REPO / "tests"), os.environ.get("PYTHONPATH", "")])
     start = time.perf_counter()
     ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False)

@@ -33,15 +33,17 @@ OPTIONS = {"points_per_side": 4, "pred_iou_thresh": 0.0, "stability_score_thresh
 @pytest.fixture(scope="module", autouse=True)
 def ray_cluster():
     """One local Ray for the module; its workers import segany and this test module (the killer)."""
-    old = os.environ.get("PYTHONPATH")
-    os.environ["PYTHONPATH"] = os.pathsep.join([str(REPO / "src"), str(REPO / "tests"), *([old] if old else [])])
+    saved = {name: os.environ.get(name) for name in ("PYTHONPATH", "RAY_worker_niceness")}
+    os.environ["PYTHONPATH"] = os.pathsep.join([str(REPO / "src"), str(REPO / "tests"), *filter(None, [saved["PYTHONPATH"]])])
+    os.environ["RAY_worker_niceness"] = "0"  # Ray's default (15) starves the workers on a busy machine
     ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
     yield
     ray.shutdown()
-    if old is None:
-        os.environ.pop("PYTHONPATH", None)
-    else:
-        os.environ["PYTHONPATH"] = old
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
 
 
 class KillOnce:
