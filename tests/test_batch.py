@@ -217,3 +217,33 @@ def test_embed_resumes_by_image_and_model(tmp_path, tiny_random_sam, tiny_model_
     Image.fromarray(synthetic_image(8, 10, 3)).save(folder / "1.png")
     assert main(command) == 0
     assert "embed: done 1, skipped 1, failed 0" in capsys.readouterr().err
+
+
+def test_a_ray_worker_returns_a_status_row_per_image(tmp_path) -> None:
+    """The actor's batch call (no Ray needed): one row per image, a failed image's reason, and an
+    unwritable output as a fatal row (the driver stops the job with OutputError)."""
+    from segany.batch.executors import Task
+    from segany.batch.ray_executor import JobWorker
+    from segany.errors import OutputError
+
+    class Job:
+        def setup(self) -> str:
+            return "state"
+
+        def run(self, state: str, task: Task) -> None:
+            assert state == "state"
+            if task.item.name == "1.png":
+                raise ImageError("unreadable")
+            if task.item.name == "2.png":
+                raise OutputError("disk full")
+
+    tasks = [Task(item, item.image_id) for item in find_images([str(write_images_at(tmp_path, 3))])[0]]
+    rows = [task.to_row() for task in tasks]
+    batch = {key: np.array([row[key] for row in rows]) for key in rows[0]}
+    worker = JobWorker(Job(), str(tmp_path / "out"))
+    (tmp_path / "out").mkdir()
+    result = worker(batch)
+    assert result == {"name": ["0.png", "1.png", "2.png"], "ok": [True, False, False],
+                      "reason": ["", "ImageError: unreadable", "disk full"], "attempts": [1, 1, 1],
+                      "fatal": [False, False, True]}
+    assert worker(batch)["attempts"] == [2, 2, 2]

@@ -51,12 +51,14 @@ class Task:
 @dataclass(frozen=True)
 class Outcome:
     """What became of one image: done (``ok``) or failed with a one-line ``reason``; ``attempts``
-    counts how often it was started (more than 1: a worker died and the image was retried)."""
+    counts how often it was started (more than 1: a worker died and the image was retried);
+    ``fatal``: its output could not be written (:class:`OutputError`), which stops the job."""
 
     name: str
     ok: bool
     reason: str = ""
     attempts: int = 1
+    fatal: bool = False
 
 
 class ImageJob(Protocol):

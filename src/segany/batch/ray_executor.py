@@ -46,17 +46,6 @@ def _quiet_ray_data() -> None:
             handler.setLevel(logging.ERROR)
 
 
-def _output_error(exc: BaseException | None) -> OutputError | None:
-    """The :class:`OutputError` a worker raised, found in the exceptions Ray wraps it in."""
-    seen = set()
-    while exc is not None and id(exc) not in seen:
-        if isinstance(exc, OutputError):
-            return exc
-        seen.add(id(exc))
-        exc = getattr(exc, "cause", None) or exc.__cause__
-    return None
-
-
 class JobWorker:
     """One actor of the pool: the job's state, built once; per batch, one status row per image."""
 
@@ -65,10 +54,14 @@ class JobWorker:
         self.state = job.setup()
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, list[Any]]:
-        rows: dict[str, list[Any]] = {"name": [], "ok": [], "reason": [], "attempts": []}
+        rows: dict[str, list[Any]] = {"name": [], "ok": [], "reason": [], "attempts": [], "fatal": []}
         for i in range(len(batch["relative"])):
             task = Task.from_row({key: column[i] for key, column in batch.items()})
-            outcome = attempt(self.job, self.state, task, claim_attempt(self.out, task))
+            attempts = claim_attempt(self.out, task)
+            try:
+                outcome = attempt(self.job, self.state, task, attempts)
+            except OutputError as exc:  # the driver stops the job with it (an exception would lose its type)
+                outcome = Outcome(task.item.name, False, str(exc), attempts, fatal=True)
             for key in rows:
                 rows[key].append(getattr(outcome, key))
         return rows
@@ -130,14 +123,12 @@ class RayExecutor:
                     compute=ray.data.ActorPoolStrategy(size=self.workers), num_cpus=self.cpus_per_worker,
                     num_gpus=self.gpus_per_worker or None, max_restarts=-1, max_task_retries=MAX_TASK_RETRIES,
                 )
-            try:
-                for row in dataset.iter_rows():
-                    yield Outcome(str(row["name"]), bool(row["ok"]), str(row["reason"]), int(row["attempts"]))
-            except Exception as exc:
-                cause = _output_error(exc)
-                if cause is not None:
-                    raise OutputError(str(cause)) from None
-                raise
+            for row in dataset.iter_rows():
+                outcome = Outcome(str(row["name"]), bool(row["ok"]), str(row["reason"]), int(row["attempts"]),
+                                  bool(row["fatal"]))
+                if outcome.fatal:
+                    raise OutputError(outcome.reason)
+                yield outcome
         finally:
             if started:
                 ray.shutdown()
