@@ -224,7 +224,7 @@ def test_a_ray_worker_returns_a_status_row_per_image(tmp_path) -> None:
     unwritable output as a fatal row (the driver stops the job with OutputError)."""
     from segany.batch.executors import Task
     from segany.batch.ray_executor import JobWorker
-    from segany.errors import OutputError
+    from segany.errors import ImageError, OutputError
 
     class Job:
         def setup(self) -> str:
