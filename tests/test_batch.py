@@ -247,3 +247,19 @@ def test_a_ray_worker_returns_a_status_row_per_image(tmp_path) -> None:
                       "reason": ["", "ImageError: unreadable", "disk full"], "attempts": [1, 1, 1],
                       "fatal": [False, False, True]}
     assert worker(batch)["attempts"] == [2, 2, 2]
+
+
+def test_a_ray_driver_loads_the_model_on_the_cpu(tiny_model_files) -> None:
+    """With `--executor ray --device cuda`, the driver (maybe without a GPU) loads its copy on the CPU;
+    the workers get --device."""
+    import argparse
+
+    from segany.cli.jobs import ModelFactory
+    from segany.errors import BackendError
+
+    config, checkpoint = map(str, tiny_model_files)
+    args = argparse.Namespace(model=config, checkpoint=checkpoint, device="cuda:7")
+    factory = ModelFactory.from_args(args, driver_device="cpu")
+    assert factory.device == "cuda:7" and next(factory.load().parameters()).device.type == "cpu"
+    with pytest.raises(BackendError, match="cuda:7"):
+        ModelFactory.from_args(args)

@@ -37,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
         info(f"failed: {text}: no such file, folder or matching image")
     summary = Summary()
     if images:
-        model = ModelFactory.from_args(args)
+        model = ModelFactory.from_args(args, driver_device=None if executor is None else "cpu")
         summary = embed_images(
             images, PredictorFactory(model), out, model_name_of(model.load()), checkpoint_sha256(args),
             overwrite=args.overwrite, max_pixels=args.max_pixels, executor=executor,

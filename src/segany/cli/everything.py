@@ -70,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
     images, missing = find_images(args.paths, out=out)
     for text in missing:
         info(f"failed: {text}: no such file, folder or matching image")
-    model = ModelFactory.from_args(args) if images else None
+    model = ModelFactory.from_args(args, driver_device=None if executor is None else "cpu") if images else None
     generator_args = _generator_args(args)
     generator = GeneratorFactory(model, {"points_per_batch": args.points_per_batch, "output_mode": "coco_rle",
                                          **generator_args}) if model is not None else None

@@ -58,7 +58,7 @@ class ModelFactory:
     """The model of ``--model/--checkpoint/--device``, loaded where it is called (once per worker).
 
     ``loaded`` is the model the driver already holds (it is reused in this process and never pickled:
-    a Ray actor loads its own copy from the files).
+    a Ray actor loads its own copy from the files, on ``device``).
     """
 
     model: str
@@ -67,12 +67,15 @@ class ModelFactory:
     loaded: Any = field(default=None, repr=False, compare=False)
 
     @classmethod
-    def from_args(cls, args: argparse.Namespace) -> ModelFactory:
-        """Load the model on the driver (for the job's settings); where the default model's weights
-        are missing and the classic engine stood in, the workers load the classic engine too."""
+    def from_args(cls, args: argparse.Namespace, driver_device: str | None = None) -> ModelFactory:
+        """Load the model on the driver (for the job's settings) on ``driver_device`` (default
+        ``--device``; a Ray job's driver loads it on the CPU: the GPUs are the workers'); where the
+        default model's weights are missing and the classic engine stood in, the workers load the
+        classic engine too."""
         from ..engine import family_of
 
-        model = load_model_from_args(args)
+        device = args.device if driver_device is None else driver_device
+        model = load_model_from_args(argparse.Namespace(**{**vars(args), "device": device}))
         if family_of(model).name == "classic" and args.model != "classic":
             return cls("classic", None, "cpu", model)
         return cls(args.model, args.checkpoint, args.device, model)
