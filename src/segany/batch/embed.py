@@ -8,6 +8,7 @@ atomic). ``segany serve --embeddings OUT`` then answers those images without the
 """
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,10 +18,14 @@ from ..data.formats.embeddings import embedding_mismatch, embedding_path, read_e
 from ..data.images import DEFAULT_MAX_PIXELS, load_image
 from ..errors import SeganyError
 from ..fileio import ensure_directory
-from ..weights import sha256_of
 from .discover import ImageItem, unique_images
 from .engine import Summary, _stderr, run_job
 from .executors import Executor, Outcome, Task
+
+
+def file_sha256(path: Path) -> str:
+    """The sha256 of an image file's bytes (what an embedding is matched to)."""
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 class PredictorFactory(Protocol):
@@ -47,7 +52,7 @@ class EmbedJob:
         image = load_image(task.item.path, max_pixels=self.max_pixels)
         predictor.set_image(image)
         write_embedding(embedding_path(self.out, task.item.relative), predictor.image_features(),
-                        image_name=task.item.name, image_sha256=sha256_of(task.item.path),
+                        image_name=task.item.name, image_sha256=file_sha256(task.item.path),
                         model_name=self.model_name, checkpoint_sha256=self.checkpoint_sha256)
 
 
@@ -58,7 +63,7 @@ def _stored(out: Path, item: ImageItem, model_name: str, checkpoint_sha256: str 
         return False
     try:
         _, info = read_embedding(path)
-        image_sha256 = sha256_of(item.path)
+        image_sha256 = file_sha256(item.path)
     except (SeganyError, OSError):
         return False  # unreadable: made again
     return embedding_mismatch(info, image_sha256=image_sha256, model_name=model_name,
