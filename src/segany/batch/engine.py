@@ -8,7 +8,8 @@ settings stop the job before any work unless ``overwrite`` redoes them (mixing s
 folder would make one COCO file out of incomparable results). A failure of one image (unreadable,
 too large, out of memory, a broken score, anything but Ctrl-C) is reported in one line, counted,
 and the job goes on; a failure to write the output (full disk, no permission) stops the job,
-leaving earlier results and no temporary files behind.
+leaving earlier results and no temporary files behind. The images still to do run as a
+:class:`LabelJob` on an executor (:mod:`segany.batch.executors`: this process, or a Ray actor pool).
 """
 from __future__ import annotations
 
