@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import sys
 import math
 from pathlib import Path
 
@@ -130,3 +131,135 @@ def test_coco_images_gives_the_ground_truth_ids(tmp_path, synthetic_small, capsy
     assert main(["everything", *paths, str(tmp_path / "cat.png"), *options]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [f"segany: error: 1 image(s) are not in {gt_file} (matched by file name): cat.png"]
+
+
+def test_attempt_markers_count_every_start(tmp_path) -> None:
+    """Each start of an image claims the next marker (how the Ray executor counts a retried image)."""
+    from segany.batch.executors import ATTEMPTS_FOLDER, Task, claim_attempt, clear_attempts
+
+    first, second = (Task(item, item.image_id) for item in find_images([str(write_images_at(tmp_path, 2))])[0])
+    assert [claim_attempt(tmp_path, first), claim_attempt(tmp_path, first), claim_attempt(tmp_path, second)] == [1, 2, 1]
+    clear_attempts(tmp_path, [first])
+    assert claim_attempt(tmp_path, first) == 1 and claim_attempt(tmp_path, second) == 2
+    clear_attempts(tmp_path, [first, second])
+    assert not (tmp_path / ATTEMPTS_FOLDER).exists()
+
+
+def write_images_at(tmp_path: Path, count: int) -> Path:
+    folder = tmp_path / "in"
+    write_images(folder, [f"{i}.png" for i in range(count)])
+    return folder
+
+
+def test_the_summary_counts_retried_images(tmp_path) -> None:
+    """An executor's outcome started more than once counts as retried (and done or failed)."""
+    from segany.batch.executors import LocalExecutor, Outcome
+
+    class Flaky(LocalExecutor):
+        def run(self, job, tasks, out):
+            for outcome, attempts in zip(super().run(job, tasks, out), (2, 1, 3)):
+                yield Outcome(outcome.name, outcome.ok, outcome.reason, attempts)
+
+    images, _ = find_images([str(write_images_at(tmp_path, 3))])
+    (tmp_path / "in" / "2.png").write_bytes(b"not an image")
+    summary = label_images(images, OneMaskGenerator(0.9, 0.95), tmp_path / "out", job_settings(load_model("classic"), None, {}),
+                           executor=Flaky(), report=lambda line: None)
+    assert (summary.done, summary.failed, summary.retried) == (2, 1, 2)
+    assert summary.failures[0][0] == "2.png" and summary.failures[0][1].startswith("ImageError")
+
+
+def test_model_factories_travel_without_the_loaded_model(tiny_model_files) -> None:
+    """What the Ray actors get: the model's files, never the driver's loaded weights."""
+    import pickle
+
+    from segany.cli.jobs import GeneratorFactory, ModelFactory
+
+    config, checkpoint = map(str, tiny_model_files)
+    model = ModelFactory(config, checkpoint, "cpu")
+    loaded = model.load()
+    options = {"output_mode": "coco_rle", "points_per_side": 4, "pred_iou_thresh": 0.0, "stability_score_thresh": 0.0}
+    factory = pickle.loads(pickle.dumps(GeneratorFactory(model, options)))
+    assert factory.model.loaded is None and model.loaded is loaded
+    assert len(pickle.dumps(factory)) < 1000
+    image = synthetic_image(32, 32)
+    assert factory().generate(image) == GeneratorFactory(model, options)().generate(image) != []
+
+
+def test_executor_options(tmp_path, monkeypatch, capsys) -> None:
+    """Ray options without --executor ray, and the ray executor without Ray installed: one line each."""
+    write_images(tmp_path, ["a.png"])
+    base = ["everything", str(tmp_path / "a.png"), "-o", str(tmp_path / "out"), "--model", "classic"]
+    assert main([*base, "--workers", "2", "--batch-size", "4"]) == 2
+    assert capsys.readouterr().err.strip() == "segany: error: --workers, --batch-size only apply with --executor ray"
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray fails as where it is not installed
+    assert main([*base, "--executor", "ray"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == "segany: error: the ray executor needs Ray Data: pip install 'segany[ray]'"
+    assert main([*base[:1], *base[1:4], "--executor", "ray", "--workers", "0"]) == 2
+    assert "workers >= 1" in capsys.readouterr().err
+
+
+def test_embed_resumes_by_image_and_model(tmp_path, tiny_random_sam, tiny_model_files, capsys) -> None:
+    """`segany embed`: one safetensors file per image; a re-run skips those stored for the same image
+    bytes and model; a changed image is encoded again."""
+    from segany.data.formats.embeddings import read_embedding
+    from tiny_models import model_args
+
+    folder = write_images_at(tmp_path, 2)
+    command = ["embed", str(folder), "-o", str(tmp_path / "out"), *model_args(tiny_model_files)]
+    assert main(command) == 0
+    features, info = read_embedding(tmp_path / "out" / "0.png.safetensors")
+    assert info["image_name"] == "0.png" and info["model_name"] == tiny_random_sam.config.name
+    assert features.maps[0].shape[0] == 1 and features.original_size == (8, 10)
+    capsys.readouterr()
+    assert main(command) == 0
+    assert "embed: done 0, skipped 2, failed 0" in capsys.readouterr().err
+    Image.fromarray(synthetic_image(8, 10, 3)).save(folder / "1.png")
+    assert main(command) == 0
+    assert "embed: done 1, skipped 1, failed 0" in capsys.readouterr().err
+
+
+def test_a_ray_worker_returns_a_status_row_per_image(tmp_path) -> None:
+    """The actor's batch call (no Ray needed): one row per image, a failed image's reason, and an
+    unwritable output as a fatal row (the driver stops the job with OutputError)."""
+    from segany.batch.executors import Task
+    from segany.batch.ray_executor import JobWorker
+    from segany.errors import ImageError, OutputError
+
+    class Job:
+        def setup(self) -> str:
+            return "state"
+
+        def run(self, state: str, task: Task) -> None:
+            assert state == "state"
+            if task.item.name == "1.png":
+                raise ImageError("unreadable")
+            if task.item.name == "2.png":
+                raise OutputError("disk full")
+
+    tasks = [Task(item, item.image_id) for item in find_images([str(write_images_at(tmp_path, 3))])[0]]
+    rows = [task.to_row() for task in tasks]
+    batch = {key: np.array([row[key] for row in rows]) for key in rows[0]}
+    worker = JobWorker(Job(), str(tmp_path / "out"))
+    (tmp_path / "out").mkdir()
+    result = worker(batch)
+    assert result == {"name": ["0.png", "1.png", "2.png"], "ok": [True, False, False],
+                      "reason": ["", "ImageError: unreadable", "disk full"], "attempts": [1, 1, 1],
+                      "fatal": [False, False, True]}
+    assert worker(batch)["attempts"] == [2, 2, 2]
+
+
+def test_a_ray_driver_loads_the_model_on_the_cpu(tiny_model_files) -> None:
+    """With `--executor ray --device cuda`, the driver (maybe without a GPU) loads its copy on the CPU;
+    the workers get --device."""
+    import argparse
+
+    from segany.cli.jobs import ModelFactory
+    from segany.errors import BackendError
+
+    config, checkpoint = map(str, tiny_model_files)
+    args = argparse.Namespace(model=config, checkpoint=checkpoint, device="cuda:7")
+    factory = ModelFactory.from_args(args, driver_device="cpu")
+    assert factory.device == "cuda:7" and next(factory.load().parameters()).device.type == "cpu"
+    with pytest.raises(BackendError, match="cuda:7"):
+        ModelFactory.from_args(args)

@@ -8,7 +8,8 @@ settings stop the job before any work unless ``overwrite`` redoes them (mixing s
 folder would make one COCO file out of incomparable results). A failure of one image (unreadable,
 too large, out of memory, a broken score, anything but Ctrl-C) is reported in one line, counted,
 and the job goes on; a failure to write the output (full disk, no permission) stops the job,
-leaving earlier results and no temporary files behind.
+leaving earlier results and no temporary files behind. The images still to do run as a
+:class:`LabelJob` on an executor (:mod:`segany.batch.executors`: this process, or a Ray actor pool).
 """
 from __future__ import annotations
 
@@ -22,10 +23,11 @@ from typing import Any, Protocol
 
 from ..data.formats.coco import CocoImageIndex, coco_instances
 from ..data.images import DEFAULT_MAX_PIXELS, load_image
-from ..errors import AnnotationError, ImageError, OutputError, SettingsMismatchError
+from ..errors import AnnotationError, ImageError, SettingsMismatchError
 from ..fileio import atomic_write_json, atomic_write_text, ensure_directory, json_text
 from ..version import __version__
 from .discover import ImageItem, result_path, unique_images
+from .executors import Executor, ImageJob, LocalExecutor, Outcome, Sized, Task, clear_attempts
 
 COCO_FILE = "annotations.json"
 
@@ -36,11 +38,12 @@ class Generator(Protocol):
 
 @dataclass
 class Summary:
-    """What a :func:`label_images` call did: images done now, skipped (done before) and failed."""
+    """What a batch job did: images done now, skipped (done before) and failed; how many were retried."""
 
     done: int = 0
     skipped: int = 0
     failed: int = 0
+    retried: int = 0  # of those done or failed, started more than once (a worker died on them)
     failures: list[tuple[str, str]] = field(default_factory=list)  # (image name, one-line reason)
 
 
@@ -101,9 +104,71 @@ def _reference_entries(images: list[ImageItem], reference: CocoImageIndex) -> di
     return entries  # type: ignore[return-value]
 
 
+class GeneratorFactory(Protocol):
+    def __call__(self) -> Generator: ...
+
+
+@dataclass(frozen=True)
+class _Given:
+    """A generator already built, as a factory (for the local executor; Ray pickles it whole)."""
+
+    generator: Generator
+
+    def __call__(self) -> Generator:
+        return self.generator
+
+
+@dataclass(frozen=True)
+class LabelJob:
+    """Segment everything, one image at a time: the :class:`~segany.batch.executors.ImageJob` of
+    :func:`label_images`. ``factory`` (picklable) builds the generator once per worker."""
+
+    factory: GeneratorFactory
+    out: Path
+    extra: dict[str, Any]
+    overlay: bool = False
+    mask_pngs: bool = False
+    max_pixels: int | None = DEFAULT_MAX_PIXELS
+
+    def setup(self) -> Generator:
+        """The worker's generator (its model loaded here)."""
+        return self.factory()
+
+    def run(self, generator: Generator, task: Task) -> None:
+        """Label one image; its SA-1B document is written atomically, last."""
+        _label_one(task.item, generator, self.out, task.image_id, task.entry, self.extra, self.overlay,
+                   self.mask_pngs, self.max_pixels)
+
+
+def run_job(job: ImageJob, tasks: list[Task], out: Path, summary: Summary, executor: Executor | None,
+            report: Callable[[str], None], progress: Callable[[Iterable[Outcome]], Iterator[Outcome]]) -> Summary:
+    """Run ``tasks`` on ``executor`` (default :class:`LocalExecutor`), counting outcomes into ``summary``.
+
+    Attempt markers of these tasks left by an earlier, interrupted run are cleared first and once the
+    job ends. Re-raises ``KeyboardInterrupt`` after reporting how far it got.
+    """
+    executor = LocalExecutor() if executor is None else executor
+    clear_attempts(out, tasks)
+    try:
+        for outcome in progress(Sized(executor.run(job, tasks, out), len(tasks))):
+            summary.retried += outcome.attempts > 1
+            if outcome.ok:
+                summary.done += 1
+            else:
+                report(f"failed: {outcome.name}: {outcome.reason}")
+                summary.failures.append((outcome.name, outcome.reason))
+                summary.failed += 1
+    except KeyboardInterrupt:
+        report(f"stopped after {summary.done} image(s); results so far are kept: run the same job again to finish the rest")
+        raise
+    finally:
+        clear_attempts(out, tasks)
+    return summary
+
+
 def label_images(
     images: list[ImageItem],
-    generator: Generator,
+    generator: Generator | GeneratorFactory,
     out: str | Path,
     settings: dict[str, Any],
     *,
@@ -113,16 +178,20 @@ def label_images(
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
     reference: CocoImageIndex | None = None,
     report: Callable[[str], None] = _stderr,
-    progress: Callable[[Iterable[ImageItem]], Iterator[ImageItem]] = iter,
+    progress: Callable[[Iterable[Outcome]], Iterator[Outcome]] = iter,
+    executor: Executor | None = None,
 ) -> Summary:
     """Label ``images`` with ``generator`` (``output_mode="coco_rle"``) into the folder ``out``.
 
+    ``generator`` is a generator, or a picklable factory that builds one (called once per worker:
+    what :class:`~segany.batch.ray_executor.RayExecutor` needs to load the model on each actor).
     ``settings`` (from :func:`job_settings`) are recorded in every result and decide which results
-    count as done. ``overlay`` / ``mask_pngs`` also write ``<image>_overlay.png`` /
-    ``<image>_masks/NNNN.png``. With ``reference`` (a COCO file's images), image ids come from it
-    by file name and every image must be in it; else each image's id is a stable hash of its
-    relative name (:attr:`ImageItem.image_id`). ``report`` gets one line per failed image;
-    ``progress`` wraps the images still to do (e.g. ``tqdm``).
+    count as done; those are skipped before anything is scheduled. ``overlay`` / ``mask_pngs`` also
+    write ``<image>_overlay.png`` / ``<image>_masks/NNNN.png``. With ``reference`` (a COCO file's
+    images), image ids come from it by file name and every image must be in it; else each image's
+    id is a stable hash of its relative name (:attr:`ImageItem.image_id`). ``report`` gets one line
+    per failed image; ``progress`` wraps the outcomes of the images still to do (a sized iterable,
+    e.g. for ``tqdm``); ``executor`` runs them (default: this process, one after another).
 
     Raises :class:`SettingsMismatchError` (before any work) for results made with other settings
     unless ``overwrite``, :class:`OutputError` when the output cannot be written; re-raises
@@ -137,7 +206,7 @@ def label_images(
     for item in images:
         path = result_path(out, item.relative)
         if not path.exists() or overwrite:
-            todo.append(item)
+            todo.append(Task(item, image_ids[item], entries.get(item)))
             continue
         document = _read_result(path)
         if _recorded_settings(document) != settings:
@@ -153,24 +222,9 @@ def label_images(
             f"{len(stale)} result(s) in {out} were made with other settings (e.g. {item.name}: {why}): "
             f"--overwrite (overwrite=True) redoes every image, or write to another folder"
         )
-    extra = {"version": __version__, "settings": settings}
-    try:
-        for item in progress(todo):
-            try:
-                _label_one(item, generator, out, image_ids[item], entries.get(item), extra, overlay, mask_pngs, max_pixels)
-            except OutputError:
-                raise
-            except Exception as exc:  # noqa: BLE001 - one image's failure never stops the job
-                reason = " ".join(f"{type(exc).__name__}: {exc}".split())
-                report(f"failed: {item.name}: {reason}")
-                summary.failures.append((item.name, reason))
-                summary.failed += 1
-            else:
-                summary.done += 1
-    except KeyboardInterrupt:
-        report(f"stopped after {summary.done} image(s); results so far are kept: run the same job again to finish the rest")
-        raise
-    return summary
+    factory = _Given(generator) if hasattr(generator, "generate") else generator
+    job = LabelJob(factory, out, {"version": __version__, "settings": settings}, overlay, mask_pngs, max_pixels)
+    return run_job(job, todo, out, summary, executor, report, progress)
 
 
 def _label_one(

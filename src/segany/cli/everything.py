@@ -9,7 +9,10 @@ import argparse
 import sys
 
 from ..batch import COCO_FILE, find_images, job_settings, label_images, write_coco
-from .common import add_image_arguments, add_model_arguments, checkpoint_sha256, info, load_model_from_args
+from .common import checkpoint_sha256, info
+from .jobs import (
+    GeneratorFactory, ModelFactory, add_input_output_arguments, add_job_arguments, executor_from_args,
+)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -17,8 +20,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "everything", help="segment everything in images, folders (recursive) and globs",
         description="Automatic mask generation (the official SamAutomaticMaskGenerator's results) over many images.",
     )
-    parser.add_argument("paths", nargs="+", metavar="PATH", help="image files, folders (searched recursively) or glob patterns")
-    parser.add_argument("-o", "--output", required=True, metavar="OUTDIR", help="output folder")
+    add_input_output_arguments(parser)
     parser.add_argument("--format", choices=("sa1b", "coco", "png"), default="sa1b",
                         help="sa1b: one JSON per image (always written); coco: also one COCO instances file "
                              f"{COCO_FILE}; png: also one PNG per mask in <image>_masks/")
@@ -37,8 +39,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--coco-images", default=None, metavar="GT.json",
                         help="with --format coco: take image ids, file names and sizes from this COCO file (by file name), "
                              "so COCOeval scores the results against it")
-    add_image_arguments(parser)
-    add_model_arguments(parser)
+    add_job_arguments(parser)
     parser.set_defaults(handler=run)
 
 
@@ -58,32 +59,35 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from ..data.formats.coco import CocoImageIndex
-    from ..engine import MaskGenerator
     from ..errors import GeneratorArgumentError
     from ..fileio import ensure_directory
 
     if args.coco_images is not None and args.format != "coco":
         raise GeneratorArgumentError("--coco-images needs --format coco")
+    executor = executor_from_args(args)
     out = ensure_directory(args.output)
     reference = CocoImageIndex.load(args.coco_images) if args.coco_images is not None else None
     images, missing = find_images(args.paths, out=out)
     for text in missing:
         info(f"failed: {text}: no such file, folder or matching image")
-    model = load_model_from_args(args) if images else None
+    model = ModelFactory.from_args(args, driver_device=None if executor is None else "cpu") if images else None
     generator_args = _generator_args(args)
-    generator = MaskGenerator(model, points_per_batch=args.points_per_batch, output_mode="coco_rle",
-                              **generator_args) if model is not None else None
-    settings = job_settings(model, checkpoint_sha256(args), generator_args) if model is not None else {}
+    generator = GeneratorFactory(model, {"points_per_batch": args.points_per_batch, "output_mode": "coco_rle",
+                                         **generator_args}) if model is not None else None
+    if generator is not None:
+        generator()  # refuses bad generator arguments here, before any image is scheduled
+    settings = job_settings(model.load(), checkpoint_sha256(args), generator_args) if model is not None else {}
     summary = label_images(
         images, generator, out, settings, overwrite=args.overwrite, overlay=args.overlay,
         mask_pngs=args.format == "png", max_pixels=args.max_pixels, reference=reference,
         report=lambda line: tqdm.write(line, file=sys.stderr),
-        progress=lambda todo: iter(tqdm(todo, unit="image", desc="everything", disable=None)),
+        progress=lambda outcomes: iter(tqdm(outcomes, unit="image", desc="everything", disable=None)),
+        executor=executor,
     )
     if args.format == "coco":
         coco = write_coco(images, out, settings, reference=reference)
         info(f"wrote {out / COCO_FILE}: {len(coco['images'])} image(s), {len(coco['annotations'])} mask(s)")
     failed = summary.failed + len(missing)
-    info(f"everything: done {summary.done}, skipped {summary.skipped}, failed {failed} "
+    info(f"everything: done {summary.done}, skipped {summary.skipped}, failed {failed}, retried {summary.retried} "
          f"(skipped = finished before with the same settings; --overwrite redoes them); results in {out}/")
     return 1 if failed else 0
