@@ -199,7 +199,8 @@ def create_app(
         return {"model": model_name, "images": len(catalogue), "annotations_file": _shown_path(store.path, catalogue.root),
                 "cached_embeddings": len(service.embeddings), "cached_embedding_bytes": service.embeddings.num_bytes,
                 "embeddings_computed": service.embeddings.computed,
-                "embeddings_stored": 0 if stored is None else stored.used, "max_body_bytes": max_body_bytes}
+                "embeddings_stored": 0 if stored is None else stored.used, "max_body_bytes": max_body_bytes,
+                "detector": None if detector is None else detector.name}
 
     @app.get("/api/images", response_model=list[schemas.ImageSummary], tags=["images"])
     def list_images() -> list[dict]:

@@ -182,3 +182,5 @@ class ServerInfo(BaseModel):
     embeddings_stored: int = Field(description="images answered from their stored embedding (--embeddings), "
                                                "without the encoder")
     max_body_bytes: int
+    detector: str | None = Field(None, description="the text detector of POST /api/images/{id}/find "
+                                                   "(segany serve --detector), or null")
