@@ -11,16 +11,16 @@ from PIL import Image
 
 pytest.importorskip("fastapi", reason="the serve extra (fastapi) is not installed")
 pytest.importorskip("transformers", reason="the text extra (transformers) is not installed")
-from fastapi.testclient import TestClient  # noqa: E402
+from fastapi.testclient import TestClient
 
-from segany import Predictor  # noqa: E402
-from segany.cli.serve import load_detector  # noqa: E402
-from segany.errors import WeightsUnavailableError  # noqa: E402
-from segany.masks import decode_rle  # noqa: E402
-from segany.serve import create_app  # noqa: E402
-from segany.text import GroundingDino, TextPredictor  # noqa: E402
-from tiny_models import synthetic_image  # noqa: E402
-from tiny_text_models import save_tiny_grounding_dino  # noqa: E402
+from segany import Predictor
+from segany.cli.serve import load_detector
+from segany.errors import WeightsUnavailableError
+from segany.masks import decode_rle
+from segany.serve import create_app
+from segany.text import GroundingDino, TextPredictor
+from tiny_models import synthetic_image
+from tiny_text_models import save_tiny_grounding_dino
 
 TEXT = "Cat, dog"
 
