@@ -18,9 +18,9 @@ from segany.cli.serve import load_detector
 from segany.errors import WeightsUnavailableError
 from segany.masks import decode_rle
 from segany.serve import create_app
-from segany.text import GroundingDino, TextPredictor
+from segany.text import GroundingDino, Owlv2, TextPredictor
 from tiny_models import synthetic_image
-from tiny_text_models import save_tiny_grounding_dino
+from tiny_text_models import save_tiny_grounding_dino, save_tiny_owlv2
 
 TEXT = "Cat, dog"
 
@@ -66,6 +66,7 @@ def test_find_proposals_are_the_text_predictors_result(served, image: np.ndarray
         handle.remove()
     assert response.status_code == 200, response.text
     assert not runs, "find must decode on the cached embedding, not encode the image again"
+    assert client.get("/api/info").json()["detector"] == str(gdino)
     answer = response.json()
     expected = TextPredictor(GroundingDino(gdino, box_threshold=0.0), Predictor(tiny_random_sam)).predict(image, TEXT)
     assert len(expected) > 0, "box threshold 0: every query survives up to NMS"
@@ -91,6 +92,7 @@ def test_find_without_a_detector_names_the_option(images_dir: Path, tiny_random_
     response = client.post(f"/api/images/{image_id}/find", json={"text": "cat"})
     assert response.status_code == 409
     assert "--detector" in response.json()["detail"]
+    assert client.get("/api/info").json()["detector"] is None
 
 
 @pytest.mark.parametrize(("body", "message"), [
@@ -114,3 +116,13 @@ def test_serve_loads_the_detector_of_the_text_engine(gdino: Path, tmp_path: Path
     missing = argparse.Namespace(detector=str(tmp_path / "nowhere"), text_engine="owlv2", device="cpu")
     with pytest.raises(WeightsUnavailableError, match="nowhere"):
         load_detector(missing)
+
+
+def test_request_thresholds_leave_the_servers_detector_alone(gdino: Path, tmp_path: Path) -> None:
+    dino = GroundingDino(gdino)
+    tuned = dino.with_thresholds(0.1, 0.2)
+    assert (tuned.box_threshold, tuned.text_threshold) == (0.1, 0.2) and tuned.model is dino.model
+    assert (dino.box_threshold, dino.text_threshold) == (0.35, 0.25)
+    assert dino.with_thresholds(None, 0.3).box_threshold == 0.35
+    owl = Owlv2(save_tiny_owlv2(tmp_path / "owlv2"))
+    assert owl.with_thresholds(0.5).threshold == 0.5 and owl.threshold == 0.1
