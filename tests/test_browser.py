@@ -49,7 +49,9 @@ def _free_port() -> int:
 
 
 @pytest.fixture()
-def server(tmp_path: Path, tiny_random_sam) -> Iterator[tuple[str, Path]]:
+def server(request: pytest.FixtureRequest, tmp_path: Path, tiny_random_sam) -> Iterator[tuple[str, Path]]:
+    """The annotator on a free port; parametrized indirectly with "gdino", with a tiny random Grounding
+    DINO (box threshold 0: every query is proposed) for the page's 'find' field."""
     images = tmp_path / "images"
     images.mkdir()
     picture = np.full((HEIGHT, WIDTH, 3), (225, 228, 220), np.uint8)
@@ -57,8 +59,14 @@ def server(tmp_path: Path, tiny_random_sam) -> Iterator[tuple[str, Path]]:
     picture[60:140, 110:190] = (40, 80, 200)
     Image.fromarray(picture).save(images / "shapes.png")
     annotations = tmp_path / "coco.json"
-    config = uvicorn.Config(create_app(images, tiny_random_sam, annotations, model_name="tiny_random_sam"),
-                            host="127.0.0.1", port=_free_port(), log_level="warning")
+    detector = None
+    if getattr(request, "param", None) == "gdino":
+        from segany.text import GroundingDino
+        from tiny_text_models import save_tiny_grounding_dino
+
+        detector = GroundingDino(save_tiny_grounding_dino(tmp_path / "gdino"), box_threshold=0.0)
+    app = create_app(images, tiny_random_sam, annotations, model_name="tiny_random_sam", detector=detector)
+    config = uvicorn.Config(app, host="127.0.0.1", port=_free_port(), log_level="warning")
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -182,4 +190,28 @@ def test_everything_proposals_can_be_kept(server, page) -> None:
     data = json.loads(annotations.read_text())
     assert len(data["annotations"]) == 1
     assert np.array_equal(decode_rle(data["annotations"][0]["segmentation"]), decode_rle(proposals[0]["rle"]))
+    assert page.errors == []
+
+
+@pytest.mark.parametrize("server", ["gdino"], indirect=True)
+def test_found_proposal_is_kept_with_its_category(server, page) -> None:
+    pytest.importorskip("transformers", reason="the text extra (transformers) is not installed")
+    url, annotations = server
+    page.goto(url)
+    page.wait_for_function("document.body.dataset.embedding === 'ready'", timeout=120_000)
+    page.fill("#category", "typed")  # a found proposal keeps its own category, not this one
+    page.fill("#find-text", "cat, dog")
+    with page.expect_response(lambda r: r.url.endswith("/find"), timeout=120_000) as info:
+        page.click("#find")
+    assert info.value.status == 200, info.value.text()
+    proposals = info.value.json()["proposals"]
+    assert proposals, "box threshold 0: every query survives up to NMS"
+    page.wait_for_selector("#proposals li")
+    assert proposals[0]["category"] in page.locator("#proposals li").first.inner_text()
+    page.click("#keep")
+    page.wait_for_selector("#annotations li")
+    coco = COCO(str(annotations))
+    [annotation] = coco.loadAnns(coco.getAnnIds())
+    assert coco.loadCats(annotation["category_id"])[0]["name"] == proposals[0]["category"]
+    assert np.array_equal(coco.annToMask(annotation).astype(bool), decode_rle(proposals[0]["rle"]))
     assert page.errors == []

@@ -95,3 +95,7 @@ class EmbeddingFileError(SeganyError, ValueError):
 class VideoError(SeganyError, ValueError):
     """A video that cannot be read (missing, no frames, undecodable frame, frames of different sizes)
     or a frame index outside it."""
+
+
+class NotConfiguredError(SeganyError, RuntimeError):
+    """A feature the server was started without (e.g. text search without ``--detector``)."""

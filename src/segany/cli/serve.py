@@ -2,8 +2,12 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
 from .common import add_image_arguments, add_model_arguments, checkpoint_sha256, info, load_model_from_args
+
+if TYPE_CHECKING:
+    from ..text.detectors import TunableDetector
 
 LOOPBACK = ("localhost", "127.0.0.1", "[::1]")
 WILDCARD_ADDRESSES = ("0.0.0.0", "::", "")
@@ -73,9 +77,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--embeddings", default=None, metavar="DIR",
                         help="folder of stored embeddings (segany embed IMAGES_DIR -o DIR): an image whose file and "
                              "model match its stored embedding needs no encoder time; the others are computed")
+    parser.add_argument("--detector", default=None, metavar="ID_OR_DIR",
+                        help="text detector model id or save_pretrained folder (needs segany[text]): enables the "
+                             "page's 'find' field, proposals for the classes typed (e.g. \"cat, dog\")")
+    parser.add_argument("--text-engine", choices=("grounding-dino", "owlv2"), default="grounding-dino",
+                        help="the kind of --detector model (default grounding-dino)")
     add_image_arguments(parser)
     add_model_arguments(parser)
     parser.set_defaults(handler=run)
+
+
+def load_detector(args: argparse.Namespace) -> TunableDetector | None:
+    """The ``--detector`` model of kind ``--text-engine`` on ``--device``, or ``None`` without ``--detector``."""
+    if args.detector is None:
+        return None
+    from ..text.detectors import DETECTORS
+
+    return DETECTORS[args.text_engine](args.detector, device=args.device)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -84,16 +102,19 @@ def run(args: argparse.Namespace) -> int:
     from ..serve.service import MiB
 
     model = load_model_from_args(args)
+    detector = load_detector(args)
     app = create_app(
         args.images_dir, model, args.annotations, model_name=str(args.model),
         max_embeddings=args.cache_embeddings, max_embedding_bytes=args.cache_mb * MiB,
         max_body_bytes=int(args.max_body_mb * MiB), allowed_hosts=allowed_hosts(args.host, args.allowed_host),
         max_queue=args.max_queue, max_everything_queue=args.max_everything_queue,
         max_points_per_side=args.max_points_per_side, max_pixels=args.max_pixels,
-        embeddings=args.embeddings, checkpoint_sha256=checkpoint_sha256(args) if args.embeddings else None,
+        embeddings=args.embeddings, checkpoint_sha256=checkpoint_sha256(args) if args.embeddings else None, detector=detector,
     )
     catalogue, store = app.state.catalogue, app.state.store
     info(f"{len(catalogue)} images under {catalogue.root}; annotations in {store.path}")
+    if detector is not None:
+        info(f"text search ('find') with the {args.text_engine} detector {args.detector}")
     if args.embeddings:
         info(f"stored embeddings from {args.embeddings} (an image without a matching one is computed, said once)")
     info(f"open http://{args.host}:{args.port}/ (API docs at /docs); Ctrl+C to stop")

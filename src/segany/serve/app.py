@@ -3,10 +3,11 @@
 Errors are answered as ``{"detail": message}``: 404 for unknown ids, 422 for prompts, masks,
 images or fields that do not fit (400 when the body is not JSON at all, or for a Host header
 the server was not started for), 403 for a state-changing request from another site, 413 for
-oversized bodies, 501 for a capability the installation lacks, 503 with ``Retry-After`` when
+oversized bodies, 409 for a feature the server was started without (text search needs
+``--detector``), 501 for a capability the installation lacks, 503 with ``Retry-After`` when
 the work queue is full, the server is stopping or memory ran out.
 
-Compute routes (embedding, predict, everything) wait for their job without holding a thread;
+Compute routes (embedding, predict, everything, find) wait for their job without holding a thread;
 when the client disconnects first, its job is cancelled (dropped if it has not started).
 """
 from __future__ import annotations
@@ -28,7 +29,15 @@ from starlette.middleware.trustedhost import TrustedHostMiddleware
 from ..data.formats.embeddings import model_name_of
 from ..data.formats.png import png_bytes
 from ..data.images import DEFAULT_MAX_PIXELS
-from ..errors import ImageError, NotFoundError, SeganyError, ServerBusyError, UnsupportedOperationError
+from ..errors import (
+    ImageError,
+    NotConfiguredError,
+    NotFoundError,
+    SeganyError,
+    ServerBusyError,
+    UnsupportedOperationError,
+)
+from ..text.detectors import TunableDetector
 from . import schemas
 from .catalogue import ImageCatalogue
 from .guard import SameOriginGuard
@@ -47,7 +56,7 @@ V = TypeVar("V")
 
 # Every segany error that is a ValueError (prompts, masks, images, generator settings) is the
 # client's to fix: 422.
-_STATUS = ((NotFoundError, 404), (UnsupportedOperationError, 501), (ServerBusyError, 503), (ValueError, 422))
+_STATUS = ((NotFoundError, 404), (NotConfiguredError, 409), (UnsupportedOperationError, 501), (ServerBusyError, 503), (ValueError, 422))
 
 
 class _ClientGone(Exception):
@@ -123,6 +132,7 @@ def create_app(
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
     embeddings: str | os.PathLike | None = None,
     checkpoint_sha256: str | None = None,
+    detector: TunableDetector | None = None,
 ) -> FastAPI:
     """The annotator app for the images under ``images_dir``, predicting with ``model`` (any segany
     model: its engine comes from :mod:`segany.engine`).
@@ -133,14 +143,15 @@ def create_app(
     decoder), ``max_everything_queue`` "everything" jobs; images over ``max_pixels`` are refused.
     ``embeddings``: a folder of stored embeddings (``segany embed``) used instead of the encoder
     where they were stored for the same image file by this model, whose weights file has the
-    sha256 ``checkpoint_sha256`` (:mod:`.stored`).
+    sha256 ``checkpoint_sha256`` (:mod:`.stored`). ``detector``: a :mod:`segany.text` detector
+    (``GroundingDino`` / ``Owlv2``) for ``POST /api/images/{id}/find``; without one that route is a 409.
     """
     catalogue = ImageCatalogue(images_dir, max_pixels=max_pixels)
     stored = None if embeddings is None else StoredEmbeddings(embeddings, model_name_of(model), checkpoint_sha256)
     store = AnnotationStore(annotations if annotations is not None else catalogue.root / DEFAULT_ANNOTATIONS)
     service = SegmentService(model, catalogue, max_embeddings=max_embeddings, max_embedding_bytes=max_embedding_bytes,
                              max_queue=max_queue, max_everything_queue=max_everything_queue,
-                             max_points_per_side=max_points_per_side, stored=stored)
+                             max_points_per_side=max_points_per_side, stored=stored, detector=detector)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -188,7 +199,8 @@ def create_app(
         return {"model": model_name, "images": len(catalogue), "annotations_file": _shown_path(store.path, catalogue.root),
                 "cached_embeddings": len(service.embeddings), "cached_embedding_bytes": service.embeddings.num_bytes,
                 "embeddings_computed": service.embeddings.computed,
-                "embeddings_stored": 0 if stored is None else stored.used, "max_body_bytes": max_body_bytes}
+                "embeddings_stored": 0 if stored is None else stored.used, "max_body_bytes": max_body_bytes,
+                "detector": None if detector is None else detector.name}
 
     @app.get("/api/images", response_model=list[schemas.ImageSummary], tags=["images"])
     def list_images() -> list[dict]:
@@ -243,6 +255,11 @@ def create_app(
     async def everything(request: Request, image_id: str, body: schemas.EverythingRequest | None = None) -> dict:
         options = (body or schemas.EverythingRequest()).model_dump()
         return await outcome(request, service.start_everything(image_id, **options))
+
+    @app.post("/api/images/{image_id}/find", response_model=schemas.FindResponse, tags=["prediction"])
+    async def find(request: Request, image_id: str, body: schemas.FindRequest) -> dict:
+        return await outcome(request, service.start_find(image_id, body.text, body.box_threshold,
+                                                         body.text_threshold))
 
     @app.get("/api/images/{image_id}/annotations", response_model=list[schemas.Annotation], tags=["annotations"])
     def list_annotations(image_id: str) -> list[dict]:

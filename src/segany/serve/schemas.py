@@ -111,6 +111,32 @@ class EverythingResponse(BaseModel):
     total_ms: float
 
 
+MAX_FIND_TEXT = 500
+
+
+class FindRequest(Closed):
+    text: str = Field(min_length=1, max_length=MAX_FIND_TEXT,
+                      description='class names or phrases, e.g. "cat, dog" or "cat. dog."')
+    box_threshold: float | None = Field(None, ge=0, le=1, description="minimum detector score (default: the "
+                                                                      "server's detector's)")
+    text_threshold: float | None = Field(None, ge=0, le=1, description="Grounding DINO: minimum token score "
+                                                                       "for a phrase (default: the detector's)")
+
+
+class FoundProposal(Proposal):
+    category: str = Field(description="the class of the text the detector's box matched")
+    label: str = Field(description="the detector's own label (Grounding DINO: the phrase of its tokens)")
+    detector_score: float
+    box: Box = Field(description="the detector's box, XYXY")
+
+
+class FindResponse(BaseModel):
+    image_id: str
+    classes: list[str] = Field(description="the class names read from the text")
+    proposals: list[FoundProposal] = Field(description="highest detector score first")
+    total_ms: float
+
+
 class AnnotationCreate(Closed):
     category: str = Field(min_length=1, max_length=100)
     rle: RLE
@@ -156,3 +182,5 @@ class ServerInfo(BaseModel):
     embeddings_stored: int = Field(description="images answered from their stored embedding (--embeddings), "
                                                "without the encoder")
     max_body_bytes: int
+    detector: str | None = Field(None, description="the text detector of POST /api/images/{id}/find "
+                                                   "(segany serve --detector), or null")

@@ -11,7 +11,8 @@ is dropped before it starts, and "everything" stops between decoder batches.
 The service knows engines only through :mod:`segany.engine`: a cached predictor holds its image's
 :class:`~segany.engine.ImageFeatures` (SAM's embedding, the classic engine's working copy), and
 "everything" runs the model's generator on those features (the encoder runs once per image),
-passing on only the request's options that engine honours.
+passing on only the request's options that engine honours. "find" runs the server's text
+detector (:mod:`segany.text`) on the same lane and decodes its boxes on the cached predictor.
 """
 from __future__ import annotations
 
@@ -25,8 +26,10 @@ import numpy as np
 
 from ..data.formats.png import png_bytes
 from ..engine import MaskGenerator, Predictor, PromptPredictor, supported_options
-from ..errors import GeneratorArgumentError, PromptError, SeganyError
+from ..errors import GeneratorArgumentError, NotConfiguredError, PromptError, SeganyError
 from ..masks import encode_rles, mask_bbox_xywh
+from ..text.detectors import TunableDetector, split_prompt
+from ..text.predictor import TextPredictor
 from .cache import ComputingCache, LRUCache
 from .catalogue import ImageCatalogue
 from .lanes import Lane, Ticket
@@ -73,8 +76,10 @@ class SegmentService:
         max_everything_queue: int = DEFAULT_MAX_EVERYTHING_QUEUE,
         max_points_per_side: int = 64,
         stored: StoredEmbeddings | None = None,
+        detector: TunableDetector | None = None,
     ) -> None:
         self.model = model
+        self.detector = detector
         self.stored = stored
         self.catalogue = catalogue
         self.max_points_per_side = max_points_per_side
@@ -252,14 +257,54 @@ class SegmentService:
         return self.start_everything(image_id, **options).future.result()
 
     @staticmethod
-    def _proposals(image_id: str, records: list[dict[str, Any]], start: float) -> dict[str, Any]:
+    def _proposal(record: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "rle": _json_rle(record["segmentation"]),
+            "area": int(record["area"]),
+            "bbox": [float(v) for v in record["bbox"]],
+            "predicted_iou": float(record["predicted_iou"]),
+            "stability_score": float(record["stability_score"]),
+            "point_coords": [[float(v) for v in p] for p in record["point_coords"]],
+        }
+
+    @classmethod
+    def _proposals(cls, image_id: str, records: list[dict[str, Any]], start: float) -> dict[str, Any]:
         records.sort(key=lambda r: -float(r["predicted_iou"]))
-        proposals = [{
-            "rle": _json_rle(r["segmentation"]),
-            "area": int(r["area"]),
-            "bbox": [float(v) for v in r["bbox"]],
-            "predicted_iou": float(r["predicted_iou"]),
-            "stability_score": float(r["stability_score"]),
-            "point_coords": [[float(v) for v in p] for p in r["point_coords"]],
-        } for r in records]
+        proposals = [cls._proposal(r) for r in records]
         return {"image_id": image_id, "proposals": proposals, "total_ms": (time.perf_counter() - start) * 1000}
+
+    # -- text search ---------------------------------------------------------------------
+
+    def start_find(self, image_id: str, text: str, box_threshold: float | None = None,
+                   text_threshold: float | None = None) -> Ticket[dict[str, Any]]:
+        """Queue a text search (``segany serve --detector``): the detector's boxes for the classes of
+        ``text`` decoded by this image's cached predictor (:class:`segany.text.TextPredictor`, no
+        second encoder run), on the "everything" lane; the ticket's result is :meth:`find`'s answer."""
+        start = time.perf_counter()
+        self.catalogue.get(image_id)
+        if self.detector is None:
+            raise NotConfiguredError("this server has no text detector: start it with segany serve --detector "
+                                     "ID_OR_DIR [--text-engine grounding-dino|owlv2]")
+        classes = split_prompt(text)
+        detector = self.detector.with_thresholds(box_threshold, text_threshold)
+
+        def run(check: Callable[[], None]) -> dict[str, Any]:
+            predictor = self.predictor(image_id)
+            image = self.catalogue.load(image_id)
+            check()
+            detections = _engine_errors(lambda: detector.detect(image, classes), "detect these classes")
+            check()
+            result = _engine_errors(lambda: TextPredictor(detector, predictor).decode(detections),
+                                    "decode the detector's boxes")
+            proposals = [{**self._proposal(r), "category": r["category"], "label": r["label"],
+                          "detector_score": r["detector_score"], "box": [float(v) for v in box]}
+                         for r, box in zip(result.records(), result.boxes)]
+            return {"image_id": image_id, "classes": classes, "proposals": proposals,
+                    "total_ms": (time.perf_counter() - start) * 1000}
+
+        return self.proposals.job(run)
+
+    def find(self, image_id: str, text: str, box_threshold: float | None = None,
+             text_threshold: float | None = None) -> dict[str, Any]:
+        """Proposals for the classes of ``text`` (:meth:`start_find`), highest detector score first."""
+        return self.start_find(image_id, text, box_threshold, text_threshold).future.result()

@@ -11,6 +11,7 @@ Grounding DINO's convention); :func:`split_prompt` turns one into the other.
 """
 from __future__ import annotations
 
+import copy
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -72,6 +73,13 @@ class Detector(Protocol):
     name: str
 
     def detect(self, image: np.ndarray, prompt: str | Sequence[str]) -> Detections: ...
+
+
+class TunableDetector(Detector, Protocol):
+    """A detector whose thresholds can be changed per call (what ``segany serve --detector`` takes)."""
+
+    def with_thresholds(self, box_threshold: float | None = None,
+                        text_threshold: float | None = None) -> TunableDetector: ...
 
 
 def per_category_nms(detections: Detections, iou_threshold: float) -> Detections:
@@ -150,6 +158,15 @@ class GroundingDino(_HFDetector):
         super().__init__(id_or_dir, device, nms_threshold, local_files_only)
         self.box_threshold, self.text_threshold = float(box_threshold), float(text_threshold)
 
+    def with_thresholds(self, box_threshold: float | None = None, text_threshold: float | None = None) -> GroundingDino:
+        """This detector (same model, no reload) with other thresholds; ``None`` keeps the current one."""
+        other = copy.copy(self)
+        if box_threshold is not None:
+            other.box_threshold = float(box_threshold)
+        if text_threshold is not None:
+            other.text_threshold = float(text_threshold)
+        return other
+
     def _text(self, classes: list[str]) -> str:
         return " ".join(f"{c}." for c in classes)
 
@@ -227,6 +244,14 @@ class Owlv2(_HFDetector):
                  nms_threshold: float = NMS_THRESHOLD, local_files_only: bool = False) -> None:
         super().__init__(id_or_dir, device, nms_threshold, local_files_only)
         self.threshold = float(threshold)
+
+    def with_thresholds(self, box_threshold: float | None = None, text_threshold: float | None = None) -> Owlv2:
+        """This detector (same model, no reload) with another score threshold (``box_threshold``;
+        OWLv2 has no text threshold: ``text_threshold`` is ignored); ``None`` keeps the current one."""
+        other = copy.copy(self)
+        if box_threshold is not None:
+            other.threshold = float(box_threshold)
+        return other
 
     def _text(self, classes: list[str]) -> list[list[str]]:
         return [classes]

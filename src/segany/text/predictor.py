@@ -115,6 +115,11 @@ class TextPredictor:
         """A :class:`TextResult` for ``image`` (HWC RGB uint8) and the classes / phrases of ``text``."""
         detections = self.detector.detect(image, text)
         self.predictor.set_image(image)
+        return self.decode(detections)
+
+    def decode(self, detections: Detections) -> TextResult:
+        """The :class:`TextResult` of ``detections`` on the predictor's current image (set by
+        :meth:`predict`, or already holding the image's features: no encoder run here)."""
         masks, ious, stability = decode_boxes(self.predictor, detections.boxes)
         return TextResult(detections, masks, ious, stability)
 

@@ -235,7 +235,8 @@ function renderPanels() {
   proposals.replaceChildren();
   state.proposals.forEach((p, i) => row(proposals, {
     color: colorOf(i + 7),
-    text: `iou ${p.predicted_iou.toFixed(2)} · stability ${p.stability_score.toFixed(2)} · ${p.area} px`,
+    text: (p.category ? `${p.category} ${p.detector_score.toFixed(2)} · ` : "")
+      + `iou ${p.predicted_iou.toFixed(2)} · stability ${p.stability_score.toFixed(2)} · ${p.area} px`,
     selected: i === state.focused,
     onClick: () => { state.focused = i; renderPanels(); draw(); },
   }));
@@ -257,6 +258,7 @@ function refresh() {
 async function loadImages() {
   const [info, images] = await Promise.all([api("GET", "/api/info"), api("GET", "/api/images")]);
   $("model").textContent = $("model").title = `model ${info.model} · ${info.images} images`;
+  $("find-form").hidden = !info.detector;
   state.images = images;
   const list = $("images");
   list.replaceChildren();
@@ -429,8 +431,7 @@ function category() {
   return name;
 }
 
-async function saveAnnotation(rle, score) {
-  const name = category();
+async function saveAnnotation(rle, score, name = category()) {
   if (!name) return null;
   const ann = await api("POST", `/api/images/${state.image.id}/annotations`, { category: name, rle, score });
   state.annotations.push(ann);
@@ -490,9 +491,30 @@ async function runEverything() {
   }
 }
 
+async function runFind() {
+  const text = $("find-text").value.trim();
+  if (!state.image || !text) return;
+  const imageId = state.image.id;
+  showSpinner(`finding ${text}…`);
+  try {
+    const result = await api("POST", `/api/images/${imageId}/find`, { text });
+    if (!state.image || state.image.id !== imageId) return;
+    state.proposals = result.proposals;
+    state.focused = 0;
+    setStatus(`${result.proposals.length} found for ${result.classes.join(", ")} in `
+      + `${(result.total_ms / 1000).toFixed(1)} s: keep (K) or drop (X) each`);
+    refresh();
+  } finally {
+    showSpinner("");
+  }
+}
+
 async function keepProposal() {
   const proposal = state.proposals[state.focused];
-  if (proposal && (await saveAnnotation(proposal.rle, proposal.predicted_iou))) dropProposal();
+  if (!proposal) return;
+  // a found proposal keeps its own category; an "everything" one takes the category typed above
+  const name = proposal.category || category();
+  if (await saveAnnotation(proposal.rle, proposal.predicted_iou, name)) dropProposal();
 }
 
 function dropProposal() {
@@ -502,7 +524,7 @@ function dropProposal() {
 }
 
 async function keepAll() {
-  if (!category()) return;
+  if (state.proposals.some((p) => !p.category) && !category()) return;
   state.focused = 0;
   while (state.proposals.length) await keepProposal();
 }
@@ -515,6 +537,7 @@ $("accept-form").addEventListener("submit", (event) => { event.preventDefault();
 $("relabel").addEventListener("click", guarded(relabel));
 $("delete").addEventListener("click", guarded(deleteSelected));
 $("everything-form").addEventListener("submit", (event) => { event.preventDefault(); guarded(runEverything)(); });
+$("find-form").addEventListener("submit", (event) => { event.preventDefault(); guarded(runFind)(); });
 $("keep").addEventListener("click", guarded(keepProposal));
 $("drop").addEventListener("click", dropProposal);
 $("keep-all").addEventListener("click", guarded(keepAll));
@@ -532,6 +555,7 @@ const keys = {
   Z: redo,
   Escape: clearPrompts,
   e: runEverything,
+  f: () => { if (!$("find-form").hidden) $("find-text").focus(); },
   k: keepProposal,
   x: dropProposal,
   r: relabel,
