@@ -90,3 +90,8 @@ class ServerBusyError(SeganyError, RuntimeError):
 class VideoError(SeganyError, ValueError):
     """A video that cannot be read (missing, no frames, undecodable frame, frames of different sizes)
     or a frame index outside it."""
+
+
+class InpaintError(SeganyError, ValueError):
+    """An inpainting request that cannot be done: a mask of another size than the image, an empty
+    mask, a mask covering the whole image, an unknown method."""
