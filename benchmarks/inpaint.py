@@ -103,7 +103,7 @@ def engines(lama: str | None) -> dict[str, object]:
     found = {}
     for method in method_names():
         found[method] = ClassicInpainter(method, multiscale=False)
-        if method not in SLOW:
+        if method not in SLOW:  # shift-map (slow) has no coarse-to-fine mode
             found[method + " multiscale"] = ClassicInpainter(method, multiscale=True)
     try:
         found["lama"] = LamaInpainter(checkpoint=lama, download=False)

@@ -46,6 +46,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         parser.add_argument("--steps", type=int, default=50, help="denoising steps (default 50)")
         parser.add_argument("--guidance", type=float, default=7.5, help="classifier-free guidance scale (default 7.5)")
         parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+        parser.add_argument("--size", type=int, default=512, metavar="PX",
+                            help="generate at this long side, then resize back (default 512, the model's training size)")
         parser.set_defaults(handler=run_generate, invert=name == "replace")
 
 
@@ -140,7 +142,7 @@ def run_generate(args: argparse.Namespace) -> int:
     mask = object_mask(args, image)
     hole = ~mask if args.invert else mask
     engine = DiffusionInpainter(args.text, model=args.sd_model, device=args.device, steps=args.steps,
-                                guidance_scale=args.guidance, seed=args.seed)
+                                guidance_scale=args.guidance, seed=args.seed, size=args.size)
     result = engine.inpaint(image, hole)
     _write_outputs(args, image, hole, result, "regenerated" if args.invert else "filled")
     return 0

@@ -54,13 +54,15 @@ _METHODS: dict[str, Callable[[int], Fill]] = {
     "fsr-best": lambda radius: _xphoto("INPAINT_FSR_BEST"),
     "shiftmap": lambda radius: _xphoto("INPAINT_SHIFTMAP", lab=True),
 }
+_COPYING = {"shiftmap"}  # copies whole patches: filling a coarse copy first only blurs it
 
 
 class ClassicInpainter:
     """OpenCV inpainting of one hole at a time (:class:`~segany.inpaint.base.Inpainter`).
 
     ``method``: one of :func:`method_names`; ``radius``: the diffusion methods' neighbourhood;
-    ``multiscale``: fill holes deeper than ``max_depth`` pixels coarse to fine.
+    ``multiscale``: fill holes deeper than ``max_depth`` pixels coarse to fine (not for shift-map,
+    which copies whole patches).
     """
 
     def __init__(self, method: str = DEFAULT_METHOD, radius: int = 5, multiscale: bool = True, max_depth: int = 12) -> None:
@@ -68,7 +70,8 @@ class ClassicInpainter:
             raise InpaintError(f"unknown inpainting method {method!r}: choose one of {', '.join(_METHODS)}")
         if radius < 1 or max_depth < 2:
             raise InpaintError(f"radius must be >= 1 and max_depth >= 2, got {radius} and {max_depth}")
-        self.method, self.radius, self.multiscale, self.max_depth = method, radius, multiscale, max_depth
+        self.method, self.radius, self.max_depth = method, radius, max_depth
+        self.multiscale = multiscale and method not in _COPYING
         self._fill = _METHODS[method](radius)
 
     def inpaint(self, image: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -87,8 +90,8 @@ class ClassicInpainter:
             return self._fill(window, hole)
         height, width = hole.shape
         small = cv2.resize(window, ((width + 1) // 2, (height + 1) // 2), interpolation=cv2.INTER_AREA)
-        small_hole = cv2.resize(hole.astype(np.uint8), small.shape[1::-1], interpolation=cv2.INTER_NEAREST) > 0
-        small_hole |= cv2.resize(hole.astype(np.uint8), small.shape[1::-1], interpolation=cv2.INTER_AREA) > 0
+        # every coarse pixel that averages any hole pixel is hole (x255: a small fraction must not round to 0)
+        small_hole = cv2.resize(hole.astype(np.uint8) * 255, small.shape[1::-1], interpolation=cv2.INTER_AREA) > 0
         coarse = self._coarse_to_fine(small, small_hole, depth / 2)
         coarse = composite(small, coarse, small_hole)
         upsampled = cv2.resize(coarse, (width, height), interpolation=cv2.INTER_LINEAR)
