@@ -258,3 +258,31 @@ def test_fill_offline_names_the_model(tmp_path: Path, monkeypatch: pytest.Monkey
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
     with pytest.raises(WeightsUnavailableError, match="someone/no-such-inpainting-model.*--sd-model DIR"):
         load_pipeline("someone/no-such-inpainting-model")
+
+
+def test_annotator_remove_preview_of_an_accepted_mask(tmp_path: Path) -> None:
+    pytest.importorskip("fastapi")
+    from segany import load_model
+    from segany.masks import encode_rle
+    from segany.serve.app import create_app
+    from test_serve_api import local_client
+
+    image = load_image(EXAMPLE)
+    (tmp_path / "images").mkdir()
+    save_image(tmp_path / "images" / "shapes.png", image)
+    client = local_client(create_app(tmp_path / "images", load_model("classic"), tmp_path / "coco.json"))
+    image_id = client.get("/api/images").json()[0]["id"]
+    disc = np.zeros(image.shape[:2], np.uint8)
+    cv2.circle(disc, (420, 200), 48, 1, -1)  # the orange disc and a little of the green around it
+    rle = encode_rle(disc.astype(bool))
+    ann = client.post(f"/api/images/{image_id}/annotations",
+                      json={"category": "disc", "rle": {"size": rle["size"], "counts": rle["counts"]}}).json()
+    answer = client.post(f"/api/annotations/{ann['id']}/remove?dilate=0")
+    assert answer.status_code == 200 and answer.headers["content-type"] == "image/png"
+    removed = np.asarray(Image.open(io.BytesIO(answer.content)).convert("RGB"))
+    inside = disc > 0
+    assert (removed[~inside] == image[~inside]).all()
+    green = image[150, 340].astype(float)
+    assert np.abs(removed[inside].astype(float) - green).mean() < 15 < np.abs(image[inside].astype(float) - green).mean()
+    assert client.post("/api/annotations/999/remove").status_code == 404
+    assert client.post(f"/api/annotations/{ann['id']}/remove?dilate=-1").status_code == 422

@@ -80,22 +80,25 @@ class ClassicInpainter:
         depth = hole_depth(mask)
         crop = hole_crop(mask, margin=max(16, int(np.ceil(depth)) + 2 * self.radius))
         window, hole = image[crop.slices], mask[crop.slices]
-        filled = self._coarse_to_fine(window, hole, depth) if self.multiscale else self._fill(window, hole)
+        filled = self._coarse_to_fine(window, hole, depth, self.radius) if self.multiscale else self._fill(window, hole)
         out = image.copy()
         out[crop.slices] = composite(window, filled, hole)
         return out
 
-    def _coarse_to_fine(self, window: np.ndarray, hole: np.ndarray, depth: float) -> np.ndarray:
+    def _coarse_to_fine(self, window: np.ndarray, hole: np.ndarray, depth: float, radius: float) -> np.ndarray:
+        """Fill ``hole`` in ``window``; ``radius``: the neighbourhood at this level, in its pixels
+        (halved with each level, so that every level looks as far into the known pixels)."""
+        fill = self._fill if radius == self.radius else _METHODS[self.method](max(1, round(radius)))
         if depth <= self.max_depth or min(hole.shape) < 8:
-            return self._fill(window, hole)
+            return fill(window, hole)
         height, width = hole.shape
         small = cv2.resize(window, ((width + 1) // 2, (height + 1) // 2), interpolation=cv2.INTER_AREA)
         # every coarse pixel that averages any hole pixel is hole (x255: a small fraction must not round to 0)
         small_hole = cv2.resize(hole.astype(np.uint8) * 255, small.shape[1::-1], interpolation=cv2.INTER_AREA) > 0
-        coarse = self._coarse_to_fine(small, small_hole, depth / 2)
+        coarse = self._coarse_to_fine(small, small_hole, depth / 2, radius / 2)
         coarse = composite(small, coarse, small_hole)
         upsampled = cv2.resize(coarse, (width, height), interpolation=cv2.INTER_LINEAR)
         distance = cv2.distanceTransform(hole.astype(np.uint8), cv2.DIST_L2, 5)
         band = hole & (distance <= self.max_depth)
         known = composite(window, upsampled, hole & ~band)  # the interior: the coarse fill, now known
-        return composite(known, self._fill(known, band), band)
+        return composite(known, fill(known, band), band)
