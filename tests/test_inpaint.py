@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import io
 import json
+import typing
 import urllib.error
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from PIL import Image
 
 from segany.cli import main
 from segany.data.images import ORIENTATION_TAG, load_image, save_image
-from segany.errors import ChecksumError, CheckpointError, InpaintError, WeightsUnavailableError
+from segany.errors import CheckpointError, ChecksumError, InpaintError, WeightsUnavailableError
 from segany.inpaint import ClassicInpainter, LamaInpainter, check_inputs, dilate_mask, method_names
 from segany.inpaint.base import hole_depth
 from segany.inpaint.lama import pad_to_multiple
@@ -128,7 +129,7 @@ def test_lama_checkpoint_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
         LamaInpainter()
 
     class Response(io.BytesIO):
-        headers: dict = {}
+        headers: typing.ClassVar[dict] = {}
 
         def __enter__(self):
             return self

@@ -28,7 +28,8 @@ from starlette.middleware.trustedhost import TrustedHostMiddleware
 from ..data.formats.png import png_bytes
 from ..data.images import DEFAULT_MAX_PIXELS
 from ..errors import ImageError, NotFoundError, SeganyError, ServerBusyError, UnsupportedOperationError
-from ..inpaint import ClassicInpainter, dilate_mask
+from ..inpaint.base import dilate_mask
+from ..inpaint.classic import ClassicInpainter
 from . import schemas
 from .catalogue import ImageCatalogue
 from .guard import SameOriginGuard
