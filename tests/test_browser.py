@@ -27,7 +27,7 @@ uvicorn = pytest.importorskip("uvicorn", reason="the serve extra (uvicorn) is no
 
 from pycocotools.coco import COCO  # noqa: E402
 
-from segany.masks import decode_rle  # noqa: E402
+from segany.masks import decode_rle, encode_rle  # noqa: E402
 from segany.serve import create_app  # noqa: E402
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
@@ -155,13 +155,38 @@ def test_click_gives_a_mask_that_is_accepted_into_coco(server, page) -> None:
     assert "red square" in page.inner_text("#annotations")
 
     page.screenshot(path=str(ARTIFACTS / "browser_annotator.png"))
+
+    # remove preview: this random model's mask, dilated, covers the whole image: a clear refusal
+    page.click("#annotations li")
+    with page.expect_response(lambda r: r.url.endswith("/remove")) as removal:
+        page.keyboard.press("o")
+    assert removal.value.status == 422
+    page.wait_for_function("document.getElementById('status').textContent.includes('whole image')")
+    # ... and a small object's preview is shown instead of the image, then the image again
+    disc = np.zeros((HEIGHT, WIDTH), bool)
+    disc[60:80, 40:70] = True
+    rle = encode_rle(disc)
+    image_id = page.request.get(f"{url}/api/images").json()[0]["id"]
+    made = page.request.post(f"{url}/api/images/{image_id}/annotations",
+                             data={"category": "patch", "rle": {"size": rle["size"], "counts": rle["counts"]}})
+    assert made.status == 201
+    page.reload()
+    page.wait_for_selector("#annotations li >> nth=1")
+    page.click("#annotations li >> text=patch")
+    with page.expect_response(lambda r: r.url.endswith("/remove")) as removal:
+        page.click("#remove-preview")
+    assert removal.value.status == 200
+    page.wait_for_function("document.getElementById('remove-preview').textContent.startsWith('Back')")
+    page.screenshot(path=str(ARTIFACTS / "browser_remove_preview.png"))
+    page.click("#remove-preview")
+    page.wait_for_function("document.getElementById('remove-preview').textContent === 'Remove preview'")
     assert page.errors == []
 
     data = json.loads(annotations.read_text())
-    assert [c["name"] for c in data["categories"]] == ["red square"]
-    assert len(data["annotations"]) == 1
+    assert [c["name"] for c in data["categories"]] == ["red square", "patch"]
+    assert len(data["annotations"]) == 2
     coco = COCO(str(annotations))
-    ann = coco.loadAnns(coco.getAnnIds())[0]
+    ann = coco.loadAnns(coco.getAnnIds())[0]  # the one accepted in the page
     assert coco.loadImgs(ann["image_id"])[0]["file_name"] == "shapes.png"
     assert np.array_equal(coco.annToMask(ann).astype(bool), decode_rle(first["candidates"][1]["rle"]))
 

@@ -99,3 +99,8 @@ class VideoError(SeganyError, ValueError):
 
 class NotConfiguredError(SeganyError, RuntimeError):
     """A feature the server was started without (e.g. text search without ``--detector``)."""
+
+
+class InpaintError(SeganyError, ValueError):
+    """An inpainting request that cannot be done: a mask of another size than the image, an empty
+    mask, a mask covering the whole image, an unknown method."""

@@ -42,6 +42,36 @@ from .models.sam2.config import (
 
 
 @dataclass(frozen=True)
+class WeightFile:
+    """A downloadable weight file that is not a SAM model (e.g. LaMa for inpainting): the facts
+    :func:`segany.weights.ensure_file` checks, and where they came from."""
+
+    name: str
+    url: str
+    num_bytes: int
+    sha256: str | None
+    description: str
+    source: str = "docs/checkpoints.md"
+    local_option: str = "--checkpoint PATH"  # how a user passes a file they fetched themselves
+
+    @property
+    def filename(self) -> str:
+        return self.url.rsplit("/", 1)[-1]
+
+
+# LaMa "big-lama" as IOPaint (lama-cleaner) and its users download it: the TorchScript trace of
+# advimman/lama's big-lama (Apache-2.0), forward(image 1x3xHxW in 0..1, mask 1x1xHxW 0/1).
+LAMA = WeightFile(
+    name="big-lama",
+    url="https://github.com/Sanster/models/releases/download/add_big_lama/big-lama.pt",
+    num_bytes=205_669_692,
+    sha256="344c77bbcb158f17dd143070d1e789f38a66c04202311ae3a258ef66667a9ea9",
+    description="LaMa big-lama inpainting (TorchScript, 196 MiB)",
+    local_option="--lama-checkpoint PATH",
+)
+
+
+@dataclass(frozen=True)
 class ModelSpec:
     """One downloadable model: its engine family (:mod:`segany.engine`), its architecture, and
     where its official weights live; ``source`` says where the URL, size and hash came from."""

@@ -28,7 +28,7 @@ from torch import nn
 
 from .errors import CheckpointError, CheckpointMismatchError, ChecksumError, WeightsUnavailableError
 from .models.sam import Sam
-from .registry import MODELS, SAM2_MODELS, ModelSpec
+from .registry import MODELS, SAM2_MODELS, ModelSpec, WeightFile
 
 _CHUNK = 1 << 20
 
@@ -215,7 +215,7 @@ def cache_dir() -> Path:
     return Path(os.environ.get("SEGANY_HOME") or Path.home() / ".cache" / "segany")
 
 
-def cached_path(spec: ModelSpec) -> Path:
+def cached_path(spec: ModelSpec | WeightFile) -> Path:
     return cache_dir() / spec.filename
 
 
@@ -227,15 +227,15 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _offline_message(spec: ModelSpec, reason: str) -> str:
+def _offline_message(spec: ModelSpec | WeightFile, reason: str) -> str:
     return (
         f"weights for {spec.name!r} are not cached and could not be downloaded ({reason}). "
         f"Download {spec.url} ({spec.num_bytes:,} bytes, sha256 {spec.sha256}) "
-        f"and put it at {cached_path(spec)}, or pass --checkpoint PATH"
+        f"and put it at {cached_path(spec)}, or pass {getattr(spec, 'local_option', '--checkpoint PATH')}"
     )
 
 
-def download(spec: ModelSpec, progress: bool = True, timeout: float = 30.0) -> Path:
+def download(spec: ModelSpec | WeightFile, progress: bool = True, timeout: float = 30.0) -> Path:
     """Fetch ``spec``'s weights into the cache; the file appears only once its sha256 matches."""
     from tqdm.auto import tqdm
 
@@ -263,7 +263,12 @@ def download(spec: ModelSpec, progress: bool = True, timeout: float = 30.0) -> P
 
 def ensure_weights(name: str, progress: bool = True) -> Path:
     """The cached weights of zoo model ``name``, downloading them on first use."""
-    spec = MODELS[name] if name in MODELS else SAM2_MODELS[name]
+    return ensure_file(MODELS[name] if name in MODELS else SAM2_MODELS[name], progress=progress)
+
+
+def ensure_file(spec: ModelSpec | WeightFile, progress: bool = True) -> Path:
+    """The cached copy of ``spec``'s file, downloaded (and sha256-checked) on first use; a cached
+    file of another byte size is refused."""
     path = cached_path(spec)
     if path.exists():
         size = path.stat().st_size

@@ -5,6 +5,7 @@ Sizes are (height, width); :func:`preprocess_shape` is the size after the resize
 """
 from __future__ import annotations
 
+import io
 import os
 import threading
 import warnings
@@ -14,8 +15,10 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ..errors import ImageError, ImageTooLargeError
+from ..fileio import atomic_write_bytes
 
 DEFAULT_MAX_PIXELS = 1 << 28
+ORIENTATION_TAG = 0x0112  # EXIF Orientation
 """Largest image :func:`load_image` decodes unless told otherwise: 268 MP, e.g. 16384 x 16384.
 
 That admits every camera photo (100-200 MP medium format), stitched panoramas and most aerial
@@ -170,3 +173,31 @@ def preprocess_shape(height: int, width: int, long_side: int) -> tuple[int, int]
     """Size after scaling so the longest side is ``long_side`` (the official rounding)."""
     scale = long_side / max(height, width)
     return int(height * scale + 0.5), int(width * scale + 0.5)
+
+
+def save_image(path: str | os.PathLike, image: np.ndarray, *, like: str | os.PathLike | None = None,
+               quality: int = 95) -> Path:
+    """Write ``image`` (HxWx3 RGB uint8) atomically, in the format of ``path``'s suffix.
+
+    With ``like`` (the image it was made from), its EXIF block is kept, with the orientation tag set
+    to 1: :func:`load_image` already turned the pixels upright, so a viewer shows the output as it
+    showed the source. JPEG / WebP are written at ``quality``.
+    """
+    image = check_image_array(image)
+    path = Path(path)
+    fmt = Image.registered_extensions().get(path.suffix.lower())
+    if fmt is None:
+        raise ImageError(f"cannot tell the image format of {path} from its suffix: use .png, .jpg, .webp, ...")
+    options: dict = {"quality": quality} if fmt in ("JPEG", "WEBP") else {}
+    if like is not None:
+        try:
+            with Image.open(like) as source:
+                exif = source.getexif()
+        except (OSError, SyntaxError, ValueError):
+            exif = None
+        if exif:
+            exif[ORIENTATION_TAG] = 1
+            options["exif"] = exif.tobytes()
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format=fmt, **options)
+    return atomic_write_bytes(path, buffer.getvalue())

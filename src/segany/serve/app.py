@@ -37,12 +37,15 @@ from ..errors import (
     ServerBusyError,
     UnsupportedOperationError,
 )
+from ..inpaint.base import dilate_mask
+from ..inpaint.classic import ClassicInpainter
 from ..text.detectors import TunableDetector
 from . import schemas
 from .catalogue import ImageCatalogue
 from .guard import SameOriginGuard
 from .lanes import Cancelled, Ticket
 from .limits import BodySizeLimit
+from .rle import mask_from_rle
 from .service import DEFAULT_MAX_EVERYTHING_QUEUE, DEFAULT_MAX_QUEUE, MiB, SegmentService
 from .store import AnnotationStore
 from .stored import StoredEmbeddings
@@ -280,6 +283,18 @@ def create_app(
     def delete_annotation(annotation_id: int) -> Response:
         store.delete(annotation_id)
         return Response(status_code=204)
+
+    @app.post("/api/annotations/{annotation_id}/remove", tags=["annotations"], response_class=Response,
+              responses={200: {"content": {"image/png": {}}, "description": "the image with the object removed"}})
+    def remove_preview(annotation_id: int,
+                       dilate: int = Query(15, ge=0, le=100, description="grow the mask by this many pixels")) -> Response:
+        file_name, ann = store.get(annotation_id)
+        image_id = next((e.id for e in catalogue if e.file_name == file_name), None)
+        if image_id is None:
+            raise NotFoundError(f"the image of annotation {annotation_id} ({file_name}) is not served here")
+        image = catalogue.load(image_id)
+        mask = mask_from_rle(ann["segmentation"], *image.shape[:2])
+        return Response(png_bytes(ClassicInpainter().inpaint(image, dilate_mask(mask, dilate))), media_type="image/png")
 
     @app.get("/api/categories", response_model=list[schemas.Category], tags=["annotations"])
     def categories() -> list[dict]:

@@ -113,6 +113,13 @@ class AnnotationStore:
                 return []
             return [self._public(a) for a in self._data["annotations"] if a["image_id"] == image["id"]]
 
+    def get(self, ann_id: int) -> tuple[str, dict[str, Any]]:
+        """One annotation (the API's view) and the file name of its image; :class:`NotFoundError`."""
+        with self._lock:
+            ann = self._annotation(ann_id)
+            image = next((i for i in self._data["images"] if i["id"] == ann["image_id"]), None)
+            return (image["file_name"] if image else ""), self._public(ann)
+
     def counts(self) -> dict[str, int]:
         """Number of annotations per image file name."""
         with self._lock:

@@ -22,6 +22,7 @@ const state = {
   proposals: [],
   focused: 0, // index of the focused proposal
   drag: null,
+  preview: null, // {id, bitmap}: the image with annotation #id's object removed, shown instead of the image
   sequence: 0, // ignores answers to superseded requests
 };
 
@@ -144,6 +145,10 @@ const candidate = () => candidates()[step().selected] || null;
 function draw() {
   ctx.clearRect(0, 0, canvas.width, canvas.height);
   if (!state.bitmap) return;
+  if (state.preview) {
+    ctx.drawImage(state.preview.bitmap, 0, 0, canvas.width, canvas.height);
+    return;
+  }
   ctx.drawImage(state.bitmap, 0, 0, canvas.width, canvas.height);
   for (const ann of state.annotations) {
     const selected = ann.id === state.selected;
@@ -229,6 +234,8 @@ function renderPanels() {
   }));
   $("annotation-count").textContent = state.annotations.length ? `(${state.annotations.length})` : "";
   $("relabel").disabled = $("delete").disabled = state.selected === null;
+  $("remove-preview").disabled = state.selected === null && !state.preview;
+  $("remove-preview").textContent = state.preview ? "Back to the image" : "Remove preview";
 
   $("proposals-panel").hidden = state.proposals.length === 0;
   const proposals = $("proposals");
@@ -287,6 +294,7 @@ async function openImage(index) {
   const summary = state.images[index];
   const sequence = ++state.sequence;
   state.index = index;
+  state.preview = null;
   const [image, annotations] = await Promise.all([
     api("GET", `/api/images/${summary.id}`),
     api("GET", `/api/images/${summary.id}/annotations`),
@@ -468,6 +476,30 @@ async function deleteSelected() {
   refresh();
 }
 
+async function togglePreview() {
+  if (state.preview) {
+    state.preview = null;
+    refresh();
+    return;
+  }
+  if (state.selected === null) return;
+  const id = state.selected;
+  showSpinner(`removing #${id}…`);
+  try {
+    const response = await fetch(`/api/annotations/${id}/remove`, { method: "POST" });
+    if (!response.ok) {
+      let detail = response.statusText;
+      try { detail = (await response.json()).detail || detail; } catch (_) { /* not JSON */ }
+      throw new Error(`${response.status}: ${detail}`);
+    }
+    state.preview = { id, bitmap: await createImageBitmap(await response.blob()) };
+  } finally {
+    showSpinner("");
+  }
+  setStatus(`annotation #${id} removed (a preview: the image and its annotations are unchanged)`);
+  refresh();
+}
+
 // ---- everything: automatic proposals to review --------------------------------------------------
 
 async function runEverything() {
@@ -536,6 +568,7 @@ const guarded = (fn) => () => Promise.resolve(fn()).catch(fail);
 $("accept-form").addEventListener("submit", (event) => { event.preventDefault(); guarded(accept)(); });
 $("relabel").addEventListener("click", guarded(relabel));
 $("delete").addEventListener("click", guarded(deleteSelected));
+$("remove-preview").addEventListener("click", guarded(togglePreview));
 $("everything-form").addEventListener("submit", (event) => { event.preventDefault(); guarded(runEverything)(); });
 $("find-form").addEventListener("submit", (event) => { event.preventDefault(); guarded(runFind)(); });
 $("keep").addEventListener("click", guarded(keepProposal));
@@ -559,6 +592,7 @@ const keys = {
   k: keepProposal,
   x: dropProposal,
   r: relabel,
+  o: togglePreview,
   Delete: deleteSelected,
   Backspace: deleteSelected,
   n: () => openImage(state.index + 1),
