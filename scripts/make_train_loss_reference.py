@@ -27,12 +27,12 @@ SIDE = 16
 def official_loss_fns() -> types.ModuleType:
     """``training.loss_fns``, with a stand-in ``training.trainer`` if the real one cannot import."""
     try:
-        import training.loss_fns as loss_fns
+        from training import loss_fns
     except ImportError:
         stub = types.ModuleType("training.trainer")
         stub.CORE_LOSS_KEY = "core_loss"
         sys.modules["training.trainer"] = stub
-        import training.loss_fns as loss_fns
+        from training import loss_fns
     return loss_fns
 
 

@@ -11,7 +11,7 @@ import sys
 
 from ..errors import SeganyError
 
-COMMANDS = ("segment", "models", "serve", "everything", "eval", "export", "track")
+COMMANDS = ("segment", "models", "serve", "everything", "eval", "export", "track", "train")
 
 
 def build_parser() -> argparse.ArgumentParser:
