@@ -269,14 +269,14 @@ def train(model: NameOrConfig | Sam, data: str | os.PathLike, out_dir: str | os.
     from tqdm import tqdm
 
     out = ensure_directory(out_dir, "run folder")
+    images = load_train_images(data)  # bad data is refused before any weights are fetched
+    val_images = load_train_images(val) if val is not None else []
     device = torch.device(config.device)
     sam = _initial_model(model, checkpoint, config.seed).to(device).eval()
     torch.manual_seed(config.seed)
     trained = prepare_mode(sam, config.mode, config.lora_rank, config.lora_alpha)
     if config.gradient_checkpointing and config.mode != "decoder":
         enable_gradient_checkpointing(sam.image_encoder)
-    images = load_train_images(data)
-    val_images = load_train_images(val) if val is not None else []
     cache_root = out / "features"
     fingerprint = weights_fingerprint(sam.image_encoder) if config.mode == "decoder" else ""
     frames = _Frames(sam, images, FeatureCache(cache_root / "train", fingerprint) if fingerprint else None, device)
@@ -321,7 +321,7 @@ def train(model: NameOrConfig | Sam, data: str | os.PathLike, out_dir: str | os.
             loss.backward()
             optimizer.step()
             scheduler.step()
-            losses.append(float(loss))
+            losses.append(float(loss.detach()))
             bar.set_postfix(loss=f"{losses[-1]:.4f}")
         row: dict[str, Any] = {"epoch": epoch + 1, "train_loss": float(np.mean(losses)) if losses else None,
                                "lr": scheduler.get_last_lr()[0]}
