@@ -239,6 +239,12 @@ class _Frames:
         return (self.frozen(i) for i in range(len(self.images)))
 
 
+def evaluate_model(model: Sam, data: str | os.PathLike, config: TrainConfig = TrainConfig()) -> dict[str, float]:
+    """Held-out mIoU from one box and from one centre point per object (and the loss) of ``model`` on ``data``."""
+    frames = _Frames(model, load_train_images(data), None, torch.device(config.device))
+    return validate(model, frames.all_plain(), config)
+
+
 def _schedule(total: int, config: TrainConfig):
     warmup = config.warmup_steps if config.warmup_steps is not None else min(250, total // 10)
     milestones = [int(f * total) for f in config.decay_at]
