@@ -44,6 +44,11 @@ def shapes(tmp_path_factory) -> Path:
     return write_shapes_dataset(tmp_path_factory.mktemp("shapes"), 2, size=64, seed=3)
 
 
+@pytest.fixture(scope="module")
+def one_image(tmp_path_factory) -> Path:
+    return write_shapes_dataset(tmp_path_factory.mktemp("one"), 1, size=64, seed=3)
+
+
 def _config():
     return tiny_sam_config(image_size=64, patch_size=8)
 
@@ -54,10 +59,10 @@ def _initial(config) -> dict[str, torch.Tensor]:
 
 
 @pytest.mark.parametrize("mode", ["decoder", "lora", "full"])
-def test_one_step_changes_exactly_the_mode_parameters(shapes, tmp_path, mode):
+def test_one_step_changes_exactly_the_mode_parameters(one_image, tmp_path, mode):
     config = _config()
     before = _initial(config)
-    train(config, shapes, tmp_path, TrainConfig(mode=mode, box_probability=0.0, **FAST), progress=False)
+    train(config, one_image, tmp_path, TrainConfig(mode=mode, box_probability=0.0, **FAST), progress=False)
     after = torch.load(tmp_path / "last.pth", weights_only=True)
     assert set(after) == set(before)
     changed = {k for k in before if not torch.equal(before[k], after[k])}
@@ -187,3 +192,12 @@ def test_cli_train_decoder_run(shapes, tmp_path, capsys):
 def test_cli_train_bad_data_is_a_clear_error(tmp_path, capsys):
     code = main(["train", "--model", "vit_t", "--data", str(tmp_path / "nothing.json"), "-o", str(tmp_path / "run")])
     assert code == 2 and "nothing.json" in capsys.readouterr().err
+
+
+def test_gradient_checkpointing_gives_the_same_step(one_image, tmp_path):
+    runs = {}
+    for flag in (False, True):
+        train(_config(), one_image, tmp_path / str(flag), TrainConfig(mode="full", gradient_checkpointing=flag, **FAST),
+              progress=False)
+        runs[flag] = torch.load(tmp_path / str(flag) / "last.pth", weights_only=True)
+    assert all(torch.allclose(runs[False][k], runs[True][k], atol=1e-6) for k in runs[False])
