@@ -77,8 +77,8 @@ class TrainConfig:
     device: str = "cpu"
 
     def __post_init__(self) -> None:
-        if self.epochs < 1 or self.lr <= 0 or self.max_objects < 1:
-            raise ConfigError("epochs and max_objects must be >= 1 and lr > 0")
+        if self.epochs < 1 or self.lr <= 0 or self.max_objects < 1 or self.points < 0 or self.silent < 0:
+            raise ConfigError("epochs and max_objects must be >= 1, lr > 0, points and silent >= 0")
         if not 0 <= self.box_probability <= 1 or not 0 <= self.augment.flip <= 1:
             raise ConfigError("box_probability and the flip probability must be in [0, 1]")
         lo, hi = self.augment.scale
