@@ -20,11 +20,11 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO / "src") not in sys.path:
     sys.path.insert(0, str(REPO / "src"))
 
-from segany.models.config import SamConfig, ViTConfig  # noqa: E402
-from segany.models.sam import Sam  # noqa: E402
-from segany.train import TrainConfig, train  # noqa: E402
-from segany.train.loop import evaluate_model  # noqa: E402
-from segany.train.synthetic import write_shapes_dataset  # noqa: E402
+from segany.models.config import SamConfig, ViTConfig
+from segany.models.sam import Sam
+from segany.train import TrainConfig, train
+from segany.train.loop import evaluate_model
+from segany.train.synthetic import write_shapes_dataset
 
 
 def bench_config(size: int) -> SamConfig:

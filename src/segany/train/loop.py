@@ -44,7 +44,7 @@ from .data import (
     to_model_frame,
     weights_fingerprint,
 )
-from .losses import LossWeights, multistep_losses
+from .losses import LossWeights, mask_ious, multistep_losses
 from .modes import enable_gradient_checkpointing, official_state_dict, prepare_mode
 from .plot import save_curves
 from .sampler import PromptState, error_points, first_prompts, mask_box, point_schedule
@@ -172,12 +172,6 @@ def centre_point(mask: np.ndarray) -> np.ndarray:
     return np.array([x, y], np.float32)
 
 
-def _ious(predicted: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
-    inter = (predicted & truth).flatten(1).sum(1).float()
-    union = (predicted | truth).flatten(1).sum(1).float()
-    return inter / union.clamp(min=1)
-
-
 @torch.no_grad()
 def validate(model: Sam, frames: Iterator[tuple[torch.Tensor, np.ndarray]], config: TrainConfig) -> dict[str, float]:
     """mIoU from one exact box and from one centre point (best of 3 by predicted IoU), and their mean loss."""
@@ -195,8 +189,8 @@ def validate(model: Sam, frames: Iterator[tuple[torch.Tensor, np.ndarray]], conf
                 low, iou = decode(model, embedding, state, None, state.is_single_point)
             high = _upsample(low, model.image_size)
             losses.append(float(multistep_losses([(high, iou.float(), None)], truth, config.loss)["core_loss"]))
-            best = high[torch.arange(n), iou.argmax(1)] > 0
-            (box_ious if kind == "box" else point_ious).extend(_ious(best, truth).tolist())
+            best = high[torch.arange(n), iou.argmax(1)][:, None]
+            (box_ious if kind == "box" else point_ious).extend(mask_ious(best, truth[:, None])[:, 0].tolist())
     if not box_ious:
         return {}
     return {"val_loss": float(np.mean(losses)), "val_box_miou": float(np.mean(box_ious)),
@@ -260,10 +254,6 @@ def _save_torch(path: Path, obj: Any) -> None:
         torch.save(obj, tmp)
 
 
-def _config_record(config: TrainConfig) -> dict[str, Any]:
-    return asdict(config)
-
-
 def train(model: NameOrConfig | Sam, data: str | os.PathLike, out_dir: str | os.PathLike,
           config: TrainConfig = TrainConfig(), val: str | os.PathLike | None = None,
           checkpoint: str | os.PathLike | None = None, progress: bool = True, resume: bool = True) -> TrainResult:
@@ -292,7 +282,7 @@ def train(model: NameOrConfig | Sam, data: str | os.PathLike, out_dir: str | os.
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
     total = config.epochs * len(images)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(total, config))
-    record = _config_record(config)
+    record = asdict(config)
     metrics: list[dict[str, Any]] = []
     best = -math.inf
     start = 0
