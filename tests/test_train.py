@@ -17,7 +17,7 @@ from segany.build import load_model
 from segany.cli import main
 from segany.errors import ConfigError, SettingsMismatchError
 from segany.models.sam import Sam
-from segany.registry import config_from_dict
+from segany.registry import config_from_dict, config_to_dict
 from segany.train import TrainConfig, train
 from segany.train import loop as train_loop
 from segany.train.data import NO_AUGMENT
@@ -180,7 +180,6 @@ def test_export_loads_with_the_official_builder(tmp_path):
 
 def test_cli_train_decoder_run(shapes, tmp_path, capsys):
     config_path = tmp_path / "tiny.json"
-    from segany.registry import config_to_dict
     config_path.write_text(json.dumps(config_to_dict(_config())))
     code = main(["train", "--model", str(config_path), "--data", str(shapes), "--val", str(shapes), "--mode", "decoder",
                  "-o", str(tmp_path / "run"), "--epochs", "1", "--points", "1", "--silent", "0", "--quiet"])
@@ -201,3 +200,17 @@ def test_gradient_checkpointing_gives_the_same_step(one_image, tmp_path):
               progress=False)
         runs[flag] = torch.load(tmp_path / str(flag) / "last.pth", weights_only=True)
     assert all(torch.allclose(runs[False][k], runs[True][k], atol=1e-6) for k in runs[False])
+
+
+def test_cli_trains_on_the_coco_file_of_segany_everything(one_image, tmp_path, capsys):
+    """The data engine's loop: `segany everything --format coco` output (image names relative to its input
+    folder, given with --images) is training data as it is."""
+    images = one_image.parent.parent / "images"
+    assert main(["everything", str(images), "-o", str(tmp_path / "auto"), "--format", "coco", "--model", "classic"]) == 0
+    config_path = tmp_path / "tiny.json"
+    config_path.write_text(json.dumps(config_to_dict(_config())))
+    code = main(["train", "--model", str(config_path), "--data", str(tmp_path / "auto" / "annotations.json"),
+                 "--images", str(images), "--mode", "decoder", "-o", str(tmp_path / "run"), "--epochs", "1",
+                 "--points", "1", "--silent", "0", "--max-objects", "2", "--quiet"])
+    assert code == 0 and (tmp_path / "run" / "last.pth").is_file()
+    assert json.loads((tmp_path / "run" / "trained_on.json").read_text())["images"] == ["shapes_00000.png"]

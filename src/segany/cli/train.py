@@ -36,6 +36,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="zoo name (vit_t, vit_b, ...) or a JSON config; a config without --checkpoint starts from random init")
     parser.add_argument("--checkpoint", default=None, help="starting weights (default: the zoo's for a zoo name)")
     parser.add_argument("--data", required=True, metavar="COCO.json|DIR", help="training objects: COCO instances file or images/ + masks/ folder")
+    parser.add_argument("--images", default=None, metavar="DIR",
+                        help="folder the COCO files' image names are relative to (default: beside the file; "
+                             "for `segany everything -o OUT --format coco`: its input folder)")
     parser.add_argument("--val", default=None, metavar="COCO.json|DIR", help="validation objects (best.pth by their box mIoU)")
     parser.add_argument("--mode", choices=("decoder", "lora", "full"), default="decoder",
                         help="decoder: frozen encoder, features cached on disk; lora: adapters on the encoder's attention; "
@@ -69,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
         gradient_checkpointing=args.gradient_checkpointing, lora_rank=args.lora_rank, lora_alpha=float(args.lora_rank),
         augment=NO_AUGMENT if args.no_augment else Augment(), device=check_device(args.device))
     result = train(args.model, args.data, args.out, config, val=args.val, checkpoint=args.checkpoint,
-                   progress=not args.quiet, resume=not args.restart)
+                   progress=not args.quiet, resume=not args.restart, image_dir=args.images)
     last = result.metrics[-1] if result.metrics else {}
     info(f"segany: trained {len(result.trained)} tensors ({args.mode}); last epoch {last}; checkpoints in {result.out_dir}")
     print(result.best if result.best.is_file() else result.last)

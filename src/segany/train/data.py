@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 import torch
 
-from ..data.datasets import Sample, open_dataset
+from ..data.datasets import Sample, load_coco, open_dataset
 from ..data.images import preprocess_shape
 from ..errors import DatasetError
 from ..fileio import AtomicFile
@@ -38,9 +38,11 @@ class TrainImage:
         return loaded[0][0], np.stack([target.mask for _, target in loaded])
 
 
-def load_train_images(data: str | os.PathLike) -> list[TrainImage]:
-    """The images of a dataset (COCO JSON, ``images/`` + ``masks/`` folder, or a built-in name), each with its objects."""
-    dataset = open_dataset(data)
+def load_train_images(data: str | os.PathLike, image_dir: str | os.PathLike | None = None) -> list[TrainImage]:
+    """The images of a dataset (COCO JSON, ``images/`` + ``masks/`` folder, or a built-in name), each with its
+    objects; ``image_dir``: where a COCO file's ``file_name`` paths start (``segany everything``'s input folder)."""
+    is_coco_file = Path(data).suffix.lower() == ".json"
+    dataset = load_coco(data, image_dir) if image_dir is not None and is_coco_file else open_dataset(data)
     by_image: dict[Path, list[Sample]] = {}
     for sample in dataset:
         by_image.setdefault(sample.image_path, []).append(sample)

@@ -256,17 +256,19 @@ def _save_torch(path: Path, obj: Any) -> None:
 
 def train(model: NameOrConfig | Sam, data: str | os.PathLike, out_dir: str | os.PathLike,
           config: TrainConfig = TrainConfig(), val: str | os.PathLike | None = None,
-          checkpoint: str | os.PathLike | None = None, progress: bool = True, resume: bool = True) -> TrainResult:
+          checkpoint: str | os.PathLike | None = None, progress: bool = True, resume: bool = True,
+          image_dir: str | os.PathLike | None = None) -> TrainResult:
     """Fine-tune ``model`` (a zoo name, a config, or a :class:`Sam`) on ``data`` into ``out_dir``.
 
     With ``resume`` and a ``train_state.pth`` in ``out_dir``, the run continues after its last finished
-    epoch (the settings must be the same). Returns the metrics per epoch and the trained parameter names.
+    epoch (the settings must be the same). ``image_dir``: the folder a COCO ``data`` / ``val`` file's image
+    names are relative to, when it is not beside the file (``segany everything``'s input folder). Returns the metrics per epoch and the trained parameter names.
     """
     from tqdm import tqdm
 
     out = ensure_directory(out_dir, "run folder")
-    images = load_train_images(data)  # bad data is refused before any weights are fetched
-    val_images = load_train_images(val) if val is not None else []
+    images = load_train_images(data, image_dir)  # bad data is refused before any weights are fetched
+    val_images = load_train_images(val, image_dir) if val is not None else []
     device = torch.device(config.device)
     sam = _initial_model(model, checkpoint, config.seed).to(device).eval()
     torch.manual_seed(config.seed)
