@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--val-images", type=int, default=40)
     parser.add_argument("--modes", default="full,decoder,lora")
     parser.add_argument("--epochs", default="4,6,3", help="epochs per mode, in --modes order")
-    parser.add_argument("--lr", type=float, default=3e-4, help="AdamW peak (1e-3 at one image per step collapses to empty masks)")
+    parser.add_argument("--lr", type=float, default=3e-4, help="AdamW peak learning rate")
     parser.add_argument("--points", type=int, default=1, help="error-region points per object (the paper: 8; 1 for CPU time)")
     parser.add_argument("--silent", type=int, default=0, help="iterations without a new point (the paper: 2)")
     parser.add_argument("--threads", type=int, default=1)
