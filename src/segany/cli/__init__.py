@@ -11,7 +11,7 @@ import sys
 
 from ..errors import SeganyError
 
-COMMANDS = ("segment", "models", "serve", "everything", "embed", "label", "eval", "export", "track", "inpaint")
+COMMANDS = ("segment", "models", "serve", "everything", "embed", "label", "eval", "export", "track", "inpaint", "train")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -153,8 +153,11 @@ def _annotation_reader(annotation: dict, height: int, width: int) -> Callable[[t
     segmentation = annotation["segmentation"]
 
     def read(_size: tuple[int, int]) -> Target:
-        rles = mask_utils.frPyObjects(segmentation, height, width)
-        rle = mask_utils.merge(rles) if isinstance(rles, list) else rles
+        if isinstance(segmentation, dict) and isinstance(segmentation.get("counts"), str):  # compressed RLE
+            rle = {"size": segmentation["size"], "counts": segmentation["counts"].encode()}
+        else:
+            rles = mask_utils.frPyObjects(segmentation, height, width)
+            rle = mask_utils.merge(rles) if isinstance(rles, list) else rles
         return Target(mask_utils.decode(rle).astype(bool))
 
     return read

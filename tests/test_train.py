@@ -1,0 +1,216 @@
+"""segany.train end to end on tiny models and a seeded synthetic dataset: which parameters each mode
+trains, resume == uninterrupted, the exported checkpoint loads strictly (segany, the official builder),
+LoRA merge == adapted model, the CLI."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import SHARED
+from segany.build import load_model
+from segany.cli import main
+from segany.errors import ConfigError, SettingsMismatchError
+from segany.models.sam import Sam
+from segany.registry import config_from_dict, config_to_dict
+from segany.train import TrainConfig, train
+from segany.train import loop as train_loop
+from segany.train.data import NO_AUGMENT
+from segany.train.modes import LoRALinear, add_lora, official_state_dict, prepare_mode
+from segany.train.synthetic import write_shapes_dataset
+from tiny_models import tiny_mobilesam_config, tiny_sam_config
+
+REPO = Path(__file__).resolve().parent.parent
+BENCH_PYTHON = Path(os.environ.get("SEGANY_BENCH_PYTHON", "/work/main/.venv-bench/bin/python"))
+FAST = {"epochs": 1, "points": 1, "silent": 1, "max_objects": 2, "lr": 1e-3}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models run faster on one thread (and do not fight the other tests' workers)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def shapes(tmp_path_factory) -> Path:
+    return write_shapes_dataset(tmp_path_factory.mktemp("shapes"), 2, size=64, seed=3)
+
+
+@pytest.fixture(scope="module")
+def one_image(tmp_path_factory) -> Path:
+    return write_shapes_dataset(tmp_path_factory.mktemp("one"), 1, size=64, seed=3)
+
+
+def _config():
+    return tiny_sam_config(image_size=64, patch_size=8)
+
+
+def _initial(config) -> dict[str, torch.Tensor]:
+    torch.manual_seed(0)
+    return Sam(config).state_dict()
+
+
+@pytest.mark.parametrize("mode", ["decoder", "lora", "full"])
+def test_one_step_changes_exactly_the_mode_parameters(one_image, tmp_path, mode):
+    config = _config()
+    before = _initial(config)
+    train(config, one_image, tmp_path, TrainConfig(mode=mode, box_probability=0.0, **FAST), progress=False)
+    after = torch.load(tmp_path / "last.pth", weights_only=True)
+    assert set(after) == set(before)
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    encoder = {k for k in changed if k.startswith("image_encoder.")}
+    attention = {k for k in before if k.startswith("image_encoder.") and ".attn." in k and k.endswith(("qkv.weight", "proj.weight"))}
+    assert {k for k in before if k.startswith("mask_decoder.transformer.")} <= changed
+    if mode == "decoder":
+        assert not encoder
+    elif mode == "lora":
+        assert encoder == attention  # merged adapters: the attention weights, nothing else of the encoder
+    else:
+        assert {k for k in before if k.startswith("image_encoder.blocks.")} <= encoder
+
+
+def test_resume_after_an_interruption_equals_the_uninterrupted_run(shapes, tmp_path, monkeypatch):
+    config = TrainConfig(mode="full", **{**FAST, "epochs": 2})
+    train(_config(), shapes, tmp_path / "whole", config, val=shapes, progress=False)
+    real_validate = train_loop.validate
+    calls = []
+
+    def interrupted(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real_validate(*args, **kwargs)
+
+    monkeypatch.setattr(train_loop, "validate", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        train(_config(), shapes, tmp_path / "cut", config, val=shapes, progress=False)
+    monkeypatch.setattr(train_loop, "validate", real_validate)
+    resumed = train(_config(), shapes, tmp_path / "cut", config, val=shapes, progress=False)
+    whole = torch.load(tmp_path / "whole" / "last.pth", weights_only=True)
+    cut = torch.load(tmp_path / "cut" / "last.pth", weights_only=True)
+    assert all(torch.equal(whole[k], cut[k]) for k in whole)
+    assert [m["epoch"] for m in resumed.metrics] == [1, 2]
+    lines = (tmp_path / "cut" / "metrics.jsonl").read_text().splitlines()
+    assert lines == (tmp_path / "whole" / "metrics.jsonl").read_text().splitlines()
+    with pytest.raises(SettingsMismatchError, match="lr"):
+        train(_config(), shapes, tmp_path / "cut", TrainConfig(mode="full", **{**FAST, "epochs": 2, "lr": 1e-2}),
+              progress=False)
+
+
+def test_run_folder_outputs_and_strict_reload(shapes, tmp_path):
+    result = train(_config(), shapes, tmp_path, TrainConfig(mode="lora", **FAST), val=shapes, progress=False)
+    for name in ("last.pth", "best.pth", "config.json", "metrics.jsonl", "curves.png", "trained_on.json"):
+        assert (tmp_path / name).is_file(), name
+    record = json.loads((tmp_path / "trained_on.json").read_text())
+    assert record["settings"]["mode"] == "lora" and record["images"] == ["shapes_00000.png", "shapes_00001.png"]
+    row = result.metrics[0]
+    assert 0 <= row["val_box_miou"] <= 1 and 0 <= row["val_point_miou"] <= 1 and np.isfinite(row["val_loss"])
+    model = load_model(tmp_path / "config.json", checkpoint=tmp_path / "best.pth")  # strict: official keys only
+    assert isinstance(model, Sam) and not any(isinstance(m, LoRALinear) for m in model.modules())
+
+
+def test_decoder_mode_caches_features_once(shapes, tmp_path):
+    train(_config(), shapes, tmp_path, TrainConfig(mode="decoder", augment=NO_AUGMENT, **FAST), progress=False)
+    cached = sorted(p.name for p in (tmp_path / "features").rglob("*.pt"))
+    assert cached == ["000000_0.pt", "000001_0.pt"]
+    stamps = [p.stat().st_mtime_ns for p in sorted((tmp_path / "features").rglob("*.pt"))]
+    train(_config(), shapes, tmp_path, TrainConfig(mode="decoder", augment=NO_AUGMENT, **{**FAST, "epochs": 2}),
+          progress=False, resume=False)
+    assert [p.stat().st_mtime_ns for p in sorted((tmp_path / "features").rglob("*.pt"))] == stamps
+
+
+@pytest.mark.parametrize("kind", ["sam", "mobilesam"])
+def test_lora_merge_gives_the_adapted_outputs(kind):
+    config = tiny_sam_config() if kind == "sam" else tiny_mobilesam_config()
+    torch.manual_seed(1)
+    model = Sam(config).eval()
+    prepare_mode(model, "lora", lora_rank=2, lora_alpha=4.0)
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, LoRALinear):
+                module.lora_b.normal_(0, 0.2)
+        image = torch.rand(1, 3, config.image_size, config.image_size) * 255
+        adapted = model.image_encoder(model.preprocess(image))
+        merged = Sam(config).eval()
+        merged.load_state_dict(official_state_dict(model), strict=True)
+        plain = merged.image_encoder(merged.preprocess(image))
+    assert (adapted - plain).abs().max() < 1e-4
+    assert (adapted - Sam(config).eval().image_encoder(model.preprocess(image))).abs().max() > 1e-2
+
+
+def test_lora_and_mode_errors_are_typed():
+    model = Sam(_config())
+    with pytest.raises(ConfigError, match="rank"):
+        add_lora(model, rank=0)
+    with pytest.raises(ConfigError, match="unknown training mode"):
+        prepare_mode(model, "everything")
+    with pytest.raises(ConfigError):
+        TrainConfig(epochs=0)
+
+
+OFFICIAL_ARCH = {"name": "tiny_official", "builder_args": {"encoder_embed_dim": 48, "encoder_depth": 2,
+                                                           "encoder_num_heads": 2, "encoder_global_attn_indexes": [1]}}
+
+
+def test_export_loads_with_the_official_builder(tmp_path):
+    if not BENCH_PYTHON.is_file() or not (SHARED / "reference" / "tv_shim.py").is_file():
+        pytest.skip("the benchmark environment with segment_anything (and its torchvision shim) is not here")
+    config = config_from_dict(OFFICIAL_ARCH)
+    model = Sam(config)
+    prepare_mode(model, "lora")
+    path = tmp_path / "lora.pth"
+    torch.save(official_state_dict(model), path)
+    args = OFFICIAL_ARCH["builder_args"]
+    code = ("import sys; sys.path.insert(0, sys.argv[2]); from benchmarks.common import import_official; import_official(); "
+            "from segment_anything.build_sam import _build_sam; "
+            f"_build_sam({args['encoder_embed_dim']}, {args['encoder_depth']}, {args['encoder_num_heads']}, "
+            f"{args['encoder_global_attn_indexes']}, checkpoint=sys.argv[1]); print('ok')")
+    proc = subprocess.run([str(BENCH_PYTHON), "-c", code, str(path), str(REPO)], capture_output=True, text=True, check=False,
+                          timeout=120, env={**os.environ, "SEGANY_SHARED": str(SHARED)})
+    assert proc.returncode == 0 and proc.stdout.strip().endswith("ok"), proc.stderr[-2000:]
+
+
+def test_cli_train_decoder_run(shapes, tmp_path, capsys):
+    config_path = tmp_path / "tiny.json"
+    config_path.write_text(json.dumps(config_to_dict(_config())))
+    code = main(["train", "--model", str(config_path), "--data", str(shapes), "--val", str(shapes), "--mode", "decoder",
+                 "-o", str(tmp_path / "run"), "--epochs", "1", "--points", "1", "--silent", "0", "--quiet"])
+    assert code == 0
+    assert capsys.readouterr().out.strip() == str(tmp_path / "run" / "best.pth")
+    assert load_model(tmp_path / "run" / "config.json", checkpoint=tmp_path / "run" / "best.pth")
+
+
+def test_cli_train_bad_data_is_a_clear_error(tmp_path, capsys):
+    code = main(["train", "--model", "vit_t", "--data", str(tmp_path / "nothing.json"), "-o", str(tmp_path / "run")])
+    assert code == 2 and "nothing.json" in capsys.readouterr().err
+
+
+def test_gradient_checkpointing_gives_the_same_step(one_image, tmp_path):
+    runs = {}
+    for flag in (False, True):
+        train(_config(), one_image, tmp_path / str(flag), TrainConfig(mode="full", gradient_checkpointing=flag, **FAST),
+              progress=False)
+        runs[flag] = torch.load(tmp_path / str(flag) / "last.pth", weights_only=True)
+    assert all(torch.allclose(runs[False][k], runs[True][k], atol=1e-6) for k in runs[False])
+
+
+def test_cli_trains_on_the_coco_file_of_segany_everything(one_image, tmp_path, capsys):
+    """The data engine's loop: `segany everything --format coco` output (image names relative to its input
+    folder, given with --images) is training data as it is."""
+    images = one_image.parent.parent / "images"
+    assert main(["everything", str(images), "-o", str(tmp_path / "auto"), "--format", "coco", "--model", "classic"]) == 0
+    config_path = tmp_path / "tiny.json"
+    config_path.write_text(json.dumps(config_to_dict(_config())))
+    code = main(["train", "--model", str(config_path), "--data", str(tmp_path / "auto" / "annotations.json"),
+                 "--images", str(images), "--mode", "decoder", "-o", str(tmp_path / "run"), "--epochs", "1",
+                 "--points", "1", "--silent", "0", "--max-objects", "2", "--quiet"])
+    assert code == 0 and (tmp_path / "run" / "last.pth").is_file()
+    assert json.loads((tmp_path / "run" / "trained_on.json").read_text())["images"] == ["shapes_00000.png"]
