@@ -159,6 +159,8 @@ def main(argv: list[str] | None = None) -> int:
         return flicker(args.video, args.lama)
     cases = make_holes(args.images)
     results: dict[str, dict[str, list]] = {}
+    header = ["engine"] + [f"{b} {m}" for b in BUCKETS for m in ("PSNR", "SSIM", "s")] + ["holes"]
+    lines = []
     for name, engine in engines(args.lama).items():
         rows = results.setdefault(name, {b: [] for b in BUCKETS})
         for case in cases:
@@ -169,15 +171,12 @@ def main(argv: list[str] | None = None) -> int:
             seconds = time.perf_counter() - start
             assert (filled[~case["hole"]] == case["image"][~case["hole"]]).all(), f"{name} changed known pixels"
             rows[case["bucket"]].append((*score(case["image"], filled, case["hole"]), seconds))
-        print(name, {b: len(v) for b, v in rows.items()}, flush=True)
-    header = ["engine"] + [f"{b} {m}" for b in BUCKETS for m in ("PSNR", "SSIM", "s")] + ["holes"]
-    lines = []
-    for name, rows in results.items():
         line = [name]
         for bucket in BUCKETS:
             values = np.array(rows[bucket]) if rows[bucket] else np.full((1, 3), np.nan)
             line += [f"{values[:, 0].mean():.2f}", f"{values[:, 1].mean():.3f}", f"{values[:, 2].mean():.3f}"]
         lines.append(line + [sum(len(v) for v in rows.values())])
+        print(" | ".join(str(v) for v in lines[-1]), flush=True)
     print(table(lines, header))
     write_results("inpaint", {"images": args.images, "slow_images": args.slow_images, "buckets": BUCKETS,
                               "results": {n: {b: np.array(v).tolist() for b, v in r.items()} for n, r in results.items()}})
