@@ -26,10 +26,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _add_common(remove, DEFAULT_DILATE, media="image file, video file or folder of frames")
     remove.add_argument("--engine", choices=("classic", "lama"), default="classic",
                         help="classic: OpenCV, no weights (default); lama: big-lama, downloaded once (196 MiB)")
-    from ..inpaint.classic import DEFAULT_METHOD, method_names
+    from ..inpaint.classic import DEFAULT_METHOD, FAST_METHOD, method_names
 
-    remove.add_argument("--method", choices=method_names(), default=DEFAULT_METHOD,
-                        help=f"the classic engine's method (default {DEFAULT_METHOD}: the best of benchmarks/inpaint.py)")
+    remove.add_argument("--method", choices=method_names(), default=None,
+                        help=f"the classic engine's method (default {DEFAULT_METHOD} for an image: the best of "
+                             f"benchmarks/inpaint.py; {FAST_METHOD} for a video: 30-120 ms a frame)")
     remove.add_argument("--lama-checkpoint", default=None, metavar="PATH", help="a big-lama.pt you downloaded yourself")
     remove.add_argument("--frame", type=int, default=0, metavar="N", help="video: the frame the prompts are on (default 0)")
     remove.add_argument("--fps", type=float, default=None, help="video: frame rate of the output (default: the input's)")
@@ -126,12 +127,13 @@ def run_remove(args: argparse.Namespace) -> int:
     return 0
 
 
-def _inpainter(args: argparse.Namespace) -> Any:
+def _inpainter(args: argparse.Namespace, video: bool = False) -> Any:
     from ..inpaint import ClassicInpainter, LamaInpainter
+    from ..inpaint.classic import DEFAULT_METHOD, FAST_METHOD
 
     if args.engine == "lama":
         return LamaInpainter(args.lama_checkpoint, device=args.device)
-    return ClassicInpainter(args.method)
+    return ClassicInpainter(args.method or (FAST_METHOD if video else DEFAULT_METHOD))
 
 
 def run_generate(args: argparse.Namespace) -> int:
@@ -167,7 +169,7 @@ def remove_from_video(args: argparse.Namespace) -> int:
     tracker = VideoPredictor(load_model_from_args(args, fallback_to_classic=False))
     state = tracker.init_state(source)
     tracker.add_new_points_or_box(state, args.frame, 1, coords, labels, box=box)
-    inpainter = _inpainter(args)
+    inpainter = _inpainter(args, video=True)
     masks: dict[int, np.ndarray] = {}
     passes = [False] + ([True] if args.frame > 0 else [])
     with tqdm(total=len(source), unit="frame", desc="tracking", disable=None) as bar:

@@ -38,7 +38,7 @@ from ..errors import (
     UnsupportedOperationError,
 )
 from ..inpaint.base import dilate_mask
-from ..inpaint.classic import ClassicInpainter
+from ..inpaint.classic import FAST_METHOD, ClassicInpainter
 from ..text.detectors import TunableDetector
 from . import schemas
 from .catalogue import ImageCatalogue
@@ -294,7 +294,8 @@ def create_app(
             raise NotFoundError(f"the image of annotation {annotation_id} ({file_name}) is not served here")
         image = catalogue.load(image_id)
         mask = mask_from_rle(ann["segmentation"], *image.shape[:2])
-        return Response(png_bytes(ClassicInpainter().inpaint(image, dilate_mask(mask, dilate))), media_type="image/png")
+        filled = ClassicInpainter(FAST_METHOD).inpaint(image, dilate_mask(mask, dilate))  # interactive: 30-120 ms
+        return Response(png_bytes(filled), media_type="image/png")
 
     @app.get("/api/categories", response_model=list[schemas.Category], tags=["annotations"])
     def categories() -> list[dict]:
