@@ -199,6 +199,10 @@ def test_executor_options(tmp_path, monkeypatch, capsys) -> None:
     assert "workers >= 1" in capsys.readouterr().err
 
 
+def _no_tensor_read(*args: object) -> None:
+    raise AssertionError("a stored embedding's tensors were read")
+
+
 def test_embed_resumes_by_image_and_model(tmp_path, tiny_random_sam, tiny_model_files, capsys) -> None:
     """`segany embed`: one safetensors file per image; a re-run skips those stored for the same image
     bytes and model; a changed image is encoded again."""
@@ -212,7 +216,9 @@ def test_embed_resumes_by_image_and_model(tmp_path, tiny_random_sam, tiny_model_
     assert info["image_name"] == "0.png" and info["model_name"] == tiny_random_sam.config.name
     assert features.maps[0].shape[0] == 1 and features.original_size == (8, 10)
     capsys.readouterr()
-    assert main(command) == 0
+    with pytest.MonkeyPatch.context() as patch:  # resume reads the headers only, never the tensors
+        patch.setattr("segany.data.formats.embeddings._read_maps", _no_tensor_read)
+        assert main(command) == 0
     assert "embed: done 0, skipped 2, failed 0" in capsys.readouterr().err
     Image.fromarray(synthetic_image(8, 10, 3)).save(folder / "1.png")
     assert main(command) == 0

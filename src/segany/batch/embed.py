@@ -17,7 +17,7 @@ from ..data.formats.embeddings import (
     embedding_mismatch,
     embedding_path,
     file_sha256,
-    read_embedding,
+    read_embedding_info,
     write_embedding,
 )
 from ..data.images import DEFAULT_MAX_PIXELS, load_image
@@ -62,7 +62,7 @@ def _stored(out: Path, item: ImageItem, model_name: str, checkpoint_sha256: str 
     if not path.is_file():
         return False
     try:
-        _, info = read_embedding(path)
+        info = read_embedding_info(path)  # the header only
         image_sha256 = file_sha256(item.path)
     except (SeganyError, OSError):
         return False  # unreadable: made again
