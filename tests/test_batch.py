@@ -330,6 +330,17 @@ def test_uri_images_decode_as_files_do(tmp_path, memory_root) -> None:
         ImageItem(f"memory://{root}/absent.png", Path("absent.png")).load()
 
 
+def test_ray_refuses_memory_uris(tmp_path, memory_root) -> None:
+    """memory:// is one process's own filesystem: the Ray executor says so before starting Ray."""
+    from segany.batch import ImageItem, Task
+    from segany.batch.ray_executor import RayExecutor
+    from segany.errors import BackendError
+
+    item = ImageItem(f"memory://{memory_root[1]}/a.png", Path("a.png"))
+    with pytest.raises(BackendError, match="Ray workers cannot read"):
+        next(RayExecutor().run(None, [Task(item, item.image_id)], tmp_path))
+
+
 def test_unknown_or_uninstalled_filesystems_are_named(monkeypatch) -> None:
     """One typed line: an unknown protocol, or the package a known one needs."""
     from segany.errors import BackendError

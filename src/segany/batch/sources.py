@@ -6,6 +6,7 @@ job's output folder is local (or a shared mount).
 """
 from __future__ import annotations
 
+import glob
 import re
 from typing import Any
 
@@ -17,6 +18,11 @@ _URI = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 def is_uri(text: str) -> bool:
     """Whether ``text`` is a ``protocol://...`` URI (not a local path)."""
     return _URI.match(text) is not None
+
+
+def process_local(uri: str) -> bool:
+    """Whether ``uri`` is on a filesystem only this process sees (``memory://``): other workers cannot read it."""
+    return uri.lower().startswith("memory://")
 
 
 def filesystem(uri: str) -> tuple[Any, str]:
@@ -45,7 +51,7 @@ def list_uri(uri: str, suffixes: frozenset[str]) -> list[tuple[str, str]] | None
     fs, path = filesystem(uri)
     root = path.rstrip("/") or "/"
     try:
-        if any(ch in path for ch in "*?["):
+        if glob.has_magic(path):
             files = [(p, p.rsplit("/", 1)[-1]) for p in fs.glob(path) if fs.isfile(p)]
         elif fs.isdir(root):
             files = [(p, p[len(root):].lstrip("/")) for p in fs.find(root)
