@@ -353,6 +353,9 @@ def test_unknown_or_uninstalled_filesystems_are_named(monkeypatch) -> None:
     with pytest.raises(BackendError, match=r"segany-test:// URIs needs the segany_missing_fs package: "
                                            r"pip install segany_missing_fs$"):
         find_images(["segany-test://bucket/images"])
+    monkeypatch.setitem(sys.modules, "fsspec.core", None)  # fsspec itself missing
+    with pytest.raises(BackendError, match="needs fsspec: pip install"):
+        find_images(["memory://images"])
 
 
 def test_embed_reads_uris(tmp_path, memory_root, tiny_model_files) -> None:
