@@ -1,9 +1,9 @@
 """Which images a batch job labels, and where each one's result goes.
 
 Inputs are image files, folders (searched recursively, by suffix) and glob patterns, local or
-under a filesystem URI (``s3://bucket/photos``, ``memory://``...: :mod:`segany.batch.sources`). Each image
-gets a name relative to the output folder (its path below the folder it was found in, or its own
-file name) that is also its result's name. The output folder is never read as input: when it
+under a filesystem URI (``s3://bucket/photos``, ``memory://``...: :mod:`segany.batch.sources`).
+Each image gets a name relative to the output folder (its path below the folder it was found in,
+or its own file name) that is also its result's name. The output folder is never read as input: when it
 lies inside an input folder it is left out whole, and where it is the input folder itself (or
 contains it) the files segany writes there (``*_overlay.png``, ``*_masks/``) are.
 """
@@ -115,8 +115,9 @@ def find_images(inputs: list[str], out: str | os.PathLike | None = None) -> tupl
     """Every image the inputs name, and the inputs that matched nothing.
 
     A folder contributes its image files (by suffix), keeping their sub-folders; a file or a
-    glob match contributes itself under its own name; the same for URIs (:func:`~segany.batch.sources.list_uri`). With ``out`` (the output folder), its
-    contents are not inputs (see the module's docstring); a file named explicitly always is.
+    glob match contributes itself under its own name; the same under a URI
+    (:func:`~segany.batch.sources.list_uri`). With ``out`` (the output folder), its contents are
+    not inputs (see the module's docstring); a file named explicitly always is.
     """
     out_resolved = Path(out).resolve() if out is not None else None
     found: list[ImageItem] = []
