@@ -199,6 +199,10 @@ def test_executor_options(tmp_path, monkeypatch, capsys) -> None:
     assert "workers >= 1" in capsys.readouterr().err
 
 
+def _no_tensor_read(*args: object) -> None:
+    raise AssertionError("a stored embedding's tensors were read")
+
+
 def test_embed_resumes_by_image_and_model(tmp_path, tiny_random_sam, tiny_model_files, capsys) -> None:
     """`segany embed`: one safetensors file per image; a re-run skips those stored for the same image
     bytes and model; a changed image is encoded again."""
@@ -212,7 +216,9 @@ def test_embed_resumes_by_image_and_model(tmp_path, tiny_random_sam, tiny_model_
     assert info["image_name"] == "0.png" and info["model_name"] == tiny_random_sam.config.name
     assert features.maps[0].shape[0] == 1 and features.original_size == (8, 10)
     capsys.readouterr()
-    assert main(command) == 0
+    with pytest.MonkeyPatch.context() as patch:  # resume reads the headers only, never the tensors
+        patch.setattr("segany.data.formats.embeddings._read_maps", _no_tensor_read)
+        assert main(command) == 0
     assert "embed: done 0, skipped 2, failed 0" in capsys.readouterr().err
     Image.fromarray(synthetic_image(8, 10, 3)).save(folder / "1.png")
     assert main(command) == 0
@@ -263,3 +269,106 @@ def test_a_ray_driver_loads_the_model_on_the_cpu(tiny_model_files) -> None:
     assert factory.device == "cuda:7" and next(factory.load().parameters()).device.type == "cpu"
     with pytest.raises(BackendError, match="cuda:7"):
         ModelFactory.from_args(args)
+
+
+@pytest.fixture()
+def memory_root(tmp_path):
+    """A fresh folder of fsspec's in-process ``memory://`` filesystem (removed afterwards)."""
+    fsspec = pytest.importorskip("fsspec")
+    fs, root = fsspec.filesystem("memory"), f"/segany-{tmp_path.name}"
+    yield fs, root
+    if fs.exists(root):
+        fs.rm(root, recursive=True)
+
+
+def test_uri_inputs_label_as_local_paths(tmp_path, memory_root, capsys) -> None:
+    """A memory:// folder, glob and file give the names, ids and results the same local images give."""
+    fs, root = memory_root
+    names = ["a/x.png", "b/x.png", "y.png"]
+    for seed, name in enumerate(names):
+        (tmp_path / "in" / name).parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(synthetic_image(32, 40, seed)).save(tmp_path / "in" / name)
+        fs.pipe(f"{root}/in/{name}", (tmp_path / "in" / name).read_bytes())
+    fs.pipe(f"{root}/in/notes.txt", b"not an image")
+    uri = f"memory://{root}/in"
+    images, missing = find_images([uri, f"{uri}/*.png", f"{uri}/a/x.png", f"{uri}/absent"])
+    assert missing == [f"{uri}/absent"]
+    assert [item.name for item in images] == [*names, "y.png", "x.png"]
+    assert images[0].path == f"memory://{root}/in/a/x.png" and images[0].is_uri
+    command = ["everything", "--model", "classic", "--format", "coco"]
+    assert main([*command, "-o", str(tmp_path / "local"), str(tmp_path / "in")]) == 0
+    assert main([*command, "-o", str(tmp_path / "uri"), uri]) == 0
+    assert "done 3, skipped 0, failed 0" in capsys.readouterr().err
+    local, remote = (json.loads((tmp_path / out / "annotations.json").read_text()) for out in ("local", "uri"))
+    assert remote == local and len(remote["images"]) == 3 and remote["annotations"]
+    document = json.loads((tmp_path / "uri" / "a" / "x.png.json").read_text())
+    assert document["segany"]["source"] == f"memory://{root}/in/a/x.png"
+
+
+def test_uri_images_decode_as_files_do(tmp_path, memory_root) -> None:
+    """A URI's bytes decode by load_image's rules: EXIF orientation applied, the pixel budget kept,
+    corrupt and missing files typed."""
+    from segany.batch import ImageItem
+    from segany.data.images import load_image
+    from segany.errors import ImageError, ImageTooLargeError
+
+    fs, root = memory_root
+    image = Image.fromarray(synthetic_image(12, 20, 1))
+    exif = image.getexif()
+    exif[0x0112] = 6  # shown rotated by 90 degrees
+    image.save(tmp_path / "rotated.jpg", exif=exif, quality=100)
+    fs.pipe(f"{root}/rotated.jpg", (tmp_path / "rotated.jpg").read_bytes())
+    fs.pipe(f"{root}/broken.png", b"\x89PNG\r\n\x1a\nnot really")
+    item = ImageItem(f"memory://{root}/rotated.jpg", Path("rotated.jpg"))
+    decoded = item.load()
+    assert decoded.shape == (20, 12, 3) and np.array_equal(decoded, load_image(tmp_path / "rotated.jpg"))
+    with pytest.raises(ImageTooLargeError, match="over the limit of 100 pixels"):
+        item.load(max_pixels=100)
+    with pytest.raises(ImageError, match="corrupt"):
+        ImageItem(f"memory://{root}/broken.png", Path("broken.png")).load()
+    with pytest.raises(ImageError, match="does not exist"):
+        ImageItem(f"memory://{root}/absent.png", Path("absent.png")).load()
+
+
+def test_ray_refuses_memory_uris(tmp_path, memory_root) -> None:
+    """memory:// is one process's own filesystem: the Ray executor says so before starting Ray."""
+    from segany.batch import ImageItem, Task
+    from segany.batch.ray_executor import RayExecutor
+    from segany.errors import BackendError
+
+    item = ImageItem(f"memory://{memory_root[1]}/a.png", Path("a.png"))
+    with pytest.raises(BackendError, match="Ray workers cannot read"):
+        next(RayExecutor().run(None, [Task(item, item.image_id)], tmp_path))
+
+
+def test_unknown_or_uninstalled_filesystems_are_named(monkeypatch) -> None:
+    """One typed line: an unknown protocol, or the package a known one needs."""
+    from segany.errors import BackendError
+
+    known = pytest.importorskip("fsspec.registry").known_implementations
+    with pytest.raises(BackendError, match="unknown filesystem protocol 'nosuchfs'"):
+        find_images(["nosuchfs://bucket/images"])
+    monkeypatch.setitem(known, "segany-test",
+                        {"class": "segany_missing_fs.FileSystem", "err": "Install segany_missing_fs"})
+    with pytest.raises(BackendError, match=r"segany-test:// URIs needs the segany_missing_fs package: "
+                                           r"pip install segany_missing_fs$"):
+        find_images(["segany-test://bucket/images"])
+    monkeypatch.setitem(sys.modules, "fsspec.core", None)  # fsspec itself missing
+    with pytest.raises(BackendError, match="needs fsspec: pip install"):
+        find_images(["memory://images"])
+
+
+def test_embed_reads_uris(tmp_path, memory_root, tiny_model_files) -> None:
+    """`segany embed memory://...` stores what the local folder's run stores (the image's sha256 too)."""
+    from segany.data.formats.embeddings import read_embedding_info
+    from tiny_models import model_args
+
+    fs, root = memory_root
+    folder = write_images_at(tmp_path, 2)
+    for path in folder.iterdir():
+        fs.pipe(f"{root}/{path.name}", path.read_bytes())
+    for out, source in (("local", str(folder)), ("uri", f"memory://{root}")):
+        assert main(["embed", source, "-o", str(tmp_path / out), *model_args(tiny_model_files)]) == 0
+    for name in ("0.png", "1.png"):
+        local, remote = (read_embedding_info(tmp_path / out / f"{name}.safetensors") for out in ("local", "uri"))
+        assert remote == local

@@ -98,17 +98,26 @@ def test_everything_cli_ray_equals_local_and_reports_a_corrupt_image(tmp_path, c
         pytest.skip(f"{COCO_IMAGES} not found (set SEGANY_SHARED)")
     folder = tmp_path / "in"
     folder.mkdir()
-    for path in sorted(COCO_IMAGES.iterdir())[:2]:
-        Image.open(path).resize((96, 64)).save(folder / path.name)
+    images = [path.name for path in sorted(COCO_IMAGES.iterdir())[:2]]
+    for name in images:
+        Image.open(COCO_IMAGES / name).resize((96, 64)).save(folder / name)
     (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")
     common = ["--model", "classic", "--format", "coco"]
     assert main(["everything", str(folder), "-o", str(tmp_path / "local"), *common]) == 1
     capsys.readouterr()
-    assert main(["everything", str(folder), "-o", str(tmp_path / "ray"), *common, "--executor", "ray", "--workers", "2"]) == 1
+    uri = folder.resolve().as_uri()  # the workers read a file:// URI through fsspec
+    assert main(["everything", uri, "-o", str(tmp_path / "ray"), *common, "--executor", "ray", "--workers", "2"]) == 1
     err = capsys.readouterr().err
     assert "failed: broken.png: ImageError" in err and "done 2, skipped 0, failed 1, retried 0" in err
     local, distributed = (json.loads((tmp_path / name / "annotations.json").read_text()) for name in ("local", "ray"))
     assert len(distributed["images"]) == 2 and distributed["annotations"] and distributed == local
+    results = {name: [json.loads((tmp_path / name / f"{image}.json").read_text()) for image in images]
+               for name in ("local", "ray")}
+    for image, document in zip(images, results["ray"]):
+        assert document["segany"].pop("source") == f"{uri}/{image}"
+    for document in results["local"]:
+        document["segany"].pop("source")
+    assert results["ray"] == results["local"]
     assert documents(tmp_path / "ray") == documents(tmp_path / "local")
 
 
@@ -155,3 +164,20 @@ def test_embed_ray_equals_local(tmp_path, tiny_model_files) -> None:
         assert ray_info == local_info and ray_info["image_name"] == f"im{seed}.png"
         assert len(distributed.maps) == len(local.maps) >= 1
         assert all(torch.equal(a, b) for a, b in zip(distributed.maps, local.maps))
+
+
+def test_label_ray_equals_local(tmp_path, tiny_model_files, capsys) -> None:
+    """`segany label --executor ray`: the text labeler travels as a factory (each actor builds the
+    detector and SAM predictor once) and the COCO file equals the local run's."""
+    pytest.importorskip("transformers")
+    from tiny_text_models import tiny_text_model_folders
+
+    folder = write_images(tmp_path / "in", 2)
+    command = ["label", str(folder), "--classes", "cat, dog", "--engine", "owlv2", "--detector",
+               str(tiny_text_model_folders()["owlv2"]), "--box-threshold", "0.0", *model_args(tiny_model_files)]
+    assert main([*command, "-o", str(tmp_path / "local")]) == 0
+    assert main([*command, "-o", str(tmp_path / "ray"), "--executor", "ray"]) == 0
+    assert "label: done 2, skipped 0, failed 0, retried 0" in capsys.readouterr().err
+    local, distributed = (json.loads((tmp_path / name / "annotations.json").read_text()) for name in ("local", "ray"))
+    assert [c["name"] for c in distributed["categories"]] == ["cat", "dog"]
+    assert len(distributed["images"]) == 2 and distributed["annotations"] and distributed == local

@@ -19,6 +19,7 @@ from segany.data.formats.embeddings import (
     file_sha256,
     model_name_of,
     read_embedding,
+    read_embedding_info,
     write_embedding,
 )
 from segany.errors import ConfigError, EmbeddingFileError, NotFoundError
@@ -59,6 +60,7 @@ def test_round_trip_predicts_exactly_as_set_image(kind: str, request: pytest.Fix
     assert info == {"image_name": "cat.png", "image_sha256": SHA, "model_name": model.config.name,
                     "checkpoint_sha256": "cd" * 32, "original_size": features.original_size,
                     "input_size": features.input_size, "format_version": 1}
+    assert read_embedding_info(path) == info  # the same metadata from the header alone
 
     reader = segany.Predictor(model)
     reader.set_image_features(loaded)
@@ -113,8 +115,27 @@ def test_corrupt_foreign_and_future_files_are_refused(tmp_path: Path) -> None:
                         (future, "version '99'"), (mislabelled, "do not match"), (bad_size, "input_size")):
         with pytest.raises(EmbeddingFileError, match=words):
             read_embedding(path)
+        if path is not mislabelled:  # its header is fine: only its maps are wrong
+            with pytest.raises(EmbeddingFileError, match=words):
+                read_embedding_info(path)
     with pytest.raises(NotFoundError):
         read_embedding(tmp_path / "absent.safetensors")
+    with pytest.raises(NotFoundError):
+        read_embedding_info(tmp_path / "absent.safetensors")
+
+
+def test_info_reads_no_tensor(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """read_embedding_info opens the header only: a file whose maps cannot be read still answers."""
+    import segany.data.formats.embeddings as embeddings
+
+    path = _valid_file(tmp_path)
+    expected = read_embedding(path)[1]
+
+    def no_maps(*args: object) -> None:
+        raise AssertionError("a tensor was read")
+
+    monkeypatch.setattr(embeddings, "_read_maps", no_maps)
+    assert read_embedding_info(path) == expected and expected["original_size"] == (10, 12)
 
 
 def test_write_refuses_what_it_cannot_store(tmp_path: Path) -> None:

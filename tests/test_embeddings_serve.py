@@ -74,8 +74,14 @@ def test_stored_embedding_answers_without_the_encoder(folders, tiny_random_sam, 
 
 
 def test_unfit_embeddings_are_computed_and_said_once(folders, tiny_random_sam, tmp_path: Path,
-                                                     caplog: pytest.LogCaptureFixture) -> None:
+                                                     caplog: pytest.LogCaptureFixture, monkeypatch) -> None:
+    """Embeddings that do not fit are computed, said once per image, their tensors never read."""
     images, stored = folders
+
+    def no_maps(*args: object) -> None:
+        raise AssertionError("the tensors of an unfit embedding were read")
+
+    monkeypatch.setattr("segany.data.formats.embeddings._read_maps", no_maps)
     reference = _client(create_app(images, tiny_random_sam, tmp_path / "a.json"))
     app = create_app(images, tiny_random_sam, tmp_path / "b.json", embeddings=stored, checkpoint_sha256=CHECKPOINT,
                      max_embeddings=1)

@@ -8,6 +8,7 @@ atomic). ``segany serve --embeddings OUT`` then answers those images without the
 """
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,10 +18,10 @@ from ..data.formats.embeddings import (
     embedding_mismatch,
     embedding_path,
     file_sha256,
-    read_embedding,
+    read_embedding_info,
     write_embedding,
 )
-from ..data.images import DEFAULT_MAX_PIXELS, load_image
+from ..data.images import DEFAULT_MAX_PIXELS
 from ..errors import SeganyError
 from ..fileio import ensure_directory
 from .discover import ImageItem, unique_images
@@ -49,11 +50,15 @@ class EmbedJob:
 
     def run(self, predictor: Any, task: Task) -> None:
         """Encode one image and write its embedding file atomically."""
-        image = load_image(task.item.path, max_pixels=self.max_pixels)
-        predictor.set_image(image)
+        predictor.set_image(task.item.load(self.max_pixels))
         write_embedding(embedding_path(self.out, task.item.relative), predictor.image_features(),
-                        image_name=task.item.name, image_sha256=file_sha256(task.item.path),
+                        image_name=task.item.name, image_sha256=_image_sha256(task.item),
                         model_name=self.model_name, checkpoint_sha256=self.checkpoint_sha256)
+
+
+def _image_sha256(item: ImageItem) -> str:
+    """The sha256 of the image file's bytes (a URI's read through fsspec)."""
+    return hashlib.sha256(item.read_bytes()).hexdigest() if item.is_uri else file_sha256(item.path)
 
 
 def _stored(out: Path, item: ImageItem, model_name: str, checkpoint_sha256: str | None) -> bool:
@@ -62,8 +67,8 @@ def _stored(out: Path, item: ImageItem, model_name: str, checkpoint_sha256: str 
     if not path.is_file():
         return False
     try:
-        _, info = read_embedding(path)
-        image_sha256 = file_sha256(item.path)
+        info = read_embedding_info(path)  # the header only
+        image_sha256 = _image_sha256(item)
     except (SeganyError, OSError):
         return False  # unreadable: made again
     return embedding_mismatch(info, image_sha256=image_sha256, model_name=model_name,

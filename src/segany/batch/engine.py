@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from ..data.formats.coco import CocoImageIndex, coco_instances
-from ..data.images import DEFAULT_MAX_PIXELS, load_image
+from ..data.images import DEFAULT_MAX_PIXELS
 from ..errors import AnnotationError, ImageError, SettingsMismatchError
 from ..fileio import atomic_write_json, atomic_write_text, ensure_directory, json_text
 from ..version import __version__
@@ -243,7 +243,7 @@ def _label_one(
     from ..data.formats.sa1b import sa1b_document
     from ..masks import decode_rle
 
-    image = load_image(item.path, max_pixels=max_pixels)
+    image = item.load(max_pixels)
     height, width = image.shape[:2]
     if entry is not None and (entry["height"], entry["width"]) != (height, width):
         raise ImageError(f"image {item.path} is {width}x{height}, its COCO entry says {entry['width']}x{entry['height']}")

@@ -44,7 +44,7 @@ class Task:
     def from_row(cls, row: dict[str, Any]) -> Task:
         """The task of a :meth:`to_row` row."""
         entry = str(row["entry"])
-        return cls(ImageItem(Path(str(row["path"])), Path(str(row["relative"]))), int(row["image_id"]),
+        return cls(ImageItem(str(row["path"]), Path(str(row["relative"]))), int(row["image_id"]),
                    json.loads(entry) if entry else None)
 
 

@@ -25,6 +25,7 @@ from typing import Any
 
 from ..errors import BackendError, OutputError
 from .executors import ImageJob, Outcome, Task, attempt, claim_attempt
+from .sources import process_local
 
 MAX_TASK_RETRIES = 4
 
@@ -108,6 +109,10 @@ class RayExecutor:
         """Yields each task's outcome as the actors finish it (in no fixed order)."""
         if not tasks:
             return
+        local = [task.item.path for task in tasks if task.item.is_uri and process_local(str(task.item.path))]
+        if local:
+            raise BackendError(f"{local[0]} is on this process's own memory:// filesystem, which Ray workers "
+                               f"cannot read: use the local executor, or a file:// / shared URI")
         ray = import_ray()
         started = self._start(ray)
         try:

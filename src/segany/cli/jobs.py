@@ -1,5 +1,5 @@
-"""What the batch subcommands (``everything``, ``embed``) share: the executor options, and the
-picklable factories that build a model's generator or predictor once per worker."""
+"""What the batch subcommands (``everything``, ``embed``, ``label``) share: the executor options, and
+the picklable factories that build a model's generator, predictor or text labeler once per worker."""
 from __future__ import annotations
 
 import argparse
@@ -115,3 +115,31 @@ class PredictorFactory:
         from ..engine import Predictor
 
         return Predictor(self.model.load())
+
+
+@dataclass
+class TextLabelerFactory:
+    """A :class:`~segany.text.TextLabeler` of the text route ``settings`` (its detector or CLIP, on
+    ``device``) for ``classes``, or for each image's caption by the BLIP model ``captioner``, built
+    where it is called and kept there (a Ray actor builds its own: ``built`` is never pickled)."""
+
+    model: ModelFactory
+    settings: dict[str, Any]
+    classes: list[str] | None
+    captioner: str | None
+    device: str
+    built: Any = field(default=None, repr=False, compare=False)
+
+    def __call__(self) -> Any:
+        if self.built is None:
+            from ..text.caption import BlipCaptioner
+            from ..text.labeler import TextLabeler
+            from ..text.routes import build_route
+
+            captioner = BlipCaptioner(self.captioner, device=self.device) if self.captioner is not None else None
+            self.built = TextLabeler(build_route(self.model.load(), self.settings, device=self.device), self.classes,
+                                     captioner)
+        return self.built
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "built": None}

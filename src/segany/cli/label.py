@@ -7,10 +7,12 @@ resume by settings, atomic per-image SA-1B documents, per-image failures, the CO
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 
 from ..batch import COCO_FILE, find_images, job_settings, label_images, write_coco
-from .common import add_image_arguments, add_model_arguments, checkpoint_sha256, info, load_model_from_args
+from .common import checkpoint_sha256, info
+from .jobs import ModelFactory, TextLabelerFactory, add_input_output_arguments, add_job_arguments, executor_from_args
 from .segment import add_text_route_arguments, text_route_settings
 
 
@@ -23,8 +25,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "for --classes, or for each image's BLIP caption (--caption); resumable, one SA-1B JSON per "
                     "image, plus COCO instances with the classes as categories (or YOLO-seg labels).",
     )
-    parser.add_argument("paths", nargs="+", metavar="PATH", help="image files, folders (searched recursively) or glob patterns")
-    parser.add_argument("-o", "--output", required=True, metavar="OUTDIR", help="output folder")
+    add_input_output_arguments(parser)
     prompt = parser.add_mutually_exclusive_group(required=True)
     prompt.add_argument("--classes", metavar='"cat, dog"', help="class names separated by ',' or '.'")
     prompt.add_argument("--caption", action="store_true",
@@ -37,8 +38,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--overlay", action="store_true", help="also write <image>_overlay.png")
     parser.add_argument("--overwrite", action="store_true",
                         help="redo images whose JSON already exists (default: skip those made with the same settings)")
-    add_image_arguments(parser)
-    add_model_arguments(parser)
+    add_job_arguments(parser)
     parser.set_defaults(handler=run)
 
 
@@ -47,30 +47,30 @@ def run(args: argparse.Namespace) -> int:
 
     from ..errors import PromptError
     from ..fileio import ensure_directory
-    from ..text.caption import BlipCaptioner
     from ..text.detectors import split_prompt
-    from ..text.labeler import TextLabeler
-    from ..text.routes import build_route
 
     if args.caption and args.engine != "grounding-dino":
         raise PromptError("--caption grounds the phrases of a caption: use it with --engine grounding-dino")
     classes = split_prompt(args.classes) if args.classes is not None else None
     route_settings = {**text_route_settings(args, args.engine), "classes": classes,
                       "captioner": str(args.captioner) if args.caption else None}
+    executor = executor_from_args(args)
     out = ensure_directory(args.output)
     images, missing = find_images(args.paths, out=out)
     for text in missing:
         info(f"failed: {text}: no such file, folder or matching image")
-    model = load_model_from_args(args) if images else None
-    settings = job_settings(model, checkpoint_sha256(args), route_settings) if model is not None else {}
+    model = ModelFactory.from_args(args, driver_device=None if executor is None else "cpu") if images else None
+    settings = job_settings(model.load(), checkpoint_sha256(args), route_settings) if model is not None else {}
     labeler = None
     if model is not None:
-        captioner = BlipCaptioner(args.captioner, device=args.device) if args.caption else None
-        labeler = TextLabeler(build_route(model, route_settings, device=args.device), classes, captioner)
+        labeler = TextLabelerFactory(model, route_settings, classes, route_settings["captioner"], args.device)
+        # the text models load here, so a missing one fails before any image is scheduled (a Ray
+        # driver checks them on the CPU; its actors load their own copies on --device)
+        (labeler if executor is None else dataclasses.replace(labeler, device="cpu"))()
     summary = label_images(
         images, labeler, out, settings, overwrite=args.overwrite, overlay=args.overlay, max_pixels=args.max_pixels,
         report=lambda line: tqdm.write(line, file=sys.stderr),
-        progress=lambda todo: iter(tqdm(todo, unit="image", desc="label", disable=None)),
+        progress=lambda todo: iter(tqdm(todo, unit="image", desc="label", disable=None)), executor=executor,
     )
     if args.format in ("coco", "yolo"):
         coco = write_coco(images, out, settings, categories=classes)
@@ -82,5 +82,6 @@ def run(args: argparse.Namespace) -> int:
             written = write_yolo(coco, out)
             info(f"wrote {len(written)} YOLO label file(s) and classes.txt to {out}/")
     failed = summary.failed + len(missing)
-    info(f"label: done {summary.done}, skipped {summary.skipped}, failed {failed}; results in {out}/")
+    info(f"label: done {summary.done}, skipped {summary.skipped}, failed {failed}, retried {summary.retried}; "
+         f"results in {out}/")
     return 1 if failed else 0

@@ -62,7 +62,7 @@ def available_memory() -> int | None:
     return min(limits) if limits else None
 
 
-def _open(path: str | os.PathLike) -> Image.Image:
+def _open(path: str | os.PathLike | io.BytesIO) -> Image.Image:
     """``Image.open`` (header only) without Pillow's own pixel limit: :func:`load_image` applies its own.
 
     Pillow's limit is a process-wide setting; it is lifted, under a lock, only for the rare header
@@ -124,22 +124,32 @@ def load_image(path: str | os.PathLike, *, max_pixels: int | None = DEFAULT_MAX_
     Images are decoded at full size: masks are in the image's own pixels, so JPEG draft
     (reduced-size) decoding is not used.
     """
+    return _decode(path, path, max_pixels)
+
+
+def load_image_bytes(data: bytes, *, name: str, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """:func:`load_image` on an image file's bytes (read from a URI, an upload...); ``name`` (e.g. the
+    URI) is what its errors call the image. The same decoding rules, pixel budget and errors."""
+    return _decode(io.BytesIO(data), name, max_pixels)
+
+
+def _decode(source: str | os.PathLike | io.BytesIO, name: str | os.PathLike, max_pixels: int | None) -> np.ndarray:
     try:
-        with _open(path) as img:
-            _check_size(path, img, max_pixels)
+        with _open(source) as img:
+            _check_size(name, img, max_pixels)
             img.load()
             img = ImageOps.exif_transpose(img)
             return _to_uint8_rgb(img)
     except FileNotFoundError:
-        raise ImageError(f"image {path} does not exist") from None
+        raise ImageError(f"image {name} does not exist") from None
     except IsADirectoryError:
-        raise ImageError(f"image {path} is a directory") from None
+        raise ImageError(f"image {name} is a directory") from None
     except ImageError:
         raise
     except Image.DecompressionBombError as exc:  # a frame (GIF, ICO) larger than the header said
-        raise ImageTooLargeError(f"image {path} is too large to decode: {exc}") from None
+        raise ImageTooLargeError(f"image {name} is too large to decode: {exc}") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise ImageError(f"image {path} cannot be read (corrupt or unsupported format: {exc})") from None
+        raise ImageError(f"image {name} cannot be read (corrupt or unsupported format: {exc})") from None
 
 
 def check_image_array(image: object) -> np.ndarray:

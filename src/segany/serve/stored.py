@@ -13,7 +13,7 @@ import os
 import threading
 from pathlib import Path, PurePosixPath
 
-from ..data.formats.embeddings import embedding_mismatch, embedding_path, file_sha256, read_embedding
+from ..data.formats.embeddings import embedding_mismatch, embedding_path, file_sha256, read_embedding, read_embedding_info
 from ..engine import ImageFeatures
 from ..errors import ConfigError, SeganyError
 
@@ -42,16 +42,16 @@ class StoredEmbeddings:
             self.fall_back(file_name, f"no stored embedding at {path}")
             return None
         try:
-            features, info = read_embedding(path)
+            info = read_embedding_info(path)  # the header: the tensors are read only when they fit
+            reason = embedding_mismatch(info, image_sha256=file_sha256(image_file), model_name=self.model_name,
+                                        checkpoint_sha256=self.checkpoint_sha256)
+            if reason is not None:
+                self.fall_back(file_name, f"stored embedding {path} not used: {reason}")
+                return None
+            return read_embedding(path)[0]
         except SeganyError as exc:
             self.fall_back(file_name, str(exc))
             return None
-        reason = embedding_mismatch(info, image_sha256=file_sha256(image_file), model_name=self.model_name,
-                                    checkpoint_sha256=self.checkpoint_sha256)
-        if reason is not None:
-            self.fall_back(file_name, f"stored embedding {path} not used: {reason}")
-            return None
-        return features
 
     def taken(self) -> None:
         """Count one image answered from its stored embedding."""

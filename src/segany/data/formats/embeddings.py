@@ -114,25 +114,22 @@ def _header(path: Path, handle: Any) -> dict[str, str]:
     return metadata
 
 
-def read_embedding(path: str | os.PathLike) -> tuple[ImageFeatures, dict[str, Any]]:
-    """The features stored at ``path`` and their metadata: ``image_name``, ``image_sha256``,
-    ``model_name``, ``checkpoint_sha256`` (None when the model had none), ``original_size``,
-    ``input_size`` ((H, W) tuples) and ``format_version``. :class:`NotFoundError` when there is no
-    file, :class:`EmbeddingFileError` when it is corrupt, truncated or not a segany embedding."""
-    path = Path(path)
+def _info(metadata: dict[str, str]) -> dict[str, Any]:
+    """The metadata dict of :func:`read_embedding` from a checked header (sizes parsed)."""
+    info: dict[str, Any] = {key: metadata.get(key) for key in _IDENTITY}
+    info.update(original_size=tuple(_size(json.loads(metadata["original_size"]), "original_size")),
+                input_size=tuple(_size(json.loads(metadata["input_size"]), "input_size")),
+                format_version=FORMAT_VERSION)
+    return info
+
+
+def _open_embedding(path: Path, read: Any) -> Any:
+    """``read(metadata, handle)`` on the open safetensors file at ``path``, its errors made typed."""
     if not path.is_file():
         raise NotFoundError(f"no embedding file at {path}")
     try:
         with safetensors.safe_open(str(path), framework="pt") as handle:
-            metadata = _header(path, handle)
-            kinds = json.loads(metadata["map_kinds"])
-            original_size = tuple(_size(json.loads(metadata["original_size"]), "original_size"))
-            input_size = tuple(_size(json.loads(metadata["input_size"]), "input_size"))
-            names = [f"map_{i}" for i in range(len(kinds))] if isinstance(kinds, list) else []
-            if not names or any(kind not in _KINDS for kind in kinds) or sorted(handle.keys()) != sorted(names):
-                raise EmbeddingFileError(f"{path}: its maps ({sorted(handle.keys())}) do not match its header's "
-                                         f"map_kinds {metadata['map_kinds']}")
-            maps = tuple(handle.get_tensor(name) for name in names)
+            return read(_header(path, handle), handle)
     except EmbeddingFileError:
         raise
     except safetensors.SafetensorError as exc:
@@ -141,10 +138,33 @@ def read_embedding(path: str | os.PathLike) -> tuple[ImageFeatures, dict[str, An
         raise EmbeddingFileError(f"{path} has a malformed header ({exc})") from None
     except OSError as exc:
         raise EmbeddingFileError(f"{path} cannot be read ({exc.strerror or exc})") from None
+
+
+def read_embedding_info(path: str | os.PathLike) -> dict[str, Any]:
+    """The metadata of the embedding at ``path`` (as :func:`read_embedding` gives it) from the
+    safetensors header alone: no tensor is read. Errors as :func:`read_embedding`."""
+    return _open_embedding(Path(path), lambda metadata, handle: _info(metadata))
+
+
+def _read_maps(path: Path, metadata: dict[str, str], handle: Any) -> tuple[ImageFeatures, dict[str, Any]]:
+    info = _info(metadata)
+    kinds = json.loads(metadata["map_kinds"])
+    names = [f"map_{i}" for i in range(len(kinds))] if isinstance(kinds, list) else []
+    if not names or any(kind not in _KINDS for kind in kinds) or sorted(handle.keys()) != sorted(names):
+        raise EmbeddingFileError(f"{path}: its maps ({sorted(handle.keys())}) do not match its header's "
+                                 f"map_kinds {metadata['map_kinds']}")
+    maps = tuple(handle.get_tensor(name) for name in names)
     maps = tuple(m.numpy() if kind == "numpy" else m for m, kind in zip(maps, kinds))
-    info: dict[str, Any] = {key: metadata.get(key) for key in _IDENTITY}
-    info.update(original_size=original_size, input_size=input_size, format_version=FORMAT_VERSION)
-    return ImageFeatures(maps, original_size, input_size), info
+    return ImageFeatures(maps, info["original_size"], info["input_size"]), info
+
+
+def read_embedding(path: str | os.PathLike) -> tuple[ImageFeatures, dict[str, Any]]:
+    """The features stored at ``path`` and their metadata: ``image_name``, ``image_sha256``,
+    ``model_name``, ``checkpoint_sha256`` (None when the model had none), ``original_size``,
+    ``input_size`` ((H, W) tuples) and ``format_version``. :class:`NotFoundError` when there is no
+    file, :class:`EmbeddingFileError` when it is corrupt, truncated or not a segany embedding."""
+    path = Path(path)
+    return _open_embedding(path, lambda metadata, handle: _read_maps(path, metadata, handle))
 
 
 def embedding_mismatch(info: dict[str, Any], *, image_sha256: str, model_name: str,
