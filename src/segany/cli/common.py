@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 DEFAULT_MODEL = "vit_t"
@@ -18,6 +20,23 @@ def add_model_arguments(parser: argparse.ArgumentParser, default: str = DEFAULT_
     )
     parser.add_argument("--checkpoint", default=None, help="weights file (default: the zoo's, downloaded and cached)")
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default cpu)")
+
+
+def number_type(kind: type = int, minimum: float = 1, exclusive: bool = False) -> Callable[[str], int | float]:
+    """An argparse ``type``: the text as ``kind`` (int or float), finite and at least ``minimum``
+    (above it with ``exclusive``), else a message saying what was expected."""
+    noun = "a whole number" if kind is int else "a number"
+    bound = f"more than {minimum}" if exclusive else f"at least {minimum}"
+
+    def parse(text: str) -> int | float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be {noun}, got {text!r}") from None
+        if not math.isfinite(value) or value < minimum or (exclusive and value == minimum):
+            raise argparse.ArgumentTypeError(f"must be {bound}, got {text}")
+        return value
+    return parse
 
 
 def max_pixels_type(text: str) -> int | None:

@@ -5,18 +5,8 @@ from __future__ import annotations
 
 import argparse
 
-from .common import add_model_arguments, info, load_model_from_args
+from .common import add_model_arguments, info, load_model_from_args, number_type
 from .segment import add_text_route_arguments, text_route_settings
-
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -35,8 +25,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="evaluation protocol (default noc)")
     parser.add_argument("--prompt", choices=("mask", "click"), default="mask",
                         help="vos: prompt the first frame with its ground-truth mask (default) or one click at the object centre")
-    parser.add_argument("--max-clicks", type=_positive, default=20, help="clicks per object for noc (default 20; sam uses up to 9)")
-    parser.add_argument("--limit", type=_positive, default=None, metavar="N",
+    parser.add_argument("--max-clicks", type=number_type(int, 1), default=20, help="clicks per object for noc (default 20; sam uses up to 9)")
+    parser.add_argument("--limit", type=number_type(int, 1), default=None, metavar="N",
                         help="only the first N objects (detect: images)")
     add_text_route_arguments(parser, "--engine")
     parser.add_argument("--out", default=None, metavar="FILE.json", help="write the summary and per-object results here")

@@ -4,7 +4,14 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING
 
-from .common import add_image_arguments, add_model_arguments, checkpoint_sha256, info, load_model_from_args
+from .common import (
+    add_image_arguments,
+    add_model_arguments,
+    checkpoint_sha256,
+    info,
+    load_model_from_args,
+    number_type,
+)
 
 if TYPE_CHECKING:
     from ..text.detectors import TunableDetector
@@ -13,28 +20,8 @@ LOOPBACK = ("localhost", "127.0.0.1", "[::1]")
 WILDCARD_ADDRESSES = ("0.0.0.0", "::", "")
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
-    return value
-
-
 def _port(text: str) -> int:
-    value = _positive_int(text)
+    value = number_type(int, 1)(text)
     if value > 65535:
         raise argparse.ArgumentTypeError(f"must be a TCP port from 1 to 65535, got {value}")
     return value
@@ -62,17 +49,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              "[::1] and --host (repeatable; '*' allows any: no protection against DNS rebinding)")
     parser.add_argument("--annotations", default=None, metavar="FILE",
                         help="COCO instances JSON to read and update (default IMAGES_DIR/annotations.coco.json)")
-    parser.add_argument("--cache-embeddings", type=_positive_int, default=16, metavar="N",
+    parser.add_argument("--cache-embeddings", type=number_type(int, 1), default=16, metavar="N",
                         help="image embeddings kept in memory (default 16)")
-    parser.add_argument("--cache-mb", type=_positive_int, default=512, metavar="MB",
+    parser.add_argument("--cache-mb", type=number_type(int, 1), default=512, metavar="MB",
                         help="memory for cached embeddings in MiB (default 512)")
-    parser.add_argument("--max-body-mb", type=_positive_float, default=8.0, metavar="MB",
+    parser.add_argument("--max-body-mb", type=number_type(float, 0, exclusive=True), default=8.0, metavar="MB",
                         help="largest request body accepted, in MiB (default 8)")
-    parser.add_argument("--max-queue", type=_positive_int, default=32, metavar="N",
+    parser.add_argument("--max-queue", type=number_type(int, 1), default=32, metavar="N",
                         help="jobs that may wait for the encoder and for the decoder; more get 503 (default 32)")
-    parser.add_argument("--max-everything-queue", type=_positive_int, default=4, metavar="N",
+    parser.add_argument("--max-everything-queue", type=number_type(int, 1), default=4, metavar="N",
                         help="'everything' jobs that may wait or run; more get 503 (default 4)")
-    parser.add_argument("--max-points-per-side", type=_positive_int, default=64, metavar="N",
+    parser.add_argument("--max-points-per-side", type=number_type(int, 1), default=64, metavar="N",
                         help="largest points_per_side an 'everything' request may ask for (default 64)")
     parser.add_argument("--embeddings", default=None, metavar="DIR",
                         help="folder of stored embeddings (segany embed IMAGES_DIR -o DIR): an image whose file and "

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import PromptError, SettingsMismatchError
-from .common import add_image_arguments, add_model_arguments, checkpoint_sha256, info, load_model_from_args
+from .common import add_image_arguments, add_model_arguments, checkpoint_sha256, info, load_model_from_args, number_type
 
 RECORD_FILE = "track.json"
 FORMATS = ("davis", "png", "coco", "mp4")
@@ -45,18 +45,6 @@ class _InOrder(argparse.Action):
         events = getattr(namespace, "prompt_events", None) or []
         events.append((self.dest, values))
         namespace.prompt_events = events
-
-
-def _count(what: str, minimum: int) -> Callable[[str], int]:
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            value = minimum - 1
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"{what} must be an integer >= {minimum}, got {text!r}")
-        return value
-    return parse
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -76,8 +64,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("video", metavar="VIDEO|FRAMES_DIR", help="a video file (PyAV) or a folder of frames (00000.jpg...)")
     prompt = {"action": _InOrder, "default": argparse.SUPPRESS}
-    parser.add_argument("--obj", type=_count("--obj", 1), metavar="ID", help="start prompting object ID (1, 2, ...)", **prompt)
-    parser.add_argument("--frame", type=_count("--frame", 0), metavar="N", help="the following prompts are on frame N (default 0)", **prompt)
+    parser.add_argument("--obj", type=number_type(int, 1), metavar="ID", help="start prompting object ID (1, 2, ...)", **prompt)
+    parser.add_argument("--frame", type=number_type(int, 0), metavar="N", help="the following prompts are on frame N (default 0)", **prompt)
     parser.add_argument("--point", type=parse_point, metavar="X,Y[,LABEL]",
                         help="click in pixels; LABEL 1 = foreground (default), 0 = background; repeatable", **prompt)
     parser.add_argument("--box", type=parse_box, metavar="X0,Y0,X1,Y1", help="box in pixels (one per object and frame)", **prompt)
@@ -88,7 +76,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              "<obj>/<frame>.png binary masks; coco: annotations.json, COCO video (YouTube-VIS) JSON "
                              "with RLE; mp4: <video>.mp4 overlay video (coco/mp4 keep per-frame parts in frames/)")
     parser.add_argument("--reverse", action="store_true", help="track backward first, from the latest prompted frame")
-    parser.add_argument("--max-frames", type=_count("--max-frames", 0), default=None, metavar="N",
+    parser.add_argument("--max-frames", type=number_type(int, 0), default=None, metavar="N",
                         help="track N frames beyond the start in each direction (default: to both ends)")
     parser.add_argument("--fps", type=float, default=None, help="mp4 frame rate (default: the video's, else 24)")
     parser.add_argument("--overwrite", action="store_true",

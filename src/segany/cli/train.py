@@ -4,25 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from .common import check_device, info
-
-
-def _positive(kind: type):
-    def parse(text: str):
-        try:
-            value = kind(text)
-        except ValueError:
-            value = 0
-        if value <= 0:
-            raise argparse.ArgumentTypeError(f"expected a positive {kind.__name__}, got {text!r}")
-        return value
-    return parse
-
-
-def _count(text: str) -> int:
-    if not text.isdigit():
-        raise argparse.ArgumentTypeError(f"expected a count >= 0, got {text!r}")
-    return int(text)
+from .common import check_device, info, number_type
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -44,14 +26,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="decoder: frozen encoder, features cached on disk; lora: adapters on the encoder's attention; "
                              "full: every weight (default decoder)")
     parser.add_argument("-o", "--out", required=True, metavar="RUN_DIR", help="run folder")
-    parser.add_argument("--epochs", type=_positive(int), default=10)
-    parser.add_argument("--lr", type=_positive(float), default=1e-4, help="AdamW peak learning rate (default 1e-4)")
+    parser.add_argument("--epochs", type=number_type(int, 1), default=10)
+    parser.add_argument("--lr", type=number_type(float, 0, exclusive=True), default=1e-4, help="AdamW peak learning rate (default 1e-4)")
     parser.add_argument("--weight-decay", type=float, default=0.1)
-    parser.add_argument("--warmup", type=_count, default=None, metavar="STEPS", help="linear warm-up steps (default min(250, 10%%))")
-    parser.add_argument("--points", type=_count, default=8, help="error-region points per object after the first prompt (default 8)")
-    parser.add_argument("--silent", type=_count, default=2, help="iterations without a new point (default 2)")
-    parser.add_argument("--max-objects", type=_positive(int), default=16, help="objects per image per step (default 16)")
-    parser.add_argument("--lora-rank", type=_positive(int), default=4)
+    parser.add_argument("--warmup", type=number_type(int, 0), default=None, metavar="STEPS", help="linear warm-up steps (default min(250, 10%%))")
+    parser.add_argument("--points", type=number_type(int, 0), default=8, help="error-region points per object after the first prompt (default 8)")
+    parser.add_argument("--silent", type=number_type(int, 0), default=2, help="iterations without a new point (default 2)")
+    parser.add_argument("--max-objects", type=number_type(int, 1), default=16, help="objects per image per step (default 16)")
+    parser.add_argument("--lora-rank", type=number_type(int, 1), default=4)
     parser.add_argument("--no-augment", action="store_true", help="no flips or scale jitter")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--bf16", action="store_true", help="bfloat16 autocast")
