@@ -15,6 +15,8 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("SEGANY_SHARED", REPO.parent / "shared"))
 GOLDEN = SHARED / "golden"
 
+pytest_plugins = ["browser"]  # the annotator-in-Chromium fixtures: server, page
+
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 
 

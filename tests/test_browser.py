@@ -1,115 +1,16 @@
-"""The web annotator in a real browser: Debian's Chromium, headless, driven by Playwright.
-
-A uvicorn server runs in a thread on a free loopback port; the test clicks on the image, checks
-the mask overlay in the canvas pixels, accepts it with a category and reads the COCO file back.
-The screenshot goes to ``test-artifacts/`` (git-ignored).
-"""
+"""The web annotator in a real browser: click on the image, check the mask overlay in the canvas
+pixels, accept it with a category and read the COCO file back; proposals kept from "everything"
+and from text search."""
 from __future__ import annotations
 
 import json
-import shutil
-import socket
-import threading
-import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
+from pycocotools.coco import COCO
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-if not Path(CHROMIUM).exists():
-    pytest.skip("Chromium is not installed (apt-get install chromium); the browser test needs it",
-                allow_module_level=True)
-sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright Python package is not installed")
-uvicorn = pytest.importorskip("uvicorn", reason="the serve extra (uvicorn) is not installed")
-
-from pycocotools.coco import COCO  # noqa: E402
-
-from segany.masks import decode_rle, encode_rle  # noqa: E402
-from segany.serve import create_app  # noqa: E402
-
-ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-WIDTH, HEIGHT = 200, 150
-MARKER_PIXELS = 8  # point markers: 6 screen px discs with a 2 px outline, whatever the zoom
-
-CANVAS_PIXELS = """() => {
-  const c = document.getElementById('canvas');
-  return Array.from(c.getContext('2d').getImageData(0, 0, c.width, c.height).data);
-}"""
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@pytest.fixture()
-def server(request: pytest.FixtureRequest, tmp_path: Path, tiny_random_sam) -> Iterator[tuple[str, Path]]:
-    """The annotator on a free port; parametrized indirectly with "gdino", with a tiny random Grounding
-    DINO (box threshold 0: every query is proposed) for the page's 'find' field."""
-    images = tmp_path / "images"
-    images.mkdir()
-    picture = np.full((HEIGHT, WIDTH, 3), (225, 228, 220), np.uint8)
-    picture[30:100, 20:90] = (200, 40, 40)
-    picture[60:140, 110:190] = (40, 80, 200)
-    Image.fromarray(picture).save(images / "shapes.png")
-    annotations = tmp_path / "coco.json"
-    detector = None
-    if getattr(request, "param", None) == "gdino":
-        from segany.text import GroundingDino
-        from tiny_text_models import save_tiny_grounding_dino
-
-        detector = GroundingDino(save_tiny_grounding_dino(tmp_path / "gdino"), box_threshold=0.0)
-    app = create_app(images, tiny_random_sam, annotations, model_name="tiny_random_sam", detector=detector)
-    config = uvicorn.Config(app, host="127.0.0.1", port=_free_port(), log_level="warning")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{config.port}", annotations
-    server.should_exit = True
-    thread.join(10)
-
-
-@pytest.fixture()
-def page(server):
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS, headless=True)
-        page = browser.new_page(viewport={"width": 1200, "height": 720})
-        page.errors = []
-        page.on("pageerror", lambda error: page.errors.append(str(error)))
-        yield page
-        browser.close()
-
-
-def _changed(before: list[int], after: list[int]) -> np.ndarray:
-    a = np.asarray(before, np.int16).reshape(HEIGHT, WIDTH, 4)
-    b = np.asarray(after, np.int16).reshape(HEIGHT, WIDTH, 4)
-    return np.abs(a - b).max(axis=2) > 8
-
-
-def _away_from(points: list[tuple[float, float]], radius: float) -> np.ndarray:
-    ys, xs = np.mgrid[:HEIGHT, :WIDTH]
-    keep = np.ones((HEIGHT, WIDTH), bool)
-    for x, y in points:
-        keep &= (xs + 0.5 - x) ** 2 + (ys + 0.5 - y) ** 2 > radius**2
-    return keep
-
-
-def _predict_answer(page, action) -> tuple[dict, dict]:
-    with page.expect_response(lambda r: r.url.endswith("/predict")) as info:
-        action()
-    response = info.value
-    assert response.status == 200, response.text()
-    return response.request.post_data_json, response.json()
+from browser import ARTIFACTS, CANVAS_PIXELS, HEIGHT, MARKER_PIXELS, WIDTH, away_from, changed, predict_answer
+from segany.masks import decode_rle, encode_rle
 
 
 def test_click_gives_a_mask_that_is_accepted_into_coco(server, page) -> None:
@@ -125,21 +26,21 @@ def test_click_gives_a_mask_that_is_accepted_into_coco(server, page) -> None:
     before = page.evaluate(CANVAS_PIXELS)
 
     click = (55, 65)  # inside the red square, in image pixels
-    body, first = _predict_answer(page, lambda: canvas.click(position={"x": click[0] * zoom, "y": click[1] * zoom}))
+    body, first = predict_answer(page, lambda: canvas.click(position={"x": click[0] * zoom, "y": click[1] * zoom}))
     assert np.allclose(body["points"], [click], atol=1 / zoom) and body["labels"] == [1] and body["multimask"] is True
     page.wait_for_selector("#candidates li >> nth=2")
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "browser_candidates.png"))
     best = decode_rle(first["candidates"][0]["rle"])
     assert best.any(), "the tiny model's best mask for this click is not empty"
-    changed = _changed(before, page.evaluate(CANVAS_PIXELS))
-    region = _away_from([click], MARKER_PIXELS / zoom + 1)
+    tinted = changed(before, page.evaluate(CANVAS_PIXELS))
+    region = away_from([click], MARKER_PIXELS / zoom + 1)
     # the overlay tints exactly the best candidate's pixels (the click marker aside)
-    assert np.mean(changed[region] == best[region]) > 0.99
-    assert changed[region].sum() > 0.9 * best[region].sum()
+    assert np.mean(tinted[region] == best[region]) > 0.99
+    assert tinted[region].sum() > 0.9 * best[region].sum()
 
     # right click: a background point refining the mask, then undo it with the keyboard
-    body, second = _predict_answer(page, lambda: canvas.click(position={"x": 150 * zoom, "y": 40 * zoom}, button="right"))
+    body, _ = predict_answer(page, lambda: canvas.click(position={"x": 150 * zoom, "y": 40 * zoom}, button="right"))
     assert body["labels"] == [1, 0] and body["logits"] == first["candidates"][0]["logits"]
     assert body["multimask"] is False
     page.wait_for_function("document.querySelectorAll('#candidates li').length === 1")

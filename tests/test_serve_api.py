@@ -502,8 +502,8 @@ def test_store_survives_a_kill_at_any_moment(tmp_path: Path) -> None:
 
 def test_page_static_files_and_openapi(client: TestClient) -> None:
     page = client.get("/")
-    assert page.status_code == 200 and "<canvas" in page.text and "/static/app.js" in page.text
-    for name in ("app.js", "style.css"):
+    assert page.status_code == 200 and "<canvas" in page.text and "/static/js/app.js" in page.text
+    for name in ("js/app.js", "js/api.js", "js/masks.js", "style.css"):
         assert client.get(f"/static/{name}").status_code == 200
     paths = client.get("/openapi.json").json()["paths"]
     for path in ("/api/images", "/api/images/{image_id}/file", "/api/images/{image_id}/embedding",

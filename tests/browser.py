@@ -1,0 +1,106 @@
+"""Browser-test support: the annotator served by uvicorn in a thread on a free loopback port, a page
+of Debian's Chromium (headless, driven by Playwright), canvas-pixel helpers. Test modules import
+fixtures (``server``, ``page``) are registered for every test module by ``conftest.py`` and skip the
+test where Chromium, Playwright or uvicorn is missing. Screenshots go to ``ARTIFACTS`` (git-ignored)."""
+from __future__ import annotations
+
+import shutil
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from segany.serve import create_app
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+
+ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+WIDTH, HEIGHT = 200, 150
+MARKER_PIXELS = 8  # point markers: 6 screen px discs with a 2 px outline, whatever the zoom
+
+CANVAS_PIXELS = """() => {
+  const c = document.getElementById('canvas');
+  return Array.from(c.getContext('2d').getImageData(0, 0, c.width, c.height).data);
+}"""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture()
+def server(request: pytest.FixtureRequest, tmp_path: Path, tiny_random_sam) -> Iterator[tuple[str, Path]]:
+    """The annotator on a free port; parametrized indirectly with "gdino", with a tiny random Grounding
+    DINO (box threshold 0: every query is proposed) for the page's 'find' field."""
+    uvicorn = pytest.importorskip("uvicorn", reason="the serve extra (uvicorn) is not installed")
+    if not Path(CHROMIUM).exists():
+        pytest.skip("Chromium is not installed (apt-get install chromium); the browser test needs it")
+    images = tmp_path / "images"
+    images.mkdir()
+    picture = np.full((HEIGHT, WIDTH, 3), (225, 228, 220), np.uint8)
+    picture[30:100, 20:90] = (200, 40, 40)
+    picture[60:140, 110:190] = (40, 80, 200)
+    Image.fromarray(picture).save(images / "shapes.png")
+    annotations = tmp_path / "coco.json"
+    detector = None
+    if getattr(request, "param", None) == "gdino":
+        from segany.text import GroundingDino
+        from tiny_text_models import save_tiny_grounding_dino
+
+        detector = GroundingDino(save_tiny_grounding_dino(tmp_path / "gdino"), box_threshold=0.0)
+    app = create_app(images, tiny_random_sam, annotations, model_name="tiny_random_sam", detector=detector)
+    config = uvicorn.Config(app, host="127.0.0.1", port=free_port(), log_level="warning")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{config.port}", annotations
+    server.should_exit = True
+    thread.join(10)
+
+
+@pytest.fixture()
+def page(server):
+    """A 1200x720 Chromium page; ``page.errors`` collects the page's uncaught errors."""
+    sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright Python package is not installed")
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS, headless=True)
+        page = browser.new_page(viewport={"width": 1200, "height": 720})
+        page.errors = []
+        page.on("pageerror", lambda error: page.errors.append(str(error)))
+        yield page
+        browser.close()
+
+
+def changed(before: list[int], after: list[int]) -> np.ndarray:
+    a = np.asarray(before, np.int16).reshape(HEIGHT, WIDTH, 4)
+    b = np.asarray(after, np.int16).reshape(HEIGHT, WIDTH, 4)
+    return np.abs(a - b).max(axis=2) > 8
+
+
+def away_from(points: list[tuple[float, float]], radius: float) -> np.ndarray:
+    ys, xs = np.mgrid[:HEIGHT, :WIDTH]
+    keep = np.ones((HEIGHT, WIDTH), bool)
+    for x, y in points:
+        keep &= (xs + 0.5 - x) ** 2 + (ys + 0.5 - y) ** 2 > radius**2
+    return keep
+
+
+def predict_answer(page, action) -> tuple[dict, dict]:
+    with page.expect_response(lambda r: r.url.endswith("/predict")) as info:
+        action()
+    response = info.value
+    assert response.status == 200, response.text()
+    return response.request.post_data_json, response.json()
