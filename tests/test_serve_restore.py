@@ -11,11 +11,11 @@ import pytest
 from PIL import Image
 
 pytest.importorskip("fastapi", reason="the serve extra (fastapi) is not installed")
-from fastapi.testclient import TestClient  # noqa: E402
-from pycocotools.coco import COCO  # noqa: E402
+from fastapi.testclient import TestClient
+from pycocotools.coco import COCO
 
-from segany.masks import encode_rle  # noqa: E402
-from segany.serve import create_app  # noqa: E402
+from segany.masks import encode_rle
+from segany.serve import create_app
 
 HEIGHT, WIDTH = 30, 40
 
