@@ -493,6 +493,7 @@ async function accept() {
   const before = prompts();
   const ann = await saveAnnotation(chosen.rle, chosen.score);
   if (!ann) return;
+  $("category").blur(); // shortcuts (Ctrl+Z: undo this accept) work at once
   clearPrompts();
   recordSaved("accept", ann, () => showPrompts(before), clearPrompts);
 }

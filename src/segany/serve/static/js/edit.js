@@ -199,7 +199,7 @@ export function createEditor(ctx) {
       : Math.min(tools.brush - 1, Math.round(tools.brush * factor));
     tools.brush = Math.max(MIN_BRUSH, Math.min(MAX_BRUSH, size));
     ctx.setStatus(`${tools.tool} ${tools.brush} px`);
-    ctx.draw();
+    ctx.refresh();
   }
 
   async function save() {
