@@ -35,6 +35,15 @@ def _saved(page, action) -> tuple[dict, dict]:
     return info.value.request.post_data_json, info.value.json()
 
 
+def _stroke(page, canvas, zoom: float, a: tuple[float, float], b: tuple[float, float]) -> None:
+    """Drag the mouse from image pixel a to b."""
+    box = canvas.bounding_box()
+    page.mouse.move(box["x"] + a[0] * zoom, box["y"] + a[1] * zoom)
+    page.mouse.down()
+    page.mouse.move(box["x"] + b[0] * zoom, box["y"] + b[1] * zoom, steps=8)
+    page.mouse.up()
+
+
 def _segment_distance(width: int, height: int, a: tuple[float, float], b: tuple[float, float]) -> np.ndarray:
     ys, xs = np.mgrid[:height, :width] + 0.5
     (ax, ay), (bx, by) = a, b
@@ -52,11 +61,13 @@ def test_refine_an_accepted_mask_with_clicks_brush_and_eraser(server, page) -> N
     canvas, zoom = _open(page, url)
     page.click("#annotations li")
     assert page.locator("#edit-tools").is_visible()
-    at = lambda x, y: {"x": x * zoom, "y": y * zoom}  # noqa: E731 - image pixels to canvas position
+
+    def at(x: float, y: float) -> dict:  # image pixels to a canvas position
+        return {"x": x * zoom, "y": y * zoom}
 
     # a click adds SAM's best mask for it, a right click subtracts one; Enter saves the result
     body, added = predict_answer(page, lambda: canvas.click(position=at(150, 100)))
-    assert body["points"] == [[150, 100]] or np.allclose(body["points"], [[150, 100]], atol=1 / zoom)
+    assert np.allclose(body["points"], [[150, 100]], atol=1 / zoom) and body["labels"] == [1]
     body, removed = predict_answer(page, lambda: canvas.click(position=at(60, 45), button="right"))
     expected = (start | decode_rle(added["candidates"][0]["rle"])) & ~decode_rle(removed["candidates"][0]["rle"])
     assert expected.any() and not np.array_equal(expected, start)
@@ -73,14 +84,10 @@ def test_refine_an_accepted_mask_with_clicks_brush_and_eraser(server, page) -> N
     page.keyboard.press("]")
     radius = int(page.inner_text("#brush-size").split()[0])
     assert radius > 10
-    box = canvas.bounding_box()
     a, b = (20, 130), (90, 125)
-    page.mouse.move(box["x"] + a[0] * zoom, box["y"] + a[1] * zoom)
-    page.mouse.down()
-    page.mouse.move(box["x"] + b[0] * zoom, box["y"] + b[1] * zoom, steps=8)
-    page.mouse.up()
+    _stroke(page, canvas, zoom, a, b)
     page.screenshot(path=str(ARTIFACTS / "browser_edit_brush.png"))
-    _, _ = _saved(page, lambda: page.click("#save-edit"))
+    _saved(page, lambda: page.click("#save-edit"))
     brushed = _stored_mask(annotations, made["id"])
     distance = _segment_distance(WIDTH, HEIGHT, a, b)
     assert brushed[distance < radius - 1].all()
@@ -88,17 +95,14 @@ def test_refine_an_accepted_mask_with_clicks_brush_and_eraser(server, page) -> N
 
     # the eraser (Shift+B) takes a stroke out again
     page.keyboard.press("Shift+B")
-    page.mouse.move(box["x"] + a[0] * zoom, box["y"] + a[1] * zoom)
-    page.mouse.down()
-    page.mouse.move(box["x"] + b[0] * zoom, box["y"] + b[1] * zoom, steps=8)
-    page.mouse.up()
+    _stroke(page, canvas, zoom, a, b)
     _saved(page, lambda: page.keyboard.press("Enter"))
     erased = _stored_mask(annotations, made["id"])
     assert not erased[distance < radius - 1].any()
     assert np.array_equal(erased[distance > radius + 1], expected[distance > radius + 1])
 
     # undo the eraser's save: the server's mask is the brushed one again
-    sent, _ = _saved(page, lambda: page.keyboard.press("Control+z"))
+    _saved(page, lambda: page.keyboard.press("Control+z"))
     assert np.array_equal(_stored_mask(annotations, made["id"]), brushed)
     assert page.errors == []
 
