@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 from pycocotools.coco import COCO
 
 from browser import ARTIFACTS, HEIGHT, WIDTH, predict_answer
@@ -93,9 +94,13 @@ def test_refine_an_accepted_mask_with_clicks_brush_and_eraser(server, page) -> N
     assert brushed[distance < radius - 1].all()
     assert np.array_equal(brushed[distance > radius + 1], expected[distance > radius + 1])
 
-    # the eraser (Shift+B) takes a stroke out again
+    # the eraser (Shift+B) takes a stroke out again; Esc drops the unsaved change, Ctrl+Z brings it back
     page.keyboard.press("Shift+B")
     _stroke(page, canvas, zoom, a, b)
+    page.keyboard.press("Escape")
+    assert page.locator("#edit-tools").is_hidden() and "Ctrl+Z" in page.inner_text("#status")
+    page.keyboard.press("Control+z")
+    page.wait_for_function("!document.getElementById('save-edit').disabled")
     _saved(page, lambda: page.keyboard.press("Enter"))
     erased = _stored_mask(annotations, made["id"])
     assert not erased[distance < radius - 1].any()
@@ -105,6 +110,21 @@ def test_refine_an_accepted_mask_with_clicks_brush_and_eraser(server, page) -> N
     _saved(page, lambda: page.keyboard.press("Control+z"))
     assert np.array_equal(_stored_mask(annotations, made["id"]), brushed)
     assert page.errors == []
+
+
+def test_page_rle_encoder_is_pycocotools(server, page) -> None:
+    url, _ = server
+    page.goto(url)
+    rng = np.random.default_rng(0)
+    masks = [rng.random((HEIGHT, WIDTH)) < p for p in (0.02, 0.5, 0.98)]
+    masks += [np.ones((HEIGHT, WIDTH), bool), np.zeros((HEIGHT, WIDTH), bool)]
+    masks[-1][HEIGHT - 1, WIDTH - 1] = True  # one long run of 0s, then a single 1 at the very end
+    encoded = page.evaluate("""async ([masks, height, width]) => {
+      const { maskToRle } = await import('/static/js/edit.js');
+      return masks.map((m) => maskToRle(Uint8Array.from(m), height, width));
+    }""", [[m.ravel().astype(int).tolist() for m in masks], HEIGHT, WIDTH])
+    for mask, rle in zip(masks, encoded):
+        assert rle == {"size": [HEIGHT, WIDTH], "counts": encode_rle(mask)["counts"]}
 
 
 def test_undo_and_redo_accept_delete_and_relabel(server, page) -> None:
@@ -158,4 +178,40 @@ def test_undo_and_redo_accept_delete_and_relabel(server, page) -> None:
     [restored] = coco.loadAnns(coco.getAnnIds())
     assert restored["id"] == accepted["id"] and coco.loadCats(restored["category_id"])[0]["name"] == "blob"
     assert np.array_equal(coco.annToMask(restored).astype(bool), mask)
+    assert page.errors == []
+
+
+def test_undo_and_redo_keep_and_drop_of_proposals(server, page) -> None:
+    pytest.importorskip("segany.amg.generator", reason="segany.amg (the automatic mask generator) is not available")
+    url, annotations = server
+    _open(page, url)
+    page.fill("#grid", "4")
+    page.fill("#min-iou", "0")
+    page.fill("#min-stability", "0")
+    with page.expect_response(lambda r: r.url.endswith("/everything"), timeout=120_000) as info:
+        page.click("#everything")
+    count = len(info.value.json()["proposals"])
+    assert count >= 1, "with both thresholds at 0 every distinct mask is proposed"
+    rows = "document.querySelectorAll('#proposals li').length"
+    page.wait_for_function(f"{rows} === {count}")
+    page.fill("#category", "proposal")
+    page.click("#keep")
+    page.wait_for_selector("#annotations li")
+    [kept] = json.loads(annotations.read_text())["annotations"]
+
+    def undo_redo(key: str, method: str, rows_after: int) -> None:
+        with page.expect_response(lambda r: r.request.method == method):
+            page.keyboard.press(key)
+        page.wait_for_function(f"{rows} === {rows_after}")
+
+    undo_redo("Control+z", "DELETE", count)  # the keep: the annotation leaves the file, the proposal is back
+    assert json.loads(annotations.read_text())["annotations"] == []
+    undo_redo("Control+Shift+Z", "PUT", count - 1)
+    assert json.loads(annotations.read_text())["annotations"] == [kept]
+    undo_redo("Control+z", "DELETE", count)
+    page.keyboard.press("x")  # a drop, and its undo: nothing asked of the server
+    page.wait_for_function(f"{rows} === {count - 1}")
+    page.keyboard.press("Control+z")
+    page.wait_for_function(f"{rows} === {count}")
+    assert json.loads(annotations.read_text())["annotations"] == []
     assert page.errors == []
