@@ -2,8 +2,8 @@
 // Plain browser JavaScript talking to the JSON API of segany.serve (no build step).
 import { api, apiBlob } from "./api.js";
 import { createEditor } from "./edit.js";
-import { History } from "./history.js";
 import { colorOf, css, overlay, overlayCache } from "./masks.js";
+import { createUndoable } from "./undoable.js";
 
 const $ = (id) => document.getElementById(id);
 const canvas = $("canvas");
@@ -148,7 +148,7 @@ function renderPanels() {
   $("relabel").disabled = $("delete").disabled = state.selected === null;
   $("remove-preview").disabled = state.selected === null && !state.preview;
   $("remove-preview").textContent = state.preview ? "Back to the image" : "Remove preview";
-  renderEditTools();
+  editor.render();
 
   $("proposals-panel").hidden = state.proposals.length === 0;
   const proposals = $("proposals");
@@ -353,40 +353,23 @@ window.addEventListener("mouseup", (event) => {
   }
 });
 
-// ---- history: every action below is an entry (js/history.js) -----------------------------------
+// ---- history: every action is an entry (js/history.js, js/undoable.js) ------------------------
 
-const history = new History(goToImage, () => {
-  $("undo").disabled = !history.undoLabel;
-  $("redo").disabled = !history.redoLabel;
-  $("undo").title = history.undoLabel ? `undo ${history.undoLabel} (Ctrl+Z)` : "nothing to undo";
-  $("redo").title = history.redoLabel ? `redo ${history.redoLabel} (Ctrl+Shift+Z)` : "nothing to redo";
+const undoable = createUndoable({
+  state, refresh, openImage, dropProposal,
+  onChange: (history) => {
+    for (const [id, label, key] of [["undo", history.undoLabel, "Ctrl+Z"], ["redo", history.redoLabel, "Ctrl+Shift+Z"]]) {
+      $(id).disabled = !label;
+      $(id).title = label ? `${id} ${label} (${key})` : `nothing to ${id}`;
+    }
+  },
 });
+const { history, prompts, recordPrompts } = undoable;
 
 const editor = createEditor({
   state, history, draw, refresh, setStatus, toImage, accent: ACCENT,
   applyUpdate: (updated) => { state.annotations = state.annotations.map((a) => (a.id === updated.id ? updated : a)); },
 });
-
-async function goToImage(imageId) {
-  if (state.image && state.image.id === imageId) return;
-  const index = state.images.findIndex((image) => image.id === imageId);
-  if (index < 0) throw new Error(`image ${imageId} is no longer served`);
-  await openImage(index);
-}
-
-const prompts = () => ({ steps: state.steps, cursor: state.cursor });
-
-function showPrompts({ steps, cursor }) {
-  state.steps = steps;
-  state.cursor = cursor;
-  refresh();
-}
-
-function recordPrompts(label, before) {
-  // prompt steps are local: undo shows the prompts (and their masks) as they were
-  const after = prompts();
-  history.record({ label, image: state.image.id, undo: () => showPrompts(before), redo: () => showPrompts(after) });
-}
 
 function cancel() {
   // Esc: leave the annotation being edited, else clear the prompts (both undoable)
@@ -395,74 +378,6 @@ function cancel() {
   const before = prompts();
   clearPrompts();
   recordPrompts("clear prompts", before);
-}
-
-async function unsave(ann) {
-  // the undo of an accept or keep, the redo of a delete
-  await api("DELETE", `/api/annotations/${ann.id}`);
-  state.annotations = state.annotations.filter((a) => a.id !== ann.id);
-  state.images[state.index].annotations -= 1;
-  if (state.selected === ann.id) state.selected = null;
-  refresh();
-}
-
-async function resave(ann) {
-  // the undo of a delete, the redo of an accept or keep: the same annotation under its own id
-  const body = { image: state.image.id, category: ann.category, rle: ann.segmentation, score: ann.score ?? null };
-  const back = await api("PUT", `/api/annotations/${ann.id}`, body);
-  state.annotations = [...state.annotations, back].sort((a, b) => a.id - b.id);
-  state.images[state.index].annotations += 1;
-  refresh();
-  return back;
-}
-
-function recordSaved(label, ann, undo, redo) {
-  // an accepted / kept annotation: undo deletes it, redo restores it with its id
-  history.record({
-    label: `${label} #${ann.id}`, image: state.image.id,
-    undo: async () => { await unsave(ann); undo(); },
-    redo: async () => { await resave(ann); redo(); },
-  });
-}
-
-function insertProposal(at, proposal) {
-  state.proposals.splice(Math.min(at, state.proposals.length), 0, proposal);
-  state.focused = state.proposals.indexOf(proposal);
-  refresh();
-}
-
-function removeProposal(proposal) {
-  const at = state.proposals.indexOf(proposal);
-  if (at < 0) return;
-  state.focused = at;
-  dropProposal();
-}
-
-function dropFocused() {
-  const proposal = state.proposals[state.focused];
-  if (!proposal) return;
-  const at = state.focused;
-  dropProposal();
-  history.record({ label: "drop proposal", image: state.image.id, undo: () => insertProposal(at, proposal),
-                   redo: () => removeProposal(proposal) });
-}
-
-function dropAll() {
-  const before = state.proposals;
-  if (!before.length) return;
-  const show = (proposals) => { state.proposals = proposals; state.focused = 0; refresh(); };
-  show([]);
-  history.record({ label: `drop ${before.length} proposals`, image: state.image.id, undo: () => show(before),
-                   redo: () => show([]) });
-}
-
-function renderEditTools() {
-  const editing = editor.active();
-  $("edit-tools").hidden = !editing;
-  if (!editing) return;
-  for (const tool of ["brush", "eraser"]) $(tool).classList.toggle("on", editor.tools.tool === tool);
-  $("save-edit").disabled = !editor.pending();
-  $("brush-size").textContent = `${editor.tools.brush} px`;
 }
 
 // ---- annotations --------------------------------------------------------------------------------
@@ -495,32 +410,26 @@ async function accept() {
   if (!ann) return;
   $("category").blur(); // shortcuts (Ctrl+Z: undo this accept) work at once
   clearPrompts();
-  recordSaved("accept", ann, () => showPrompts(before), clearPrompts);
+  undoable.recordSaved("accept", ann, () => undoable.showPrompts(before), clearPrompts);
 }
 
 async function relabel() {
   const name = state.selected !== null && category();
   if (!name) return;
-  const id = state.selected;
-  const before = state.annotations.find((a) => a.id === id).category;
-  const label = async (category) => {
-    const updated = await api("PATCH", `/api/annotations/${id}`, { category });
-    state.annotations = state.annotations.map((a) => (a.id === updated.id ? updated : a));
+  const updated = await undoable.relabel(state.selected, name, async (answer) => {
+    state.annotations = state.annotations.map((a) => (a.id === answer.id ? answer : a));
     await refreshCategories();
     refresh();
-    return updated;
-  };
-  const updated = await label(name);
-  history.record({ label: `relabel #${id}`, image: state.image.id, undo: () => label(before), redo: () => label(name) });
+    return answer;
+  });
   setStatus(`annotation #${updated.id} is now ${updated.category}`);
 }
 
 async function deleteSelected() {
-  if (state.selected === null) return;
   const ann = state.annotations.find((a) => a.id === state.selected);
+  if (!ann) return;
   editor.leave(); // unsaved changes to its mask: dropped, as an undoable step of their own
-  await unsave(ann);
-  history.record({ label: `delete #${ann.id}`, image: state.image.id, undo: () => resave(ann), redo: () => unsave(ann) });
+  await undoable.remove(ann);
   setStatus(`deleted #${ann.id} — Ctrl+Z to undo`);
 }
 
@@ -592,7 +501,7 @@ async function keepProposal() {
   const ann = await saveAnnotation(proposal.rle, proposal.predicted_iou, name);
   if (!ann) return;
   dropProposal();
-  recordSaved("keep", ann, () => insertProposal(at, proposal), () => removeProposal(proposal));
+  undoable.recordKept(ann, proposal, at);
 }
 
 function dropProposal() {
@@ -621,9 +530,9 @@ $("remove-preview").addEventListener("click", guarded(togglePreview));
 $("everything-form").addEventListener("submit", (event) => { event.preventDefault(); guarded(runEverything)(); });
 $("find-form").addEventListener("submit", (event) => { event.preventDefault(); guarded(runFind)(); });
 $("keep").addEventListener("click", guarded(keepProposal));
-$("drop").addEventListener("click", dropFocused);
+$("drop").addEventListener("click", undoable.dropFocused);
 $("keep-all").addEventListener("click", guarded(keepAll));
-$("drop-all").addEventListener("click", dropAll);
+$("drop-all").addEventListener("click", undoable.dropAll);
 $("undo").addEventListener("click", guarded(undo));
 $("redo").addEventListener("click", guarded(redo));
 $("brush").addEventListener("click", () => editor.setTool("brush"));
@@ -644,7 +553,7 @@ const keys = {
   e: runEverything,
   f: () => { if (!$("find-form").hidden) $("find-text").focus(); },
   k: keepProposal,
-  x: dropFocused,
+  x: undoable.dropFocused,
   r: relabel,
   o: togglePreview,
   Delete: deleteSelected,

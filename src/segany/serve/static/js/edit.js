@@ -219,6 +219,16 @@ export function createEditor(ctx) {
     ctx.setStatus(`saved the new mask of #${id} — Ctrl+Z to undo`);
   }
 
+  function render() {
+    // the panel's edit tools: shown while an annotation is selected
+    const $ = (id) => document.getElementById(id);
+    $("edit-tools").hidden = !active();
+    if (!active()) return;
+    for (const tool of ["brush", "eraser"]) $(tool).classList.toggle("on", tools.tool === tool);
+    $("save-edit").disabled = !pending();
+    $("brush-size").textContent = `${tools.brush} px`;
+  }
+
   function drawOver(context, scale) {
     // the working mask instead of the saved one, the stroke being painted, the brush outline
     if (!active()) return;
@@ -239,5 +249,5 @@ export function createEditor(ctx) {
     }
   }
 
-  return { active, pending, select, leave, annotationAt, down, move, up, setTool, resize, save, drawOver, tools };
+  return { active, pending, select, leave, annotationAt, down, move, up, setTool, resize, save, render, drawOver, tools };
 }
