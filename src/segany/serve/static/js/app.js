@@ -367,7 +367,7 @@ const undoable = createUndoable({
 const { history, prompts, recordPrompts } = undoable;
 
 const editor = createEditor({
-  state, history, draw, refresh, setStatus, toImage, accent: ACCENT,
+  state, history, canvas, draw, refresh, setStatus, toImage, accent: ACCENT,
   applyUpdate: (updated) => { state.annotations = state.annotations.map((a) => (a.id === updated.id ? updated : a)); },
 });
 

@@ -63,10 +63,10 @@ export function paint(mask, height, width, points, r, value) {
   });
 }
 
-/** The editor of the page's selected annotation; ctx: {state, history, draw, refresh, setStatus, toImage,
- * accent, applyUpdate(annotation)}. state.selected is the annotation, state.edit = {id, rle} its working mask. */
-export function createEditor(ctx) {
-  const { state, history } = ctx;
+/** The editor of the page's selected annotation; page: {state, history, canvas, draw, refresh, setStatus,
+ * toImage, accent, applyUpdate(annotation)}. state.selected is the annotation, state.edit = {id, rle} its working mask. */
+export function createEditor(page) {
+  const { state, history } = page;
   const tools = { tool: "click", brush: 10, stroke: null, cursor: null };
 
   const annotation = () => state.annotations.find((a) => a.id === state.selected) || null;
@@ -78,7 +78,7 @@ export function createEditor(ctx) {
     // a history step's undo / redo: the annotation selected, with this working mask
     state.selected = id;
     state.edit = { id, rle };
-    ctx.refresh();
+    page.refresh();
   }
 
   function change(label, rle) {
@@ -87,7 +87,7 @@ export function createEditor(ctx) {
     if (rle.counts === before.counts) return;
     show(id, rle);
     history.record({ label: `${label} #${id}`, image: imageId(), undo: () => show(id, before), redo: () => show(id, rle) });
-    ctx.setStatus(`editing #${id}: ${label} (Enter saves, Esc drops the changes)`);
+    page.setStatus(`editing #${id}: ${label} (Enter saves, Esc drops the changes)`);
   }
 
   function leave() {
@@ -95,7 +95,7 @@ export function createEditor(ctx) {
     if (pending()) {
       const { id, rle } = state.edit;
       history.record({ label: `drop changes #${id}`, image: imageId(), undo: () => show(id, rle), redo: () => deselect() });
-      ctx.setStatus(`changes to #${id} dropped — Ctrl+Z to get them back`);
+      page.setStatus(`changes to #${id} dropped — Ctrl+Z to get them back`);
     }
     deselect();
   }
@@ -104,7 +104,7 @@ export function createEditor(ctx) {
     state.selected = null;
     state.edit = null;
     tools.stroke = null;
-    ctx.refresh();
+    page.refresh();
   }
 
   function select(id) {
@@ -115,7 +115,7 @@ export function createEditor(ctx) {
     const ann = state.annotations.find((a) => a.id === id);
     if (!ann) return;
     show(id, ann.segmentation);
-    ctx.setStatus(`editing #${id}: click adds, right click subtracts, B brush, Shift+B eraser, Enter saves, Esc leaves`);
+    page.setStatus(`editing #${id}: click adds, right click subtracts, B brush, Shift+B eraser, Enter saves, Esc leaves`);
   }
 
   function annotationAt([x, y]) {
@@ -137,7 +137,7 @@ export function createEditor(ctx) {
   async function prompt(body, add) {
     const { id } = state.edit;
     const image = imageId();
-    ctx.setStatus(`predicting the part to ${add ? "add to" : "subtract from"} #${id}…`);
+    page.setStatus(`predicting the part to ${add ? "add to" : "subtract from"} #${id}…`);
     const result = await api("POST", `/api/images/${image}/predict`, body);
     if (!active() || state.edit.id !== id || imageId() !== image || !result.candidates.length) return;
     const part = rleToMask(result.candidates[0].rle);
@@ -152,7 +152,7 @@ export function createEditor(ctx) {
     if (!active() || tools.tool === "click") return false;
     const erase = tools.tool === "eraser" || drag.button === 2 || drag.shift;
     tools.stroke = { points: [drag.start], value: erase ? 0 : 1 };
-    ctx.draw();
+    page.draw();
     return true;
   }
 
@@ -161,9 +161,9 @@ export function createEditor(ctx) {
       tools.cursor = null;
       return false;
     }
-    tools.cursor = ctx.toImage(event);
+    tools.cursor = tools.stroke || event.target === page.canvas ? page.toImage(event) : null;
     if (tools.stroke) tools.stroke.points.push(tools.cursor);
-    ctx.draw();
+    page.draw();
     return Boolean(tools.stroke);
   }
 
@@ -179,7 +179,7 @@ export function createEditor(ctx) {
     }
     const add = !(drag.button === 2 || drag.shift);
     const body = drag.moved ? { box: drag.box, multimask: false } : { points: [drag.start], labels: [1], multimask: true };
-    prompt(body, add).catch((error) => ctx.setStatus(error.message || String(error), true));
+    prompt(body, add).catch((error) => page.setStatus(error.message || String(error), true));
     return true;
   }
 
@@ -188,9 +188,9 @@ export function createEditor(ctx) {
   function setTool(tool) {
     if (!active()) return;
     tools.tool = tools.tool === tool ? "click" : tool;
-    ctx.setStatus(tools.tool === "click" ? "clicks: click adds, right click subtracts"
+    page.setStatus(tools.tool === "click" ? "clicks: click adds, right click subtracts"
       : `${tools.tool} ${tools.brush} px ([ and ] change the size)`);
-    ctx.refresh();
+    page.refresh();
   }
 
   function resize(factor) {
@@ -198,25 +198,25 @@ export function createEditor(ctx) {
     const size = factor > 1 ? Math.max(tools.brush + 1, Math.round(tools.brush * factor))
       : Math.min(tools.brush - 1, Math.round(tools.brush * factor));
     tools.brush = Math.max(MIN_BRUSH, Math.min(MAX_BRUSH, size));
-    ctx.setStatus(`${tools.tool} ${tools.brush} px`);
-    ctx.refresh();
+    page.setStatus(`${tools.tool} ${tools.brush} px`);
+    page.refresh();
   }
 
   async function save() {
     if (!pending()) return;
     const { id, rle } = state.edit;
     if (!rleToMask(rle).some((v) => v)) {
-      ctx.setStatus(`#${id} would be empty: delete it instead (Delete)`, true);
+      page.setStatus(`#${id} would be empty: delete it instead (Delete)`, true);
       return;
     }
     const before = annotation().segmentation;
     const patch = async (mask, working) => {
-      ctx.applyUpdate(await api("PATCH", `/api/annotations/${id}`, { rle: mask }));
+      page.applyUpdate(await api("PATCH", `/api/annotations/${id}`, { rle: mask }));
       show(id, working);
     };
     await patch(rle, rle);
     history.record({ label: `edit #${id}`, image: imageId(), undo: () => patch(before, rle), redo: () => patch(rle, rle) });
-    ctx.setStatus(`saved the new mask of #${id} — Ctrl+Z to undo`);
+    page.setStatus(`saved the new mask of #${id} — Ctrl+Z to undo`);
   }
 
   function render() {
@@ -232,7 +232,7 @@ export function createEditor(ctx) {
   function drawOver(context, scale) {
     // the working mask instead of the saved one, the stroke being painted, the brush outline
     if (!active()) return;
-    context.drawImage(overlay(state.edit.rle, ctx.accent, 0.5), 0, 0);
+    context.drawImage(overlay(state.edit.rle, page.accent, 0.5), 0, 0);
     const circle = ([x, y], fill) => {
       context.beginPath();
       context.arc(x, y, tools.brush, 0, 2 * Math.PI);

@@ -5,16 +5,16 @@
 import { api } from "./api.js";
 import { History } from "./history.js";
 
-/** ctx: {state, refresh, openImage(index), dropProposal() (drops the focused one), onChange(history)}. */
-export function createUndoable(ctx) {
-  const { state, refresh } = ctx;
-  const history = new History(goToImage, () => ctx.onChange(history));
+/** page: {state, refresh, openImage(index), dropProposal() (drops the focused one), onChange(history)}. */
+export function createUndoable(page) {
+  const { state, refresh } = page;
+  const history = new History(goToImage, () => page.onChange(history));
 
   async function goToImage(imageId) {
     if (state.image && state.image.id === imageId) return;
     const index = state.images.findIndex((image) => image.id === imageId);
     if (index < 0) throw new Error(`image ${imageId} is no longer served`);
-    await ctx.openImage(index);
+    await page.openImage(index);
   }
 
   const prompts = () => ({ steps: state.steps, cursor: state.cursor });
@@ -81,7 +81,7 @@ export function createUndoable(ctx) {
     const at = state.proposals.indexOf(proposal);
     if (at < 0) return;
     state.focused = at;
-    ctx.dropProposal();
+    page.dropProposal();
   }
 
   /** A proposal just kept (it was at index at) as annotation ann. */
@@ -94,7 +94,7 @@ export function createUndoable(ctx) {
     const proposal = state.proposals[state.focused];
     if (!proposal) return;
     const at = state.focused;
-    ctx.dropProposal();
+    page.dropProposal();
     history.record({ label: "drop proposal", image: state.image.id, undo: () => insertProposal(at, proposal),
                      redo: () => removeProposal(proposal) });
   }
