@@ -119,12 +119,13 @@ def test_page_rle_encoder_is_pycocotools(server, page) -> None:
     masks = [rng.random((HEIGHT, WIDTH)) < p for p in (0.02, 0.5, 0.98)]
     masks += [np.ones((HEIGHT, WIDTH), bool), np.zeros((HEIGHT, WIDTH), bool)]
     masks[-1][HEIGHT - 1, WIDTH - 1] = True  # one long run of 0s, then a single 1 at the very end
-    encoded = page.evaluate("""async ([masks, height, width]) => {
+    masks += [rng.random((HEIGHT, WIDTH - 1)) < 0.3, rng.random((7, 5)) < 0.5]  # rows not 4-byte aligned
+    encoded = page.evaluate("""async (masks) => {
       const { maskToRle } = await import('/static/js/edit.js');
-      return masks.map((m) => maskToRle(Uint8Array.from(m), height, width));
-    }""", [[m.ravel().astype(int).tolist() for m in masks], HEIGHT, WIDTH])
+      return masks.map(([m, height, width]) => maskToRle(Uint8Array.from(m), height, width));
+    }""", [[m.ravel().astype(int).tolist(), *m.shape] for m in masks])
     for mask, rle in zip(masks, encoded):
-        assert rle == {"size": [HEIGHT, WIDTH], "counts": encode_rle(mask)["counts"]}
+        assert rle == {"size": list(mask.shape), "counts": encode_rle(mask)["counts"]}
 
 
 def test_undo_and_redo_accept_delete_and_relabel(server, page) -> None:

@@ -12,22 +12,40 @@ import { overlay, rleRuns, rleToMask } from "./masks.js";
 
 const MIN_BRUSH = 1, MAX_BRUSH = 512;
 
-/** A row-major 0/1 mask as COCO compressed RLE (pycocotools' rleToString: column-major runs). */
+/** A row-major mask of 0s and 1s (a Uint8Array) as COCO compressed RLE (pycocotools' rleToString:
+ * column-major runs). */
 export function maskToRle(mask, height, width) {
-  const runs = [];
-  let previous = 0, run = 0;
-  for (let x = 0; x < width; x++) {
-    for (let y = 0, i = x; y < height; y++, i += width) {
-      const value = mask[i] ? 1 : 0;
-      if (value !== previous) {
-        runs.push(run);
-        run = 0;
-        previous = value;
+  // read row by row (in memory order, 4 pixels at a time where rows are word-aligned): a column's
+  // runs end where a pixel differs from the one above it
+  const changes = Array.from({ length: width }, () => []); // per column, the rows where its value changes
+  const aligned = mask.byteOffset % 4 === 0 && width % 4 === 0;
+  const words = aligned ? new Uint32Array(mask.buffer, mask.byteOffset, (height * width) / 4) : null;
+  for (let y = 1, i = width; y < height; y++) {
+    for (let x = 0; x < width; x++, i++) {
+      if (words && x % 4 === 0 && words[i >> 2] === words[(i - width) >> 2]) {
+        x += 3;
+        i += 3;
+      } else if (mask[i] !== mask[i - width]) {
+        changes[x].push(y);
       }
-      run++;
     }
   }
-  runs.push(run);
+  const runs = [];
+  let last = 0, value = 0;
+  for (let x = 0; x < width; x++) {
+    const base = x * height;
+    if (mask[x] !== value) { // the column starts unlike the previous one ended
+      runs.push(base - last);
+      last = base;
+      value = mask[x];
+    }
+    for (const y of changes[x]) {
+      runs.push(base + y - last);
+      last = base + y;
+      value = 1 - value;
+    }
+  }
+  runs.push(height * width - last);
   let counts = "";
   runs.forEach((value, i) => {
     let x = i > 2 ? value - runs[i - 2] : value;
