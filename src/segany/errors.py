@@ -101,6 +101,11 @@ class NotConfiguredError(SeganyError, RuntimeError):
     """A feature the server was started without (e.g. text search without ``--detector``)."""
 
 
+class ConflictError(SeganyError, RuntimeError):
+    """A request that conflicts with what the server holds now (e.g. restoring an annotation id
+    that is still live)."""
+
+
 class InpaintError(SeganyError, ValueError):
     """An inpainting request that cannot be done: a mask of another size than the image, an empty
     mask, a mask covering the whole image, an unknown method."""

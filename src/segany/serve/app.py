@@ -4,7 +4,7 @@ Errors are answered as ``{"detail": message}``: 404 for unknown ids, 422 for pro
 images or fields that do not fit (400 when the body is not JSON at all, or for a Host header
 the server was not started for), 403 for a state-changing request from another site, 413 for
 oversized bodies, 409 for a feature the server was started without (text search needs
-``--detector``), 501 for a capability the installation lacks, 503 with ``Retry-After`` when
+``--detector``) or that conflicts with the data (restoring a live annotation), 501 for a capability the installation lacks, 503 with ``Retry-After`` when
 the work queue is full, the server is stopping or memory ran out.
 
 Compute routes (embedding, predict, everything, find) wait for their job without holding a thread;
@@ -30,6 +30,7 @@ from ..data.formats.embeddings import model_name_of
 from ..data.formats.png import png_bytes
 from ..data.images import DEFAULT_MAX_PIXELS
 from ..errors import (
+    ConflictError,
     ImageError,
     NotConfiguredError,
     NotFoundError,
@@ -59,7 +60,8 @@ V = TypeVar("V")
 
 # Every segany error that is a ValueError (prompts, masks, images, generator settings) is the
 # client's to fix: 422.
-_STATUS = ((NotFoundError, 404), (NotConfiguredError, 409), (UnsupportedOperationError, 501), (ServerBusyError, 503), (ValueError, 422))
+_STATUS = ((NotFoundError, 404), (NotConfiguredError, 409), (ConflictError, 409), (UnsupportedOperationError, 501),
+           (ServerBusyError, 503), (ValueError, 422))
 
 
 class _ClientGone(Exception):
@@ -278,6 +280,15 @@ def create_app(
     @app.patch("/api/annotations/{annotation_id}", response_model=schemas.Annotation, tags=["annotations"])
     def update_annotation(annotation_id: int, body: schemas.AnnotationUpdate) -> dict:
         return store.update(annotation_id, body.category, body.rle.model_dump() if body.rle is not None else None)
+
+    @app.put("/api/annotations/{annotation_id}", response_model=schemas.Annotation, tags=["annotations"],
+             responses={404: {"description": "the id was never given out"}, 409: {"description": "the id is live"}})
+    def restore_annotation(annotation_id: int, body: schemas.AnnotationRestore) -> dict:
+        """Bring a deleted annotation back with its id (undo of a delete, redo of an accept)."""
+        entry = catalogue.get(body.image)
+        height, width = catalogue.size(body.image)
+        return store.restore(annotation_id, entry.file_name, height, width, body.category, body.rle.model_dump(),
+                             body.score)
 
     @app.delete("/api/annotations/{annotation_id}", status_code=204, response_class=Response, tags=["annotations"])
     def delete_annotation(annotation_id: int) -> Response:

@@ -143,6 +143,10 @@ class AnnotationCreate(Closed):
     score: float | None = Field(None, allow_inf_nan=False)
 
 
+class AnnotationRestore(AnnotationCreate):
+    image: str = Field(description="the API's id of the annotation's image")
+
+
 class AnnotationUpdate(Closed):
     category: str | None = Field(None, min_length=1, max_length=100)
     rle: RLE | None = None

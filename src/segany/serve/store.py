@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import AnnotationError, NotFoundError
+from ..errors import AnnotationError, ConflictError, NotFoundError
 from ..fileio import atomic_write_json
 from ..masks import encode_rle, mask_bbox_xywh
 from .rle import mask_from_rle, segmentation_rle
@@ -136,21 +136,15 @@ class AnnotationStore:
     def create(self, file_name: str, height: int, width: int, category: str, rle: dict,
                score: float | None = None) -> dict[str, Any]:
         """Add an annotation to an image; the category is created when new."""
-        mask = mask_from_rle(rle, height, width)
-        name = category_name(category)
-        with self._lock, self._transaction():
-            image = self._image(file_name) or self._add_image(file_name, height, width)
-            ann: dict[str, Any] = {
-                "id": self._next_id("annotations"),
-                "image_id": image["id"],
-                "category_id": self._category_id(name),
-                **self._geometry(mask),
-                "iscrowd": 0,
-            }
-            if score is not None:
-                ann["score"] = float(score)
-            self._data["annotations"].append(ann)
-            return self._public(ann)
+        return self._insert(None, file_name, height, width, category, rle, score)
+
+    def restore(self, ann_id: int, file_name: str, height: int, width: int, category: str, rle: dict,
+                score: float | None = None) -> dict[str, Any]:
+        """Bring back a deleted annotation under its own id (undo of a delete or redo of an accept).
+
+        Ids are never given out twice, so the id can only be the one that was deleted:
+        :class:`NotFoundError` for an id never given out, :class:`ConflictError` for a live one."""
+        return self._insert(ann_id, file_name, height, width, category, rle, score)
 
     def update(self, ann_id: int, category: str | None = None, rle: dict | None = None) -> dict[str, Any]:
         """Relabel an annotation and/or replace its mask."""
@@ -170,6 +164,32 @@ class AnnotationStore:
 
     # -- internals (called with the lock held) -----------------------------------------------
 
+    def _insert(self, ann_id: int | None, file_name: str, height: int, width: int, category: str, rle: dict,
+                score: float | None) -> dict[str, Any]:
+        """Add an annotation under a new id (``ann_id`` None) or a deleted one, kept in id order."""
+        mask = mask_from_rle(rle, height, width)
+        name = category_name(category)
+        with self._lock, self._transaction():
+            annotations = self._data["annotations"]
+            if ann_id is not None:
+                if any(a["id"] == ann_id for a in annotations):
+                    raise ConflictError(f"annotation {ann_id} exists: change it with PATCH instead of restoring it")
+                if not 0 < ann_id <= self._last_id("annotations"):
+                    raise NotFoundError(f"annotation id {ann_id} was never given out: only a deleted one can be restored")
+            image = self._image(file_name) or self._add_image(file_name, height, width)
+            ann: dict[str, Any] = {
+                "id": self._next_id("annotations") if ann_id is None else ann_id,
+                "image_id": image["id"],
+                "category_id": self._category_id(name),
+                **self._geometry(mask),
+                "iscrowd": 0,
+            }
+            if score is not None:
+                ann["score"] = float(score)
+            later = next((i for i, a in enumerate(annotations) if int(a["id"]) > ann["id"]), len(annotations))
+            annotations.insert(later, ann)
+            return self._public(ann)
+
     @contextmanager
     def _transaction(self) -> Iterator[None]:
         """Apply a change in memory and save it; if anything fails, memory goes back to the file's state."""
@@ -186,8 +206,13 @@ class AnnotationStore:
         (the high-water mark is saved with the change), so a client holding a deleted
         annotation's id cannot hit another one, even after a restart."""
         last = self._data["info"].setdefault(LAST_IDS, {})
-        last[key] = max(int(last.get(key, 0)), *(int(item["id"]) for item in self._data[key]), 0) + 1
+        last[key] = self._last_id(key) + 1
         return last[key]
+
+    def _last_id(self, key: str) -> int:
+        """The highest id given out so far for ``key`` (0 when none)."""
+        last = self._data["info"].get(LAST_IDS, {})
+        return max(int(last.get(key, 0)), *(int(item["id"]) for item in self._data[key]), 0)
 
     @staticmethod
     def _geometry(mask: np.ndarray) -> dict[str, Any]:

@@ -1,7 +1,9 @@
 // segany annotator: click → mask, accept with a category, review automatic proposals.
 // Plain browser JavaScript talking to the JSON API of segany.serve (no build step).
 import { api, apiBlob } from "./api.js";
+import { createEditor } from "./edit.js";
 import { colorOf, css, overlay, overlayCache } from "./masks.js";
+import { createUndoable } from "./undoable.js";
 
 const $ = (id) => document.getElementById(id);
 const canvas = $("canvas");
@@ -20,6 +22,7 @@ const state = {
   cursor: 0,
   annotations: [],
   selected: null, // id of the selected annotation
+  edit: null, // {id, rle}: the selected annotation's working mask (js/edit.js)
   proposals: [],
   focused: 0, // index of the focused proposal
   drag: null,
@@ -59,15 +62,17 @@ function draw() {
   ctx.drawImage(state.bitmap, 0, 0, canvas.width, canvas.height);
   for (const ann of state.annotations) {
     const selected = ann.id === state.selected;
+    if (selected && editor.active()) continue; // its working mask is drawn below
     ctx.drawImage(overlay(ann.segmentation, colorOf(ann.category_id), selected ? 0.6 : 0.3), 0, 0);
   }
   state.proposals.forEach((proposal, i) => {
     ctx.drawImage(overlay(proposal.rle, colorOf(i + 7), i === state.focused ? 0.6 : 0.2), 0, 0);
   });
-  const chosen = candidate();
+  const chosen = editor.active() ? null : candidate();
   if (chosen) ctx.drawImage(overlay(chosen.rle, ACCENT, 0.5), 0, 0);
   const scale = canvas.width / canvas.getBoundingClientRect().width || 1;
-  const { points, labels, box } = step();
+  editor.drawOver(ctx, scale);
+  const { points, labels, box } = editor.active() ? emptyStep() : step();
   ctx.lineWidth = 2 * scale;
   if (box) drawBox(box, "#00c853");
   if (state.drag && state.drag.moved) drawBox(state.drag.box, "#ffab00");
@@ -137,12 +142,13 @@ function renderPanels() {
     color: colorOf(ann.category_id),
     text: `#${ann.id} ${ann.category} · ${ann.area} px`,
     selected: ann.id === state.selected,
-    onClick: () => { state.selected = state.selected === ann.id ? null : ann.id; renderPanels(); draw(); },
+    onClick: () => editor.select(ann.id),
   }));
   $("annotation-count").textContent = state.annotations.length ? `(${state.annotations.length})` : "";
   $("relabel").disabled = $("delete").disabled = state.selected === null;
   $("remove-preview").disabled = state.selected === null && !state.preview;
   $("remove-preview").textContent = state.preview ? "Back to the image" : "Remove preview";
+  editor.render();
 
   $("proposals-panel").hidden = state.proposals.length === 0;
   const proposals = $("proposals");
@@ -200,6 +206,7 @@ async function openImage(index) {
   if (index < 0 || index >= state.images.length) return;
   const summary = state.images[index];
   const sequence = ++state.sequence;
+  editor.leave();
   state.index = index;
   state.preview = null;
   const [image, annotations] = await Promise.all([
@@ -243,10 +250,12 @@ async function ensureEmbedding(imageId) {
 
 function pushStep(change) {
   const previous = step();
+  const before = prompts();
   const next = { ...emptyStep(), points: [...previous.points], labels: [...previous.labels], box: previous.box, ...change };
   state.steps = state.steps.slice(0, state.cursor + 1);
   state.steps.push(next);
   state.cursor += 1;
+  recordPrompts("prompt", before);
   draw();
   predict(next, previous.result ? previous.result.candidates[previous.selected] : null).catch(fail);
 }
@@ -269,7 +278,7 @@ async function predict(target, previous, useLogits = true) {
     if (body.logits && /logits handle/.test(error.message)) return predict(target, previous, false);
     throw error;
   }
-  if (!state.steps.includes(target) || !state.image || state.image.id !== imageId) return;
+  if (!state.image || state.image.id !== imageId) return;
   target.result = result;
   target.selected = 0;
   const roundTrip = performance.now() - sent;
@@ -285,12 +294,14 @@ function selectCandidate(i) {
   }
 }
 
-function undo() {
-  if (state.cursor > 0) { state.cursor -= 1; refresh(); }
+async function undo() {
+  const entry = await history.undo();
+  setStatus(entry ? `undid ${entry.label}` : "nothing to undo");
 }
 
-function redo() {
-  if (state.cursor < state.steps.length - 1) { state.cursor += 1; refresh(); }
+async function redo() {
+  const entry = await history.redo();
+  setStatus(entry ? `redid ${entry.label}` : "nothing to redo");
 }
 
 function clearPrompts() {
@@ -311,9 +322,15 @@ canvas.addEventListener("mousedown", (event) => {
   if (!state.image) return;
   event.preventDefault(); // no text selection or image dragging; keys go to the page, not an input
   if (document.activeElement instanceof HTMLElement) document.activeElement.blur();
+  if (event.ctrlKey || event.metaKey) { // ctrl/cmd+click: select the annotation under the cursor for editing
+    editor.select(editor.annotationAt(toImage(event))?.id ?? null);
+    return;
+  }
   state.drag = { start: toImage(event), screen: [event.clientX, event.clientY], button: event.button, shift: event.shiftKey, moved: false };
+  editor.down(state.drag);
 });
 window.addEventListener("mousemove", (event) => {
+  if (editor.move(event)) return; // painting with the brush or the eraser
   const drag = state.drag;
   if (!drag || drag.button !== 0) return;
   drag.moved = drag.moved || Math.hypot(event.clientX - drag.screen[0], event.clientY - drag.screen[1]) > DRAG_PIXELS;
@@ -327,6 +344,7 @@ window.addEventListener("mouseup", (event) => {
   const drag = state.drag;
   if (!drag) return;
   state.drag = null;
+  if (editor.up(drag)) return; // a click, box or stroke on the selected annotation
   if (drag.moved) {
     pushStep({ box: drag.box });
   } else {
@@ -334,6 +352,33 @@ window.addEventListener("mouseup", (event) => {
     pushStep({ points: [...step().points, drag.start], labels: [...step().labels, background ? 0 : 1] });
   }
 });
+
+// ---- history: every action is an entry (js/history.js, js/undoable.js) ------------------------
+
+const undoable = createUndoable({
+  state, refresh, openImage, dropProposal,
+  onChange: (history) => {
+    for (const [id, label, key] of [["undo", history.undoLabel, "Ctrl+Z"], ["redo", history.redoLabel, "Ctrl+Shift+Z"]]) {
+      $(id).disabled = !label;
+      $(id).title = label ? `${id} ${label} (${key})` : `nothing to ${id}`;
+    }
+  },
+});
+const { history, prompts, recordPrompts } = undoable;
+
+const editor = createEditor({
+  state, history, canvas, draw, refresh, setStatus, toImage, accent: ACCENT,
+  applyUpdate: (updated) => { state.annotations = state.annotations.map((a) => (a.id === updated.id ? updated : a)); },
+});
+
+function cancel() {
+  // Esc: leave the annotation being edited, else clear the prompts (both undoable)
+  if (state.selected !== null) return editor.leave();
+  if (!step().points.length && !step().box) return;
+  const before = prompts();
+  clearPrompts();
+  recordPrompts("clear prompts", before);
+}
 
 // ---- annotations --------------------------------------------------------------------------------
 
@@ -357,30 +402,35 @@ async function saveAnnotation(rle, score, name = category()) {
 }
 
 async function accept() {
+  if (editor.active()) return editor.save(); // Enter saves the edited mask
   const chosen = candidate();
   if (!chosen) return;
-  if (await saveAnnotation(chosen.rle, chosen.score)) clearPrompts();
+  const before = prompts();
+  const ann = await saveAnnotation(chosen.rle, chosen.score);
+  if (!ann) return;
+  $("category").blur(); // shortcuts (Ctrl+Z: undo this accept) work at once
+  clearPrompts();
+  undoable.recordSaved("accept", ann, () => undoable.showPrompts(before), clearPrompts);
 }
 
 async function relabel() {
   const name = state.selected !== null && category();
   if (!name) return;
-  const updated = await api("PATCH", `/api/annotations/${state.selected}`, { category: name });
-  state.annotations = state.annotations.map((a) => (a.id === updated.id ? updated : a));
+  const updated = await undoable.relabel(state.selected, name, async (answer) => {
+    state.annotations = state.annotations.map((a) => (a.id === answer.id ? answer : a));
+    await refreshCategories();
+    refresh();
+    return answer;
+  });
   setStatus(`annotation #${updated.id} is now ${updated.category}`);
-  await refreshCategories();
-  refresh();
 }
 
 async function deleteSelected() {
-  if (state.selected === null) return;
-  const id = state.selected;
-  await api("DELETE", `/api/annotations/${id}`);
-  state.annotations = state.annotations.filter((a) => a.id !== id);
-  state.images[state.index].annotations -= 1;
-  state.selected = null;
-  setStatus(`deleted annotation #${id}`);
-  refresh();
+  const ann = state.annotations.find((a) => a.id === state.selected);
+  if (!ann) return;
+  editor.leave(); // unsaved changes to its mask: dropped, as an undoable step of their own
+  await undoable.remove(ann);
+  setStatus(`deleted #${ann.id} — Ctrl+Z to undo`);
 }
 
 async function togglePreview() {
@@ -447,7 +497,11 @@ async function keepProposal() {
   if (!proposal) return;
   // a found proposal keeps its own category; an "everything" one takes the category typed above
   const name = proposal.category || category();
-  if (await saveAnnotation(proposal.rle, proposal.predicted_iou, name)) dropProposal();
+  const at = state.focused;
+  const ann = await saveAnnotation(proposal.rle, proposal.predicted_iou, name);
+  if (!ann) return;
+  dropProposal();
+  undoable.recordKept(ann, proposal, at);
 }
 
 function dropProposal() {
@@ -459,7 +513,10 @@ function dropProposal() {
 async function keepAll() {
   if (state.proposals.some((p) => !p.category) && !category()) return;
   state.focused = 0;
-  while (state.proposals.length) await keepProposal();
+  const count = state.proposals.length;
+  await history.grouped(`keep ${count} proposals`, state.image.id, async () => {
+    while (state.proposals.length) await keepProposal();
+  });
 }
 
 // ---- wiring -------------------------------------------------------------------------------------
@@ -473,9 +530,14 @@ $("remove-preview").addEventListener("click", guarded(togglePreview));
 $("everything-form").addEventListener("submit", (event) => { event.preventDefault(); guarded(runEverything)(); });
 $("find-form").addEventListener("submit", (event) => { event.preventDefault(); guarded(runFind)(); });
 $("keep").addEventListener("click", guarded(keepProposal));
-$("drop").addEventListener("click", dropProposal);
+$("drop").addEventListener("click", undoable.dropFocused);
 $("keep-all").addEventListener("click", guarded(keepAll));
-$("drop-all").addEventListener("click", () => { state.proposals = []; refresh(); });
+$("drop-all").addEventListener("click", undoable.dropAll);
+$("undo").addEventListener("click", guarded(undo));
+$("redo").addEventListener("click", guarded(redo));
+$("brush").addEventListener("click", () => editor.setTool("brush"));
+$("eraser").addEventListener("click", () => editor.setTool("eraser"));
+$("save-edit").addEventListener("click", guarded(editor.save));
 window.addEventListener("resize", () => { fitCanvas(); draw(); });
 
 const keys = {
@@ -487,15 +549,19 @@ const keys = {
   z: undo,
   y: redo,
   Z: redo,
-  Escape: clearPrompts,
+  Escape: cancel,
   e: runEverything,
   f: () => { if (!$("find-form").hidden) $("find-text").focus(); },
   k: keepProposal,
-  x: dropProposal,
+  x: undoable.dropFocused,
   r: relabel,
   o: togglePreview,
   Delete: deleteSelected,
   Backspace: deleteSelected,
+  b: () => editor.setTool("brush"),
+  B: () => editor.setTool("eraser"),
+  "[": () => editor.resize(0.8),
+  "]": () => editor.resize(1.25),
   n: () => openImage(state.index + 1),
   p: () => openImage(state.index - 1),
 };

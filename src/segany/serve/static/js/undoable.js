@@ -1,0 +1,113 @@
+// The page's actions as entries of its one history (js/history.js): what undoing and redoing each
+// does. Prompt steps are local (undo shows the prompts and their masks as they were); an accepted or
+// kept annotation undoes with DELETE and redoes with PUT /api/annotations/{id}, which restores it
+// under its own id (as does undoing a delete); dropped proposals come back where they were.
+import { api } from "./api.js";
+import { History } from "./history.js";
+
+/** page: {state, refresh, openImage(index), dropProposal() (drops the focused one), onChange(history)}. */
+export function createUndoable(page) {
+  const { state, refresh } = page;
+  const history = new History(goToImage, () => page.onChange(history));
+
+  async function goToImage(imageId) {
+    if (state.image && state.image.id === imageId) return;
+    const index = state.images.findIndex((image) => image.id === imageId);
+    if (index < 0) throw new Error(`image ${imageId} is no longer served`);
+    await page.openImage(index);
+  }
+
+  const prompts = () => ({ steps: state.steps, cursor: state.cursor });
+
+  function showPrompts({ steps, cursor }) {
+    state.steps = steps;
+    state.cursor = cursor;
+    refresh();
+  }
+
+  /** Record the prompts' change since before (a prompts() taken then). */
+  function recordPrompts(label, before) {
+    const after = prompts();
+    history.record({ label, image: state.image.id, undo: () => showPrompts(before), redo: () => showPrompts(after) });
+  }
+
+  async function unsave(ann) {
+    await api("DELETE", `/api/annotations/${ann.id}`);
+    state.annotations = state.annotations.filter((a) => a.id !== ann.id);
+    state.images[state.index].annotations -= 1;
+    if (state.selected === ann.id) state.selected = null;
+    refresh();
+  }
+
+  async function resave(ann) {
+    const body = { image: state.image.id, category: ann.category, rle: ann.segmentation, score: ann.score ?? null };
+    const back = await api("PUT", `/api/annotations/${ann.id}`, body);
+    state.annotations = [...state.annotations, back].sort((a, b) => a.id - b.id);
+    state.images[state.index].annotations += 1;
+    refresh();
+  }
+
+  /** An annotation just saved (accept, keep): undo deletes it, then undo(); redo restores it, then redo(). */
+  function recordSaved(label, ann, undo, redo) {
+    history.record({
+      label: `${label} #${ann.id}`, image: state.image.id,
+      undo: async () => { await unsave(ann); undo(); },
+      redo: async () => { await resave(ann); redo(); },
+    });
+  }
+
+  /** Delete an annotation, undoably. */
+  async function remove(ann) {
+    await unsave(ann);
+    history.record({ label: `delete #${ann.id}`, image: state.image.id, undo: () => resave(ann), redo: () => unsave(ann) });
+  }
+
+  /** Relabel an annotation with PATCH, undoably; resolves to the server's answer. */
+  async function relabel(id, name, apply) {
+    const before = state.annotations.find((a) => a.id === id).category;
+    const label = async (category) => apply(await api("PATCH", `/api/annotations/${id}`, { category }));
+    const updated = await label(name);
+    history.record({ label: `relabel #${id}`, image: state.image.id, undo: () => label(before), redo: () => label(name) });
+    return updated;
+  }
+
+  function insertProposal(at, proposal) {
+    state.proposals.splice(Math.min(at, state.proposals.length), 0, proposal);
+    state.focused = state.proposals.indexOf(proposal);
+    refresh();
+  }
+
+  function removeProposal(proposal) {
+    const at = state.proposals.indexOf(proposal);
+    if (at < 0) return;
+    state.focused = at;
+    page.dropProposal();
+  }
+
+  /** A proposal just kept (it was at index at) as annotation ann. */
+  function recordKept(ann, proposal, at) {
+    recordSaved("keep", ann, () => insertProposal(at, proposal), () => removeProposal(proposal));
+  }
+
+  /** Drop the focused proposal, undoably. */
+  function dropFocused() {
+    const proposal = state.proposals[state.focused];
+    if (!proposal) return;
+    const at = state.focused;
+    page.dropProposal();
+    history.record({ label: "drop proposal", image: state.image.id, undo: () => insertProposal(at, proposal),
+                     redo: () => removeProposal(proposal) });
+  }
+
+  /** Drop every proposal, undoably. */
+  function dropAll() {
+    const before = state.proposals;
+    if (!before.length) return;
+    const show = (proposals) => { state.proposals = proposals; state.focused = 0; refresh(); };
+    show([]);
+    history.record({ label: `drop ${before.length} proposals`, image: state.image.id, undo: () => show(before),
+                     redo: () => show([]) });
+  }
+
+  return { history, prompts, showPrompts, recordPrompts, recordSaved, recordKept, remove, relabel, dropFocused, dropAll };
+}
