@@ -70,6 +70,8 @@ def test_image_states_are_kept_in_the_file_and_the_export(folder: Path, tiny_ran
     again, _ = _client(folder, tiny_random_sam, path)  # read back on start; done stays done
     assert {i["file_name"]: i["state"] for i in again.get("/api/images").json()}["a.png"] == "done"
 
+    refused = client.put(f"/api/images/{ids['a.png']}/state", json={"state": "empty"})
+    assert refused.status_code == 422 and "2 annotations" in refused.json()["detail"]
     bad = client.put(f"/api/images/{ids['a.png']}/state", json={"state": "finished"})
     assert bad.status_code == 422 and "state" in bad.json()["detail"]
     assert client.put("/api/images/nope/state", json={"state": "done"}).status_code == 404

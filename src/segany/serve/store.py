@@ -240,6 +240,9 @@ class AnnotationStore:
         state = image_state(state)
         with self._lock, self._transaction():
             image = self._image(file_name) or self._add_image(file_name, height, width)
+            held = sum(1 for a in self._data["annotations"] if a["image_id"] == image["id"])
+            if state == "empty" and held:
+                raise AnnotationError(f"{file_name} has {held} annotations: delete them before marking it empty")
             image[STATE] = state
             return state
 

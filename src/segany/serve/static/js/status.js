@@ -1,0 +1,51 @@
+// Busy and error state: a header indicator while any request runs, readable error messages that
+// clear on the next request that succeeds (the server is back), and the status line itself.
+
+const $ = (id) => document.getElementById(id);
+let pending = 0;
+let lastGood = "ready";
+
+/** The status line; an error stays until the next successful request or status. */
+export function setStatus(text, isError = false) {
+  const status = $("status");
+  status.textContent = text;
+  status.classList.toggle("error", isError);
+  document.body.dataset.error = isError ? "1" : "";
+  if (!isError) lastGood = text;
+}
+
+function showBusy() {
+  document.body.dataset.requests = String(pending);
+  $("busy").hidden = pending === 0;
+}
+
+/** Called by api.js around every request. */
+export function requestStarted() {
+  pending += 1;
+  showBusy();
+}
+
+export function requestEnded(ok) {
+  pending = Math.max(0, pending - 1);
+  showBusy();
+  if (ok && document.body.dataset.error) setStatus(lastGood);
+}
+
+/** An Error whose message a labeller can act on, for a failed fetch (no answer at all). */
+export function unreachable(url) {
+  return new Error(`cannot reach the server (${url.split("?")[0]}): is segany serve still running? `
+    + "The page carries on once it is back.");
+}
+
+/** Await a promise that is not an api.js request (an image decoding) with the busy indicator on. */
+export async function tracked(promise, what) {
+  requestStarted();
+  try {
+    const value = await promise;
+    requestEnded(true);
+    return value;
+  } catch (error) {
+    requestEnded(false);
+    throw new Error(`${what} could not be loaded (${error.message || error}): is segany serve still running?`);
+  }
+}
