@@ -8,7 +8,7 @@ let lastGood = "ready";
 /** The status line; an error stays until the next successful request or status. */
 export function setStatus(text, isError = false) {
   const status = $("status");
-  status.textContent = text;
+  status.textContent = status.title = text;
   status.classList.toggle("error", isError);
   document.body.dataset.error = isError ? "1" : "";
   if (!isError) lastGood = text;
@@ -33,8 +33,9 @@ export function requestEnded(ok) {
 
 /** An Error whose message a labeller can act on, for a failed fetch (no answer at all). */
 export function unreachable(url) {
-  return new Error(`cannot reach the server (${url.split("?")[0]}): is segany serve still running? `
-    + "The page carries on once it is back.");
+  const error = new Error("cannot reach the server: is segany serve running? Try again once it is back.");
+  error.url = url;
+  return error;
 }
 
 /** Await a promise that is not an api.js request (an image decoding) with the busy indicator on. */
