@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import json
 
+import cv2
+import numpy as np
 import pytest
 
-from browser import ARTIFACTS, WIDTH, predict_answer
+from browser import ARTIFACTS, CANVAS_PIXELS, HEIGHT, WIDTH, predict_answer
+from segany.masks import decode_rle
 
 READY = "document.body.dataset.embedding === 'ready'"
 STATUS_ERROR = "document.getElementById('status').classList.contains('error')"
@@ -80,6 +83,13 @@ def test_proposal_is_kept_only_with_an_explicit_category(server, labelling, page
     assert "iou" not in page.inner_text("#proposals")  # nor filters on SAM's scores
     page.wait_for_selector("#proposals li")
     colours = page.evaluate("[...document.querySelectorAll('#proposals .swatch')].map((s) => s.style.background)")
+    # the focused proposal is outlined in white (the picture has no white): only round its edge
+    pixels = np.asarray(page.evaluate(CANVAS_PIXELS), np.uint8).reshape(HEIGHT, WIDTH, 4)
+    white = (pixels[..., :3] >= 250).all(-1)
+    focused = decode_rle(proposals[0]["rle"]).astype(np.uint8)
+    kernel = np.ones((7, 7), np.uint8)
+    ring = cv2.dilate(focused, kernel).astype(bool) & ~cv2.erode(focused, kernel).astype(bool)
+    assert white.sum() > 20 and not white[~ring].any()
 
     page.fill("#category", "llama")  # typed for the accept form: K must not use it
     page.press("#category", "Escape")  # leave the field: keys go to the page

@@ -535,7 +535,7 @@ const keys = {
 function categoryKey(event) {
   // Shift+1-9 chooses a category; 1-9 while reviewing proposals (no candidate masks) keeps the
   // focused one as that category; otherwise 1-3 stay the candidate keys
-  const digit = /^Digit([1-9])$/.exec(event.code);
+  const digit = /^(?:Digit|Numpad)([1-9])$/.exec(event.code);
   if (!digit || event.ctrlKey || event.metaKey || event.altKey) return false;
   const hotkey = Number(digit[1]);
   if (event.shiftKey) {

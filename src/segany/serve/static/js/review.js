@@ -45,15 +45,18 @@ export function proposalText(p) {
 /** A thick contrasting contour round the focused proposal: its edge pixels drawn in a ring of offsets. */
 export function drawFocused(ctx, proposal, scale) {
   if (!proposal) return;
-  const edges = overlay(proposal.rle, [255, 255, 255], 0);
-  const dark = overlay(proposal.rle, [20, 20, 20], 0);
-  const r = Math.max(1, OUTLINE_SCREEN_PX * scale);
-  for (const [layer, radius] of [[dark, r], [edges, r / 2]]) {
-    for (let a = 0; a < 8; a++) {
-      ctx.drawImage(layer, radius * Math.cos((a * Math.PI) / 4), radius * Math.sin((a * Math.PI) / 4));
+  const outer = Math.max(2, Math.round(OUTLINE_SCREEN_PX * scale)); // whole image pixels: crisp, never blurred
+  const inner = Math.max(1, Math.round(outer / 2));
+  ctx.save();
+  ctx.imageSmoothingEnabled = false;
+  for (const [color, radius] of [[[20, 20, 20], outer], [[255, 255, 255], inner]]) {
+    const edges = overlay(proposal.rle, color, 0);
+    for (const [dx, dy] of [[1, 0], [1, 1], [0, 1], [-1, 1], [-1, 0], [-1, -1], [0, -1], [1, -1]]) {
+      ctx.drawImage(edges, dx * radius, dy * radius);
     }
   }
   ctx.drawImage(overlay(proposal.rle, proposal.color, 0), 0, 0);
+  ctx.restore();
 }
 
 let shown = null; // the proposal focused when the list was last drawn

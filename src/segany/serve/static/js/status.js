@@ -47,6 +47,6 @@ export async function tracked(promise, what) {
     return value;
   } catch (error) {
     requestEnded(false);
-    throw new Error(`${what} could not be loaded (${error.message || error}): is segany serve still running?`);
+    throw new Error(`${what} could not be shown: ${error.message || error}`);
   }
 }
