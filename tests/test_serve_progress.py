@@ -166,3 +166,10 @@ def test_segany_export_reads_the_annotators_file(folder: Path, tiny_random_sam, 
     assert (tmp_path / "yolo" / "labels" / "b.txt").read_text() == ""  # an empty image: YOLO's background image
     assert (tmp_path / "yolo" / "labels" / "a.txt").read_text().startswith("0 ")
     assert (tmp_path / "yolo" / "classes.txt").read_text() == "box\n"
+
+
+def test_serve_command_reads_the_category_file(folder: Path, tiny_model_files, tmp_path: Path, capsys) -> None:
+    from tiny_models import model_args
+
+    code = main(["serve", str(folder), "--categories", str(tmp_path / "missing.txt"), *model_args(tiny_model_files)])
+    assert code == 2 and "cannot read the category file" in capsys.readouterr().err
