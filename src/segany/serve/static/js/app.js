@@ -4,9 +4,9 @@ import { api, apiBlob } from "./api.js";
 import { css, overlay, overlayCache } from "./masks.js";
 import { askForCategory, byHotkey, categoryColor, choose, chosenCategory, initCategories, refreshCategories } from "./categories.js";
 import { drawPolygons } from "./polygons.js";
-import { annotated, buildImageList, focusable, renderProgress, toggleState, unfinished } from "./progress.js";
+import { annotated, buildImageList, renderProgress, toggleState, unfinished } from "./progress.js";
 import { drawFocused, everythingBody, proposalText, setGeneratorOptions, showFocused, withColours } from "./review.js";
-import { setStatus, tracked } from "./status.js";
+import { focusable, setStatus, tracked } from "./status.js";
 
 const $ = (id) => document.getElementById(id);
 const canvas = $("canvas");

@@ -3,8 +3,7 @@
 // their category ids; a merge moves them to the target's id).
 import { api } from "./api.js";
 import { colorOf, css } from "./masks.js";
-import { focusable } from "./progress.js";
-import { setStatus } from "./status.js";
+import { focusable, setStatus } from "./status.js";
 
 const $ = (id) => document.getElementById(id);
 export const categoryState = { list: [], chosen: null }; // chosen: a category id, picked explicitly

@@ -1,23 +1,11 @@
 // Progress over the folder: each image's state (not started / in progress / done / empty), kept in
 // the COCO file by the server, shown in the images list with counts; "unfinished" navigation.
 import { api } from "./api.js";
-import { setStatus } from "./status.js";
+import { focusable, setStatus } from "./status.js";
 
 const $ = (id) => document.getElementById(id);
 export const STATE_NAMES = { not_started: "not started", in_progress: "in progress", done: "done", empty: "empty" };
 const UNFINISHED = ["not_started", "in_progress"];
-
-/** Activate ``li`` with a click, Enter or Space, and make it reachable with Tab. */
-export function focusable(li, onActivate) {
-  li.tabIndex = 0;
-  li.addEventListener("click", onActivate);
-  li.addEventListener("keydown", (event) => {
-    if (event.key !== "Enter" && event.key !== " ") return;
-    event.preventDefault();
-    event.stopPropagation(); // not the page's Enter (accept)
-    onActivate(event);
-  });
-}
 
 /** The images list: one focusable row per image (state mark, name, annotation count). */
 export function buildImageList(images, open) {

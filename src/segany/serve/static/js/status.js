@@ -1,5 +1,6 @@
 // Busy and error state: a header indicator while any request runs, readable error messages that
-// clear on the next request that succeeds (the server is back), and the status line itself.
+// clear on the next request that succeeds (the server is back), the status line itself, and
+// keyboard-focusable list rows.
 
 const $ = (id) => document.getElementById(id);
 let pending = 0;
@@ -49,4 +50,16 @@ export async function tracked(promise, what) {
     requestEnded(false);
     throw new Error(`${what} could not be shown: ${error.message || error}`);
   }
+}
+
+/** Activate ``li`` with a click, Enter or Space, and make it reachable with Tab. */
+export function focusable(li, onActivate) {
+  li.tabIndex = 0;
+  li.addEventListener("click", onActivate);
+  li.addEventListener("keydown", (event) => {
+    if (event.key !== "Enter" && event.key !== " ") return;
+    event.preventDefault();
+    event.stopPropagation(); // not the page's Enter (accept)
+    onActivate(event);
+  });
 }
