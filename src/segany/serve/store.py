@@ -278,29 +278,33 @@ class AnnotationStore:
         """Rename and/or recolour a category; its id (and so its annotations) stay. A name another
         category has is an :class:`AnnotationError` (merge them instead)."""
         name = category_name(name) if name is not None else None
-        with self._lock, self._transaction():
-            category = self._category(category_id)
-            if name is not None and name != category["name"]:
-                if any(c["name"] == name for c in self._data["categories"]):
-                    raise AnnotationError(f"there is already a category {name!r}: merge into it instead")
-                self._order = [name if n == category["name"] else n for n in self._order]
-                category["name"] = name
-            if color is not None:
-                category["color"] = category_color(color)
+        with self._lock:
+            order = self._order
+            with self._transaction():
+                category = self._category(category_id)
+                if name is not None and name != category["name"]:
+                    if any(c["name"] == name for c in self._data["categories"]):
+                        raise AnnotationError(f"there is already a category {name!r}: merge into it instead")
+                    order = [name if n == category["name"] else n for n in order]
+                    category["name"] = name
+                if color is not None:
+                    category["color"] = category_color(color)
+            self._order = order  # only once saved
         return self._listed(category_id)
 
     def merge_category(self, source_id: int, target_id: int) -> dict[str, Any]:
         """Move every annotation of category ``source_id`` to ``target_id`` and remove the source;
         returns the target as listed."""
-        with self._lock, self._transaction():
-            source, target = self._category(source_id), self._category(target_id)
-            if source is target:
-                raise AnnotationError(f"cannot merge category {source_id} into itself")
-            for ann in self._data["annotations"]:
-                if ann["category_id"] == source_id:
-                    ann["category_id"] = target["id"]
-            self._data["categories"].remove(source)
-            self._order = [n for n in self._order if n != source["name"]]
+        with self._lock:
+            with self._transaction():
+                source, target = self._category(source_id), self._category(target_id)
+                if source is target:
+                    raise AnnotationError(f"cannot merge category {source_id} into itself")
+                for ann in self._data["annotations"]:
+                    if ann["category_id"] == source_id:
+                        ann["category_id"] = target["id"]
+                self._data["categories"].remove(source)
+            self._order = [n for n in self._order if n != source["name"]]  # only once saved
         return self._listed(target_id)
 
     # -- internals (called with the lock held) -----------------------------------------------
