@@ -104,3 +104,59 @@ def predict_answer(page, action) -> tuple[dict, dict]:
     response = info.value
     assert response.status == 200, response.text()
     return response.request.post_data_json, response.json()
+
+
+class Served:
+    """The app ``make_app()`` builds, served by uvicorn in a thread on one loopback port; ``stop()``
+    then ``start()`` is a server killed and restarted in the middle of labelling (a new app on the
+    same port and files, as a new process would be: a stopped app's service is closed)."""
+
+    def __init__(self, make_app) -> None:
+        self.make_app, self.port, self._server, self._thread = make_app, free_port(), None, None
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.start()
+
+    def start(self) -> None:
+        import uvicorn
+
+        config = uvicorn.Config(self.make_app(), host="127.0.0.1", port=self.port, log_level="warning")
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(target=self._server.run, daemon=True)
+        self._thread.start()
+        deadline = time.monotonic() + 30
+        while not self._server.started:
+            assert self._thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        self._server.should_exit = True
+        self._thread.join(10)
+
+
+def shapes_picture(shift: int = 0) -> np.ndarray:
+    """The two-squares test image, its squares moved right by ``shift`` pixels."""
+    picture = np.full((HEIGHT, WIDTH, 3), (225, 228, 220), np.uint8)
+    picture[30:100, 20 + shift:90 + shift] = (200, 40, 40)
+    picture[60:140, 110:190] = (40, 80, 200)
+    return picture
+
+
+@pytest.fixture()
+def labelling(request: pytest.FixtureRequest, tmp_path: Path, tiny_random_sam) -> Iterator[tuple[Served, Path]]:
+    """A folder of three images (a.png, b.png, c.png) served with the project categories red, blue;
+    the tiny random SAM, or the classic engine when parametrized indirectly with "classic"."""
+    pytest.importorskip("uvicorn", reason="the serve extra (uvicorn) is not installed")
+    images = tmp_path / "labelling"
+    images.mkdir()
+    for shift, name in enumerate(("a.png", "b.png", "c.png")):
+        Image.fromarray(shapes_picture(shift)).save(images / name)
+    (tmp_path / "classes.txt").write_text("red\nblue\n")
+    model = tiny_random_sam
+    if getattr(request, "param", None) == "classic":
+        import segany
+
+        model = segany.load_model("classic")
+    annotations = tmp_path / "labelling.coco.json"
+    served = Served(lambda: create_app(images, model, annotations, model_name="test", categories=tmp_path / "classes.txt"))
+    yield served, annotations
+    served.stop()

@@ -109,7 +109,9 @@ def test_everything_proposals_can_be_kept(server, page) -> None:
     page.wait_for_selector("#proposals li")
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "browser_proposals.png"))
-    page.fill("#category", "proposal")
+    page.fill("#category-name", "proposal")  # issue 18: a proposal is kept only with a category chosen explicitly
+    page.click("#add-category")  # adding a category chooses it
+    page.wait_for_selector("#category-list li.selected")
     page.click("#keep")
     page.wait_for_selector("#annotations li")
     assert page.locator("#proposals li").count() == len(proposals) - 1

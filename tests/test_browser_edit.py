@@ -195,7 +195,9 @@ def test_undo_and_redo_keep_and_drop_of_proposals(server, page) -> None:
     assert count >= 1, "with both thresholds at 0 every distinct mask is proposed"
     rows = "document.querySelectorAll('#proposals li').length"
     page.wait_for_function(f"{rows} === {count}")
-    page.fill("#category", "proposal")
+    page.fill("#category-name", "proposal")  # a proposal is kept only with a category chosen explicitly
+    page.click("#add-category")
+    page.wait_for_selector("#category-list li.selected")
     page.click("#keep")
     page.wait_for_selector("#annotations li")
     [kept] = json.loads(annotations.read_text())["annotations"]

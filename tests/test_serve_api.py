@@ -455,7 +455,12 @@ def test_export_is_the_coco_file(client: TestClient, ids: dict[str, str], app) -
     client.post(f"/api/images/{ids['cat.png']}/annotations", json={"category": "cat", "rle": _mask_rle(37, 53, (2, 2, 6, 6))})
     response = client.get("/api/export/coco")
     assert response.status_code == 200 and "attachment" in response.headers["content-disposition"]
-    assert response.json() == json.loads(app.state.store.path.read_text())
+    exported, on_disk = response.json(), json.loads(app.state.store.path.read_text())
+    assert {k: v for k, v in exported.items() if k != "images"} == {k: v for k, v in on_disk.items() if k != "images"}
+    # the file's images, then the folder's other readable ones (issue 18: "not started" is listed too)
+    assert exported["images"][:len(on_disk["images"])] == [{"segany_state": "not_started", **i} | i
+                                                          for i in on_disk["images"]]
+    assert {i["file_name"] for i in exported["images"]} == {"cat.png", "more/shapes.png", "more/deeper/scan.tif"}
 
 
 def test_annotations_are_reloaded_on_start(images_dir: Path, tiny_random_sam, tmp_path: Path) -> None:

@@ -59,7 +59,8 @@ ANNOTATIONS_HELP = "a COCO instances file (e.g. everything --format coco's annot
 def _register_mask_formats(formats: argparse._SubParsersAction) -> None:
     polygons = formats.add_parser(
         "coco-polygons",
-        help="COCO instances file with polygon segmentations",
+        aliases=["coco"],
+        help="COCO instances file with polygon segmentations (also: export coco)",
         description="Rewrites every RLE mask as COCO polygons (OpenCV contours; holes bridged into the outline "
         "by a zero-width cut, so pycocotools' even-odd fill keeps them).",
     )

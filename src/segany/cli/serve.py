@@ -49,6 +49,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              "[::1] and --host (repeatable; '*' allows any: no protection against DNS rebinding)")
     parser.add_argument("--annotations", default=None, metavar="FILE",
                         help="COCO instances JSON to read and update (default IMAGES_DIR/annotations.coco.json)")
+    parser.add_argument("--categories", default=None, metavar="FILE",
+                        help="the project's categories, merged with the annotation file's: a text file (one name a "
+                             "line), a JSON list of names or {name, color} objects, or a COCO file; the first nine "
+                             "get the hotkeys 1-9 in that order")
     parser.add_argument("--cache-embeddings", type=number_type(int, 1), default=16, metavar="N",
                         help="image embeddings kept in memory (default 16)")
     parser.add_argument("--cache-mb", type=number_type(int, 1), default=512, metavar="MB",
@@ -97,6 +101,7 @@ def run(args: argparse.Namespace) -> int:
         max_queue=args.max_queue, max_everything_queue=args.max_everything_queue,
         max_points_per_side=args.max_points_per_side, max_pixels=args.max_pixels,
         embeddings=args.embeddings, checkpoint_sha256=checkpoint_sha256(args) if args.embeddings else None, detector=detector,
+        categories=args.categories,
     )
     catalogue, store = app.state.catalogue, app.state.store
     info(f"{len(catalogue)} images under {catalogue.root}; annotations in {store.path}")

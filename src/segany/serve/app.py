@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, TypeVar
@@ -28,7 +28,9 @@ from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from ..data.formats.embeddings import model_name_of
 from ..data.formats.png import png_bytes
+from ..data.formats.polygons import mask_to_polygons
 from ..data.images import DEFAULT_MAX_PIXELS
+from ..engine import family_of
 from ..errors import (
     ConflictError,
     ImageError,
@@ -43,6 +45,7 @@ from ..inpaint.classic import FAST_METHOD, ClassicInpainter
 from ..text.detectors import TunableDetector
 from . import schemas
 from .catalogue import ImageCatalogue
+from .categories import read_categories
 from .guard import SameOriginGuard
 from .lanes import Cancelled, Ticket
 from .limits import BodySizeLimit
@@ -138,6 +141,7 @@ def create_app(
     embeddings: str | os.PathLike | None = None,
     checkpoint_sha256: str | None = None,
     detector: TunableDetector | None = None,
+    categories: str | os.PathLike | None = None,
 ) -> FastAPI:
     """The annotator app for the images under ``images_dir``, predicting with ``model`` (any segany
     model: its engine comes from :mod:`segany.engine`).
@@ -150,10 +154,14 @@ def create_app(
     where they were stored for the same image file by this model, whose weights file has the
     sha256 ``checkpoint_sha256`` (:mod:`.stored`). ``detector``: a :mod:`segany.text` detector
     (``GroundingDino`` / ``Owlv2``) for ``POST /api/images/{id}/find``; without one that route is a 409.
+    ``categories``: a project category file (:mod:`.categories`) merged into the annotation file's.
     """
     catalogue = ImageCatalogue(images_dir, max_pixels=max_pixels)
     stored = None if embeddings is None else StoredEmbeddings(embeddings, model_name_of(model), checkpoint_sha256)
     store = AnnotationStore(annotations if annotations is not None else catalogue.root / DEFAULT_ANNOTATIONS)
+    if categories is not None:
+        store.add_categories(read_categories(categories))
+    generator_options = sorted(family_of(model).generator_options)
     service = SegmentService(model, catalogue, max_embeddings=max_embeddings, max_embedding_bytes=max_embedding_bytes,
                              max_queue=max_queue, max_everything_queue=max_everything_queue,
                              max_points_per_side=max_points_per_side, stored=stored, detector=detector)
@@ -189,6 +197,14 @@ def create_app(
     async def _invalid_request(_: Request, exc: RequestValidationError) -> JSONResponse:
         return _validation_response(exc)
 
+    def readable_images() -> Iterator[tuple[str, int, int]]:
+        """(file name, height, width) of every image of the folder whose size can be read."""
+        for entry in catalogue:
+            try:
+                yield (entry.file_name, *catalogue.size(entry.id))
+            except (ImageError, NotFoundError):
+                continue
+
     def image_detail(image_id: str) -> dict:
         entry = catalogue.get(image_id)
         height, width = catalogue.size(image_id)
@@ -205,12 +221,22 @@ def create_app(
                 "cached_embeddings": len(service.embeddings), "cached_embedding_bytes": service.embeddings.num_bytes,
                 "embeddings_computed": service.embeddings.computed,
                 "embeddings_stored": 0 if stored is None else stored.used, "max_body_bytes": max_body_bytes,
-                "detector": None if detector is None else detector.name}
+                "detector": None if detector is None else detector.name, "generator_options": generator_options}
+
+    def summary(entry: Any, counts: dict[str, int], states: dict[str, str]) -> dict:
+        return {"id": entry.id, "file_name": entry.file_name, "annotations": counts.get(entry.file_name, 0),
+                "state": states.get(entry.file_name, "not_started")}
 
     @app.get("/api/images", response_model=list[schemas.ImageSummary], tags=["images"])
     def list_images() -> list[dict]:
-        counts = store.counts()
-        return [{"id": e.id, "file_name": e.file_name, "annotations": counts.get(e.file_name, 0)} for e in catalogue]
+        counts, states = store.counts(), store.states()
+        return [summary(e, counts, states) for e in catalogue]
+
+    @app.put("/api/images/{image_id}/state", response_model=schemas.ImageSummary, tags=["images"])
+    def set_image_state(image_id: str, body: schemas.ImageStateUpdate) -> dict:
+        entry = catalogue.get(image_id)
+        store.set_state(entry.file_name, *catalogue.size(image_id), body.state)
+        return summary(entry, store.counts(), store.states())
 
     @app.get("/api/images/{image_id}", response_model=schemas.ImageDetail, tags=["images"])
     def get_image(image_id: str) -> dict:
@@ -267,8 +293,13 @@ def create_app(
                                                          body.text_threshold))
 
     @app.get("/api/images/{image_id}/annotations", response_model=list[schemas.Annotation], tags=["annotations"])
-    def list_annotations(image_id: str) -> list[dict]:
-        return store.annotations_for(catalogue.get(image_id).file_name)
+    def list_annotations(image_id: str, polygons: bool = Query(False, description="add each mask's outline as "
+                                                                                "COCO polygons")) -> list[dict]:
+        listed = store.annotations_for(catalogue.get(image_id).file_name)
+        if polygons:
+            for ann in listed:
+                ann["polygons"] = mask_to_polygons(mask_from_rle(ann["segmentation"], *ann["segmentation"]["size"]))
+        return listed
 
     @app.post("/api/images/{image_id}/annotations", response_model=schemas.Annotation, status_code=201,
               tags=["annotations"])
@@ -309,13 +340,26 @@ def create_app(
         return Response(png_bytes(filled), media_type="image/png")
 
     @app.get("/api/categories", response_model=list[schemas.Category], tags=["annotations"])
-    def categories() -> list[dict]:
+    def list_categories() -> list[dict]:
         return store.categories()
 
+    @app.post("/api/categories", response_model=schemas.Category, status_code=201, tags=["annotations"])
+    def create_category(body: schemas.CategoryCreate) -> dict:
+        return store.add_category(body.name, body.color)
+
+    @app.patch("/api/categories/{category_id}", response_model=schemas.Category, tags=["annotations"])
+    def update_category(category_id: int, body: schemas.CategoryUpdate) -> dict:
+        return store.update_category(category_id, body.name, body.color)
+
+    @app.post("/api/categories/{category_id}/merge", response_model=schemas.Category, tags=["annotations"])
+    def merge_category(category_id: int, body: schemas.CategoryMerge) -> dict:
+        return store.merge_category(category_id, body.into)
+
     @app.get("/api/export/coco", tags=["annotations"],
-             responses={200: {"description": "the COCO instances dataset (masks as RLE)"}})
+             responses={200: {"description": "the COCO instances dataset (masks as RLE), listing every "
+                                              "readable image of the folder with its segany_state"}})
     def export_coco() -> JSONResponse:
-        return JSONResponse(store.dataset(),
+        return JSONResponse(store.export(list(readable_images())),
                             headers={"Content-Disposition": f'attachment; filename="{store.path.name}"'})
 
     @app.get("/", include_in_schema=False)

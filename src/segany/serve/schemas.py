@@ -28,10 +28,19 @@ class RLE(Closed):
     counts: str | list[int] = Field(description="compressed COCO string, or run lengths")
 
 
+ImageState = Literal["not_started", "in_progress", "done", "empty"]
+
+
 class ImageSummary(BaseModel):
     id: str
     file_name: str
     annotations: int = Field(description="number of accepted annotations")
+    state: ImageState = Field("not_started", description="the labeller's progress on the image (kept in the "
+                                                         "COCO file's images as segany_state)")
+
+
+class ImageStateUpdate(Closed):
+    state: ImageState
 
 
 class ImageDetail(BaseModel):
@@ -168,12 +177,40 @@ class Annotation(BaseModel):
     bbox: list[int | float] = Field(description="XYWH")
     iscrowd: int
     score: float | None = None
+    polygons: list[list[float]] | None = Field(None, description="the mask's outline as COCO polygons (OpenCV "
+                                                                 "contours, simplified), with ?polygons=1")
+
+
+Color = Annotated[list[int], Field(min_length=3, max_length=3, description="[r, g, b], 0-255")] | str
 
 
 class Category(BaseModel):
     id: int
     name: str
     supercategory: str = ""
+    color: list[int] | None = Field(None, description="[r, g, b] (default: the page picks one from the id)")
+    hotkey: int | None = Field(None, description="1-9 for the first nine categories in the project's order")
+    annotations: int = Field(0, description="number of annotations with this category")
+
+
+class CategoryCreate(Closed):
+    name: str = Field(min_length=1, max_length=100)
+    color: Color | None = Field(None, description='[r, g, b] or "#rrggbb"')
+
+
+class CategoryUpdate(Closed):
+    name: str | None = Field(None, min_length=1, max_length=100, description="a new name (the id stays)")
+    color: Color | None = Field(None, description='[r, g, b] or "#rrggbb"')
+
+    @model_validator(mode="after")
+    def _something(self) -> CategoryUpdate:
+        if self.name is None and self.color is None:
+            raise ValueError("give a new name and/or a new color")
+        return self
+
+
+class CategoryMerge(Closed):
+    into: int = Field(description="the category id that takes over this category's annotations")
 
 
 class ServerInfo(BaseModel):
@@ -188,3 +225,5 @@ class ServerInfo(BaseModel):
     max_body_bytes: int
     detector: str | None = Field(None, description="the text detector of POST /api/images/{id}/find "
                                                    "(segany serve --detector), or null")
+    generator_options: list[str] = Field(default_factory=list, description="the 'everything' options this "
+                                                                           "model's generator honours")

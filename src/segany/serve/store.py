@@ -10,6 +10,13 @@ Annotations made elsewhere keep their segmentation as written (polygons, uncompr
 compressed RLE) unless their mask is edited here; the API shows each as compressed RLE. Ids are
 never given out twice, even across restarts and deletions: the highest id used so far is kept
 in the file's ``info`` block (``segany_last_ids``).
+
+Progress: each image the labeller touched is listed in ``images`` with its state in
+``segany_state`` (:data:`IMAGE_STATES`; absent reads as "in_progress" when the image has
+annotations, else "not_started"); the first annotation of an image not started (or marked empty)
+makes it "in_progress". Categories may carry a ``color`` ([r, g, b], as COCO panoptic's); they are
+listed in the project's order (``segany serve --categories``, then the file's) and the first nine get
+the hotkeys 1-9. Renaming keeps a category's id; merging moves its annotations to the target's id.
 """
 from __future__ import annotations
 
@@ -32,6 +39,9 @@ from .rle import mask_from_rle, segmentation_rle
 
 MAX_CATEGORY_LENGTH = 100
 LAST_IDS = "segany_last_ids"  # in the dataset's info block: {"annotations": n, "images": n, "categories": n}
+STATE = "segany_state"  # in an image entry: one of IMAGE_STATES
+IMAGE_STATES = ("not_started", "in_progress", "done", "empty")
+HOTKEYS = 9  # categories 1-9 in list order
 
 
 def _empty_dataset() -> dict[str, Any]:
@@ -56,6 +66,8 @@ def _check_dataset(data: Any, path: Path) -> dict[str, Any]:
         {key: int(value) for key, value in data["info"].get(LAST_IDS, {}).items()}
         for item in data["images"]:
             int(item["id"]), str(item["file_name"]), int(item["width"]), int(item["height"])
+            if item.get(STATE, IMAGE_STATES[0]) not in IMAGE_STATES:
+                raise ValueError(f"image {item['id']} has {STATE} {item[STATE]!r}, not one of {', '.join(IMAGE_STATES)}")
         for item in data["categories"]:
             int(item["id"]), str(item["name"])
         for item in data["annotations"]:
@@ -73,6 +85,26 @@ def category_name(name: str) -> str:
     if len(name) > MAX_CATEGORY_LENGTH:
         raise AnnotationError(f"category must be at most {MAX_CATEGORY_LENGTH} characters, got {len(name)}")
     return name
+
+
+def image_state(state: str) -> str:
+    """An image state as stored: one of :data:`IMAGE_STATES`, else an :class:`AnnotationError`."""
+    if state not in IMAGE_STATES:
+        raise AnnotationError(f"state must be one of {', '.join(IMAGE_STATES)}, got {state!r}")
+    return state
+
+
+def category_color(color: Any) -> list[int]:
+    """A category colour as stored: [r, g, b], each an integer 0-255 (or "#rrggbb", converted)."""
+    if isinstance(color, str) and len(color) == 7 and color.startswith("#"):
+        try:
+            return [int(color[i:i + 2], 16) for i in (1, 3, 5)]
+        except ValueError:
+            pass
+    elif (isinstance(color, (list, tuple)) and len(color) == 3
+          and all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 255 for v in color)):
+        return [int(v) for v in color]
+    raise AnnotationError(f"a category colour must be [r, g, b] (0-255) or \"#rrggbb\", got {color!r}")
 
 
 class AnnotationStore:
@@ -93,6 +125,7 @@ class AnnotationStore:
             self._data = _check_dataset(data, self.path)
         else:
             self._data = _empty_dataset()
+        self._order: list[str] = []  # the project's category names, listed first
 
     # -- reading -------------------------------------------------------------------------------
 
@@ -102,8 +135,40 @@ class AnnotationStore:
             return copy.deepcopy(self._data)
 
     def categories(self) -> list[dict[str, Any]]:
+        """The categories in the project's order, each with its ``hotkey`` (1-9, else null) and
+        its number of ``annotations``."""
         with self._lock:
-            return copy.deepcopy(self._data["categories"])
+            first = {name: i for i, name in enumerate(self._order)}
+            ordered = sorted(self._data["categories"], key=lambda c: first.get(c["name"], len(first)))
+            counts: dict[int, int] = {}
+            for ann in self._data["annotations"]:
+                counts[ann["category_id"]] = counts.get(ann["category_id"], 0) + 1
+            return [{**copy.deepcopy(c), "hotkey": i + 1 if i < HOTKEYS else None,
+                     "annotations": counts.get(c["id"], 0)} for i, c in enumerate(ordered)]
+
+    def export(self, images: list[tuple[str, int, int]]) -> dict[str, Any]:
+        """The dataset with every image of ``images`` ((file name, height, width), e.g. the whole
+        folder) listed, each with its state; the ones never touched are "not_started"."""
+        data = self.dataset()
+        listed = {image["file_name"] for image in data["images"]}
+        states = self.states()
+        for image in data["images"]:
+            image[STATE] = states.get(image["file_name"], IMAGE_STATES[0])
+        next_id = max([int(image["id"]) for image in data["images"]]
+                      + [int(data["info"].get(LAST_IDS, {}).get("images", 0))], default=0)
+        for file_name, height, width in images:
+            if file_name not in listed:
+                next_id += 1
+                data["images"].append({"id": next_id, "file_name": file_name, "height": height, "width": width,
+                                       STATE: IMAGE_STATES[0]})
+        return data
+
+    def states(self) -> dict[str, str]:
+        """The state of every image the file lists, by file name (see the module docstring)."""
+        counts = self.counts()
+        with self._lock:
+            return {image["file_name"]: image.get(STATE) or ("in_progress" if counts.get(image["file_name"]) else "not_started")
+                    for image in self._data["images"]}
 
     def annotations_for(self, file_name: str) -> list[dict[str, Any]]:
         """The annotations of one image (by relative file name), each with its ``category`` name."""
@@ -162,6 +227,78 @@ class AnnotationStore:
         with self._lock, self._transaction():
             self._data["annotations"].remove(self._annotation(ann_id))
 
+    def set_state(self, file_name: str, height: int, width: int, state: str) -> str:
+        """Set an image's state (the image is listed from now on); returns the state."""
+        state = image_state(state)
+        with self._lock, self._transaction():
+            image = self._image(file_name) or self._add_image(file_name, height, width)
+            held = sum(1 for a in self._data["annotations"] if a["image_id"] == image["id"])
+            if state == "empty" and held:
+                raise AnnotationError(f"{file_name} has {held} annotations: delete them before marking it empty")
+            image[STATE] = state
+            return state
+
+    def add_categories(self, entries: list[dict[str, Any]]) -> None:
+        """Merge a project category list ({"name", optional "color"}, in hotkey order) into the
+        file's: new names are added, colours fill in where the file has none; saved when it changed."""
+        names = [category_name(str(entry["name"])) for entry in entries]
+        colors = [category_color(entry["color"]) if entry.get("color") is not None else None for entry in entries]
+        with self._lock:
+            self._order = list(dict.fromkeys(names))
+            known = {c["name"]: c for c in self._data["categories"]}
+            if all(n in known and (c is None or "color" in known[n]) for n, c in zip(names, colors)):
+                return
+            with self._transaction():
+                for name, color in zip(names, colors):
+                    category = self._category(self._category_id(name))
+                    if color is not None and "color" not in category:
+                        category["color"] = color
+
+    def add_category(self, name: str, color: Any = None) -> dict[str, Any]:
+        """A new category (an :class:`AnnotationError` if the name is taken); returns it as listed."""
+        name = category_name(name)
+        with self._lock, self._transaction():
+            if any(c["name"] == name for c in self._data["categories"]):
+                raise AnnotationError(f"there is already a category {name!r}")
+            category = self._category(self._category_id(name))
+            if color is not None:
+                category["color"] = category_color(color)
+            category_id = category["id"]
+        return self._listed(category_id)
+
+    def update_category(self, category_id: int, name: str | None = None, color: Any = None) -> dict[str, Any]:
+        """Rename and/or recolour a category; its id (and so its annotations) stay. A name another
+        category has is an :class:`AnnotationError` (merge them instead)."""
+        name = category_name(name) if name is not None else None
+        with self._lock:
+            order = self._order
+            with self._transaction():
+                category = self._category(category_id)
+                if name is not None and name != category["name"]:
+                    if any(c["name"] == name for c in self._data["categories"]):
+                        raise AnnotationError(f"there is already a category {name!r}: merge into it instead")
+                    order = [name if n == category["name"] else n for n in order]
+                    category["name"] = name
+                if color is not None:
+                    category["color"] = category_color(color)
+            self._order = order  # only once saved
+        return self._listed(category_id)
+
+    def merge_category(self, source_id: int, target_id: int) -> dict[str, Any]:
+        """Move every annotation of category ``source_id`` to ``target_id`` and remove the source;
+        returns the target as listed."""
+        with self._lock:
+            with self._transaction():
+                source, target = self._category(source_id), self._category(target_id)
+                if source is target:
+                    raise AnnotationError(f"cannot merge category {source_id} into itself")
+                for ann in self._data["annotations"]:
+                    if ann["category_id"] == source_id:
+                        ann["category_id"] = target["id"]
+                self._data["categories"].remove(source)
+            self._order = [n for n in self._order if n != source["name"]]  # only once saved
+        return self._listed(target_id)
+
     # -- internals (called with the lock held) -----------------------------------------------
 
     def _insert(self, ann_id: int | None, file_name: str, height: int, width: int, category: str, rle: dict,
@@ -177,6 +314,8 @@ class AnnotationStore:
                 if not 0 < ann_id <= self._last_id("annotations"):
                     raise NotFoundError(f"annotation id {ann_id} was never given out: only a deleted one can be restored")
             image = self._image(file_name) or self._add_image(file_name, height, width)
+            if image.get(STATE, IMAGE_STATES[0]) in ("not_started", "empty"):
+                image[STATE] = "in_progress"
             ann: dict[str, Any] = {
                 "id": self._next_id("annotations") if ann_id is None else ann_id,
                 "image_id": image["id"],
@@ -233,6 +372,15 @@ class AnnotationStore:
         category = {"id": self._next_id("categories"), "name": name, "supercategory": ""}
         self._data["categories"].append(category)
         return category["id"]
+
+    def _category(self, category_id: int) -> dict[str, Any]:
+        category = next((c for c in self._data["categories"] if c["id"] == category_id), None)
+        if category is None:
+            raise NotFoundError(f"no category with id {category_id}")
+        return category
+
+    def _listed(self, category_id: int) -> dict[str, Any]:
+        return next(c for c in self.categories() if c["id"] == category_id)
 
     def _annotation(self, ann_id: int) -> dict[str, Any]:
         ann = next((a for a in self._data["annotations"] if a["id"] == ann_id), None)

@@ -1,4 +1,5 @@
 // The JSON API of segany.serve: fetch wrappers whose errors carry the server's message.
+import { requestEnded, requestStarted, unreachable } from "./status.js";
 
 async function send(method, url, body) {
   const options = { method, headers: {} };
@@ -6,7 +7,15 @@ async function send(method, url, body) {
     options.headers["Content-Type"] = "application/json";
     options.body = JSON.stringify(body);
   }
-  const response = await fetch(url, options);
+  requestStarted();
+  let response;
+  try {
+    response = await fetch(url, options);
+  } catch (_) {
+    requestEnded(false);
+    throw unreachable(url);
+  }
+  requestEnded(response.ok);
   if (!response.ok) {
     let detail = response.statusText;
     try { detail = (await response.json()).detail || detail; } catch (_) { /* not JSON */ }

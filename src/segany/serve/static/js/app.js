@@ -1,8 +1,13 @@
 // segany annotator: click → mask, accept with a category, review automatic proposals.
 // Plain browser JavaScript talking to the JSON API of segany.serve (no build step).
 import { api, apiBlob } from "./api.js";
+import { askForCategory, byHotkey, categoryColor, choose, chosenCategory, initCategories, refreshCategories } from "./categories.js";
 import { createEditor } from "./edit.js";
-import { colorOf, css, overlay, overlayCache } from "./masks.js";
+import { css, overlay, overlayCache } from "./masks.js";
+import { drawPolygons } from "./polygons.js";
+import { annotated, buildImageList, renderProgress, toggleState, unfinished } from "./progress.js";
+import { drawFocused, everythingBody, proposalText, setGeneratorOptions, showFocused, withColours } from "./review.js";
+import { focusable, setStatus, tracked } from "./status.js";
 import { createUndoable } from "./undoable.js";
 
 const $ = (id) => document.getElementById(id);
@@ -32,12 +37,6 @@ const state = {
 
 // ---- status ---------------------------------------------------------------------------------------
 
-function setStatus(text, isError = false) {
-  const status = $("status");
-  status.textContent = text;
-  status.classList.toggle("error", isError);
-}
-
 function showSpinner(text) {
   $("spinner-text").textContent = text;
   $("spinner").hidden = !text;
@@ -63,15 +62,17 @@ function draw() {
   for (const ann of state.annotations) {
     const selected = ann.id === state.selected;
     if (selected && editor.active()) continue; // its working mask is drawn below
-    ctx.drawImage(overlay(ann.segmentation, colorOf(ann.category_id), selected ? 0.6 : 0.3), 0, 0);
+    ctx.drawImage(overlay(ann.segmentation, categoryColor(ann.category_id), selected ? 0.6 : 0.3), 0, 0);
   }
   state.proposals.forEach((proposal, i) => {
-    ctx.drawImage(overlay(proposal.rle, colorOf(i + 7), i === state.focused ? 0.6 : 0.2), 0, 0);
+    ctx.drawImage(overlay(proposal.rle, proposal.color, i === state.focused ? 0.6 : 0.2), 0, 0);
   });
   const chosen = editor.active() ? null : candidate();
   if (chosen) ctx.drawImage(overlay(chosen.rle, ACCENT, 0.5), 0, 0);
   const scale = canvas.width / canvas.getBoundingClientRect().width || 1;
   editor.drawOver(ctx, scale);
+  drawFocused(ctx, state.proposals[state.focused], scale);
+  drawPolygons(ctx, state.image.id, state.annotations.find((a) => a.id === state.selected), scale, draw);
   const { points, labels, box } = editor.active() ? emptyStep() : step();
   ctx.lineWidth = 2 * scale;
   if (box) drawBox(box, "#00c853");
@@ -120,7 +121,7 @@ function row(list, { color, text, key, selected, onClick }) {
     li.append(hint);
   }
   li.classList.toggle("selected", Boolean(selected));
-  li.addEventListener("click", onClick);
+  focusable(li, onClick);
   list.append(li);
 }
 
@@ -139,7 +140,7 @@ function renderPanels() {
   const annotations = $("annotations");
   annotations.replaceChildren();
   state.annotations.forEach((ann) => row(annotations, {
-    color: colorOf(ann.category_id),
+    color: categoryColor(ann.category_id),
     text: `#${ann.id} ${ann.category} · ${ann.area} px`,
     selected: ann.id === state.selected,
     onClick: () => editor.select(ann.id),
@@ -154,18 +155,14 @@ function renderPanels() {
   const proposals = $("proposals");
   proposals.replaceChildren();
   state.proposals.forEach((p, i) => row(proposals, {
-    color: colorOf(i + 7),
-    text: (p.category ? `${p.category} ${p.detector_score.toFixed(2)} · ` : "")
-      + `iou ${p.predicted_iou.toFixed(2)} · stability ${p.stability_score.toFixed(2)} · ${p.area} px`,
+    color: p.color,
+    text: proposalText(p),
     selected: i === state.focused,
     onClick: () => { state.focused = i; renderPanels(); draw(); },
   }));
   $("proposal-count").textContent = `(${state.proposals.length})`;
-
-  document.querySelectorAll("#images li").forEach((li, i) => {
-    li.classList.toggle("current", i === state.index);
-    li.querySelector(".count").textContent = state.images[i].annotations || "";
-  });
+  showFocused(state.proposals[state.focused], state.focused);
+  renderProgress(state.images, state.index);
 }
 
 function refresh() {
@@ -179,27 +176,12 @@ async function loadImages() {
   const [info, images] = await Promise.all([api("GET", "/api/info"), api("GET", "/api/images")]);
   $("model").textContent = $("model").title = `model ${info.model} · ${info.images} images`;
   $("find-form").hidden = !info.detector;
+  setGeneratorOptions(info.generator_options);
   state.images = images;
-  const list = $("images");
-  list.replaceChildren();
-  images.forEach((image, i) => {
-    const li = document.createElement("li");
-    li.title = image.file_name;
-    li.textContent = image.file_name;
-    const count = document.createElement("span");
-    count.className = "count";
-    li.append(count);
-    li.addEventListener("click", () => openImage(i).catch(fail));
-    list.append(li);
-  });
+  buildImageList(images, (i) => openImage(i).catch(fail));
   await refreshCategories();
   if (images.length) await openImage(0);
   else setStatus("no images found in the folder", true);
-}
-
-async function refreshCategories() {
-  const categories = await api("GET", "/api/categories");
-  $("categories").replaceChildren(...categories.map((c) => Object.assign(document.createElement("option"), { value: c.name })));
 }
 
 async function openImage(index) {
@@ -207,7 +189,6 @@ async function openImage(index) {
   const summary = state.images[index];
   const sequence = ++state.sequence;
   editor.leave();
-  state.index = index;
   state.preview = null;
   const [image, annotations] = await Promise.all([
     api("GET", `/api/images/${summary.id}`),
@@ -215,9 +196,10 @@ async function openImage(index) {
   ]);
   const bitmap = new Image();
   bitmap.src = `/api/images/${summary.id}/file`;
-  await bitmap.decode();
+  await tracked(bitmap.decode(), `image ${summary.file_name}`);
   if (sequence !== state.sequence) return;
-  Object.assign(state, { image, bitmap, annotations, steps: [emptyStep()], cursor: 0, selected: null, proposals: [] });
+  // the index moves only once the image is there: a failed N leaves it where it was
+  Object.assign(state, { index, image, bitmap, annotations, steps: [emptyStep()], cursor: 0, selected: null, proposals: [] });
   overlayCache.clear();
   canvas.width = image.width;
   canvas.height = image.height;
@@ -257,7 +239,18 @@ function pushStep(change) {
   state.cursor += 1;
   recordPrompts("prompt", before);
   draw();
-  predict(next, previous.result ? previous.result.candidates[previous.selected] : null).catch(fail);
+  predict(next, previous.result ? previous.result.candidates[previous.selected] : null).catch((error) => {
+    dropStep(next); // a prompt whose prediction failed is not left on the image
+    fail(error);
+  });
+}
+
+function dropStep(target) {
+  const at = state.steps.indexOf(target);
+  if (at <= 0) return;
+  state.steps.splice(at, 1);
+  if (state.cursor >= at) state.cursor -= 1;
+  refresh();
 }
 
 async function predict(target, previous, useLogits = true) {
@@ -396,6 +389,7 @@ async function saveAnnotation(rle, score, name = category()) {
   const ann = await api("POST", `/api/images/${state.image.id}/annotations`, { category: name, rle, score });
   state.annotations.push(ann);
   state.images[state.index].annotations += 1;
+  annotated(state.images[state.index]);
   setStatus(`saved annotation #${ann.id} (${ann.category})`);
   await refreshCategories();
   return ann;
@@ -458,14 +452,9 @@ async function runEverything() {
   const imageId = state.image.id;
   showSpinner("generating mask proposals…");
   try {
-    const result = await api("POST", `/api/images/${imageId}/everything`, {
-      points_per_side: Number($("grid").value),
-      pred_iou_thresh: Number($("min-iou").value),
-      stability_score_thresh: Number($("min-stability").value),
-      fast: true,
-    });
+    const result = await api("POST", `/api/images/${imageId}/everything`, everythingBody());
     if (!state.image || state.image.id !== imageId) return;
-    state.proposals = result.proposals;
+    state.proposals = withColours(result.proposals);
     state.focused = 0;
     setStatus(`${result.proposals.length} proposals in ${(result.total_ms / 1000).toFixed(1)} s: keep (K) or drop (X) each`);
     refresh();
@@ -482,7 +471,7 @@ async function runFind() {
   try {
     const result = await api("POST", `/api/images/${imageId}/find`, { text });
     if (!state.image || state.image.id !== imageId) return;
-    state.proposals = result.proposals;
+    state.proposals = withColours(result.proposals);
     state.focused = 0;
     setStatus(`${result.proposals.length} found for ${result.classes.join(", ")} in `
       + `${(result.total_ms / 1000).toFixed(1)} s: keep (K) or drop (X) each`);
@@ -492,16 +481,47 @@ async function runFind() {
   }
 }
 
-async function keepProposal() {
+async function keepProposal(as = null) {
   const proposal = state.proposals[state.focused];
   if (!proposal) return;
-  // a found proposal keeps its own category; an "everything" one takes the category typed above
-  const name = proposal.category || category();
+  // a category hotkey names the category; else a found proposal keeps its own, and an "everything"
+  // one takes the category chosen explicitly (never whatever is typed in the accept field)
+  const name = as ? as.name : proposal.category || (chosenCategory() || {}).name;
+  if (!name) {
+    askForCategory("keep this proposal");
+    return;
+  }
   const at = state.focused;
   const ann = await saveAnnotation(proposal.rle, proposal.predicted_iou, name);
   if (!ann) return;
   dropProposal();
   undoable.recordKept(ann, proposal, at);
+}
+
+async function keepAs(hotkey) {
+  const chosen = byHotkey(hotkey);
+  if (!chosen) {
+    setStatus(`no category has the hotkey ${hotkey}: add one under Categories`, true);
+    return;
+  }
+  choose(chosen.id);
+  await keepProposal(chosen);
+}
+
+async function reloadAnnotations() {
+  if (!state.image) return;
+  state.annotations = await api("GET", `/api/images/${state.image.id}/annotations`);
+  refresh();
+}
+
+async function markState(wanted) {
+  await toggleState(state.images, state.index, wanted);
+  refresh();
+}
+
+async function openUnfinished(step) {
+  const index = unfinished(state.images, state.index, step);
+  if (index >= 0) await openImage(index);
 }
 
 function dropProposal() {
@@ -511,7 +531,10 @@ function dropProposal() {
 }
 
 async function keepAll() {
-  if (state.proposals.some((p) => !p.category) && !category()) return;
+  if (state.proposals.some((p) => !p.category) && !chosenCategory()) {
+    askForCategory("keep every proposal");
+    return;
+  }
   state.focused = 0;
   const count = state.proposals.length;
   await history.grouped(`keep ${count} proposals`, state.image.id, async () => {
@@ -539,12 +562,17 @@ $("brush").addEventListener("click", () => editor.setTool("brush"));
 $("eraser").addEventListener("click", () => editor.setTool("eraser"));
 $("save-edit").addEventListener("click", guarded(editor.save));
 window.addEventListener("resize", () => { fitCanvas(); draw(); });
+$("mark-done").addEventListener("click", guarded(() => markState("done")));
+$("mark-empty").addEventListener("click", guarded(() => markState("empty")));
+$("next-unfinished").addEventListener("click", guarded(() => openUnfinished(1)));
+$("prev-unfinished").addEventListener("click", guarded(() => openUnfinished(-1)));
+initCategories(reloadAnnotations);
 
 const keys = {
   "1": () => selectCandidate(0),
   "2": () => selectCandidate(1),
   "3": () => selectCandidate(2),
-  Tab: () => selectCandidate((step().selected + 1) % Math.max(1, candidates().length)),
+  c: () => selectCandidate((step().selected + 1) % Math.max(1, candidates().length)),
   Enter: accept,
   z: undo,
   y: redo,
@@ -564,12 +592,39 @@ const keys = {
   "]": () => editor.resize(1.25),
   n: () => openImage(state.index + 1),
   p: () => openImage(state.index - 1),
+  u: () => openUnfinished(1),
+  U: () => openUnfinished(-1),
+  d: () => markState("done"),
+  m: () => markState("empty"),
 };
+
+function categoryKey(event) {
+  // Shift+1-9 chooses a category; 1-9 while reviewing proposals (no candidate masks) keeps the
+  // focused one as that category; otherwise 1-3 stay the candidate keys
+  const digit = /^(?:Digit|Numpad)([1-9])$/.exec(event.code);
+  if (!digit || event.ctrlKey || event.metaKey || event.altKey) return false;
+  const hotkey = Number(digit[1]);
+  if (event.shiftKey) {
+    const chosen = byHotkey(hotkey);
+    if (chosen) choose(chosen.id);
+    return true;
+  }
+  if (!state.proposals.length || candidates().length) return false;
+  guarded(() => keepAs(hotkey))();
+  return true;
+}
 
 window.addEventListener("keydown", (event) => {
   if (event.target instanceof HTMLInputElement) {
     if (event.key === "Escape") event.target.blur();
     return; // typing a category; Enter submits the form
+  }
+  if ((event.key === "Enter" || event.key === " ") && event.target.closest && event.target.closest("button, a, li[tabindex]")) {
+    return; // a focused button, link or row takes its own Enter / Space
+  }
+  if (categoryKey(event)) {
+    event.preventDefault();
+    return;
   }
   const key = event.key.length === 1 && !event.shiftKey ? event.key.toLowerCase() : event.key;
   const action = keys[key];
