@@ -108,7 +108,7 @@ class PromptOut(BaseModel):
 
 class TrackStatus(BaseModel):
     status: JobStatus
-    done: int = Field(description="frames tracked so far")
+    done: int = Field(description="tracking steps done: frames forward from the earliest prompt, then backward")
     total: int
     error: str | None = None
 
@@ -503,7 +503,9 @@ class VideoLibrary:
             if not session.prompts:
                 raise PromptError(f"video {session.entry.name} has no prompts: click an object on a frame first")
             self._not_busy(session)
-            job = TrackJob(total=len(session.source))
+            firsts = self._first_frames(session)
+            job = TrackJob(total=len(session.source) - min(firsts.values()) + (max(firsts.values()) + 1
+                                                                                 if max(firsts.values()) else 0))
             session.job = job
 
         def run(check: Callable[[], None]) -> None:
@@ -511,10 +513,10 @@ class VideoLibrary:
             try:
                 self._fresh_state(session)
                 session.propagated = True
-                for frame, ids, logits in self._propagate(session):
+                for frame, masks in self._propagate(session, firsts):
                     check()
-                    masks = _masks_of(ids, logits)
-                    session.write_labels(frame, {o: m for o, m in masks.items() if o in session.obj_ids})
+                    if masks is not None:
+                        session.write_labels(frame, masks)
                     job.done += 1
                 with session.lock:
                     session.tracked = True
@@ -538,19 +540,35 @@ class VideoLibrary:
         job.ticket.future.add_done_callback(lambda f: f.cancelled() and setattr(job, "status", "cancelled"))
         return job.view()
 
-    def _propagate(self, session: VideoSession) -> Iterator[tuple[int, list[int], Any]]:
-        """Forward from the earliest prompted frame to the end, then backward from it to frame 0;
-        each frame once."""
-        anchor = min(p.frame for p in session.prompts.values())
-        seen: set[int] = set()
-        for reverse in (False, True):
-            if reverse and anchor == 0:
-                break
-            for frame, ids, logits in self.tracker.propagate_in_video(session.state, start_frame_idx=anchor,
-                                                                      reverse=reverse):
-                if frame not in seen:
-                    seen.add(frame)
-                    yield frame, list(ids), logits
+    @staticmethod
+    def _first_frames(session: VideoSession) -> dict[int, int]:
+        """Each object's earliest prompted frame."""
+        firsts: dict[int, int] = {}
+        for p in session.prompts.values():
+            firsts[p.obj_id] = min(p.frame, firsts.get(p.obj_id, p.frame))
+        return firsts
+
+    def _propagate(self, session: VideoSession, firsts: dict[int, int]) -> Iterator[tuple[int, dict[int, np.ndarray] | None]]:
+        """Each tracking step's frame and the masks to write there (None: nothing new): forward from
+        the earliest prompted frame to the end, then backward from the latest first prompt of an
+        object to frame 0, for the objects first prompted after each frame (the others keep the
+        forward pass's masks)."""
+        empty = np.zeros(session.source.size, dtype=bool)
+        start = min(firsts.values())
+        for frame, ids, logits in self.tracker.propagate_in_video(session.state, start_frame_idx=start):
+            masks = _masks_of(list(ids), logits)
+            yield frame, {o: masks.get(o, empty) for o in firsts}
+        latest = max(firsts.values())
+        if latest == 0:
+            return
+        for frame, ids, logits in self.tracker.propagate_in_video(session.state, start_frame_idx=latest, reverse=True):
+            late = [o for o, first in firsts.items() if first > frame]
+            if not late:
+                yield frame, None
+                continue
+            masks = _masks_of(list(ids), logits)
+            labels = session.labels(frame)
+            yield frame, {o: masks.get(o, empty) if o in late else labels == o for o in firsts}
 
     def track_status(self, video_id: str) -> dict[str, Any]:
         session = self.session(video_id)
