@@ -4,6 +4,7 @@ fixtures (``server``, ``page``) are registered for every test module by ``confte
 test where Chromium, Playwright or uvicorn is missing. Screenshots go to ``ARTIFACTS`` (git-ignored)."""
 from __future__ import annotations
 
+import contextlib
 import shutil
 import socket
 import threading
@@ -104,3 +105,23 @@ def predict_answer(page, action) -> tuple[dict, dict]:
     response = info.value
     assert response.status == 200, response.text()
     return response.request.post_data_json, response.json()
+
+
+@contextlib.contextmanager
+def serving(app) -> Iterator[str]:
+    """``app`` served by uvicorn in a thread on a free loopback port: its base URL."""
+    uvicorn = pytest.importorskip("uvicorn", reason="the serve extra (uvicorn) is not installed")
+    if not Path(CHROMIUM).exists():
+        pytest.skip("Chromium is not installed (apt-get install chromium); the browser test needs it")
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=free_port(), log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{server.config.port}"
+    finally:
+        server.should_exit = True
+        thread.join(10)

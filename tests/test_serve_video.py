@@ -293,3 +293,34 @@ def test_errors_are_typed(client, folders, tiny_random_sam) -> None:
     assert answer.status_code == 409 and "--videos" in answer.json()["detail"]
     with pytest.raises(UnsupportedOperationError, match="does not track"):
         create_app(folders[0], tiny_random_sam, folders[0] / "coco.json", videos=folders[1])
+
+
+def test_sam2_tracks_through_the_same_api(tmp_path: Path) -> None:
+    """A tiny random SAM 2.1 (its masks mean nothing): a click, a track, a correction that starts
+    from the tracked mask (a mask, then clicks), a new object after tracking, a track again; a
+    track depends on the prompts only, so tracking again gives the same masks."""
+    from test_sam2_predictor import tiny_random_sam2
+
+    images, videos = tmp_path / "images", tmp_path / "videos"
+    images.mkdir()
+    write_clip(videos / "clip", n=4)
+    client = client_for((images, videos), tiny_random_sam2())
+    vid = clip_id(client)
+    assert client.post(f"/api/videos/{vid}/prompts", json={"frame": 0, "obj_id": 1, "points": [[16, 22]],
+                                                             "labels": [1]}).status_code == 200
+    assert track(client, vid)["status"] == "done"
+    if not frame_masks(client, vid, 2):
+        pytest.skip("the random SAM 2 tracked nothing to correct")
+    corrected = client.post(f"/api/videos/{vid}/prompts", json={"frame": 2, "obj_id": 1, "points": [[20, 20]], "labels": [0]})
+    assert corrected.status_code == 200, corrected.text
+    added = client.post(f"/api/videos/{vid}/prompts", json={"frame": 1, "obj_id": 2, "box": [50, 34, 66, 50]})
+    assert added.status_code == 200, added.text
+    assert [(p["obj_id"], p["frame"], p["seeded"]) for p in client.get(f"/api/videos/{vid}").json()["prompts"]] == \
+        [(1, 0, False), (2, 1, False), (1, 2, True)]
+    assert track(client, vid) == {"status": "done", "done": 4 + 2, "total": 4 + 2, "error": None}
+    first = {t: frame_masks(client, vid, t) for t in range(4)}
+    assert track(client, vid)["status"] == "done"
+    for t in range(4):
+        again = frame_masks(client, vid, t)
+        assert set(again) == set(first[t]) and all(np.array_equal(again[o], first[t][o]) for o in again)
+    assert client.post(f"/api/videos/{vid}/accept").status_code == 200

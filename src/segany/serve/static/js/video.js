@@ -104,6 +104,7 @@ function fitCanvas() {
   const zoom = Math.max(0.05, Math.min((stage.clientWidth - 24) / canvas.width, (stage.clientHeight - below) / canvas.height));
   canvas.style.width = `${Math.floor(canvas.width * zoom)}px`;
   canvas.style.height = `${Math.floor(canvas.height * zoom)}px`;
+  canvas.style.imageRendering = zoom >= 2 ? "pixelated" : "auto"; // see the pixels being labelled
 }
 
 function listRow(list, { color, text, detail, selected, onClick }) {
@@ -132,7 +133,7 @@ function renderPanels() {
     const frames = prompts().filter((p) => p.obj_id === id).map((p) => p.frame);
     listRow($("objects"), {
       color: colorOf(id), text: `object ${id}${i < 9 ? ` (${i + 1})` : ""}`,
-      detail: frames.length ? `frames ${frames.join(", ")}` : "no prompt yet",
+      detail: frames.length ? `frame${frames.length > 1 ? "s" : ""} ${frames.join(", ")}` : "no prompt yet",
       selected: id === state.obj, onClick: () => { state.obj = id; renderPanels(); draw(); },
     });
   });
