@@ -16,7 +16,7 @@ import segany
 from browser import ARTIFACTS, serving
 from segany.masks import decode_rle
 from segany.serve import create_app
-from test_serve_video import H, N, SIDE, SPEED, W, disc_mask, iou, masks_of, square_mask, write_clip
+from test_serve_video import SIDE, SPEED, H, N, W, disc_mask, iou, masks_of, square_mask, write_clip
 
 FRAME_PIXELS = """() => {
   const c = document.getElementById('canvas');
@@ -72,7 +72,7 @@ def test_click_track_correct_and_export_in_the_page(server, page) -> None:
     assert "shift+" in page.inner_text("#shortcuts")
     canvas = page.locator("#canvas")
     zoom = canvas.bounding_box()["width"] / W
-    at = lambda x, y: {"x": x * zoom, "y": y * zoom}  # noqa: E731 (frame pixels to the canvas's screen pixels)
+    at = lambda x, y: {"x": x * zoom, "y": y * zoom}  # frame pixels to the canvas's screen pixels
     before = pixels(page)
 
     answer = prompt(page, lambda: canvas.click(position=at(16, 22)))

@@ -15,12 +15,12 @@ import pytest
 from PIL import Image
 
 pytest.importorskip("fastapi", reason="the serve extra (fastapi) is not installed")
-from fastapi.testclient import TestClient  # noqa: E402
+from fastapi.testclient import TestClient
 
-import segany  # noqa: E402
-from segany.errors import UnsupportedOperationError  # noqa: E402
-from segany.masks import decode_rle  # noqa: E402
-from segany.serve import create_app  # noqa: E402
+import segany
+from segany.errors import UnsupportedOperationError
+from segany.masks import decode_rle
+from segany.serve import create_app
 
 H, W, N = 60, 80, 10
 SIDE, SPEED = 16, 3  # the red square: 16 px, 3 px a frame to the right

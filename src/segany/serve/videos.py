@@ -51,7 +51,7 @@ from ..data.frames import FRAME_SUFFIXES, VIDEO_SUFFIXES, FolderFrames, FrameSou
 from ..data.images import DEFAULT_MAX_PIXELS
 from ..engine import VideoPredictor
 from ..errors import NotConfiguredError, NotFoundError, PromptError, SeganyError, ServerBusyError, VideoError
-from ..fileio import atomic_write_bytes, atomic_write_json, ensure_directory
+from ..fileio import atomic_write_json, ensure_directory
 from ..prompts import check_box, check_points
 from .catalogue import image_id
 from .lanes import Cancelled, Lane, Ticket
@@ -278,6 +278,10 @@ class VideoSession:
     def busy(self) -> bool:
         return self.job is not None and self.job.status in ("queued", "running")
 
+    def track_view(self) -> dict[str, Any]:
+        """The last track's status (idle before any)."""
+        return self.job.view() if self.job else {"status": "idle", "done": 0, "total": len(self.source), "error": None}
+
 
 def _masks_of(ids: list[int], logits: Any) -> dict[int, np.ndarray]:
     """Each object's HxW bool mask from the tracker's (O, 1, H, W) logits."""
@@ -308,9 +312,8 @@ class VideoLibrary:
         for path in sorted(self.root.iterdir()):
             if path.name.startswith(".") or path.resolve() == self.tracks:
                 continue
-            if path.is_dir() and any(p.suffix.lower() in FRAME_SUFFIXES for p in path.iterdir()):
-                found.append(path)
-            elif path.is_file() and path.suffix.lower() in VIDEO_SUFFIXES:
+            frames = path.is_dir() and any(p.suffix.lower() in FRAME_SUFFIXES for p in path.iterdir())
+            if frames or path.is_file() and path.suffix.lower() in VIDEO_SUFFIXES:
                 found.append(path)
         return {image_id(p.name): VideoEntry(image_id(p.name), p.name, p) for p in found}
 
@@ -358,7 +361,7 @@ class VideoLibrary:
         session = self.session(video_id)
         with session.lock:
             prompts = [asdict(p) for p in session.ordered_prompts()]
-            job = session.job.view() if session.job else {"status": "idle", "done": 0, "total": len(session.source)}
+            job = session.track_view()
             return {**self.summary(session.entry), "frames": len(session.source), "width": session.source.width,
                     "height": session.source.height, "prompts": prompts, "object_ids": session.obj_ids,
                     "tracked": session.tracked, "accepted_objects": session.accepted, "track": job}
@@ -571,8 +574,7 @@ class VideoLibrary:
             yield frame, {o: masks.get(o, empty) if o in late else labels == o for o in firsts}
 
     def track_status(self, video_id: str) -> dict[str, Any]:
-        session = self.session(video_id)
-        return session.job.view() if session.job else {"status": "idle", "done": 0, "total": len(session.source)}
+        return self.session(video_id).track_view()
 
     def stop_track(self, video_id: str) -> dict[str, Any]:
         session = self.session(video_id)
