@@ -109,7 +109,7 @@ def run(args: argparse.Namespace) -> int:
     if detector is not None:
         info(f"text search ('find') with the {args.text_engine} detector {args.detector}")
     if app.state.videos is not None:
-        info(f"{len(app.state.videos.entries)} videos under {args.videos}: open /video")
+        info(f"{len(app.state.videos.entries)} video(s) under {args.videos}: open /video")
     if args.embeddings:
         info(f"stored embeddings from {args.embeddings} (an image without a matching one is computed, said once)")
     info(f"open http://{args.host}:{args.port}/ (API docs at /docs); Ctrl+C to stop")
