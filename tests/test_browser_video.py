@@ -78,7 +78,7 @@ def test_click_track_correct_and_export_in_the_page(server, page) -> None:
     answer = prompt(page, lambda: canvas.click(position=at(16, 22)))
     mask = masks_of(answer)[1]
     assert iou(mask, square_mask(0)) > 0.8
-    page.wait_for_function("document.getElementById('objects').textContent.includes('frames 0')")
+    page.wait_for_function("document.getElementById('objects').textContent.includes('frame 0')")
     tinted = np.abs(pixels(page) - before).max(axis=2) > 8
     assert tinted[mask].mean() > 0.95 and tinted[~mask].mean() < 0.05  # the overlay is the mask (and its click)
     ARTIFACTS.mkdir(exist_ok=True)

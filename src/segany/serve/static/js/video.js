@@ -234,7 +234,9 @@ async function showFrame(frame) {
   const sequence = ++state.sequence;
   renderPanels();
   await Promise.all([frameBitmap(video, frame), frameMasks(video, frame)]);
-  if (sequence === state.sequence && state.video === video) draw();
+  if (sequence !== state.sequence || state.video !== video) return;
+  draw();
+  if (frame + 1 < video.frames) frameBitmap(video, frame + 1).catch(() => {}); // scrubbing on is smooth
 }
 
 const goTo = (frame) => showFrame(frame).catch(fail);
@@ -255,8 +257,13 @@ async function sendPrompt(body) {
   draw();
 }
 
+function refuseWhileTracking() {
+  if (tracking()) setStatus("tracking: wait for it or Stop it before clicking", true);
+  return !state.video || tracking();
+}
+
 function addPoint(x, y, label) {
-  if (!state.video || tracking()) return;
+  if (refuseWhileTracking()) return;
   const old = promptOf(state.obj, state.frame);
   const body = {
     frame: state.frame, obj_id: state.obj,
@@ -267,7 +274,7 @@ function addPoint(x, y, label) {
 }
 
 function addBox(box) {
-  if (!state.video || tracking()) return;
+  if (refuseWhileTracking()) return;
   sendPrompt({ frame: state.frame, obj_id: state.obj, box }).catch(fail);
 }
 
