@@ -18,7 +18,7 @@ pytest.importorskip("fastapi", reason="the serve extra (fastapi) is not installe
 from fastapi.testclient import TestClient
 
 import segany
-from segany.errors import UnsupportedOperationError
+from segany.errors import UnsupportedOperationError, VideoError
 from segany.masks import decode_rle
 from segany.serve import create_app
 
@@ -288,11 +288,23 @@ def test_errors_are_typed(client, folders, tiny_random_sam) -> None:
     unknown = client.post(f"/api/videos/{vid}/accept", json={"obj_ids": [9]})
     assert unknown.status_code == 404 and "no object 9" in unknown.json()["detail"]
 
+    (folders[1] / "broken.mp4").write_bytes(b"not a video")
+    (folders[1] / "segany-tracks" / "clip" / "session.json").write_text("{not json")
+    reopened = client_for(folders, segany.load_model("classic"))
+    broken = next(v["id"] for v in reopened.get("/api/videos").json() if v["name"] == "broken.mp4")
+    answer = reopened.get(f"/api/videos/{broken}")
+    assert answer.status_code == 422 and "broken.mp4" in answer.json()["detail"]
+    assert str(folders[1]) not in answer.json()["detail"]
+    answer = reopened.get(f"/api/videos/{vid}")
+    assert answer.status_code == 422 and "session of video clip (session.json) cannot be read" in answer.json()["detail"]
+
     plain = TestClient(create_app(folders[0], tiny_random_sam, folders[0] / "coco.json"), base_url="http://localhost")
     answer = plain.get("/api/videos")
     assert answer.status_code == 409 and "--videos" in answer.json()["detail"]
     with pytest.raises(UnsupportedOperationError, match="does not track"):
         create_app(folders[0], tiny_random_sam, folders[0] / "coco.json", videos=folders[1])
+    with pytest.raises(VideoError, match="does not exist"):
+        create_app(folders[0], segany.load_model("classic"), folders[0] / "coco.json", videos=folders[1] / "none")
 
 
 def test_sam2_tracks_through_the_same_api(tmp_path: Path) -> None:

@@ -8,7 +8,7 @@ const canvas = $("canvas");
 const ctx = canvas.getContext("2d");
 const DRAG_PIXELS = 5; // a press that moves further (screen pixels) is a box, not a click
 const MAX_OBJECT = 255; // DAVIS palette PNGs hold object ids 1..255
-const KEPT_FRAMES = 64; // decoded frames kept for scrubbing
+const KEPT_FRAMES = 24; // decoded frames kept for scrubbing (a 1080p frame is 8 MB)
 const POLL_MS = 250;
 
 const state = {
@@ -212,7 +212,11 @@ async function frameBitmap(video, frame) {
   if (!bitmap) {
     bitmap = await createImageBitmap(await apiBlob("GET", `/api/videos/${video.id}/frames/${frame}`));
     state.bitmaps.set(frame, bitmap);
-    if (state.bitmaps.size > KEPT_FRAMES) state.bitmaps.delete(state.bitmaps.keys().next().value);
+    if (state.bitmaps.size > KEPT_FRAMES) {
+      const oldest = state.bitmaps.keys().next().value;
+      state.bitmaps.get(oldest).close();
+      state.bitmaps.delete(oldest);
+    }
   }
   return bitmap;
 }
