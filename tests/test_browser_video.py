@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import io
 import json
+import threading
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
+from fastapi import FastAPI
 from PIL import Image
 
 import segany
@@ -18,14 +21,17 @@ from segany.masks import decode_rle
 from segany.serve import create_app
 from test_serve_video import SIDE, SPEED, H, N, W, disc_mask, iou, masks_of, square_mask, write_clip
 
-FRAME_PIXELS = """() => {
+FRAME_PIXELS = """(width) => {
+  // the canvas holds a whole number of canvas pixels per frame pixel: one sample each
   const c = document.getElementById('canvas');
-  return Array.from(c.getContext('2d').getImageData(0, 0, c.width, c.height).data);
+  const k = c.width / width, data = c.getContext('2d').getImageData(0, 0, c.width, c.height).data, out = [];
+  for (let y = 0; y < c.height; y += k) for (let x = 0; x < c.width; x += k) out.push(...data.slice(4 * (y * c.width + x), 4 * (y * c.width + x) + 4));
+  return out;
 }"""
 
 
 @pytest.fixture()
-def server(tmp_path: Path) -> str:
+def server(tmp_path: Path) -> Iterator[tuple[str, FastAPI]]:
     """The annotator with a videos folder (one clip), tracking with the classic engine; the page
     fixture opens Chromium on it."""
     images, videos = tmp_path / "images", tmp_path / "videos"
@@ -34,11 +40,12 @@ def server(tmp_path: Path) -> str:
     write_clip(videos / "clip")
     app = create_app(images, segany.load_model("classic"), tmp_path / "coco.json", videos=videos)
     with serving(app) as url:
-        yield url
+        yield url, app
 
 
 def pixels(page) -> np.ndarray:
-    return np.asarray(page.evaluate(FRAME_PIXELS), np.int16).reshape(H, W, 4)
+    """The canvas at frame resolution."""
+    return np.asarray(page.evaluate(FRAME_PIXELS, W), np.int16).reshape(H, W, 4)
 
 
 def shown(page, frame: int) -> None:
@@ -63,8 +70,25 @@ def tracked(page) -> None:
     page.wait_for_function("document.getElementById('track-state').textContent.startsWith('tracked')", timeout=30_000)
 
 
+def hold_tracker(app: FastAPI, after: int) -> threading.Event:
+    """Make the next track wait after ``after`` frames until the returned event is set."""
+    tracker = app.state.videos.tracker
+    propagate = tracker.propagate_in_video
+    release = threading.Event()
+
+    def held(*args, **kwargs):
+        for k, out in enumerate(propagate(*args, **kwargs)):
+            if k == after:
+                release.wait(20)
+            yield out
+        tracker.propagate_in_video = propagate
+
+    tracker.propagate_in_video = held
+    return release
+
+
 def test_click_track_correct_and_export_in_the_page(server, page) -> None:
-    url = server
+    url, app = server
     page.on("dialog", lambda dialog: dialog.accept())
     page.goto(f"{url}/video")
     shown(page, 0)
@@ -84,8 +108,18 @@ def test_click_track_correct_and_export_in_the_page(server, page) -> None:
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "video_click.png"))
 
-    tracked(page)
+    # Track: the page polls the job's progress; clicks wait until it is done
+    release = hold_tracker(app, after=3)
+    page.keyboard.press("t")
+    page.wait_for_function("document.getElementById('track-state').textContent === 'tracking: 3 / 10 frames'")
+    assert page.locator("#progress").evaluate("p => p.value") == 3 and page.locator("#stop").is_enabled()
+    page.screenshot(path=str(ARTIFACTS / "video_tracking.png"))
+    canvas.click(position=at(60, 10))
+    assert "wait for it or Stop" in page.inner_text("#status")
+    release.set()
+    page.wait_for_function("document.getElementById('track-state').textContent.startsWith('tracked')", timeout=30_000)
     assert page.locator("#progress").evaluate("p => p.value === p.max")
+    assert len(page.request.get(f"{url}/api/videos/{vid}").json()["prompts"]) == 1  # the refused click sent nothing
     page.keyboard.press("End")
     shown(page, N - 1)
     assert "frame 9 / 9" in page.inner_text("#frame-label")

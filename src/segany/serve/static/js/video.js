@@ -10,6 +10,7 @@ const DRAG_PIXELS = 5; // a press that moves further (screen pixels) is a box, n
 const MAX_OBJECT = 255; // DAVIS palette PNGs hold object ids 1..255
 const KEPT_FRAMES = 24; // decoded frames kept for scrubbing (a 1080p frame is 8 MB)
 const POLL_MS = 250;
+const MAX_BACKING = 8; // canvas pixels per frame pixel at most (small frames shown enlarged)
 
 const state = {
   videos: [],
@@ -21,6 +22,7 @@ const state = {
   masks: new Map(), // frame -> [{obj_id, rle, area, bbox}]
   drag: null,
   polling: false,
+  backing: 1, // canvas pixels per frame pixel
   sequence: 0, // ignores answers for frames no longer shown
 };
 
@@ -64,14 +66,18 @@ function objectIds() {
 // ---- drawing ------------------------------------------------------------------------------------
 
 function draw() {
+  // drawn in frame pixels, on a canvas of `backing` canvas pixels per frame pixel
+  ctx.setTransform(1, 0, 0, 1, 0, 0);
   ctx.clearRect(0, 0, canvas.width, canvas.height);
   const bitmap = state.bitmaps.get(state.frame);
-  if (!bitmap) return;
-  ctx.drawImage(bitmap, 0, 0, canvas.width, canvas.height);
+  if (!bitmap || !state.video) return;
+  const { width, height } = state.video;
+  ctx.setTransform(state.backing, 0, 0, state.backing, 0, 0);
+  ctx.drawImage(bitmap, 0, 0, width, height);
   for (const m of state.masks.get(state.frame) || []) {
-    ctx.drawImage(overlay(m.rle, colorOf(m.obj_id), m.obj_id === state.obj ? 0.55 : 0.3), 0, 0);
+    ctx.drawImage(overlay(m.rle, colorOf(m.obj_id), m.obj_id === state.obj ? 0.55 : 0.3), 0, 0, width, height);
   }
-  const scale = canvas.width / canvas.getBoundingClientRect().width || 1;
+  const scale = width / canvas.getBoundingClientRect().width || 1; // frame pixels per screen pixel
   ctx.lineWidth = 2 * scale;
   for (const p of prompts().filter((q) => q.frame === state.frame)) {
     ctx.globalAlpha = p.obj_id === state.obj ? 1 : 0.5;
@@ -98,13 +104,20 @@ function draw() {
 }
 
 function fitCanvas() {
-  // the frame as large as the stage allows beside the scrubber, aspect kept
+  // the frame as large as the stage allows beside the scrubber, aspect kept; a small frame shown
+  // enlarged gets a canvas of whole canvas pixels per frame pixel, so its pixels stay sharp and
+  // the click markers round
+  if (!state.video) return;
+  const { width, height } = state.video;
   const stage = $("stage");
   const below = $("scrubber").offsetHeight + $("hint").offsetHeight + 40;
-  const zoom = Math.max(0.05, Math.min((stage.clientWidth - 24) / canvas.width, (stage.clientHeight - below) / canvas.height));
-  canvas.style.width = `${Math.floor(canvas.width * zoom)}px`;
-  canvas.style.height = `${Math.floor(canvas.height * zoom)}px`;
-  canvas.style.imageRendering = zoom >= 2 ? "pixelated" : "auto"; // see the pixels being labelled
+  const zoom = Math.max(0.05, Math.min((stage.clientWidth - 24) / width, (stage.clientHeight - below) / height));
+  canvas.style.width = `${Math.floor(width * zoom)}px`;
+  canvas.style.height = `${Math.floor(height * zoom)}px`;
+  state.backing = Math.max(1, Math.min(MAX_BACKING, Math.floor(zoom)));
+  canvas.width = width * state.backing;
+  canvas.height = height * state.backing;
+  ctx.imageSmoothingEnabled = zoom < 2;
 }
 
 function listRow(list, { color, text, detail, selected, onClick }) {
@@ -141,6 +154,8 @@ function renderPanels() {
   $("frame").max = String(Math.max(0, n - 1));
   $("frame").value = String(state.frame);
   $("frame-label").textContent = video ? `frame ${state.frame} / ${n - 1}` : "";
+  const marks = [...new Set(prompts().map((p) => p.frame))]; // ticks on the slider where prompts are
+  $("prompted").replaceChildren(...marks.map((f) => Object.assign(document.createElement("option"), { value: String(f) })));
   const job = video ? video.track : { status: "idle", done: 0, total: 1 };
   const running = job.status === "queued" || job.status === "running";
   $("progress").max = job.total || 1;
@@ -190,8 +205,6 @@ async function openVideo(id) {
   state.obj = video.object_ids[0] || 1;
   state.bitmaps.clear();
   state.masks.clear();
-  canvas.width = video.width;
-  canvas.height = video.height;
   fitCanvas();
   renderPanels();
   await showFrame(0);
@@ -383,9 +396,10 @@ async function acceptTracks() {
 
 function framePoint(event) {
   const rect = canvas.getBoundingClientRect();
-  const x = ((event.clientX - rect.left) / rect.width) * canvas.width;
-  const y = ((event.clientY - rect.top) / rect.height) * canvas.height;
-  return [Math.max(0, Math.min(canvas.width, x)), Math.max(0, Math.min(canvas.height, y))];
+  const { width, height } = state.video;
+  const x = ((event.clientX - rect.left) / rect.width) * width;
+  const y = ((event.clientY - rect.top) / rect.height) * height;
+  return [Math.max(0, Math.min(width, x)), Math.max(0, Math.min(height, y))];
 }
 
 canvas.addEventListener("contextmenu", (event) => event.preventDefault());
