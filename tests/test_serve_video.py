@@ -8,10 +8,12 @@ import io
 import threading
 import time
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 pytest.importorskip("fastapi", reason="the serve extra (fastapi) is not installed")
@@ -307,7 +309,17 @@ def test_errors_are_typed(client, folders, tiny_random_sam) -> None:
         create_app(folders[0], segany.load_model("classic"), folders[0] / "coco.json", videos=folders[1] / "none")
 
 
-def test_sam2_tracks_through_the_same_api(tmp_path: Path) -> None:
+@pytest.fixture()
+def one_thread() -> Iterator[None]:
+    """One torch thread: tracking runs many small ops, and on a loaded 2-core machine two OpenMP
+    threads wait for each other (as tests/test_sam2_video.py found: 10x slower under load)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_sam2_tracks_through_the_same_api(tmp_path: Path, one_thread) -> None:
     """A tiny random SAM 2.1 (its masks mean nothing): a click, a track, a correction that starts
     from the tracked mask (a mask, then clicks), a new object after tracking, a track again; a
     track depends on the prompts only, so tracking again gives the same masks."""

@@ -191,6 +191,7 @@ class VideoSession:
             raise VideoError(str(exc).replace(str(entry.path), entry.name)) from None
         self.names = frame_names(self.source)
         self.lock = threading.Lock()
+        self.decoding = threading.Lock()  # a video file's decoder serves one frame at a time
         self.prompts: dict[tuple[int, int], FramePrompt] = {}
         self.tracked = False
         self.accepted: list[int] = []
@@ -376,7 +377,7 @@ class VideoLibrary:
             path = session.source.files[index]
             media = "image/png" if path.suffix.lower() == ".png" else "image/jpeg"
             return FileResponse(path, media_type=media)
-        with session.lock:
+        with session.decoding:
             pixels = session.source[index]
         buffer = io.BytesIO()
         Image.fromarray(pixels).save(buffer, format="JPEG", quality=JPEG_QUALITY)
@@ -395,11 +396,9 @@ class VideoLibrary:
         points = np.asarray(prompt.points, dtype=np.float32).reshape(-1, 2) if prompt.points else None
         labels = np.asarray(prompt.labels, dtype=np.int32) if prompt.points else None
         box = np.asarray(prompt.box, dtype=np.float32) if prompt.box is not None else None
-        if prompt.seeded:
+        if prompt.seeded:  # clicks (never a box) on the tracked mask
             seed = read_davis_png(session.seed_path(prompt.obj_id, prompt.frame)) > 0
-            _, ids, logits = self.tracker.add_new_mask(session.state, prompt.frame, prompt.obj_id, seed)
-            if points is None:
-                return ids, logits
+            self.tracker.add_new_mask(session.state, prompt.frame, prompt.obj_id, seed)
             _, ids, logits = self.tracker.add_new_points_or_box(session.state, prompt.frame, prompt.obj_id, points,
                                                                 labels, clear_old_points=False)
             return ids, logits
@@ -507,8 +506,8 @@ class VideoLibrary:
                 raise PromptError(f"video {session.entry.name} has no prompts: click an object on a frame first")
             self._not_busy(session)
             firsts = self._first_frames(session)
-            job = TrackJob(total=len(session.source) - min(firsts.values()) + (max(firsts.values()) + 1
-                                                                                 if max(firsts.values()) else 0))
+            start, latest = min(firsts.values()), max(firsts.values())  # forward from start, backward from latest
+            job = TrackJob(total=len(session.source) - start + (latest + 1 if latest else 0))
             session.job = job
 
         def run(check: Callable[[], None]) -> None:
