@@ -213,7 +213,9 @@ async function openVideo(id) {
 
 async function refreshVideo() {
   const video = state.video;
-  state.video = await api("GET", `/api/videos/${video.id}`);
+  const fresh = await api("GET", `/api/videos/${video.id}`);
+  if (state.video !== video) return; // another video was opened meanwhile
+  state.video = fresh;
   const summary = state.videos.find((v) => v.id === video.id);
   if (summary) Object.assign(summary, { objects: state.video.objects, accepted: state.video.accepted });
   state.extra = state.extra.filter((id) => !state.video.object_ids.includes(id));
@@ -269,6 +271,7 @@ async function sendPrompt(body) {
   const video = state.video;
   const answer = await work(`segmenting object ${body.obj_id}…`,
     () => api("POST", `/api/videos/${video.id}/prompts`, body));
+  if (state.video !== video) return; // another video was opened meanwhile
   state.masks.set(answer.frame, answer.objects);
   await refreshVideo();
   draw();
@@ -299,6 +302,7 @@ async function clearPrompt() {
   const video = state.video;
   const answer = await work("removing the prompt…",
     () => api("DELETE", `/api/videos/${video.id}/prompts?obj_id=${state.obj}&frame=${state.frame}`));
+  if (state.video !== video) return;
   state.masks.set(answer.frame, answer.objects);
   await refreshVideo();
   draw();
@@ -320,7 +324,10 @@ function newObject() {
   const ids = objectIds();
   const next = ids.length ? ids[ids.length - 1] + 1 : 1;
   if (next > MAX_OBJECT) { setStatus(`at most ${MAX_OBJECT} objects per video`, true); return; }
-  if (!state.video || !state.video.object_ids.includes(state.obj)) return; // the current one is still unused
+  if (!state.video || !state.video.object_ids.includes(state.obj)) { // the current one is still unused
+    setStatus(`object ${state.obj} has no prompt yet: click on it first`);
+    return;
+  }
   state.extra.push(next);
   state.obj = next;
   renderPanels();
@@ -332,9 +339,10 @@ async function deleteObject() {
   const obj = state.obj;
   if (!confirm(`Delete object ${obj} on every frame?`)) return;
   await work(`deleting object ${obj}…`, () => api("DELETE", `/api/videos/${video.id}/objects/${obj}`));
+  if (state.video !== video) return;
   state.masks.clear();
   await refreshVideo();
-  state.obj = objectIds()[0] || 1;
+  state.obj = state.video.object_ids[0] || 1;
   await showFrame(state.frame);
 }
 
@@ -349,15 +357,18 @@ async function startTrack() {
 }
 
 async function pollTrack() {
+  // the job's progress until it ends; frames it rewrote are fetched again
   if (state.polling) return;
   state.polling = true;
-  const video = state.video;
+  const id = state.video.id;
+  const current = () => Boolean(state.video && state.video.id === id);
   let done = -1;
   try {
-    while (state.video === video) {
-      const job = await api("GET", `/api/videos/${video.id}/track`);
-      video.track = job;
-      if (job.done !== done) { // frames were rewritten: fetch masks again
+    while (current()) {
+      const job = await api("GET", `/api/videos/${id}/track`);
+      if (!current()) break;
+      state.video.track = job;
+      if (job.done !== done) {
         done = job.done;
         state.masks.clear();
         await showFrame(state.frame);
@@ -366,12 +377,13 @@ async function pollTrack() {
       if (job.status !== "queued" && job.status !== "running") break;
       await new Promise((resolve) => setTimeout(resolve, POLL_MS));
     }
-    if (state.video === video) {
+    if (current()) {
       await refreshVideo();
       state.masks.clear();
       await showFrame(state.frame);
-      if (video.track.status === "failed") setStatus(`tracking failed: ${video.track.error}`, true);
-      else setStatus(video.track.status === "done" ? `tracked ${video.frames} frames` : `tracking ${video.track.status}`);
+      const job = state.video.track;
+      if (job.status === "failed") setStatus(`tracking failed: ${job.error}`, true);
+      else setStatus(job.status === "done" ? `tracked ${state.video.frames} frames` : `tracking ${job.status}`);
     }
   } finally {
     state.polling = false;
