@@ -348,3 +348,25 @@ def test_sam2_tracks_through_the_same_api(tmp_path: Path, one_thread) -> None:
         again = frame_masks(client, vid, t)
         assert set(again) == set(first[t]) and all(np.array_equal(again[o], first[t][o]) for o in again)
     assert client.post(f"/api/videos/{vid}/accept").status_code == 200
+
+
+def test_segany_serve_takes_videos_and_tracks(folders, tmp_path: Path, monkeypatch, capsys) -> None:
+    from segany.cli import main
+
+    served = []
+
+    class Server:
+        def __init__(self, app, host, port):
+            served.append(app)
+
+        def run(self) -> None:
+            pass
+
+    monkeypatch.setattr("segany.serve.server.make_server", Server)
+    images, videos = folders
+    assert main(["serve", str(images), "--model", "classic", "--videos", str(videos), "--tracks", str(tmp_path / "t")]) == 0
+    library = served[0].state.videos
+    assert library.tracks == (tmp_path / "t").resolve() and [e.name for e in library.entries.values()] == ["clip"]
+    assert "1 video(s) under" in capsys.readouterr().err
+    assert main(["serve", str(images), "--model", "classic", "--videos", str(tmp_path / "none")]) == 2
+    assert "videos folder" in capsys.readouterr().err
