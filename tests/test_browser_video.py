@@ -56,6 +56,7 @@ def prompt(page, action) -> dict:
     with page.expect_response(lambda r: r.url.endswith("/prompts") and r.request.method == "POST") as info:
         action()
     assert info.value.status == 200, info.value.text()
+    page.wait_for_function("!document.body.dataset.busy")  # the page has the new prompts too
     return info.value.json()
 
 
@@ -144,6 +145,12 @@ def test_click_track_correct_and_export_in_the_page(server, page) -> None:
     page.wait_for_function("document.getElementById('track-state').textContent.startsWith('prompts changed')")
     assert page.locator("#accept").is_disabled()
     page.screenshot(path=str(ARTIFACTS / "video_correction.png"))
+    # a background click joins the box; Z takes it back
+    with page.expect_request(lambda r: r.url.endswith("/prompts") and r.method == "POST") as sent:
+        prompt(page, lambda: canvas.click(position=at(x0 + 3, 16), button="right"))
+    assert sent.value.post_data_json["labels"] == [0] and np.allclose(sent.value.post_data_json["box"], [x0, 14, x0 + SIDE, 14 + SIDE], atol=0.1)
+    undone = masks_of(prompt(page, lambda: page.keyboard.press("z")))[1]
+    assert np.array_equal(undone, correction)
 
     # a second object on the same frame, then Track again
     page.keyboard.press("n")

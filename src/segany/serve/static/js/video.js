@@ -269,17 +269,20 @@ function tracking() {
 
 async function sendPrompt(body) {
   const video = state.video;
-  const answer = await work(`segmenting object ${body.obj_id}…`,
-    () => api("POST", `/api/videos/${video.id}/prompts`, body));
-  if (state.video !== video) return; // another video was opened meanwhile
-  state.masks.set(answer.frame, answer.objects);
-  await refreshVideo();
-  draw();
+  await work(`segmenting object ${body.obj_id}…`, async () => {
+    const answer = await api("POST", `/api/videos/${video.id}/prompts`, body);
+    if (state.video !== video) return; // another video was opened meanwhile
+    state.masks.set(answer.frame, answer.objects);
+    await refreshVideo(); // the prompts the next click adds to
+    draw();
+  });
 }
 
 function refuseWhileTracking() {
+  // one prompt change at a time: each builds on the prompts the last one left
   if (tracking()) setStatus("tracking: wait for it or Stop it before clicking", true);
-  return !state.video || tracking();
+  else if (document.body.dataset.busy) setStatus("wait: the last click is still being segmented", true);
+  return !state.video || tracking() || Boolean(document.body.dataset.busy);
 }
 
 function addPoint(x, y, label) {
@@ -299,18 +302,20 @@ function addBox(box) {
 }
 
 async function clearPrompt() {
+  if (refuseWhileTracking()) return;
   const video = state.video;
-  const answer = await work("removing the prompt…",
-    () => api("DELETE", `/api/videos/${video.id}/prompts?obj_id=${state.obj}&frame=${state.frame}`));
-  if (state.video !== video) return;
-  state.masks.set(answer.frame, answer.objects);
-  await refreshVideo();
-  draw();
+  await work("removing the prompt…", async () => {
+    const answer = await api("DELETE", `/api/videos/${video.id}/prompts?obj_id=${state.obj}&frame=${state.frame}`);
+    if (state.video !== video) return;
+    state.masks.set(answer.frame, answer.objects);
+    await refreshVideo();
+    draw();
+  });
 }
 
 function undoClick() {
   const old = promptOf(state.obj, state.frame);
-  if (!old || tracking()) return;
+  if (!old || refuseWhileTracking()) return;
   if (old.points.length > 1 || (old.points.length === 1 && old.box)) {
     const body = { frame: old.frame, obj_id: old.obj_id, points: old.points.slice(0, -1), labels: old.labels.slice(0, -1) };
     if (old.box) body.box = old.box;
@@ -338,10 +343,13 @@ async function deleteObject() {
   const video = state.video;
   const obj = state.obj;
   if (!confirm(`Delete object ${obj} on every frame?`)) return;
-  await work(`deleting object ${obj}…`, () => api("DELETE", `/api/videos/${video.id}/objects/${obj}`));
+  await work(`deleting object ${obj}…`, async () => {
+    await api("DELETE", `/api/videos/${video.id}/objects/${obj}`);
+    if (state.video !== video) return;
+    state.masks.clear();
+    await refreshVideo();
+  });
   if (state.video !== video) return;
-  state.masks.clear();
-  await refreshVideo();
   state.obj = state.video.object_ids[0] || 1;
   await showFrame(state.frame);
 }
@@ -399,8 +407,10 @@ async function stopTrack() {
 async function acceptTracks() {
   const video = state.video;
   if (!video || !video.tracked || tracking()) return;
-  await work("saving the tracks…", () => api("POST", `/api/videos/${video.id}/accept`));
-  await refreshVideo();
+  await work("saving the tracks…", async () => {
+    await api("POST", `/api/videos/${video.id}/accept`);
+    await refreshVideo();
+  });
   setStatus(`accepted ${state.video.accepted_objects.length} object(s): ready to export`);
 }
 
