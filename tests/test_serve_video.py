@@ -194,7 +194,7 @@ def test_click_track_correct_add_retrack_accept_export(client, folders) -> None:
         labels = np.asarray(png)
     expected = np.where(retracked[7][1], 1, np.where(retracked[7][2], 2, 0))
     assert np.array_equal(labels, expected)
-    assert (folders[1] / "segany-tracks" / "clip" / "davis" / "00007.png").is_file()
+    assert (folders[1] / ".segany-tracks" / "clip" / "davis" / "00007.png").is_file()
 
 
 def test_removing_a_correction_brings_back_the_tracked_mask(client) -> None:
@@ -291,7 +291,7 @@ def test_errors_are_typed(client, folders, tiny_random_sam) -> None:
     assert unknown.status_code == 404 and "no object 9" in unknown.json()["detail"]
 
     (folders[1] / "broken.mp4").write_bytes(b"not a video")
-    (folders[1] / "segany-tracks" / "clip" / "session.json").write_text("{not json")
+    (folders[1] / ".segany-tracks" / "clip" / "session.json").write_text("{not json")
     reopened = client_for(folders, segany.load_model("classic"))
     broken = next(v["id"] for v in reopened.get("/api/videos").json() if v["name"] == "broken.mp4")
     answer = reopened.get(f"/api/videos/{broken}")

@@ -73,7 +73,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="folder of videos (sub-folders of frames, video files) for the video page /video: "
                              "click objects on any frame and track them with the model's tracker (classic, SAM 2)")
     parser.add_argument("--tracks", default=None, metavar="DIR",
-                        help="where the video page keeps prompts, masks and accepted tracks (default DIR/segany-tracks)")
+                        help="where the video page keeps prompts, masks and accepted tracks (default DIR/.segany-tracks)")
     add_image_arguments(parser)
     add_model_arguments(parser)
     parser.set_defaults(handler=run)

@@ -2,7 +2,8 @@
 
 The videos are the sub-folders of frames and the video files (PyAV) directly inside the
 ``--videos`` folder, each named by an opaque id (a hash of its name, as images are). Each video
-has a folder ``TRACKS/<name>/`` (``--tracks``, default ``VIDEOS/segany-tracks``, not listed as a video):
+has a folder ``TRACKS/<name>/`` (``--tracks``; default ``VIDEOS/.segany-tracks``, hidden so that an
+images folder holding the videos does not list its PNGs as images):
 
 * ``session.json``: the prompts (per object and frame: clicks and/or a box), saved after every
   change, so a restarted server continues where the labeller was;
@@ -57,7 +58,7 @@ from .catalogue import image_id
 from .lanes import Cancelled, Lane, Ticket
 from .schemas import MAX_POINTS, Box, Closed, Point
 
-TRACKS_FOLDER = "segany-tracks"
+TRACKS_FOLDER = ".segany-tracks"
 SESSION_FILE = "session.json"
 MAX_OBJECT_ID = 255  # DAVIS palette PNGs hold ids 1..255
 DEFAULT_MAX_SESSIONS = 8
