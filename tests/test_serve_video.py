@@ -195,6 +195,9 @@ def test_click_track_correct_add_retrack_accept_export(client, folders) -> None:
     expected = np.where(retracked[7][1], 1, np.where(retracked[7][2], 2, 0))
     assert np.array_equal(labels, expected)
     assert (folders[1] / ".segany-tracks" / "clip" / "davis" / "00007.png").is_file()
+    only = client.post(f"/api/videos/{vid}/accept", json={"obj_ids": [2]})
+    assert only.status_code == 200 and only.json()["accepted_objects"] == [2]
+    assert [a["obj_id"] for a in client.get(f"/api/videos/{vid}/export/coco").json()["annotations"]] == [2]
 
 
 def test_removing_a_correction_brings_back_the_tracked_mask(client) -> None:
@@ -370,3 +373,19 @@ def test_segany_serve_takes_videos_and_tracks(folders, tmp_path: Path, monkeypat
     assert "1 video(s) under" in capsys.readouterr().err
     assert main(["serve", str(images), "--model", "classic", "--videos", str(tmp_path / "none")]) == 2
     assert "videos folder" in capsys.readouterr().err
+
+
+def test_only_the_last_sessions_stay_open(folders, classic) -> None:
+    from segany.serve.videos import VideoLibrary, VideoPromptRequest
+
+    write_clip(folders[1] / "other", n=3)
+    library = VideoLibrary(folders[1], classic, max_sessions=1)
+    ids = {e.name: e.id for e in library.entries.values()}
+    click = VideoPromptRequest(frame=0, obj_id=1, points=[[16, 22]], labels=[1])
+    first = library.prompt(ids["clip"], click).future.result()
+    library.session(ids["other"])
+    assert list(library.sessions) == [ids["other"]]  # clip's session (and its tracker state) was let go
+    assert library.detail(ids["clip"])["object_ids"] == [1]  # read back from its folder
+    again = library.prompt(ids["clip"], click).future.result()  # a new tracker state, the prompts replayed
+    assert again == first
+    library.close()
