@@ -388,4 +388,11 @@ def test_only_the_last_sessions_stay_open(folders, classic) -> None:
     assert library.detail(ids["clip"])["object_ids"] == [1]  # read back from its folder
     again = library.prompt(ids["clip"], click).future.result()  # a new tracker state, the prompts replayed
     assert again == first
+    gate = threading.Event()
+    library.lane.job(lambda check: gate.wait(10))  # the lane is busy: clip's next click waits
+    queued = library.prompt(ids["clip"], click)
+    library.session(ids["other"])
+    assert list(library.sessions) == [ids["clip"], ids["other"]]  # not let go with work queued
+    gate.set()
+    assert queued.future.result() == first
     library.close()

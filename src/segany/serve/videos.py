@@ -199,6 +199,7 @@ class VideoSession:
         self.state: Any = None  # the tracker's, made on the lane
         self.propagated = False  # the state has tracked: a new object needs a reset and replay
         self.job: TrackJob | None = None
+        self.pending = 0  # lane jobs of this session queued or running
         self._load()
 
     # persistence
@@ -340,7 +341,7 @@ class VideoLibrary:
                 for key, old in list(self.sessions.items()):
                     if len(self.sessions) <= self.max_sessions:
                         break
-                    if not old.busy() and key != video_id:
+                    if not old.pending and key != video_id:  # no work of it queued or running
                         del self.sessions[key]
                         old.source.close()
             self.sessions.move_to_end(video_id)
@@ -417,7 +418,8 @@ class VideoLibrary:
         for prompt in session.ordered_prompts():
             self._apply(session, prompt)
 
-    def _run(self, work: Callable[[Callable[[], None]], Any]) -> Ticket[Any]:
+    def _run(self, session: VideoSession, work: Callable[[Callable[[], None]], Any]) -> Ticket[Any]:
+        """Queue ``work`` for ``session`` on the lane; the session stays open until it is done."""
         def guarded(check: Callable[[], None]) -> Any:
             try:
                 return work(check)
@@ -425,7 +427,20 @@ class VideoLibrary:
                 raise
             except (IndexError, ValueError) as exc:
                 raise PromptError(f"the tracker cannot do this ({type(exc).__name__}: {exc})") from None
-        return self.lane.job(guarded)
+
+        def finished(_: Any) -> None:
+            with session.lock:
+                session.pending -= 1
+
+        with session.lock:
+            session.pending += 1
+        try:
+            ticket = self.lane.job(guarded)
+        except ServerBusyError:
+            finished(None)
+            raise
+        ticket.future.add_done_callback(finished)
+        return ticket
 
     def prompt(self, video_id: str, body: VideoPromptRequest) -> Ticket[dict[str, Any]]:
         """Queue one object's prompt on one frame (it replaces the object's earlier prompt there);
@@ -463,7 +478,7 @@ class VideoLibrary:
             session.save()
             return {"frame": frame, "objects": session.frame_masks(frame)}
 
-        return self._run(run)
+        return self._run(session, run)
 
     def clear(self, video_id: str, obj_id: int, frame: int | None = None) -> Ticket[dict[str, Any]]:
         """Queue removing an object's prompt on one frame (its mask there goes back to the tracked
@@ -497,7 +512,7 @@ class VideoLibrary:
             shown = frame if frame is not None else 0
             return {"frame": shown, "objects": session.frame_masks(shown)}
 
-        return self._run(run)
+        return self._run(session, run)
 
     def start_track(self, video_id: str) -> dict[str, Any]:
         """Start tracking every object through the whole video in the background; the job's status."""
@@ -536,7 +551,7 @@ class VideoLibrary:
                 raise
 
         try:
-            job.ticket = self._run(run)
+            job.ticket = self._run(session, run)
         except ServerBusyError:
             session.job = None
             raise
@@ -617,7 +632,7 @@ class VideoLibrary:
             session.save()
             return self.detail(video_id)
 
-        return self._run(run)
+        return self._run(session, run)
 
     def _accepted(self, video_id: str) -> VideoSession:
         session = self.session(video_id)
