@@ -23,6 +23,7 @@ import segany
 from segany.errors import UnsupportedOperationError, VideoError
 from segany.masks import decode_rle
 from segany.serve import create_app
+from segany.serve.videos import VideoLibrary, VideoPromptRequest
 
 H, W, N = 60, 80, 10
 SIDE, SPEED = 16, 3  # the red square: 16 px, 3 px a frame to the right
@@ -376,7 +377,6 @@ def test_segany_serve_takes_videos_and_tracks(folders, tmp_path: Path, monkeypat
 
 
 def test_only_the_last_sessions_stay_open(folders, classic) -> None:
-    from segany.serve.videos import VideoLibrary, VideoPromptRequest
 
     write_clip(folders[1] / "other", n=3)
     library = VideoLibrary(folders[1], classic, max_sessions=1)
@@ -396,3 +396,19 @@ def test_only_the_last_sessions_stay_open(folders, classic) -> None:
     gate.set()
     assert queued.future.result() == first
     library.close()
+
+
+def test_a_track_takes_the_prompts_queued_before_it(client) -> None:
+    vid = clip_id(client)
+    library = client.app.state.videos
+    client.post(f"/api/videos/{vid}/prompts", json={"frame": 0, "obj_id": 1, "points": [[16, 22]], "labels": [1]})
+    gate = threading.Event()
+    library.lane.job(lambda check: gate.wait(10))  # the lane is busy: what follows waits in order
+    session = library.session(vid)
+    queued = library.prompt(vid, VideoPromptRequest(frame=3, obj_id=2, points=[[58, 42]], labels=[1]))
+    assert client.post(f"/api/videos/{vid}/track").status_code == 202
+    gate.set()
+    queued.future.result(10)
+    session.job.ticket.future.result(30)
+    assert client.get(f"/api/videos/{vid}/track").json()["total"] == N + 4  # backward from frame 3 too
+    assert all(iou(frame_masks(client, vid, t)[2], disc_mask()) > 0.7 for t in range(N))

@@ -521,14 +521,17 @@ class VideoLibrary:
             if not session.prompts:
                 raise PromptError(f"video {session.entry.name} has no prompts: click an object on a frame first")
             self._not_busy(session)
-            firsts = self._first_frames(session)
-            start, latest = min(firsts.values()), max(firsts.values())  # forward from start, backward from latest
-            job = TrackJob(total=len(session.source) - start + (latest + 1 if latest else 0))
+            job = TrackJob(total=self._steps(session))
             session.job = job
 
         def run(check: Callable[[], None]) -> None:
             job.status = "running"
             try:
+                with session.lock:  # the prompts as they are now, after the work queued before this
+                    if not session.prompts:
+                        raise PromptError(f"video {session.entry.name} has no prompts left to track")
+                    firsts = self._first_frames(session)
+                    job.total = self._steps(session)
                 self._fresh_state(session)
                 session.propagated = True
                 for frame, masks in self._propagate(session, firsts):
@@ -557,6 +560,12 @@ class VideoLibrary:
             raise
         job.ticket.future.add_done_callback(lambda f: f.cancelled() and setattr(job, "status", "cancelled"))
         return job.view()
+
+    def _steps(self, session: VideoSession) -> int:
+        """A track's steps: forward from the earliest first prompt, backward from the latest one."""
+        firsts = self._first_frames(session).values()
+        start, latest = min(firsts), max(firsts)
+        return len(session.source) - start + (latest + 1 if latest else 0)
 
     @staticmethod
     def _first_frames(session: VideoSession) -> dict[int, int]:
