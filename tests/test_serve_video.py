@@ -20,7 +20,7 @@ pytest.importorskip("fastapi", reason="the serve extra (fastapi) is not installe
 from fastapi.testclient import TestClient
 
 import segany
-from segany.errors import UnsupportedOperationError, VideoError
+from segany.errors import PromptError, UnsupportedOperationError, VideoError
 from segany.masks import decode_rle
 from segany.serve import create_app
 from segany.serve.videos import VideoLibrary, VideoPromptRequest
@@ -412,3 +412,11 @@ def test_a_track_takes_the_prompts_queued_before_it(client) -> None:
     session.job.ticket.future.result(30)
     assert client.get(f"/api/videos/{vid}/track").json()["total"] == N + 4  # backward from frame 3 too
     assert all(iou(frame_masks(client, vid, t)[2], disc_mask()) > 0.7 for t in range(N))
+    # and an accept queued after a prompt finds the tracks out of date
+    gate = threading.Event()
+    library.lane.job(lambda check: gate.wait(10))
+    library.prompt(vid, VideoPromptRequest(frame=5, obj_id=2, points=[[58, 42]], labels=[1]))
+    accepting = library.accept(vid, None)
+    gate.set()
+    with pytest.raises(PromptError, match="Track first"):
+        accepting.future.result(10)

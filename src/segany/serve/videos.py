@@ -613,19 +613,25 @@ class VideoLibrary:
         """Queue accepting the tracks (of ``obj_ids``, default all): every frame's masks written as
         DAVIS PNGs in ``davis/`` and one COCO video JSON; the ticket's result is the video's detail."""
         session = self.session(video_id)
-        with session.lock:
-            known = session.obj_ids
-            if not session.tracked:
-                raise PromptError(f"video {session.entry.name} has prompts that are not tracked yet: Track first")
-            chosen = known if obj_ids is None else sorted(set(obj_ids))
-            unknown = [o for o in chosen if o not in known]
-            if unknown:
-                raise NotFoundError(f"video {session.entry.name} has no object {unknown[0]} (objects: {known})")
-            if not chosen:
-                raise PromptError("give at least one object to accept")
+
+        def chosen_objects() -> list[int]:  # checked when asked and again when the work starts
+            with session.lock:
+                known = session.obj_ids
+                if not session.tracked:
+                    raise PromptError(f"video {session.entry.name} has prompts that are not tracked yet: Track first")
+                chosen = known if obj_ids is None else sorted(set(obj_ids))
+                unknown = [o for o in chosen if o not in known]
+                if unknown:
+                    raise NotFoundError(f"video {session.entry.name} has no object {unknown[0]} (objects: {known})")
+                if not chosen:
+                    raise PromptError("give at least one object to accept")
+                return chosen
+
+        chosen_objects()
         self._not_busy(session)
 
         def run(check: Callable[[], None]) -> dict[str, Any]:
+            chosen = chosen_objects()
             per_frame = {}
             for t in range(len(session.source)):
                 check()
