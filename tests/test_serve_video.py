@@ -20,7 +20,7 @@ pytest.importorskip("fastapi", reason="the serve extra (fastapi) is not installe
 from fastapi.testclient import TestClient
 
 import segany
-from segany.errors import PromptError, UnsupportedOperationError, VideoError
+from segany.errors import NotFoundError, PromptError, UnsupportedOperationError, VideoError
 from segany.masks import decode_rle
 from segany.serve import create_app
 from segany.serve.videos import VideoLibrary, VideoPromptRequest
@@ -420,3 +420,16 @@ def test_a_track_takes_the_prompts_queued_before_it(client) -> None:
     gate.set()
     with pytest.raises(PromptError, match="Track first"):
         accepting.future.result(10)
+
+
+def test_a_second_removal_queued_behind_the_first_is_a_404(client) -> None:
+    vid = clip_id(client)
+    library = client.app.state.videos
+    client.post(f"/api/videos/{vid}/prompts", json={"frame": 2, "obj_id": 1, "points": [[16, 22]], "labels": [1]})
+    gate = threading.Event()
+    library.lane.job(lambda check: gate.wait(10))
+    first, second = library.clear(vid, 1, 2), library.clear(vid, 1, 2)
+    gate.set()
+    assert first.future.result(10)["objects"] == []
+    with pytest.raises(NotFoundError, match="no object 1"):
+        second.future.result(10)

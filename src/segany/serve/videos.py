@@ -486,15 +486,20 @@ class VideoLibrary:
         session = self.session(video_id)
         if frame is not None:
             frame = session.index(frame)
-        with session.lock:
+
+        def check_known() -> None:  # when asked and again when the work starts
             if obj_id not in session.obj_ids:
                 raise NotFoundError(f"video {session.entry.name} has no object {obj_id} (objects: {session.obj_ids})")
             if frame is not None and (obj_id, frame) not in session.prompts:
                 raise NotFoundError(f"object {obj_id} has no prompt on frame {frame} of video {session.entry.name}")
+
+        with session.lock:
+            check_known()
         self._not_busy(session)
 
         def run(_: Callable[[], None]) -> dict[str, Any]:
             with session.lock:
+                check_known()
                 removed = [session.prompts.pop(k) for k in list(session.prompts)
                            if k[0] == obj_id and (frame is None or k[1] == frame)]
                 gone = obj_id not in session.obj_ids
