@@ -56,7 +56,7 @@ from ..fileio import atomic_write_json, ensure_directory
 from ..prompts import check_box, check_points
 from .catalogue import image_id
 from .lanes import Cancelled, Lane, Ticket
-from .schemas import MAX_POINTS, Box, Closed, Point
+from .schemas import MAX_POINTS, RLE, Box, Closed, Point
 
 TRACKS_FOLDER = ".segany-tracks"
 SESSION_FILE = "session.json"
@@ -127,7 +127,7 @@ class VideoDetail(VideoSummary):
 
 class FrameObject(BaseModel):
     obj_id: int
-    rle: dict[str, Any]
+    rle: RLE
     area: int
     bbox: list[int]
 
