@@ -4,6 +4,7 @@ fixtures (``server``, ``page``) are registered for every test module by ``confte
 test where Chromium, Playwright or uvicorn is missing. Screenshots go to ``ARTIFACTS`` (git-ignored)."""
 from __future__ import annotations
 
+import contextlib
 import shutil
 import socket
 import threading
@@ -37,13 +38,18 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def require_browser() -> None:
+    """Skip the test where uvicorn or Chromium is missing (Playwright is checked by ``page``)."""
+    pytest.importorskip("uvicorn", reason="the serve extra (uvicorn) is not installed")
+    if not Path(CHROMIUM).exists():
+        pytest.skip("Chromium is not installed (apt-get install chromium); the browser test needs it")
+
+
 @pytest.fixture()
 def server(request: pytest.FixtureRequest, tmp_path: Path, tiny_random_sam) -> Iterator[tuple[str, Path]]:
     """The annotator on a free port; parametrized indirectly with "gdino", with a tiny random Grounding
     DINO (box threshold 0: every query is proposed) for the page's 'find' field."""
-    uvicorn = pytest.importorskip("uvicorn", reason="the serve extra (uvicorn) is not installed")
-    if not Path(CHROMIUM).exists():
-        pytest.skip("Chromium is not installed (apt-get install chromium); the browser test needs it")
+    require_browser()
     images = tmp_path / "images"
     images.mkdir()
     picture = np.full((HEIGHT, WIDTH, 3), (225, 228, 220), np.uint8)
@@ -58,17 +64,8 @@ def server(request: pytest.FixtureRequest, tmp_path: Path, tiny_random_sam) -> I
 
         detector = GroundingDino(save_tiny_grounding_dino(tmp_path / "gdino"), box_threshold=0.0)
     app = create_app(images, tiny_random_sam, annotations, model_name="tiny_random_sam", detector=detector)
-    config = uvicorn.Config(app, host="127.0.0.1", port=free_port(), log_level="warning")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{config.port}", annotations
-    server.should_exit = True
-    thread.join(10)
+    with serving(app) as url:
+        yield url, annotations
 
 
 @pytest.fixture()
@@ -117,6 +114,7 @@ class Served:
         self.start()
 
     def start(self) -> None:
+        require_browser()
         import uvicorn
 
         config = uvicorn.Config(self.make_app(), host="127.0.0.1", port=self.port, log_level="warning")
@@ -160,3 +158,12 @@ def labelling(request: pytest.FixtureRequest, tmp_path: Path, tiny_random_sam) -
     served = Served(lambda: create_app(images, model, annotations, model_name="test", categories=tmp_path / "classes.txt"))
     yield served, annotations
     served.stop()
+@contextlib.contextmanager
+def serving(app) -> Iterator[str]:
+    """``app`` served by uvicorn in a thread on a free loopback port: its base URL."""
+    require_browser()
+    served = Served(lambda: app)
+    try:
+        yield served.url
+    finally:
+        served.stop()

@@ -73,6 +73,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              "page's 'find' field, proposals for the classes typed (e.g. \"cat, dog\")")
     parser.add_argument("--text-engine", choices=("grounding-dino", "owlv2"), default="grounding-dino",
                         help="the kind of --detector model (default grounding-dino)")
+    parser.add_argument("--videos", default=None, metavar="DIR",
+                        help="folder of videos (sub-folders of frames, video files) for the video page /video: "
+                             "click objects on any frame and track them with the model's tracker (classic, SAM 2)")
+    parser.add_argument("--tracks", default=None, metavar="DIR",
+                        help="where the video page keeps prompts, masks and accepted tracks (default DIR/.segany-tracks)")
     add_image_arguments(parser)
     add_model_arguments(parser)
     parser.set_defaults(handler=run)
@@ -102,11 +107,14 @@ def run(args: argparse.Namespace) -> int:
         max_points_per_side=args.max_points_per_side, max_pixels=args.max_pixels,
         embeddings=args.embeddings, checkpoint_sha256=checkpoint_sha256(args) if args.embeddings else None, detector=detector,
         categories=args.categories,
+        videos=args.videos, tracks=args.tracks,
     )
     catalogue, store = app.state.catalogue, app.state.store
     info(f"{len(catalogue)} images under {catalogue.root}; annotations in {store.path}")
     if detector is not None:
         info(f"text search ('find') with the {args.text_engine} detector {args.detector}")
+    if app.state.videos is not None:
+        info(f"{len(app.state.videos.entries)} video(s) under {args.videos}: open /video")
     if args.embeddings:
         info(f"stored embeddings from {args.embeddings} (an image without a matching one is computed, said once)")
     info(f"open http://{args.host}:{args.port}/ (API docs at /docs); Ctrl+C to stop")

@@ -53,6 +53,7 @@ from .rle import mask_from_rle
 from .service import DEFAULT_MAX_EVERYTHING_QUEUE, DEFAULT_MAX_QUEUE, MiB, SegmentService
 from .store import AnnotationStore
 from .stored import StoredEmbeddings
+from .videos import VideoLibrary, video_routes
 
 STATIC = Path(__file__).parent / "static"
 DEFAULT_ANNOTATIONS = "annotations.coco.json"
@@ -142,6 +143,8 @@ def create_app(
     checkpoint_sha256: str | None = None,
     detector: TunableDetector | None = None,
     categories: str | os.PathLike | None = None,
+    videos: str | os.PathLike | None = None,
+    tracks: str | os.PathLike | None = None,
 ) -> FastAPI:
     """The annotator app for the images under ``images_dir``, predicting with ``model`` (any segany
     model: its engine comes from :mod:`segany.engine`).
@@ -155,6 +158,8 @@ def create_app(
     sha256 ``checkpoint_sha256`` (:mod:`.stored`). ``detector``: a :mod:`segany.text` detector
     (``GroundingDino`` / ``Owlv2``) for ``POST /api/images/{id}/find``; without one that route is a 409.
     ``categories``: a project category file (:mod:`.categories`) merged into the annotation file's.
+    ``videos``: a folder of videos (frame folders, video files) for the video page ``/video``, tracked
+    with ``model``'s tracker, their prompts and masks kept in ``tracks`` (:mod:`.videos`).
     """
     catalogue = ImageCatalogue(images_dir, max_pixels=max_pixels)
     stored = None if embeddings is None else StoredEmbeddings(embeddings, model_name_of(model), checkpoint_sha256)
@@ -165,15 +170,19 @@ def create_app(
     service = SegmentService(model, catalogue, max_embeddings=max_embeddings, max_embedding_bytes=max_embedding_bytes,
                              max_queue=max_queue, max_everything_queue=max_everything_queue,
                              max_points_per_side=max_points_per_side, stored=stored, detector=detector)
+    library = None if videos is None else VideoLibrary(videos, model, tracks, max_pixels=max_pixels)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         yield
         service.close()
+        if library is not None:
+            library.close()
 
     app = FastAPI(title="segany annotator", version="1", lifespan=lifespan,
                   description="Click-to-mask annotation of a folder of images with Segment Anything.")
     app.state.service, app.state.store, app.state.catalogue = service, store, catalogue
+    app.state.videos = library
     app.add_middleware(BodySizeLimit, max_bytes=max_body_bytes)
     app.add_middleware(SameOriginGuard)
     app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(allowed_hosts))
@@ -366,5 +375,6 @@ def create_app(
     def index() -> FileResponse:
         return FileResponse(STATIC / "index.html", media_type="text/html")
 
+    app.include_router(video_routes(library, outcome, STATIC))
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     return app
