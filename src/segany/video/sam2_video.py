@@ -36,6 +36,7 @@ from ..models.sam2 import NO_OBJ_SCORE, FrameFeatures, ObjectPointer, Sam2, Spat
 from ..predict.runtime import resolve_dtype
 from ..predict.sam2_transforms import SAM2_PIXEL_MEAN, SAM2_PIXEL_STD
 from ..prompts import as_array, check_boxes, check_inside, check_labels
+from .fast_memory import MemoryConditioner, MemoryKeyCache
 from .memory_store import FrameOutput, FrameStore, SpillFolder
 
 FRAME_CACHE = 4  # decoded frames kept by the frame source
@@ -132,7 +133,8 @@ class ObjectTrack:
 
     ``cond`` holds the conditioning frames' outputs (all kept), ``non_cond`` the tracked frames'
     (bounded :class:`FrameStore`), ``temp_cond`` / ``temp_non_cond`` the prompt outputs not yet
-    encoded into memory, ``tracked`` frame -> whether it was tracked in reverse."""
+    encoded into memory, ``tracked`` frame -> whether it was tracked in reverse, ``memory_keys``
+    the cross-attention keys of the memories it attended to last (the memory fast path)."""
 
     obj_id: int
     non_cond: FrameStore
@@ -142,6 +144,7 @@ class ObjectTrack:
     temp_cond: dict[int, FrameOutput] = field(default_factory=dict)
     temp_non_cond: dict[int, FrameOutput] = field(default_factory=dict)
     tracked: dict[int, bool] = field(default_factory=dict)
+    memory_keys: MemoryKeyCache = field(default_factory=MemoryKeyCache)
 
     def temp(self, is_cond: bool) -> dict[int, FrameOutput]:
         return self.temp_cond if is_cond else self.temp_non_cond
@@ -208,13 +211,16 @@ class Sam2VideoPredictor:
     corrections on old frames give the official answers; False forgets them (bounded RAM, no disk).
     ``dtype`` (float32: the official answers; bfloat16 / float16 faster where the CPU has them)
     runs the image encoder and the memory attention under ``torch.autocast``; their outputs are
-    taken back to float32 and everything else stays float32.
+    taken back to float32 and everything else stays float32. ``fast_memory`` (float32): tracked
+    frames attend to their memories through :class:`~segany.video.fast_memory.MemoryConditioner`
+    (each memory's keys computed once, no value projection; the same answers up to float
+    rounding); False runs the plain ``Sam2.condition_on_memory``.
     """
 
     def __init__(self, model: Sam2, fill_hole_area: int = 8, non_overlap_masks: bool = False,
                  add_all_frames_to_correct_as_cond: bool = False, binarize_mask_from_pts_for_mem_enc: bool = True,
                  keep_history: bool = True, spill_dir: str | Path | None = None,
-                 dtype: torch.dtype | str | None = None) -> None:
+                 dtype: torch.dtype | str | None = None, fast_memory: bool = True) -> None:
         if not isinstance(model, Sam2):
             raise ConfigError(f"Sam2VideoPredictor needs a segany Sam2 model (segany.load_model(NAME)), "
                               f"got {type(model).__name__}")
@@ -228,6 +234,7 @@ class Sam2VideoPredictor:
         self.keep_history = bool(keep_history)
         self.spill_dir = spill_dir
         self.dtype = resolve_dtype(dtype)
+        self.fast_memory = MemoryConditioner(model) if fast_memory and self.dtype == torch.float32 else None
         cfg = model.config
         # tracking frame t reads t-1 .. t-(num_maskmem-1) memories and up to max_obj_ptrs-1 pointers
         self.memory_window = max(cfg.num_maskmem, cfg.max_obj_ptrs_in_encoder) + 1
@@ -461,9 +468,14 @@ class Sam2VideoPredictor:
             heads = model.mask_as_output(feats.vision_feats, feats.high_res, mask_inputs)
         else:
             memories, pointers = ([], []) if is_init_cond_frame else self._memory_inputs(state, obj, frame_idx, reverse)
-            with self._autocast():
-                pix_feat = model.condition_on_memory(feats, is_init_cond_frame, memories, pointers,
-                                                     state.maskmem_pos_enc, state.ptr_num_frames or state.num_frames)
+            num_frames = state.ptr_num_frames or state.num_frames
+            if self.fast_memory is not None and memories and model.num_maskmem > 0:
+                pix_feat = self.fast_memory.condition(feats, memories, pointers, state.maskmem_pos_enc, num_frames,
+                                                      obj.memory_keys)
+            else:
+                with self._autocast():
+                    pix_feat = model.condition_on_memory(feats, is_init_cond_frame, memories, pointers,
+                                                         state.maskmem_pos_enc, num_frames)
             pix_feat = pix_feat.float()
             if prev_sam_mask_logits is not None:
                 mask_inputs = prev_sam_mask_logits

@@ -398,18 +398,7 @@ class Sam2(nn.Module):
                 to_cat_memory.append(memory.features.flatten(2).permute(2, 0, 1))
                 to_cat_pos.append(spatial_pos + self.maskmem_tpos_enc[self.num_maskmem - memory.t_pos - 1])
             if pointers and self.config.use_obj_ptrs_in_encoder:
-                obj_ptrs = torch.stack([p.pointer for p in pointers], dim=0)
-                if self.config.add_tpos_enc_to_obj_ptrs:
-                    t_diff_max = min(num_frames, self.config.max_obj_ptrs_in_encoder) - 1
-                    tpos_dim = c if self.config.proj_tpos_enc_in_obj_ptrs else self.mem_dim
-                    obj_pos = torch.tensor([p.offset for p in pointers], device=feats.device)
-                    obj_pos = self.obj_ptr_tpos_proj(get_1d_sine_pe(obj_pos / t_diff_max, dim=tpos_dim))
-                    obj_pos = obj_pos.unsqueeze(1).expand(-1, b, self.mem_dim)
-                else:
-                    obj_pos = obj_ptrs.new_zeros(len(pointers), b, self.mem_dim)
-                if self.mem_dim < c:
-                    obj_ptrs = obj_ptrs.reshape(-1, b, c // self.mem_dim, self.mem_dim).permute(0, 2, 1, 3).flatten(0, 1)
-                    obj_pos = obj_pos.repeat_interleave(c // self.mem_dim, dim=0)
+                obj_ptrs, obj_pos = self.pointer_tokens(pointers, b, num_frames)
                 to_cat_memory.append(obj_ptrs)
                 to_cat_pos.append(obj_pos)
                 num_obj_ptr_tokens = obj_ptrs.shape[0]
@@ -418,6 +407,26 @@ class Sam2(nn.Module):
         out = self.memory_attention(curr=curr, curr_pos=curr_pos, memory=memory, memory_pos=memory_pos_embed,
                                     num_obj_ptr_tokens=num_obj_ptr_tokens)
         return out.permute(1, 2, 0).view(b, c, h, w)
+
+    def pointer_tokens(self, pointers: Sequence[ObjectPointer], batch: int, num_frames: int,
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The memory tokens (P, B, mem_dim) of object pointers (each (B, C) split into C / mem_dim
+        tokens) and their position encodings (the sine encoding of the offset over
+        ``min(num_frames, max_obj_ptrs_in_encoder) - 1``, projected; zeros without it)."""
+        cfg, c = self.config, self.hidden_dim
+        obj_ptrs = torch.stack([p.pointer for p in pointers], dim=0)
+        if cfg.add_tpos_enc_to_obj_ptrs:
+            t_diff_max = min(num_frames, cfg.max_obj_ptrs_in_encoder) - 1
+            tpos_dim = c if cfg.proj_tpos_enc_in_obj_ptrs else self.mem_dim
+            obj_pos = torch.tensor([p.offset for p in pointers], device=obj_ptrs.device)
+            obj_pos = self.obj_ptr_tpos_proj(get_1d_sine_pe(obj_pos / t_diff_max, dim=tpos_dim))
+            obj_pos = obj_pos.unsqueeze(1).expand(-1, batch, self.mem_dim)
+        else:
+            obj_pos = obj_ptrs.new_zeros(len(pointers), batch, self.mem_dim)
+        if self.mem_dim < c:
+            obj_ptrs = obj_ptrs.reshape(-1, batch, c // self.mem_dim, self.mem_dim).permute(0, 2, 1, 3).flatten(0, 1)
+            obj_pos = obj_pos.repeat_interleave(c // self.mem_dim, dim=0)
+        return obj_ptrs, obj_pos
 
     def encode_memory(self, features: FrameFeatures, high_res_masks: torch.Tensor, object_score_logits: torch.Tensor,
                       binarize: bool) -> tuple[torch.Tensor, torch.Tensor]:
