@@ -18,6 +18,8 @@ then ``track(state, frame)`` for each new frame.
 from __future__ import annotations
 
 import contextlib
+import functools
+import functools
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,7 +35,8 @@ from ..data.images import check_image_array
 from ..errors import ConfigError, ImageError, NotFoundError, PredictorStateError, PromptError, VideoError
 from ..masks import fill_holes_in_mask_scores
 from ..models.sam2 import NO_OBJ_SCORE, FrameFeatures, ObjectPointer, Sam2, SpatialMemory
-from ..predict.runtime import resolve_dtype
+from ..models.encoders.hiera import Sam2ImageEncoder
+from ..predict.runtime import Sam2Runtime, resolve_dtype
 from ..predict.sam2_transforms import SAM2_PIXEL_MEAN, SAM2_PIXEL_STD
 from ..prompts import as_array, check_boxes, check_inside, check_labels
 from .fast_memory import MemoryConditioner, MemoryKeyCache
@@ -42,14 +45,26 @@ from .memory_store import FrameOutput, FrameStore, SpillFolder
 FRAME_CACHE = 4  # decoded frames kept by the frame source
 
 
+@functools.cache
+def _normalised_values() -> np.ndarray:
+    """(3, 256) float32: what the official loader makes of each uint8 value in each channel
+    (``/ 255`` in float64, stored as float32, minus the mean, over the std, in float32)."""
+    values = torch.from_numpy(np.arange(256) / 255.0).to(torch.float32)
+    mean = torch.tensor(SAM2_PIXEL_MEAN, dtype=torch.float32)[:, None]
+    std = torch.tensor(SAM2_PIXEL_STD, dtype=torch.float32)[:, None]
+    return ((values[None] - mean) / std).numpy()
+
+
 def video_frame_tensor(frame: np.ndarray, image_size: int) -> torch.Tensor:
     """HxWx3 uint8 RGB → the (3, S, S) float32 tensor of the official video loader: Pillow's
-    default (bicubic) resize to S x S, ``/ 255`` in float64, stored as float32, normalised."""
+    default (bicubic) resize to S x S, ``/ 255`` in float64, stored as float32, normalised
+    (looked up per value: the same bits as computing it per pixel)."""
     resized = np.asarray(Image.fromarray(frame).resize((image_size, image_size)))
-    image = torch.from_numpy(resized / 255.0).permute(2, 0, 1).to(torch.float32)
-    mean = torch.tensor(SAM2_PIXEL_MEAN, dtype=torch.float32)[:, None, None]
-    std = torch.tensor(SAM2_PIXEL_STD, dtype=torch.float32)[:, None, None]
-    return (image - mean) / std
+    table = _normalised_values()
+    image = np.empty((3, image_size, image_size), dtype=np.float32)
+    for c in range(3):
+        np.take(table[c], resized[..., c], out=image[c])
+    return torch.from_numpy(image)
 
 
 def mask_prompt_tensor(mask: np.ndarray | torch.Tensor, image_size: int) -> torch.Tensor:
@@ -235,6 +250,7 @@ class Sam2VideoPredictor:
         self.spill_dir = spill_dir
         self.dtype = resolve_dtype(dtype)
         self.fast_memory = MemoryConditioner(model) if fast_memory and self.dtype == torch.float32 else None
+        self._runtime = Sam2Runtime(model)  # the image path's cache of the trunk position embedding
         cfg = model.config
         # tracking frame t reads t-1 .. t-(num_maskmem-1) memories and up to max_obj_ptrs-1 pointers
         self.memory_window = max(cfg.num_maskmem, cfg.max_obj_ptrs_in_encoder) + 1
@@ -402,9 +418,13 @@ class Sam2VideoPredictor:
         cached = state.cached_features
         if cached is not None and cached[0] == frame_idx:
             return cached[1]
-        image = video_frame_tensor(state.frames[frame_idx], self.image_size)
+        image = video_frame_tensor(state.frames[frame_idx], self.image_size)[None].to(state.device)
+        encoder = self.model.image_encoder
+        pos_embed = None
+        if self.dtype == torch.float32 and isinstance(encoder, Sam2ImageEncoder):
+            pos_embed = self._runtime.trunk_pos_embed(encoder.trunk, image)
         with self._autocast():
-            features = self.model.frame_features(image[None].to(state.device))
+            features = self.model.frame_features(image, pos_embed)
         if self.dtype != torch.float32:
             features = FrameFeatures(features.vision_feats.float(), features.vision_pos.float(),
                                      [f.float() for f in features.high_res])
