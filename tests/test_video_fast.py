@@ -1,6 +1,6 @@
-"""The video predictor's memory fast path (segany.video.fast_memory) equals the plain
-``Sam2.condition_on_memory``: directly on random memories and pointers, and over whole tracking
-runs of a tiny random SAM 2 (forward, reverse, two objects)."""
+"""The video predictor's fast paths (segany.video.fast_memory, fast_frames) equal the plain
+``Sam2.condition_on_memory`` / ``Sam2.frame_features``: directly on random inputs, and over whole
+tracking runs of a tiny random SAM 2 (forward, a correction, reverse, two objects)."""
 from __future__ import annotations
 
 import dataclasses
@@ -10,6 +10,8 @@ import pytest
 import torch
 
 from segany.models.sam2 import FrameFeatures, ObjectPointer, Sam2, SpatialMemory, build_sam2
+from segany.predict.runtime import Sam2Runtime
+from segany.video.fast_frames import FrameEncoder
 from segany.video.fast_memory import MemoryConditioner, MemoryKeyCache
 from segany.video.sam2_video import Sam2VideoPredictor
 from test_sam2_predictor import tiny_random_sam2
@@ -63,6 +65,21 @@ def test_conditioner_equals_condition_on_memory(heads: int, keys_pos: bool) -> N
         assert len(cache) == 4 and cache.computed == 4  # each memory's keys computed once, then reused
 
 
+def test_frame_encoder_equals_frame_features() -> None:
+    model = tiny_random_sam2()
+    encoder = FrameEncoder(model, Sam2Runtime(model))
+    assert encoder.pairs is not None  # SAM 2.1's layout: the two high-res levels are folded
+    image = torch.randn(1, 3, model.image_size, model.image_size, generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        plain, fast = model.frame_features(image), encoder(image)
+        again = encoder(image)  # the folded weights and the position embedding come from the caches
+    assert len(fast.high_res) == len(plain.high_res) == 2
+    for a, b in zip([fast.vision_feats, fast.vision_pos, *fast.high_res, *again.high_res],
+                    [plain.vision_feats, plain.vision_pos, *plain.high_res, *plain.high_res]):
+        assert a.shape == b.shape
+        assert (a - b).abs().max() <= TOL * max(1.0, float(b.abs().max()))
+
+
 def _clip(n: int) -> list[np.ndarray]:
     rng = np.random.default_rng(3)
     frames = []
@@ -90,9 +107,9 @@ def _track(predictor: Sam2VideoPredictor, frames: list[np.ndarray]) -> tuple[lis
 def test_fast_predictor_tracks_like_the_plain_one() -> None:
     model = tiny_random_sam2()
     frames = _clip(10)
-    plain = _track(Sam2VideoPredictor(model, fill_hole_area=0, fast_memory=False), frames)
+    plain = _track(Sam2VideoPredictor(model, fill_hole_area=0, fast=False), frames)
     fast_predictor = Sam2VideoPredictor(model, fill_hole_area=0)
-    assert fast_predictor.fast_memory is not None
+    assert fast_predictor.fast_memory is not None and fast_predictor.frame_encoder.pairs is not None
     fast = _track(fast_predictor, frames)
     assert len(fast[0]) == len(plain[0]) == 10 + 10 + 2 * 10
     for a, b in zip(fast[0], plain[0]):

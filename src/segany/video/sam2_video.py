@@ -35,10 +35,10 @@ from ..data.images import check_image_array
 from ..errors import ConfigError, ImageError, NotFoundError, PredictorStateError, PromptError, VideoError
 from ..masks import fill_holes_in_mask_scores
 from ..models.sam2 import NO_OBJ_SCORE, FrameFeatures, ObjectPointer, Sam2, SpatialMemory
-from ..models.encoders.hiera import Sam2ImageEncoder
 from ..predict.runtime import Sam2Runtime, resolve_dtype
 from ..predict.sam2_transforms import SAM2_PIXEL_MEAN, SAM2_PIXEL_STD
 from ..prompts import as_array, check_boxes, check_inside, check_labels
+from .fast_frames import FrameEncoder
 from .fast_memory import MemoryConditioner, MemoryKeyCache
 from .memory_store import FrameOutput, FrameStore, SpillFolder
 
@@ -226,16 +226,18 @@ class Sam2VideoPredictor:
     corrections on old frames give the official answers; False forgets them (bounded RAM, no disk).
     ``dtype`` (float32: the official answers; bfloat16 / float16 faster where the CPU has them)
     runs the image encoder and the memory attention under ``torch.autocast``; their outputs are
-    taken back to float32 and everything else stays float32. ``fast_memory`` (float32): tracked
-    frames attend to their memories through :class:`~segany.video.fast_memory.MemoryConditioner`
-    (each memory's keys computed once, no value projection; the same answers up to float
-    rounding); False runs the plain ``Sam2.condition_on_memory``.
+    taken back to float32 and everything else stays float32. ``fast`` (float32, the default): the
+    inference fast paths, same answers up to float rounding — frames encoded by
+    :class:`~segany.video.fast_frames.FrameEncoder` (the high-resolution projections folded into
+    the neck's), tracked frames conditioned on their memories by
+    :class:`~segany.video.fast_memory.MemoryConditioner` (each memory's keys computed once, no
+    value projection); False runs the plain ``Sam2.frame_features`` / ``condition_on_memory``.
     """
 
     def __init__(self, model: Sam2, fill_hole_area: int = 8, non_overlap_masks: bool = False,
                  add_all_frames_to_correct_as_cond: bool = False, binarize_mask_from_pts_for_mem_enc: bool = True,
                  keep_history: bool = True, spill_dir: str | Path | None = None,
-                 dtype: torch.dtype | str | None = None, fast_memory: bool = True) -> None:
+                 dtype: torch.dtype | str | None = None, fast: bool = True) -> None:
         if not isinstance(model, Sam2):
             raise ConfigError(f"Sam2VideoPredictor needs a segany Sam2 model (segany.load_model(NAME)), "
                               f"got {type(model).__name__}")
@@ -249,8 +251,10 @@ class Sam2VideoPredictor:
         self.keep_history = bool(keep_history)
         self.spill_dir = spill_dir
         self.dtype = resolve_dtype(dtype)
-        self.fast_memory = MemoryConditioner(model) if fast_memory and self.dtype == torch.float32 else None
-        self._runtime = Sam2Runtime(model)  # the image path's cache of the trunk position embedding
+        fast = fast and self.dtype == torch.float32
+        self.fast_memory = MemoryConditioner(model) if fast else None
+        # the image path's runtime keeps the trunk's position embedding
+        self.frame_encoder = FrameEncoder(model, Sam2Runtime(model)) if fast else None
         cfg = model.config
         # tracking frame t reads t-1 .. t-(num_maskmem-1) memories and up to max_obj_ptrs-1 pointers
         self.memory_window = max(cfg.num_maskmem, cfg.max_obj_ptrs_in_encoder) + 1
@@ -419,13 +423,13 @@ class Sam2VideoPredictor:
         if cached is not None and cached[0] == frame_idx:
             return cached[1]
         image = video_frame_tensor(state.frames[frame_idx], self.image_size)[None].to(state.device)
-        encoder = self.model.image_encoder
-        pos_embed = None
-        if self.dtype == torch.float32 and isinstance(encoder, Sam2ImageEncoder):
-            pos_embed = self._runtime.trunk_pos_embed(encoder.trunk, image)
-        with self._autocast():
-            features = self.model.frame_features(image, pos_embed)
-        if self.dtype != torch.float32:
+        if self.frame_encoder is not None:
+            features = self.frame_encoder(image)
+        elif self.dtype == torch.float32:
+            features = self.model.frame_features(image)
+        else:
+            with self._autocast():
+                features = self.model.frame_features(image)
             features = FrameFeatures(features.vision_feats.float(), features.vision_pos.float(),
                                      [f.float() for f in features.high_res])
         state.cached_features = (frame_idx, features)
