@@ -13,7 +13,6 @@ run through the neck as usual; the trunk gets its position embedding from the im
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..models.encoders.hiera import Sam2ImageEncoder
@@ -86,6 +85,7 @@ class FrameEncoder:
             return model.frame_features(image, pos_embed)
         stages = encoder.trunk(image, pos_embed)
         levels, pos = encoder.neck(stages, positions=True, finest=FOLDED_LEVELS)
-        high_res = [F.linear(stage.permute(0, 2, 3, 1), weight, bias).permute(0, 3, 1, 2)
+        # (out, C) @ the stage's (C, HW) channels-last view (a transposed operand, not copied): NCHW out
+        high_res = [(weight @ stage.flatten(2)).add_(bias[:, None]).view(stage.shape[0], -1, *stage.shape[2:])
                     for stage, (weight, bias) in zip(stages, self._folded_weights())]
         return FrameFeatures(levels[FOLDED_LEVELS], pos[FOLDED_LEVELS], high_res)

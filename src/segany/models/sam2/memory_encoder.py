@@ -9,7 +9,6 @@ import torch
 from torch import nn
 
 from ..common import LayerNorm2d
-from ..fused import linear_act
 from ..position_encoding import PositionEmbeddingSine
 
 
@@ -52,7 +51,7 @@ class CXBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.norm(self.dwconv(x)).permute(0, 2, 3, 1)
-        y = self.pwconv2(linear_act(y, self.pwconv1, self.act))
+        y = self.pwconv2(self.act(self.pwconv1(y)))
         if self.gamma is not None:
             y = self.gamma * y
         return x + y.permute(0, 3, 1, 2)
