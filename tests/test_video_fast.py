@@ -13,7 +13,7 @@ from segany.models.sam2 import FrameFeatures, ObjectPointer, Sam2, SpatialMemory
 from segany.predict.runtime import Sam2Runtime
 from segany.video.fast_frames import FrameEncoder
 from segany.video.fast_memory import MemoryConditioner, MemoryKeyCache
-from segany.video.sam2_video import Sam2VideoPredictor
+from segany.video.sam2_video import Sam2VideoPredictor, video_frame_tensor
 from test_sam2_predictor import tiny_random_sam2
 
 TOL = 1e-5
@@ -117,3 +117,22 @@ def test_fast_predictor_tracks_like_the_plain_one() -> None:
         assert (a - b).abs().max() <= TOL * max(1.0, float(b.abs().max()))
     for a, b in zip(fast[1], plain[1]):  # stored in bfloat16: at most one rounding step apart
         assert ((a - b).abs() <= 2**-7 * b.abs() + TOL).all()
+
+
+def test_propagation_reads_the_next_frame_ahead() -> None:
+    """While a frame is tracked, the next one in the propagation order is decoded in the background
+    (forward and reverse), and it is the frame's official input tensor."""
+    predictor = Sam2VideoPredictor(tiny_random_sam2(), fill_hole_area=0)
+    frames = _clip(5)
+    state = predictor.init_state(frames)
+    predictor.add_new_points_or_box(state, 2, 1, points=[[18, 15]], labels=[1])
+    for reverse, expected in ((False, [2, 3, 4]), (True, [2, 1, 0])):
+        seen = []
+        for frame_idx, _, _ in predictor.propagate_in_video(state, start_frame_idx=2, reverse=reverse):
+            seen.append(frame_idx)
+            if frame_idx != expected[-1]:
+                following = frame_idx + (-1 if reverse else 1)
+                assert list(predictor._read) == [following] and predictor._read[following][0] is state
+                tensor = predictor._read[following][1].result()
+                assert torch.equal(tensor, video_frame_tensor(frames[following], predictor.image_size))
+        assert seen == expected

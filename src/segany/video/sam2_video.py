@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
 import functools
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -256,6 +258,9 @@ class Sam2VideoPredictor:
         # the image path's runtime keeps the trunk's position embedding
         self.frame_encoder = FrameEncoder(model, Sam2Runtime(model)) if fast else None
         cfg = model.config
+        self._frames_lock = threading.Lock()
+        self._reader: ThreadPoolExecutor | None = None  # reads the next frame ahead while tracking
+        self._read: dict[int, tuple[VideoState, Future]] = {}  # frames read ahead (the state they are of)
         # tracking frame t reads t-1 .. t-(num_maskmem-1) memories and up to max_obj_ptrs-1 pointers
         self.memory_window = max(cfg.num_maskmem, cfg.max_obj_ptrs_in_encoder) + 1
 
@@ -278,7 +283,8 @@ class Sam2VideoPredictor:
     def init_state(self, video_path: Any, offload_video_to_cpu: bool = False, offload_state_to_cpu: bool = False,
                    async_loading_frames: bool = False) -> VideoState:
         """A session on a folder of frames, a video file or a sequence of HxWx3 uint8 arrays.
-        Frames are always decoded on demand (``async_loading_frames`` is accepted for the
+        Frames are always decoded on demand, the next one read ahead in a background thread while
+        ``propagate_in_video`` tracks the current one (``async_loading_frames`` is accepted for the
         official signature); frame 0's features are computed now, as the official code does."""
         frames = open_frames(video_path, cache=FRAME_CACHE)
         spill = SpillFolder(self.spill_dir) if self.keep_history else None
@@ -422,7 +428,12 @@ class Sam2VideoPredictor:
         cached = state.cached_features
         if cached is not None and cached[0] == frame_idx:
             return cached[1]
-        image = video_frame_tensor(state.frames[frame_idx], self.image_size)[None].to(state.device)
+        ahead = self._read.pop(frame_idx, None)
+        if ahead is not None and ahead[0] is state:
+            image = ahead[1].result()
+        else:
+            image = self._frame_tensor(state, frame_idx)
+        image = image[None].to(state.device)
         if self.frame_encoder is not None:
             features = self.frame_encoder(image)
         elif self.dtype == torch.float32:
@@ -434,6 +445,22 @@ class Sam2VideoPredictor:
                                      [f.float() for f in features.high_res])
         state.cached_features = (frame_idx, features)
         return features
+
+    def _frame_tensor(self, state: VideoState, frame_idx: int) -> torch.Tensor:
+        """The frame's (3, S, S) input (:func:`video_frame_tensor`); decoding is serialised (the
+        read-ahead thread shares the frame source)."""
+        with self._frames_lock:
+            frame = state.frames[frame_idx]
+        return video_frame_tensor(frame, self.image_size)
+
+    def _read_ahead(self, state: VideoState, frame_idx: int) -> None:
+        """Decode and resize ``frame_idx`` in the background while the current frame is tracked."""
+        if self._reader is None:
+            self._reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="segany-frames")
+        if frame_idx not in self._read:
+            self._read[frame_idx] = (state, self._reader.submit(self._frame_tensor, state, frame_idx))
+        while len(self._read) > 2:  # the current frame and the next: older ones were skipped
+            del self._read[next(iter(self._read))]
 
     def _memory_inputs(self, state: VideoState, obj: ObjectTrack, frame_idx: int, reverse: bool,
                        ) -> tuple[list[SpatialMemory], list[ObjectPointer]]:
@@ -629,7 +656,10 @@ class Sam2VideoPredictor:
         else:
             end = min(start_frame_idx + max_frame_num_to_track, num_frames - 1)
             order = range(start_frame_idx, end + 1)
-        for frame_idx in order:
+        order = list(order)
+        for k, frame_idx in enumerate(order):
+            if k + 1 < len(order):
+                self._read_ahead(state, order[k + 1])
             yield frame_idx, state.obj_ids, self._track_frame(state, frame_idx, reverse)
 
     @torch.inference_mode()
