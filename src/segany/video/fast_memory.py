@@ -19,6 +19,7 @@ It does less work per frame than the plain path, not different work:
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -95,7 +96,18 @@ class MemoryConditioner:
     def __init__(self, model: Sam2) -> None:
         self.model = model
         self._constants: tuple[tuple, list[_LayerConstants]] | None = None
-        self._scores = torch.empty(0)
+        self._scores: list[torch.Tensor] = []  # the attention weights of a block of queries
+        self._keys: list[torch.Tensor] = []  # per layer: the key buffer, reused frame to frame
+
+    def _buffer(self, buffers: list[torch.Tensor], index: int, shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
+        """``buffers[index]`` viewed as ``shape``, grown when too small: the same memory every frame
+        (a fresh allocation of this size starts with page faults)."""
+        while len(buffers) <= index:
+            buffers.append(like.new_empty(0))
+        size = math.prod(shape)
+        if buffers[index].numel() < size or buffers[index].device != like.device:
+            buffers[index] = like.new_empty(size)
+        return buffers[index][:size].view(shape)
 
     def _cross_attentions(self) -> list[tuple[nn.Module, RoPEAttention]]:
         return [(layer, layer.cross_attn_image) for layer in self.model.memory_attention.layers]
@@ -165,7 +177,8 @@ class MemoryConditioner:
         slots = [model.num_maskmem - m.t_pos - 1 for m in memories]
         attends = []
         for i, ((layer, attn), const) in enumerate(zip(self._cross_attentions(), constants)):
-            keys = values.new_empty(attn.num_heads, values.shape[0], attn.internal_dim // attn.num_heads)
+            keys = self._buffer(self._keys, i, (attn.num_heads, values.shape[0], attn.internal_dim // attn.num_heads),
+                                values)
             for j, (entry, slot) in enumerate(zip(entries, slots)):
                 if const.slot_keys is None:
                     keys[:, j * grid:(j + 1) * grid] = entry.keys[i]
@@ -188,11 +201,10 @@ class MemoryConditioner:
             m = keys.shape[1]
             keys_t = keys.transpose(1, 2)
             weighted = values.new_empty(heads, n, values.shape[1])
-            if self._scores.numel() < heads * QUERY_BLOCK * m or self._scores.device != values.device:
-                self._scores = values.new_empty(heads * QUERY_BLOCK * m)
+            scores_buffer = self._buffer(self._scores, 0, (heads * QUERY_BLOCK * m,), values)
             for start in range(0, n, QUERY_BLOCK):
                 stop = min(start + QUERY_BLOCK, n)
-                scores = self._scores[:heads * (stop - start) * m].view(heads, stop - start, m)
+                scores = scores_buffer[:heads * (stop - start) * m].view(heads, stop - start, m)
                 torch.baddbmm(scores, q[:, start:stop], keys_t, beta=0.0, alpha=d ** -0.5, out=scores)
                 scores.sub_(scores.amax(dim=-1, keepdim=True)).exp_()
                 norm = scores.sum(dim=-1, keepdim=True)

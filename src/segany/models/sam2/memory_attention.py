@@ -15,12 +15,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..fused import dense_act
 from ..position_encoding import apply_rotary_enc, compute_axial_cis
 from ..transformer import Attention
 
 _ACTIVATIONS = {"relu": F.relu, "gelu": F.gelu, "glu": F.glu}
-_FUSABLE = {"relu": nn.ReLU(), "gelu": nn.GELU()}  # run with the first MLP layer as one kernel (models.fused)
 
 
 class RoPEAttention(Attention):
@@ -147,11 +145,7 @@ class MemoryAttentionLayer(nn.Module):
             )
         tgt = tgt + self.dropout2(tgt2)
 
-        hidden = self.norm3(tgt)
-        act = _FUSABLE.get(self.activation_str)
-        hidden = self.activation(self.linear1(hidden)) if act is None else dense_act(
-            hidden, self.linear1.weight, self.linear1.bias, act)
-        tgt2 = self.linear2(self.dropout(hidden))
+        tgt2 = self.linear2(self.dropout(self.activation(self.linear1(self.norm3(tgt)))))
         return tgt + self.dropout3(tgt2)
 
 
