@@ -20,9 +20,8 @@ from __future__ import annotations
 import contextlib
 import functools
 import threading
-from concurrent.futures import Future, ThreadPoolExecutor
-import functools
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
