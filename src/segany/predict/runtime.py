@@ -216,7 +216,7 @@ class Sam2Runtime:
         model, encoder = self.model, self._encoder
         images = images.to(self.dtype)
         if isinstance(encoder, Sam2ImageEncoder):
-            fpn = encoder(images, pos_embed=self._trunk_pos_embed(encoder.trunk, images), positions=False).backbone_fpn
+            fpn = encoder(images, pos_embed=self.trunk_pos_embed(encoder.trunk, images), positions=False).backbone_fpn
         else:
             encoded = encoder(images)
             fpn = (encoded._asdict() if hasattr(encoded, "_asdict") else dict(encoded))["backbone_fpn"]
@@ -226,7 +226,7 @@ class Sam2Runtime:
             fpn = model.project_high_res(fpn)
         return model.features_from_fpn([level.float() for level in fpn])
 
-    def _trunk_pos_embed(self, trunk: Hiera, images: torch.Tensor) -> torch.Tensor:
+    def trunk_pos_embed(self, trunk: Hiera, images: torch.Tensor) -> torch.Tensor:
         """``trunk._get_pos_embed`` of the images' patch grid, recomputed only when the input size
         or the trunk's position parameters change."""
         conv = trunk.patch_embed.proj

@@ -18,7 +18,10 @@ then ``track(state, frame)`` for each new frame.
 from __future__ import annotations
 
 import contextlib
+import functools
+import threading
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,22 +36,36 @@ from ..data.images import check_image_array
 from ..errors import ConfigError, ImageError, NotFoundError, PredictorStateError, PromptError, VideoError
 from ..masks import fill_holes_in_mask_scores
 from ..models.sam2 import NO_OBJ_SCORE, FrameFeatures, ObjectPointer, Sam2, SpatialMemory
-from ..predict.runtime import resolve_dtype
+from ..predict.runtime import Sam2Runtime, resolve_dtype
 from ..predict.sam2_transforms import SAM2_PIXEL_MEAN, SAM2_PIXEL_STD
 from ..prompts import as_array, check_boxes, check_inside, check_labels
+from .fast_frames import FrameEncoder
+from .fast_memory import MemoryConditioner, MemoryKeyCache
 from .memory_store import FrameOutput, FrameStore, SpillFolder
 
 FRAME_CACHE = 4  # decoded frames kept by the frame source
 
 
+@functools.cache
+def _normalised_values() -> np.ndarray:
+    """(3, 256) float32: what the official loader makes of each uint8 value in each channel
+    (``/ 255`` in float64, stored as float32, minus the mean, over the std, in float32)."""
+    values = torch.from_numpy(np.arange(256) / 255.0).to(torch.float32)
+    mean = torch.tensor(SAM2_PIXEL_MEAN, dtype=torch.float32)[:, None]
+    std = torch.tensor(SAM2_PIXEL_STD, dtype=torch.float32)[:, None]
+    return ((values[None] - mean) / std).numpy()
+
+
 def video_frame_tensor(frame: np.ndarray, image_size: int) -> torch.Tensor:
     """HxWx3 uint8 RGB → the (3, S, S) float32 tensor of the official video loader: Pillow's
-    default (bicubic) resize to S x S, ``/ 255`` in float64, stored as float32, normalised."""
+    default (bicubic) resize to S x S, ``/ 255`` in float64, stored as float32, normalised
+    (looked up per value: the same bits as computing it per pixel)."""
     resized = np.asarray(Image.fromarray(frame).resize((image_size, image_size)))
-    image = torch.from_numpy(resized / 255.0).permute(2, 0, 1).to(torch.float32)
-    mean = torch.tensor(SAM2_PIXEL_MEAN, dtype=torch.float32)[:, None, None]
-    std = torch.tensor(SAM2_PIXEL_STD, dtype=torch.float32)[:, None, None]
-    return (image - mean) / std
+    table = _normalised_values()
+    image = np.empty((3, image_size, image_size), dtype=np.float32)
+    for c in range(3):
+        np.take(table[c], resized[..., c], out=image[c])
+    return torch.from_numpy(image)
 
 
 def mask_prompt_tensor(mask: np.ndarray | torch.Tensor, image_size: int) -> torch.Tensor:
@@ -132,7 +149,8 @@ class ObjectTrack:
 
     ``cond`` holds the conditioning frames' outputs (all kept), ``non_cond`` the tracked frames'
     (bounded :class:`FrameStore`), ``temp_cond`` / ``temp_non_cond`` the prompt outputs not yet
-    encoded into memory, ``tracked`` frame -> whether it was tracked in reverse."""
+    encoded into memory, ``tracked`` frame -> whether it was tracked in reverse, ``memory_keys``
+    the cross-attention keys of the memories it attended to last (the memory fast path)."""
 
     obj_id: int
     non_cond: FrameStore
@@ -142,6 +160,7 @@ class ObjectTrack:
     temp_cond: dict[int, FrameOutput] = field(default_factory=dict)
     temp_non_cond: dict[int, FrameOutput] = field(default_factory=dict)
     tracked: dict[int, bool] = field(default_factory=dict)
+    memory_keys: MemoryKeyCache = field(default_factory=MemoryKeyCache)
 
     def temp(self, is_cond: bool) -> dict[int, FrameOutput]:
         return self.temp_cond if is_cond else self.temp_non_cond
@@ -208,13 +227,18 @@ class Sam2VideoPredictor:
     corrections on old frames give the official answers; False forgets them (bounded RAM, no disk).
     ``dtype`` (float32: the official answers; bfloat16 / float16 faster where the CPU has them)
     runs the image encoder and the memory attention under ``torch.autocast``; their outputs are
-    taken back to float32 and everything else stays float32.
+    taken back to float32 and everything else stays float32. ``fast`` (float32, the default): the
+    inference fast paths, same answers up to float rounding — frames encoded by
+    :class:`~segany.video.fast_frames.FrameEncoder` (the high-resolution projections folded into
+    the neck's), tracked frames conditioned on their memories by
+    :class:`~segany.video.fast_memory.MemoryConditioner` (each memory's keys computed once, no
+    value projection); False runs the plain ``Sam2.frame_features`` / ``condition_on_memory``.
     """
 
     def __init__(self, model: Sam2, fill_hole_area: int = 8, non_overlap_masks: bool = False,
                  add_all_frames_to_correct_as_cond: bool = False, binarize_mask_from_pts_for_mem_enc: bool = True,
                  keep_history: bool = True, spill_dir: str | Path | None = None,
-                 dtype: torch.dtype | str | None = None) -> None:
+                 dtype: torch.dtype | str | None = None, fast: bool = True) -> None:
         if not isinstance(model, Sam2):
             raise ConfigError(f"Sam2VideoPredictor needs a segany Sam2 model (segany.load_model(NAME)), "
                               f"got {type(model).__name__}")
@@ -228,7 +252,14 @@ class Sam2VideoPredictor:
         self.keep_history = bool(keep_history)
         self.spill_dir = spill_dir
         self.dtype = resolve_dtype(dtype)
+        fast = fast and self.dtype == torch.float32
+        self.fast_memory = MemoryConditioner(model) if fast else None
+        # the image path's runtime keeps the trunk's position embedding
+        self.frame_encoder = FrameEncoder(model, Sam2Runtime(model)) if fast else None
         cfg = model.config
+        self._frames_lock = threading.Lock()
+        self._reader: ThreadPoolExecutor | None = None  # reads the next frame ahead while tracking
+        self._read: dict[int, tuple[VideoState, Future]] = {}  # frames read ahead (the state they are of)
         # tracking frame t reads t-1 .. t-(num_maskmem-1) memories and up to max_obj_ptrs-1 pointers
         self.memory_window = max(cfg.num_maskmem, cfg.max_obj_ptrs_in_encoder) + 1
 
@@ -251,7 +282,8 @@ class Sam2VideoPredictor:
     def init_state(self, video_path: Any, offload_video_to_cpu: bool = False, offload_state_to_cpu: bool = False,
                    async_loading_frames: bool = False) -> VideoState:
         """A session on a folder of frames, a video file or a sequence of HxWx3 uint8 arrays.
-        Frames are always decoded on demand (``async_loading_frames`` is accepted for the
+        Frames are always decoded on demand, the next one read ahead in a background thread while
+        ``propagate_in_video`` tracks the current one (``async_loading_frames`` is accepted for the
         official signature); frame 0's features are computed now, as the official code does."""
         frames = open_frames(video_path, cache=FRAME_CACHE)
         spill = SpillFolder(self.spill_dir) if self.keep_history else None
@@ -395,14 +427,39 @@ class Sam2VideoPredictor:
         cached = state.cached_features
         if cached is not None and cached[0] == frame_idx:
             return cached[1]
-        image = video_frame_tensor(state.frames[frame_idx], self.image_size)
-        with self._autocast():
-            features = self.model.frame_features(image[None].to(state.device))
-        if self.dtype != torch.float32:
+        ahead = self._read.pop(frame_idx, None)
+        if ahead is not None and ahead[0] is state:
+            image = ahead[1].result()
+        else:
+            image = self._frame_tensor(state, frame_idx)
+        image = image[None].to(state.device)
+        if self.frame_encoder is not None:
+            features = self.frame_encoder(image)
+        elif self.dtype == torch.float32:
+            features = self.model.frame_features(image)
+        else:
+            with self._autocast():
+                features = self.model.frame_features(image)
             features = FrameFeatures(features.vision_feats.float(), features.vision_pos.float(),
                                      [f.float() for f in features.high_res])
         state.cached_features = (frame_idx, features)
         return features
+
+    def _frame_tensor(self, state: VideoState, frame_idx: int) -> torch.Tensor:
+        """The frame's (3, S, S) input (:func:`video_frame_tensor`); decoding is serialised (the
+        read-ahead thread shares the frame source)."""
+        with self._frames_lock:
+            frame = state.frames[frame_idx]
+        return video_frame_tensor(frame, self.image_size)
+
+    def _read_ahead(self, state: VideoState, frame_idx: int) -> None:
+        """Decode and resize ``frame_idx`` in the background while the current frame is tracked."""
+        if self._reader is None:
+            self._reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="segany-frames")
+        if frame_idx not in self._read:
+            self._read[frame_idx] = (state, self._reader.submit(self._frame_tensor, state, frame_idx))
+        while len(self._read) > 2:  # the current frame and the next: older ones were skipped
+            del self._read[next(iter(self._read))]
 
     def _memory_inputs(self, state: VideoState, obj: ObjectTrack, frame_idx: int, reverse: bool,
                        ) -> tuple[list[SpatialMemory], list[ObjectPointer]]:
@@ -461,9 +518,14 @@ class Sam2VideoPredictor:
             heads = model.mask_as_output(feats.vision_feats, feats.high_res, mask_inputs)
         else:
             memories, pointers = ([], []) if is_init_cond_frame else self._memory_inputs(state, obj, frame_idx, reverse)
-            with self._autocast():
-                pix_feat = model.condition_on_memory(feats, is_init_cond_frame, memories, pointers,
-                                                     state.maskmem_pos_enc, state.ptr_num_frames or state.num_frames)
+            num_frames = state.ptr_num_frames or state.num_frames
+            if self.fast_memory is not None and memories and model.num_maskmem > 0:
+                pix_feat = self.fast_memory.condition(feats, memories, pointers, state.maskmem_pos_enc, num_frames,
+                                                      obj.memory_keys)
+            else:
+                with self._autocast():
+                    pix_feat = model.condition_on_memory(feats, is_init_cond_frame, memories, pointers,
+                                                         state.maskmem_pos_enc, num_frames)
             pix_feat = pix_feat.float()
             if prev_sam_mask_logits is not None:
                 mask_inputs = prev_sam_mask_logits
@@ -593,7 +655,10 @@ class Sam2VideoPredictor:
         else:
             end = min(start_frame_idx + max_frame_num_to_track, num_frames - 1)
             order = range(start_frame_idx, end + 1)
-        for frame_idx in order:
+        order = list(order)
+        for k, frame_idx in enumerate(order):
+            if k + 1 < len(order):
+                self._read_ahead(state, order[k + 1])
             yield frame_idx, state.obj_ids, self._track_frame(state, frame_idx, reverse)
 
     @torch.inference_mode()

@@ -239,13 +239,15 @@ class FpnNeck(nn.Module):
         self.fpn_interp_model = config.fpn_interp_model
         self.fpn_top_down_levels = list(config.fpn_top_down_levels)
 
-    def forward(self, xs: list[torch.Tensor], positions: bool = True) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-        """The levels and, with ``positions``, their encodings (else an empty list)."""
+    def forward(self, xs: list[torch.Tensor], positions: bool = True,
+                finest: int = 0) -> tuple[list[torch.Tensor | None], list[torch.Tensor | None]]:
+        """The levels and, with ``positions``, their encodings (else an empty list); the levels
+        finer than ``finest`` are not computed (None)."""
         n = len(self.convs) - 1
-        out: list[torch.Tensor] = []
-        pos: list[torch.Tensor] = []
+        out: list[torch.Tensor | None] = []
+        pos: list[torch.Tensor | None] = []
         prev = None
-        for i in range(n, -1, -1):
+        for i in range(n, finest - 1, -1):
             lateral = self.convs[n - i](xs[i])
             if i in self.fpn_top_down_levels and prev is not None:
                 top_down = F.interpolate(
@@ -261,6 +263,8 @@ class FpnNeck(nn.Module):
             out.append(prev)
             if positions:
                 pos.append(self.position_encoding(prev).to(prev.dtype))
+        out += [None] * finest
+        pos += [None] * (finest if positions else 0)
         return out[::-1], pos[::-1]
 
 

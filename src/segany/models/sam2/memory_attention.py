@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -121,19 +122,27 @@ class MemoryAttentionLayer(nn.Module):
         pos: torch.Tensor | None = None,
         query_pos: torch.Tensor | None = None,
         num_k_exclude_rope: int = 0,
+        cross_attend: Callable[[torch.Tensor], torch.Tensor] | None = None,
     ) -> torch.Tensor:
-        """Current tokens (B, N, C), memory (B, M, mem_dim) and their positions → updated tokens."""
+        """Current tokens (B, N, C), memory (B, M, mem_dim) and their positions → updated tokens.
+
+        ``cross_attend`` (inference fast paths) replaces the cross-attention to ``memory``: it maps
+        the cross-attention's queries (B, N, C), before their projection, to its output (B, N, C)."""
         tgt2 = self.norm1(tgt)
         q = k = tgt2 + query_pos if self.pos_enc_at_attn else tgt2
         tgt = tgt + self.dropout1(self.self_attn(q, k, v=tgt2))
 
         tgt2 = self.norm2(tgt)
-        tgt2 = self.cross_attn_image(
-            q=tgt2 + query_pos if self.pos_enc_at_cross_attn_queries else tgt2,
-            k=memory + pos if self.pos_enc_at_cross_attn_keys else memory,
-            v=memory,
-            num_k_exclude_rope=num_k_exclude_rope,
-        )
+        queries = tgt2 + query_pos if self.pos_enc_at_cross_attn_queries else tgt2
+        if cross_attend is not None:
+            tgt2 = cross_attend(queries)
+        else:
+            tgt2 = self.cross_attn_image(
+                q=queries,
+                k=memory + pos if self.pos_enc_at_cross_attn_keys else memory,
+                v=memory,
+                num_k_exclude_rope=num_k_exclude_rope,
+            )
         tgt = tgt + self.dropout2(tgt2)
 
         tgt2 = self.linear2(self.dropout(self.activation(self.linear1(self.norm3(tgt)))))
@@ -156,26 +165,33 @@ class MemoryAttention(nn.Module):
     def forward(
         self,
         curr: torch.Tensor,
-        memory: torch.Tensor,
+        memory: torch.Tensor | None,
         curr_pos: torch.Tensor | None = None,
         memory_pos: torch.Tensor | None = None,
         num_obj_ptr_tokens: int = 0,
+        cross_attends: Sequence[Callable[[torch.Tensor], torch.Tensor]] | None = None,
     ) -> torch.Tensor:
         """Current features (N, B, C) conditioned on the memory (M, B, mem_dim) → (N, B, C).
 
         The last ``num_obj_ptr_tokens`` memory tokens are object pointers, excluded from RoPE.
+        ``cross_attends``: one per layer, each its :class:`MemoryAttentionLayer` ``cross_attend``
+        (batch-first); ``memory`` and ``memory_pos`` are then unused (None).
         """
-        if curr.shape[1] != memory.shape[1]:
+        if cross_attends is not None and len(cross_attends) != self.num_layers:
+            raise ValueError(f"{len(cross_attends)} cross_attends for {self.num_layers} layers")
+        if memory is not None and curr.shape[1] != memory.shape[1]:
             raise ValueError(f"batch sizes differ: current {curr.shape[1]}, memory {memory.shape[1]}")
         output = curr
         if self.pos_enc_at_input and curr_pos is not None:
             output = output + 0.1 * curr_pos
         if self.batch_first:
-            output, memory = output.transpose(0, 1), memory.transpose(0, 1)
+            output = output.transpose(0, 1)
+            memory = memory.transpose(0, 1) if memory is not None else None
             curr_pos = curr_pos.transpose(0, 1) if curr_pos is not None else None
             memory_pos = memory_pos.transpose(0, 1) if memory_pos is not None else None
-        for layer in self.layers:
+        for i, layer in enumerate(self.layers):
             output = layer(tgt=output, memory=memory, pos=memory_pos, query_pos=curr_pos,
-                           num_k_exclude_rope=num_obj_ptr_tokens)
+                           num_k_exclude_rope=num_obj_ptr_tokens,
+                           cross_attend=None if cross_attends is None else cross_attends[i])
         normed = self.norm(output)
         return normed.transpose(0, 1) if self.batch_first else normed

@@ -176,10 +176,11 @@ class Sam2(nn.Module):
         raise NotImplementedError("use Sam2.image_features and Sam2.decode_prompts (the image path) "
                                   "or segany.VideoPredictor (the video path)")
 
-    def forward_image(self, images: torch.Tensor) -> dict:
+    def forward_image(self, images: torch.Tensor, pos_embed: torch.Tensor | None = None) -> dict:
         """The image encoder's output for (B, 3, S, S) normalised images, with the two highest-
-        resolution maps projected once by the decoder's ``conv_s0`` / ``conv_s1``."""
-        encoded = self.image_encoder(images)
+        resolution maps projected once by the decoder's ``conv_s0`` / ``conv_s1``; ``pos_embed``
+        (a Hiera encoder's trunk position embedding, kept by the caller) is passed to the encoder."""
+        encoded = self.image_encoder(images) if pos_embed is None else self.image_encoder(images, pos_embed=pos_embed)
         out = encoded._asdict() if hasattr(encoded, "_asdict") else dict(encoded)
         out["backbone_fpn"] = self.project_high_res(out["backbone_fpn"])
         return out
@@ -259,9 +260,10 @@ class Sam2(nn.Module):
 
     # ---- the video path (SAM2Base's tracking methods), batch 1 per object ----
 
-    def frame_features(self, image: torch.Tensor) -> FrameFeatures:
-        """:class:`FrameFeatures` of one normalised (1, 3, S, S) frame (``_prepare_backbone_features``)."""
-        out = self.forward_image(image)
+    def frame_features(self, image: torch.Tensor, pos_embed: torch.Tensor | None = None) -> FrameFeatures:
+        """:class:`FrameFeatures` of one normalised (1, 3, S, S) frame (``_prepare_backbone_features``);
+        ``pos_embed`` as :meth:`forward_image`'s."""
+        out = self.forward_image(image, pos_embed)
         maps = list(out["backbone_fpn"])[-self.num_feature_levels:]
         pos = list(out["vision_pos_enc"])[-self.num_feature_levels:]
         return FrameFeatures(maps[-1], pos[-1], maps[:-1])
@@ -312,18 +314,18 @@ class Sam2(nn.Module):
         if self.pred_obj_scores:
             low_res_multimasks = torch.where(is_obj_appearing[:, None, None], low_res_multimasks, NO_OBJ_SCORE)
         low_res_multimasks = low_res_multimasks.float()
-        high_res_multimasks = F.interpolate(low_res_multimasks, size=(self.image_size, self.image_size),
-                                            mode="bilinear", align_corners=False)
         sam_output_token = sam_output_tokens[:, 0]
         if multimask_output:
             best = torch.argmax(ious, dim=-1)
             rows = torch.arange(b, device=device)
             low_res_masks = low_res_multimasks[rows, best].unsqueeze(1)
-            high_res_masks = high_res_multimasks[rows, best].unsqueeze(1)
             if sam_output_tokens.shape[1] > 1:
                 sam_output_token = sam_output_tokens[rows, best]
         else:
-            low_res_masks, high_res_masks = low_res_multimasks, high_res_multimasks
+            low_res_masks = low_res_multimasks
+        # upsampled after the choice (the official upsamples every candidate, then picks one: the same values)
+        high_res_masks = F.interpolate(low_res_masks, size=(self.image_size, self.image_size),
+                                       mode="bilinear", align_corners=False)
         obj_ptr = self._absent_pointer(self.obj_ptr_proj(sam_output_token), is_obj_appearing.float(),
                                        object_score_logits)
         return SamHeadsOutput(low_res_multimasks, ious, low_res_masks, high_res_masks, obj_ptr,
@@ -398,18 +400,7 @@ class Sam2(nn.Module):
                 to_cat_memory.append(memory.features.flatten(2).permute(2, 0, 1))
                 to_cat_pos.append(spatial_pos + self.maskmem_tpos_enc[self.num_maskmem - memory.t_pos - 1])
             if pointers and self.config.use_obj_ptrs_in_encoder:
-                obj_ptrs = torch.stack([p.pointer for p in pointers], dim=0)
-                if self.config.add_tpos_enc_to_obj_ptrs:
-                    t_diff_max = min(num_frames, self.config.max_obj_ptrs_in_encoder) - 1
-                    tpos_dim = c if self.config.proj_tpos_enc_in_obj_ptrs else self.mem_dim
-                    obj_pos = torch.tensor([p.offset for p in pointers], device=feats.device)
-                    obj_pos = self.obj_ptr_tpos_proj(get_1d_sine_pe(obj_pos / t_diff_max, dim=tpos_dim))
-                    obj_pos = obj_pos.unsqueeze(1).expand(-1, b, self.mem_dim)
-                else:
-                    obj_pos = obj_ptrs.new_zeros(len(pointers), b, self.mem_dim)
-                if self.mem_dim < c:
-                    obj_ptrs = obj_ptrs.reshape(-1, b, c // self.mem_dim, self.mem_dim).permute(0, 2, 1, 3).flatten(0, 1)
-                    obj_pos = obj_pos.repeat_interleave(c // self.mem_dim, dim=0)
+                obj_ptrs, obj_pos = self.pointer_tokens(pointers, b, num_frames)
                 to_cat_memory.append(obj_ptrs)
                 to_cat_pos.append(obj_pos)
                 num_obj_ptr_tokens = obj_ptrs.shape[0]
@@ -418,6 +409,26 @@ class Sam2(nn.Module):
         out = self.memory_attention(curr=curr, curr_pos=curr_pos, memory=memory, memory_pos=memory_pos_embed,
                                     num_obj_ptr_tokens=num_obj_ptr_tokens)
         return out.permute(1, 2, 0).view(b, c, h, w)
+
+    def pointer_tokens(self, pointers: Sequence[ObjectPointer], batch: int, num_frames: int,
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The memory tokens (P, B, mem_dim) of object pointers (each (B, C) split into C / mem_dim
+        tokens) and their position encodings (the sine encoding of the offset over
+        ``min(num_frames, max_obj_ptrs_in_encoder) - 1``, projected; zeros without it)."""
+        cfg, c = self.config, self.hidden_dim
+        obj_ptrs = torch.stack([p.pointer for p in pointers], dim=0)
+        if cfg.add_tpos_enc_to_obj_ptrs:
+            t_diff_max = min(num_frames, cfg.max_obj_ptrs_in_encoder) - 1
+            tpos_dim = c if cfg.proj_tpos_enc_in_obj_ptrs else self.mem_dim
+            obj_pos = torch.tensor([p.offset for p in pointers], device=obj_ptrs.device)
+            obj_pos = self.obj_ptr_tpos_proj(get_1d_sine_pe(obj_pos / t_diff_max, dim=tpos_dim))
+            obj_pos = obj_pos.unsqueeze(1).expand(-1, batch, self.mem_dim)
+        else:
+            obj_pos = obj_ptrs.new_zeros(len(pointers), batch, self.mem_dim)
+        if self.mem_dim < c:
+            obj_ptrs = obj_ptrs.reshape(-1, batch, c // self.mem_dim, self.mem_dim).permute(0, 2, 1, 3).flatten(0, 1)
+            obj_pos = obj_pos.repeat_interleave(c // self.mem_dim, dim=0)
+        return obj_ptrs, obj_pos
 
     def encode_memory(self, features: FrameFeatures, high_res_masks: torch.Tensor, object_score_logits: torch.Tensor,
                       binarize: bool) -> tuple[torch.Tensor, torch.Tensor]:

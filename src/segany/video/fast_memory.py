@@ -1,0 +1,216 @@
+"""Inference fast path of SAM 2's memory conditioning for tracking (``Sam2.condition_on_memory``
+on a frame that is not an initial conditioning frame), with the same answers up to float rounding
+(tests/test_video_fast.py compares it with the plain path).
+
+It does less work per frame than the plain path, not different work:
+
+- **Keys once per memory.** A cross-attention key is ``RoPE(k_proj(memory + spatial_pos +
+  tpos[slot]))``. ``k_proj`` and the rotation are linear, so it is ``RoPE(k_proj(memory +
+  spatial_pos))`` — fixed once the frame's memory is encoded, computed once per memory and layer
+  and kept while the memory is attended to — plus ``RoPE(W_k tpos[slot])``, one term per temporal
+  slot and layer. The object pointers (a few tokens, offsets changing every frame) are projected
+  every frame and not rotated, as in the plain path.
+- **No value projection.** The values ``v_proj(memory)`` are an affine map of mem_dim (64) wide
+  tokens, and each row of the attention weights sums to 1, so ``out_proj(P v_proj(X)) =
+  (P X) (W_o W_v)^T + (W_o b_v + b_o)``: the weights multiply the 64-wide memory instead of its
+  256-wide projection (4x less work in the P V product) and the values are never formed.
+- The attention itself runs as two matmuls over blocks of queries, with the softmax's
+  normalisation applied to the (block, mem_dim) result.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ..models.position_encoding import apply_rotary_enc
+from ..models.sam2 import FrameFeatures, ObjectPointer, Sam2, SpatialMemory
+from ..models.sam2.memory_attention import RoPEAttention
+from ..predict.fast_decoder import values_key
+
+QUERY_BLOCK = 256  # queries per attention block: the (block, keys) weights stay in cache
+
+
+@dataclass
+class MemoryKeys:
+    """One memory frame's cached attention inputs: ``tokens`` (HW, mem_dim) float32 (the values'
+    input) and, per layer, its rotated keys (heads, HW, d) without the temporal term."""
+
+    source: torch.Tensor
+    tokens: torch.Tensor
+    keys: list[torch.Tensor]
+
+
+class MemoryKeyCache:
+    """One object's :class:`MemoryKeys` by stored memory tensor; entries not used by the last
+    frame are dropped, so it holds at most the memories one frame attends to."""
+
+    def __init__(self) -> None:
+        self._entries: dict[int, MemoryKeys] = {}
+        self.key: tuple | None = None  # the weights and spatial position encoding they were made with
+        self.computed = 0  # memories whose keys were computed (tests)
+
+    def get(self, features: torch.Tensor, make: Callable[[torch.Tensor], MemoryKeys]) -> MemoryKeys:
+        entry = self._entries.get(id(features))
+        if entry is None or entry.source is not features:
+            entry = self._entries[id(features)] = make(features)
+            self.computed += 1
+        return entry
+
+    def keep_only(self, used: Sequence[torch.Tensor]) -> None:
+        ids = {id(t) for t in used}
+        self._entries = {k: v for k, v in self._entries.items() if k in ids}
+
+    def reset(self, key: tuple | None) -> None:
+        self._entries.clear()
+        self.key = key
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+def _rotate(x: torch.Tensor, attn: RoPEAttention) -> torch.Tensor:
+    """(heads, N, d) tokens of one query-sized grid rotated as the attention rotates its queries."""
+    return apply_rotary_enc(x[None], x[None, :, :0], attn.freqs_cis(x.shape[-2], x.device))[0][0]
+
+
+def _heads(x: torch.Tensor, attn: RoPEAttention) -> torch.Tensor:
+    """(N, h*d) → (h, N, d)."""
+    return x.reshape(x.shape[0], attn.num_heads, -1).transpose(0, 1)
+
+
+@dataclass
+class _LayerConstants:
+    slot_keys: list[torch.Tensor] | None  # per temporal slot (heads, HW, d): RoPE(W_k tpos[slot])
+    value_out: torch.Tensor  # (heads * mem_dim, C): per head (W_o,h W_v,h)^T
+    value_out_bias: torch.Tensor  # (C,): W_o b_v + b_o
+
+
+class MemoryConditioner:
+    """``Sam2.condition_on_memory`` of tracked frames (batch 1, eval) with per-memory key caching
+    and without the value projection; see the module docstring."""
+
+    def __init__(self, model: Sam2) -> None:
+        self.model = model
+        self._constants: tuple[tuple, list[_LayerConstants]] | None = None
+        self._scores: list[torch.Tensor] = []  # the attention weights of a block of queries
+        self._keys: list[torch.Tensor] = []  # per layer: the key buffer, reused frame to frame
+
+    def _buffer(self, buffers: list[torch.Tensor], index: int, shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
+        """``buffers[index]`` viewed as ``shape``, grown when too small: the same memory every frame
+        (a fresh allocation of this size starts with page faults)."""
+        while len(buffers) <= index:
+            buffers.append(like.new_empty(0))
+        size = math.prod(shape)
+        if buffers[index].numel() < size or buffers[index].device != like.device:
+            buffers[index] = like.new_empty(size)
+        return buffers[index][:size].view(shape)
+
+    def _cross_attentions(self) -> list[tuple[nn.Module, RoPEAttention]]:
+        return [(layer, layer.cross_attn_image) for layer in self.model.memory_attention.layers]
+
+    def _weights_key(self, memory_pos: torch.Tensor) -> tuple | None:
+        tensors = [self.model.maskmem_tpos_enc]
+        for _, attn in self._cross_attentions():
+            tensors += [attn.k_proj.weight, attn.k_proj.bias, attn.v_proj.weight, attn.v_proj.bias,
+                        attn.out_proj.weight, attn.out_proj.bias]
+        key = values_key(*tensors)
+        return None if key is None else (key, memory_pos.data_ptr(), tuple(memory_pos.shape))
+
+    def _layer_constants(self, key: tuple | None, grid: int) -> list[_LayerConstants]:
+        if key is not None and self._constants is not None and self._constants[0] == (key, grid):
+            return self._constants[1]
+        model = self.model
+        constants = []
+        for layer, attn in self._cross_attentions():
+            slot_keys = None
+            if layer.pos_enc_at_cross_attn_keys:
+                tpos = model.maskmem_tpos_enc.reshape(model.num_maskmem, -1)
+                slot_keys = [_rotate(_heads((attn.k_proj.weight @ t).expand(grid, -1), attn), attn) for t in tpos]
+            heads, d = attn.num_heads, attn.internal_dim // attn.num_heads
+            w_v = attn.v_proj.weight.reshape(heads, d, -1)  # (h, d, mem_dim)
+            w_o = attn.out_proj.weight.reshape(-1, heads, d).transpose(0, 1)  # (h, C, d)
+            value_out = torch.bmm(w_o, w_v).transpose(1, 2).reshape(-1, w_o.shape[1])  # (h*mem_dim, C)
+            constants.append(_LayerConstants(slot_keys, value_out,
+                                             attn.out_proj.weight @ attn.v_proj.bias + attn.out_proj.bias))
+        if key is not None:
+            self._constants = ((key, grid), constants)
+        return constants
+
+    def _memory_keys(self, features: torch.Tensor, spatial_pos: torch.Tensor) -> MemoryKeys:
+        tokens = features.flatten(2)[0].t().float()  # (HW, mem_dim)
+        keys = []
+        for layer, attn in self._cross_attentions():
+            k_in = tokens + spatial_pos if layer.pos_enc_at_cross_attn_keys else tokens
+            keys.append(_rotate(_heads(attn.k_proj(k_in), attn), attn))
+        return MemoryKeys(features, tokens, keys)
+
+    def condition(self, features: FrameFeatures, memories: Sequence[SpatialMemory], pointers: Sequence[ObjectPointer],
+                  memory_pos: torch.Tensor, num_frames: int, cache: MemoryKeyCache) -> torch.Tensor:
+        """The (1, C, h, w) features of a tracked frame fused with its memories (what
+        ``condition_on_memory(features, False, memories, pointers, memory_pos, num_frames)`` gives)."""
+        model = self.model
+        feats = features.vision_feats
+        b, c, h, w = feats.shape
+        if b != 1:
+            raise ValueError(f"the memory fast path tracks one object at a time, got a batch of {b}")
+        if not memories:
+            raise ValueError("a tracked frame needs memories")
+        grid = h * w
+        key = self._weights_key(memory_pos)
+        if key is None or cache.key != key:
+            cache.reset(key)
+        constants = self._layer_constants(key, grid)
+        spatial_pos = memory_pos.flatten(2)[0].t()
+        entries = [cache.get(m.features, lambda f: self._memory_keys(f, spatial_pos)) for m in memories]
+        cache.keep_only([m.features for m in memories])
+        tokens = [e.tokens for e in entries]
+        ptr_tokens = ptr_pos = None
+        if pointers and model.config.use_obj_ptrs_in_encoder:
+            ptr_tokens, ptr_pos = model.pointer_tokens(pointers, 1, num_frames)
+            ptr_tokens, ptr_pos = ptr_tokens[:, 0].float(), ptr_pos[:, 0]
+            tokens.append(ptr_tokens)
+        values = torch.cat(tokens, dim=0)  # (M, mem_dim)
+        slots = [model.num_maskmem - m.t_pos - 1 for m in memories]
+        attends = []
+        for i, ((layer, attn), const) in enumerate(zip(self._cross_attentions(), constants)):
+            keys = self._buffer(self._keys, i, (attn.num_heads, values.shape[0], attn.internal_dim // attn.num_heads),
+                                values)
+            for j, (entry, slot) in enumerate(zip(entries, slots)):
+                if const.slot_keys is None:
+                    keys[:, j * grid:(j + 1) * grid] = entry.keys[i]
+                else:
+                    torch.add(entry.keys[i], const.slot_keys[slot], out=keys[:, j * grid:(j + 1) * grid])
+            if ptr_tokens is not None:
+                k_in = ptr_tokens + ptr_pos if layer.pos_enc_at_cross_attn_keys else ptr_tokens
+                keys[:, len(entries) * grid:] = _heads(attn.k_proj(k_in), attn)
+            attends.append(self._cross_attend(attn, const, keys, values))
+        curr = feats.flatten(2).permute(2, 0, 1)
+        curr_pos = features.vision_pos.flatten(2).permute(2, 0, 1)
+        out = model.memory_attention(curr=curr, memory=None, curr_pos=curr_pos, cross_attends=attends)
+        return out.permute(1, 2, 0).view(b, c, h, w)
+
+    def _cross_attend(self, attn: RoPEAttention, const: _LayerConstants, keys: torch.Tensor,
+                      values: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+        def attend(queries: torch.Tensor) -> torch.Tensor:
+            q = _rotate(_heads(attn.q_proj(queries[0]), attn), attn)  # (h, N, d)
+            heads, n, d = q.shape
+            m = keys.shape[1]
+            keys_t = keys.transpose(1, 2)
+            weighted = values.new_empty(heads, n, values.shape[1])
+            scores_buffer = self._buffer(self._scores, 0, (heads * QUERY_BLOCK * m,), values)
+            for start in range(0, n, QUERY_BLOCK):
+                stop = min(start + QUERY_BLOCK, n)
+                scores = scores_buffer[:heads * (stop - start) * m].view(heads, stop - start, m)
+                torch.baddbmm(scores, q[:, start:stop], keys_t, beta=0.0, alpha=d ** -0.5, out=scores)
+                scores.sub_(scores.amax(dim=-1, keepdim=True)).exp_()
+                norm = scores.sum(dim=-1, keepdim=True)
+                block = weighted[:, start:stop]
+                torch.matmul(scores, values, out=block)
+                block.div_(norm)
+            return (weighted.transpose(0, 1).reshape(n, -1) @ const.value_out + const.value_out_bias)[None]
+
+        return attend
