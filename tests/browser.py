@@ -25,9 +25,17 @@ FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-
 WIDTH, HEIGHT = 200, 150
 MARKER_PIXELS = 8  # point markers: 6 screen px discs with a 2 px outline, whatever the zoom
 
+# The canvas as shown, sampled at each image pixel's centre through the page's view transform
+# (window.seganyView: the canvas fills the stage, zoomed and panned): RGBA at image resolution.
 CANVAS_PIXELS = """() => {
-  const c = document.getElementById('canvas');
-  return Array.from(c.getContext('2d').getImageData(0, 0, c.width, c.height).data);
+  const c = document.getElementById('canvas'), view = window.seganyView, rect = c.getBoundingClientRect();
+  const all = c.getContext('2d').getImageData(0, 0, c.width, c.height).data, out = [];
+  for (let y = 0; y < view.height; y++) for (let x = 0; x < view.width; x++) {
+    const [sx, sy] = view.toScreen(x + 0.5, y + 0.5);
+    const i = 4 * (Math.floor((sy - rect.top) * view.dpr) * c.width + Math.floor((sx - rect.left) * view.dpr));
+    out.push(all[i], all[i + 1], all[i + 2], all[i + 3]);
+  }
+  return out;
 }"""
 
 
@@ -40,7 +48,9 @@ def free_port() -> int:
 @pytest.fixture()
 def server(request: pytest.FixtureRequest, tmp_path: Path, tiny_random_sam) -> Iterator[tuple[str, Path]]:
     """The annotator on a free port; parametrized indirectly with "gdino", with a tiny random Grounding
-    DINO (box threshold 0: every query is proposed) for the page's 'find' field."""
+    DINO (box threshold 0: every query is proposed) for the page's 'find' field; with "web-runtime",
+    serving onnxruntime-web (fetched once into the segany cache; skips when it cannot be) for the
+    in-browser decoder."""
     uvicorn = pytest.importorskip("uvicorn", reason="the serve extra (uvicorn) is not installed")
     if not Path(CHROMIUM).exists():
         pytest.skip("Chromium is not installed (apt-get install chromium); the browser test needs it")
@@ -57,7 +67,9 @@ def server(request: pytest.FixtureRequest, tmp_path: Path, tiny_random_sam) -> I
         from tiny_text_models import save_tiny_grounding_dino
 
         detector = GroundingDino(save_tiny_grounding_dino(tmp_path / "gdino"), box_threshold=0.0)
-    app = create_app(images, tiny_random_sam, annotations, model_name="tiny_random_sam", detector=detector)
+    runtime = web_runtime_or_skip() if getattr(request, "param", None) == "web-runtime" else None
+    app = create_app(images, tiny_random_sam, annotations, model_name="tiny_random_sam", detector=detector,
+                     web_runtime=runtime)
     config = uvicorn.Config(app, host="127.0.0.1", port=free_port(), log_level="warning")
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
@@ -104,3 +116,26 @@ def predict_answer(page, action) -> tuple[dict, dict]:
     response = info.value
     assert response.status == 200, response.text()
     return response.request.post_data_json, response.json()
+
+
+def web_runtime_or_skip() -> Path:
+    """onnxruntime-web's folder (:func:`segany.serve.web_runtime.ensure_web_runtime`: downloaded once
+    from the npm registry, sha256-checked, into the segany cache); skips the test when unreachable."""
+    from segany.errors import WeightsUnavailableError
+    from segany.serve.web_runtime import ensure_web_runtime
+
+    try:
+        return ensure_web_runtime(progress=False)
+    except WeightsUnavailableError as exc:
+        pytest.skip(f"onnxruntime-web is not cached and cannot be downloaded: {exc}")
+
+
+def screen_point(page, x: float, y: float) -> tuple[float, float]:
+    """Where image point (x, y) is on the page now (viewport pixels), through the zoom and pan."""
+    sx, sy = page.evaluate("([x, y]) => window.seganyView.toScreen(x, y)", [x, y])
+    return sx, sy
+
+
+def view_scale(page) -> float:
+    """Screen pixels per image pixel now."""
+    return page.evaluate("window.seganyView.scale")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .common import (
@@ -69,9 +70,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              "page's 'find' field, proposals for the classes typed (e.g. \"cat, dog\")")
     parser.add_argument("--text-engine", choices=("grounding-dino", "owlv2"), default="grounding-dino",
                         help="the kind of --detector model (default grounding-dino)")
+    parser.add_argument("--web-runtime", default=None, metavar="DIR|download",
+                        help="onnxruntime-web's files for the page's in-browser decoder (hover preview without a "
+                             "request per mouse move; SAM 1 / MobileSAM): a folder, or 'download' to fetch the npm "
+                             "package once (sha256-checked) into the segany cache (default: that cached copy if "
+                             "present, else previews come from the server)")
     add_image_arguments(parser)
     add_model_arguments(parser)
     parser.set_defaults(handler=run)
+
+
+def web_runtime(choice: str | None) -> Path | None:
+    """The ``--web-runtime`` folder: the one given, the cached copy (fetched for ``download``), or none."""
+    from ..serve.web_runtime import cached_runtime, ensure_web_runtime
+
+    if choice is None:
+        return cached_runtime()
+    return ensure_web_runtime() if choice == "download" else Path(choice)
 
 
 def load_detector(args: argparse.Namespace) -> TunableDetector | None:
@@ -90,6 +105,7 @@ def run(args: argparse.Namespace) -> int:
 
     model = load_model_from_args(args)
     detector = load_detector(args)
+    runtime = web_runtime(args.web_runtime)
     app = create_app(
         args.images_dir, model, args.annotations, model_name=str(args.model),
         max_embeddings=args.cache_embeddings, max_embedding_bytes=args.cache_mb * MiB,
@@ -97,11 +113,14 @@ def run(args: argparse.Namespace) -> int:
         max_queue=args.max_queue, max_everything_queue=args.max_everything_queue,
         max_points_per_side=args.max_points_per_side, max_pixels=args.max_pixels,
         embeddings=args.embeddings, checkpoint_sha256=checkpoint_sha256(args) if args.embeddings else None, detector=detector,
+        web_runtime=runtime,
     )
     catalogue, store = app.state.catalogue, app.state.store
     info(f"{len(catalogue)} images under {catalogue.root}; annotations in {store.path}")
     if detector is not None:
         info(f"text search ('find') with the {args.text_engine} detector {args.detector}")
+    info(f"hover preview: onnxruntime-web from {runtime}" if runtime is not None
+         else "hover preview through the server (no --web-runtime)")
     if args.embeddings:
         info(f"stored embeddings from {args.embeddings} (an image without a matching one is computed, said once)")
     info(f"open http://{args.host}:{args.port}/ (API docs at /docs); Ctrl+C to stop")

@@ -42,6 +42,7 @@ from ..inpaint.base import dilate_mask
 from ..inpaint.classic import FAST_METHOD, ClassicInpainter
 from ..text.detectors import TunableDetector
 from . import schemas
+from .browser_decoder import DecoderExport, embedding_payload, unsupported_reason
 from .catalogue import ImageCatalogue
 from .guard import SameOriginGuard
 from .lanes import Cancelled, Ticket
@@ -50,6 +51,7 @@ from .rle import mask_from_rle
 from .service import DEFAULT_MAX_EVERYTHING_QUEUE, DEFAULT_MAX_QUEUE, MiB, SegmentService
 from .store import AnnotationStore
 from .stored import StoredEmbeddings
+from .web_runtime import ENTRY, check_runtime
 
 STATIC = Path(__file__).parent / "static"
 DEFAULT_ANNOTATIONS = "annotations.coco.json"
@@ -138,6 +140,7 @@ def create_app(
     embeddings: str | os.PathLike | None = None,
     checkpoint_sha256: str | None = None,
     detector: TunableDetector | None = None,
+    web_runtime: str | os.PathLike | None = None,
 ) -> FastAPI:
     """The annotator app for the images under ``images_dir``, predicting with ``model`` (any segany
     model: its engine comes from :mod:`segany.engine`).
@@ -150,10 +153,14 @@ def create_app(
     where they were stored for the same image file by this model, whose weights file has the
     sha256 ``checkpoint_sha256`` (:mod:`.stored`). ``detector``: a :mod:`segany.text` detector
     (``GroundingDino`` / ``Owlv2``) for ``POST /api/images/{id}/find``; without one that route is a 409.
+    ``web_runtime``: a folder of onnxruntime-web's files (:mod:`.web_runtime`), served at ``/runtime/``
+    for the page's in-browser decoder (the hover preview); without it the page previews through the server.
     """
     catalogue = ImageCatalogue(images_dir, max_pixels=max_pixels)
     stored = None if embeddings is None else StoredEmbeddings(embeddings, model_name_of(model), checkpoint_sha256)
     store = AnnotationStore(annotations if annotations is not None else catalogue.root / DEFAULT_ANNOTATIONS)
+    runtime = None if web_runtime is None else check_runtime(web_runtime)
+    decoder_export = DecoderExport(model)
     service = SegmentService(model, catalogue, max_embeddings=max_embeddings, max_embedding_bytes=max_embedding_bytes,
                              max_queue=max_queue, max_everything_queue=max_everything_queue,
                              max_points_per_side=max_points_per_side, stored=stored, detector=detector)
@@ -266,6 +273,37 @@ def create_app(
         return await outcome(request, service.start_find(image_id, body.text, body.box_threshold,
                                                          body.text_threshold))
 
+    @app.get("/api/browser-decoder", response_model=schemas.BrowserDecoder, tags=["embeddings"])
+    def browser_decoder() -> dict:
+        unsupported = unsupported_reason(model)
+        reason = unsupported or (None if runtime is not None else "no onnxruntime-web for the page (segany serve "
+                                 "--web-runtime DIR|download): previews come from the server")
+        return {"decoder": None if unsupported else "/api/browser-decoder.onnx",
+                "runtime": None if runtime is None else f"/runtime/{ENTRY}", "reason": reason}
+
+    @app.get("/api/browser-decoder.onnx", tags=["embeddings"], response_class=Response,
+             responses={200: {"content": {"application/octet-stream": {}},
+                              "description": "the model's prompt decoder as ONNX (segany export onnx's decoder.onnx)"}})
+    async def browser_decoder_onnx(request: Request) -> Response:
+        unsupported = unsupported_reason(model)
+        if unsupported is not None:
+            raise UnsupportedOperationError(unsupported)
+        onnx = await outcome(request, service.decoder.job(lambda _: decoder_export.onnx()))  # not while decoding
+        return Response(onnx, media_type="application/octet-stream", headers={"Cache-Control": "max-age=3600"})
+
+    @app.get("/api/images/{image_id}/embedding.f32", tags=["embeddings"], response_class=Response,
+             responses={200: {"content": {"application/octet-stream": {}},
+                              "description": "the image embedding, raw little-endian float32 in C order; headers "
+                                             "X-Embedding-Shape (1,C,h,w), X-Input-Size (h,w in the model's frame), "
+                                             "X-Original-Size (H,W)"}})
+    async def embedding_raw(request: Request, image_id: str) -> Response:
+        unsupported = unsupported_reason(model)
+        if unsupported is not None:
+            raise UnsupportedOperationError(unsupported)
+        predictor = await outcome(request, service.embedding(image_id))
+        data, headers = embedding_payload(model, predictor.image_features())
+        return Response(data, media_type="application/octet-stream", headers=headers)
+
     @app.get("/api/images/{image_id}/annotations", response_model=list[schemas.Annotation], tags=["annotations"])
     def list_annotations(image_id: str) -> list[dict]:
         return store.annotations_for(catalogue.get(image_id).file_name)
@@ -323,4 +361,6 @@ def create_app(
         return FileResponse(STATIC / "index.html", media_type="text/html")
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    if runtime is not None:
+        app.mount("/runtime", StaticFiles(directory=runtime), name="runtime")
     return app

@@ -188,3 +188,10 @@ class ServerInfo(BaseModel):
     max_body_bytes: int
     detector: str | None = Field(None, description="the text detector of POST /api/images/{id}/find "
                                                    "(segany serve --detector), or null")
+
+
+class BrowserDecoder(BaseModel):
+    decoder: str | None = Field(description="URL of the model's ONNX prompt decoder, or null (no browser decoder "
+                                            "for this engine)")
+    runtime: str | None = Field(description="URL of onnxruntime-web's module (segany serve --web-runtime), or null")
+    reason: str | None = Field(None, description="why the page cannot decode in the browser, when it cannot")
