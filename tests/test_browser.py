@@ -11,11 +11,11 @@ from pycocotools.coco import COCO
 
 from browser import (
     ARTIFACTS,
-    CANVAS_PIXELS,
     HEIGHT,
     MARKER_PIXELS,
     WIDTH,
     away_from,
+    canvas_pixels,
     changed,
     predict_answer,
     screen_point,
@@ -32,7 +32,7 @@ def test_click_gives_a_mask_that_is_accepted_into_coco(server, page) -> None:
     assert "Ctrl+Z" in page.inner_text("#shortcuts")
     zoom = view_scale(page)  # small images are shown enlarged
     assert zoom >= 1
-    before = page.evaluate(CANVAS_PIXELS)
+    before = canvas_pixels(page)
 
     click = (55, 65)  # inside the red square, in image pixels
     body, first = predict_answer(page, lambda: page.mouse.click(*screen_point(page, *click)))
@@ -42,7 +42,7 @@ def test_click_gives_a_mask_that_is_accepted_into_coco(server, page) -> None:
     page.screenshot(path=str(ARTIFACTS / "browser_candidates.png"))
     best = decode_rle(first["candidates"][0]["rle"])
     assert best.any(), "the tiny model's best mask for this click is not empty"
-    tinted = changed(before, page.evaluate(CANVAS_PIXELS))
+    tinted = changed(before, canvas_pixels(page))
     region = away_from([click], MARKER_PIXELS / zoom + 1)
     # the overlay tints exactly the best candidate's pixels (the click marker aside)
     assert np.mean(tinted[region] == best[region]) > 0.99

@@ -46,22 +46,22 @@ export class HoverPreview {
     this.embedding = null; // promise of loadEmbedding()'s answer for this.image
   }
 
-  /** A new image is shown: drop the preview and the old embedding. */
+  /** A new image is shown: drop the preview and the old embedding; load the decoder (once, meanwhile). */
   setImage(image) {
     this.clear();
     this.image = image;
     this.embedding = null;
-  }
-
-  /** The server has the image's embedding: fetch it for the browser decoder (once per image). */
-  ready(image) {
-    if (this.image !== image) return;
     if (!this.decoder) {
       this.decoder = loadDecoder().catch((error) => {
         console.warn(`hover preview: browser decoder unavailable, using the server (${error.message || error})`);
         return null;
       });
     }
+  }
+
+  /** The server has the image's embedding: fetch it for the browser decoder (once per image). */
+  ready(image) {
+    if (this.image !== image) return;
     this.embedding = this.decoder.then((decoder) => decoder && loadEmbedding(image.id, decoder.ort)).catch(() => null);
   }
 
