@@ -53,6 +53,7 @@ def percentiles(values: list[float]) -> dict[str, float]:
 def serve(app):
     """uvicorn on a free loopback port in a thread; (url, stop)."""
     import uvicorn
+
     from browser import free_port
 
     config = uvicorn.Config(app, host="127.0.0.1", port=free_port(), log_level="warning")
@@ -73,7 +74,7 @@ def measure(page, url: str, points: np.ndarray, hover_source: str) -> dict:
     page.goto(url)
     page.wait_for_function("document.body.dataset.embedding === 'ready'", timeout=300_000)
     page.evaluate(CLICK_PROBE)
-    screen = lambda x, y: page.evaluate("([x, y]) => window.seganyView.toScreen(x, y)", [x, y])  # noqa: E731
+    screen = lambda x, y: page.evaluate("([x, y]) => window.seganyView.toScreen(x, y)", [x, y])
     hover = []
     for i, (x, y) in enumerate(np.vstack([points[:1], points])):  # the first, a warm-up, is not counted
         page.mouse.move(*screen(x, y))

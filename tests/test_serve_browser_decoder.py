@@ -12,12 +12,12 @@ import pytest
 from PIL import Image
 
 pytest.importorskip("fastapi", reason="the serve extra (fastapi) is not installed")
-from fastapi.testclient import TestClient  # noqa: E402
+from fastapi.testclient import TestClient
 
-import segany  # noqa: E402
-from segany.errors import ConfigError  # noqa: E402
-from segany.masks import decode_rle  # noqa: E402
-from segany.serve import create_app, web_runtime  # noqa: E402
+import segany
+from segany.errors import ConfigError
+from segany.masks import decode_rle
+from segany.serve import create_app, web_runtime
 
 
 @pytest.fixture()
@@ -115,3 +115,13 @@ def test_web_runtime_is_extracted_from_the_npm_tarball(tmp_path: Path, monkeypat
     assert (folder / web_runtime.ENTRY).read_text() == f"file {web_runtime.ENTRY}"
     assert not tarball.exists(), "the tarball goes once extracted"
     assert web_runtime.ensure_web_runtime(progress=False) == folder and len(fetched) == 1
+
+
+def test_serve_web_runtime_option_picks_the_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from segany.cli.serve import web_runtime as chosen
+
+    monkeypatch.setenv("SEGANY_HOME", str(tmp_path / "cache"))
+    assert chosen(None) is None, "nothing cached: the page previews through the server"
+    assert chosen(str(tmp_path / "mine")) == tmp_path / "mine"
+    fake_runtime(web_runtime.default_dir())
+    assert chosen(None) == chosen("download") == web_runtime.default_dir()  # cached: nothing to download

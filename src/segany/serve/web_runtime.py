@@ -16,6 +16,8 @@ from ..registry import WeightFile
 from ..weights import cache_dir, cached_path, ensure_file
 
 VERSION = "1.30.0"
+ENTRY = "ort.wasm.min.mjs"  # what the page imports; it loads the other two
+FILES = (ENTRY, "ort-wasm-simd-threaded.mjs", "ort-wasm-simd-threaded.wasm")
 WEB_RUNTIME = WeightFile(
     name=f"onnxruntime-web {VERSION}",
     url=f"https://registry.npmjs.org/onnxruntime-web/-/onnxruntime-web-{VERSION}.tgz",
@@ -23,11 +25,8 @@ WEB_RUNTIME = WeightFile(
     sha256="d2228df7e4616bc3348bf504ee888f3bec43789a273f0a63f3e68d203ce3bf71",
     description="onnxruntime-web, the browser's ONNX runtime (WebAssembly): the annotator's hover preview",
     source="https://www.npmjs.com/package/onnxruntime-web",
-    local_option="--web-runtime DIR (a folder holding its dist/ files " + ", ".join(
-        ("ort.wasm.min.mjs", "ort-wasm-simd-threaded.mjs", "ort-wasm-simd-threaded.wasm")) + ")",
+    local_option=f"--web-runtime DIR (a folder holding its dist/ files {', '.join(FILES)})",
 )
-ENTRY = "ort.wasm.min.mjs"  # what the page imports; it loads the other two
-FILES = (ENTRY, "ort-wasm-simd-threaded.mjs", "ort-wasm-simd-threaded.wasm")
 
 
 def default_dir() -> Path:

@@ -98,8 +98,10 @@ function draw() {
 function fitCanvas() {
   // the canvas fills the stage in device pixels; the view keeps the image fitted until zoomed or panned
   view.resize();
-  $("zoom").textContent = `${Math.round(view.scale * 100)}%`;
+  showZoom();
 }
+
+const showZoom = () => { $("zoom").textContent = `${Math.round(view.scale * 100)}%`; };
 
 function toggleHover() {
   const on = hover.toggle();
@@ -111,7 +113,7 @@ function zoomed(change) {
   return () => {
     if (!state.image) return;
     change();
-    fitCanvas();
+    showZoom();
     draw();
   };
 }
@@ -366,7 +368,7 @@ canvas.addEventListener("wheel", (event) => {
 canvas.addEventListener("mousemove", (event) => {
   if (state.drag || state.pan || !state.image) return;
   const point = view.toImage(event.clientX, event.clientY);
-  if (view.contains(point) && !step().points.length && !step().box && !editor.active()) hover.move(point);
+  if (view.contains(point) && !step().points.length && !step().box && !editor.active() && !state.preview) hover.move(point);
   else hover.clear();
 });
 canvas.addEventListener("mouseleave", () => hover.clear());
