@@ -1,7 +1,8 @@
 """Latencies of the web annotator measured in the browser (headless Chromium, Playwright, the page's
 performance.now()): click-to-mask (mouse down → the candidate's overlay drawn) and hover (pointer
-move → preview drawn, the 80 ms debounce included; decoded in the browser by onnxruntime-web, or by
-the server without it), median and p90 over ``--tries`` random points on one GrabCut photo.
+move → preview drawn, the 80 ms debounce included, and without it; decoded in the browser by
+onnxruntime-web, or by the server without it), median and p90 over ``--tries`` random points on one
+GrabCut photo.
 
     .venv/bin/python benchmarks/annotator_latency.py --model classic vit_t --tries 20
 
@@ -75,16 +76,18 @@ def measure(page, url: str, points: np.ndarray, hover_source: str) -> dict:
     page.wait_for_function("document.body.dataset.embedding === 'ready'", timeout=300_000)
     page.evaluate(CLICK_PROBE)
     screen = lambda x, y: page.evaluate("([x, y]) => window.seganyView.toScreen(x, y)", [x, y])
-    hover = []
+    hover, decode = [], []  # pointer move → drawn; after the debounce → drawn
     for i, (x, y) in enumerate(np.vstack([points[:1], points])):  # the first, a warm-up, is not counted
         page.mouse.move(*screen(x, y))
         page.wait_for_function("([x, y]) => { const l = window.seganyHover.last;"
                                " return l && Math.abs(l.point[0] - x) < 1 && Math.abs(l.point[1] - y) < 1; }",
                                arg=[float(x), float(y)], timeout=120_000)
-        last = page.evaluate("(() => { const l = window.seganyHover.last; return [l.source, l.drawn - l.moved]; })()")
+        last = page.evaluate("(() => { const l = window.seganyHover.last;"
+                             " return [l.source, l.drawn - l.moved, l.drawn - l.started]; })()")
         assert last[0] == hover_source, f"the preview came from the {last[0]}, expected the {hover_source}"
         if i:
             hover.append(last[1])
+            decode.append(last[2])
     clicks = []
     for i, (x, y) in enumerate(np.vstack([points[:1], points])):
         page.keyboard.press("Escape")  # a new object: the click's mouse move starts no preview (mouse down cancels it)
@@ -93,7 +96,7 @@ def measure(page, url: str, points: np.ndarray, hover_source: str) -> dict:
         page.wait_for_function(f"window.benchClicks.length > {count}", timeout=120_000)
         if i:
             clicks.append(page.evaluate("window.benchClicks[window.benchClicks.length - 1]"))
-    return {"click_to_mask": percentiles(clicks), "hover": percentiles(hover)}
+    return {"click_to_mask": percentiles(clicks), "hover": percentiles(hover), "hover_after_debounce": percentiles(decode)}
 
 
 def main() -> None:
@@ -144,11 +147,12 @@ def main() -> None:
                                     "machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
                                     "torch_threads": torch.get_num_threads(), "load": os.getloadavg(),
                                     "rows": rows}, indent=2))
-    print(f"{'model':8} {'hover by':8} {'click→mask ms (median / p90)':>30} {'hover ms (median / p90)':>26}")
+    print("| model | hover decoded by | click → mask ms, median / p90 | hover ms, median / p90 | hover after the debounce |")
+    print("|---|---|---|---|---|")
     for row in rows:
-        click, hover = row["click_to_mask"], row["hover"]
-        print(f"{row['model']:8} {row['hover_decoder']:8} {click['median_ms']:>18.0f} / {click['p90_ms']:<9.0f}"
-              f" {hover['median_ms']:>14.0f} / {hover['p90_ms']:<9.0f}")
+        cells = [f"{row[k]['median_ms']:.0f} / {row[k]['p90_ms']:.0f}" for k in ("click_to_mask", "hover",
+                                                                                "hover_after_debounce")]
+        print(f"| {row['model']} | {row['hover_decoder']} | " + " | ".join(cells) + " |")
 
 
 if __name__ == "__main__":

@@ -6,16 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from browser import (
-    ARTIFACTS,
-    MARKER_PIXELS,
-    away_from,
-    canvas_pixels,
-    changed,
-    predict_answer,
-    screen_point,
-    view_scale,
-)
+import browser
+from browser import ARTIFACTS, MARKER_PIXELS, away_from, canvas_pixels, changed, predict_answer, screen_point
 from segany.masks import decode_rle
 
 READY = "document.body.dataset.embedding === 'ready'"
@@ -29,11 +21,11 @@ def open_page(page, url: str) -> None:
 
 def wheel_zoom(page, cursor: tuple[int, int], factor: float) -> float:
     """Wheel-zoom by ``factor`` with the mouse at ``cursor`` (viewport pixels); the new scale."""
-    before = view_scale(page)
+    before = browser.view_scale(page)
     page.mouse.move(*cursor)
     page.mouse.wheel(0, -np.log(factor) / 0.0015)  # the page zooms by exp(-deltaY * 0.0015)
     page.wait_for_function(f"window.seganyView.scale > {before * factor * 0.99}")
-    return view_scale(page)
+    return browser.view_scale(page)
 
 
 def drag(page, start: tuple[float, float], delta: tuple[float, float], button: str = "left") -> None:
@@ -51,7 +43,7 @@ def test_zoom_and_pan_keep_clicks_in_image_coordinates(server, page) -> None:
     url, _ = server
     open_page(page, url)
     page.keyboard.press("h")  # hover preview off: only the clicks' masks are drawn here
-    fit = view_scale(page)
+    fit = browser.view_scale(page)
     target = (55.3, 65.7)  # a point of the red square, in image pixels
     cursor = tuple(round(v) for v in screen_point(page, *target))  # mouse events have whole pixels
     under = page.evaluate("([x, y]) => window.seganyView.toImage(x, y)", cursor)
@@ -90,11 +82,11 @@ def test_zoom_and_pan_keep_clicks_in_image_coordinates(server, page) -> None:
     assert np.allclose(body["points"], [target, second], atol=1 / zoom) and body["labels"] == [1, 0]
 
     page.keyboard.press("0")
-    assert view_scale(page) == pytest.approx(fit)
+    assert browser.view_scale(page) == pytest.approx(fit)
     page.keyboard.press("+")
-    assert view_scale(page) == pytest.approx(1.25 * fit)
+    assert browser.view_scale(page) == pytest.approx(1.25 * fit)
     page.click("#fit")
-    assert view_scale(page) == pytest.approx(fit)
+    assert browser.view_scale(page) == pytest.approx(fit)
     assert page.errors == []
 
 

@@ -59,11 +59,22 @@ LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "[::1]")
 RETRY_AFTER_S = 1
 CLIENT_CLOSED = 499  # nginx's status for "the client went away first": nobody reads it
 V = TypeVar("V")
+# The page is cross-origin isolated (it loads nothing from elsewhere), so onnxruntime-web may use threads.
+ISOLATED = {"Cross-Origin-Opener-Policy": "same-origin", "Cross-Origin-Embedder-Policy": "require-corp"}
 
 # Every segany error that is a ValueError (prompts, masks, images, generator settings) is the
 # client's to fix: 422.
 _STATUS = ((NotFoundError, 404), (NotConfiguredError, 409), (ConflictError, 409), (UnsupportedOperationError, 501),
            (ServerBusyError, 503), (ValueError, 422))
+
+
+class IsolatedStaticFiles(StaticFiles):
+    """Static files with the cross-origin isolation headers (onnxruntime-web's worker threads)."""
+
+    def file_response(self, *args: Any, **kwargs: Any) -> Response:
+        response = super().file_response(*args, **kwargs)
+        response.headers.update(ISOLATED)
+        return response
 
 
 class _ClientGone(Exception):
@@ -358,9 +369,9 @@ def create_app(
 
     @app.get("/", include_in_schema=False)
     def index() -> FileResponse:
-        return FileResponse(STATIC / "index.html", media_type="text/html")
+        return FileResponse(STATIC / "index.html", media_type="text/html", headers=ISOLATED)
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     if runtime is not None:
-        app.mount("/runtime", StaticFiles(directory=runtime), name="runtime")
+        app.mount("/runtime", IsolatedStaticFiles(directory=runtime), name="runtime")
     return app

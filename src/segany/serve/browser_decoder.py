@@ -36,7 +36,9 @@ class DecoderExport:
         self._lock = threading.Lock()
 
     def onnx(self) -> bytes:
-        """The ``decoder.onnx`` bytes: all four mask tokens, masks at the original size."""
+        """The ``decoder.onnx`` bytes with ``return_single_mask`` (as the official web demo): for one
+        point (and its padding point) the best of the three multimask tokens, upsampled to the
+        original size; the server's best multimask candidate, at a quarter of the upsampling work."""
         reason = unsupported_reason(self.model)
         if reason is not None:
             raise UnsupportedOperationError(reason)
@@ -45,7 +47,8 @@ class DecoderExport:
                 from ..deploy.onnx import DECODER, export_decoder
 
                 with tempfile.TemporaryDirectory(prefix="segany-decoder-") as folder:
-                    self._onnx = export_decoder(self.model, Path(folder) / DECODER).read_bytes()
+                    path = export_decoder(self.model, Path(folder) / DECODER, return_single_mask=True)
+                    self._onnx = path.read_bytes()
             return self._onnx
 
 

@@ -3,7 +3,8 @@
 // (GET /api/browser-decoder), the decoder runs in the page on the image embedding fetched once per
 // image: no network round trip per preview. Otherwise each preview is one single-point
 // POST /api/images/{id}/predict?hover=1 (its best candidate). window.seganyHover.last tells the tests
-// (and the latency benchmark) what was drawn: {point, source: "browser" | "server", mask, moved, drawn}.
+// (and the latency benchmark) what was drawn: {point, source: "browser" | "server", mask, and the
+// performance.now() times: moved (the pointer), started (after the debounce), decoded, drawn}.
 import { api, apiBlob } from "./api.js";
 import { maskLayer, rleToMask } from "./masks.js";
 
@@ -17,7 +18,8 @@ async function loadDecoder() {
   if (!info.decoder || !info.runtime) return null;
   const ort = await import(info.runtime);
   ort.env.wasm.wasmPaths = info.runtime.slice(0, info.runtime.lastIndexOf("/") + 1);
-  ort.env.wasm.numThreads = 1; // threads need a cross-origin-isolated page
+  // threads need a cross-origin-isolated page (segany serve sends the headers)
+  ort.env.wasm.numThreads = self.crossOriginIsolated ? Math.min(4, navigator.hardwareConcurrency || 1) : 1;
   const model = new Uint8Array(await (await apiBlob("GET", info.decoder)).arrayBuffer());
   const session = await ort.InferenceSession.create(model, { executionProviders: ["wasm"] });
   return { ort, session };
@@ -89,6 +91,7 @@ export class HoverPreview {
   }
 
   async run(point, moved, token) {
+    const started = performance.now();
     const image = this.image;
     const decoder = this.decoder && (await this.decoder);
     const embedding = decoder && this.embedding && (await this.embedding);
@@ -105,10 +108,11 @@ export class HoverPreview {
       console.warn(`hover preview failed: ${error.message || error}`);
       return;
     }
+    const decoded = performance.now();
     if (token !== this.token || image !== this.image || !mask) return;
     this.layer = maskLayer(mask, image.width, image.height, COLOR, ALPHA);
     this.onChange();
-    this.last = { point, source, mask, moved, drawn: performance.now() };
+    this.last = { point, source, mask, moved, started, decoded, drawn: performance.now() };
     document.body.dataset.hover = source;
   }
 
@@ -124,11 +128,9 @@ export class HoverPreview {
       has_mask_input: f32([0], [1]),
       orig_im_size: f32([height, width], [2]),
     };
-    const { masks, iou_predictions: scores } = await session.run(feeds);
-    let best = 1; // the three multimask tokens (1-3), as the server's multimask prediction: its best
-    for (let t = 2; t < 4; t++) if (scores.data[t] > scores.data[best]) best = t;
+    // exported with return_single_mask: for one point the best of the three multimask tokens
+    const logits = (await session.run(feeds)).masks.data;
     const size = height * width;
-    const logits = masks.data.subarray(best * size, (best + 1) * size);
     const mask = new Uint8Array(size);
     for (let i = 0; i < size; i++) mask[i] = logits[i] > 0 ? 1 : 0;
     return mask;
