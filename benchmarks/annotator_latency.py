@@ -7,9 +7,9 @@ GrabCut photo.
     .venv/bin/python benchmarks/annotator_latency.py --model classic vit_t --tries 20
 
 ``vit_t`` is MobileSAM's architecture with random weights (``segany.build_model``): latency does not
-depend on weight values. The server (``segany.serve.create_app`` under uvicorn) runs in this process;
-onnxruntime-web is fetched once into the segany cache (``segany serve --web-runtime download``).
-Writes benchmarks/results/annotator_latency.json.
+depend on weight values. The server is the real command (``segany serve``, started as
+``benchmarks/serve_load.py`` does), once with onnxruntime-web (fetched once into the segany cache,
+``--web-runtime download``) and once without it. Writes benchmarks/results/annotator_latency.json.
 """
 from __future__ import annotations
 
@@ -20,8 +20,8 @@ import platform
 import shutil
 import sys
 import tempfile
-import threading
-import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +29,9 @@ from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
+sys.path.insert(0, str(REPO))
+from benchmarks.serve_load import free_port, random_checkpoint, start_server
+
 SHARED = Path(os.environ.get("SEGANY_SHARED", REPO.parent / "shared"))
 IMAGE = SHARED / "data" / "grabcut" / "images" / "106024.jpg"
 
@@ -51,24 +54,18 @@ def percentiles(values: list[float]) -> dict[str, float]:
     return {"median_ms": float(np.median(values)), "p90_ms": float(np.percentile(values, 90)), "n": len(values)}
 
 
-def serve(app):
-    """uvicorn on a free loopback port in a thread; (url, stop)."""
-    import uvicorn
-
-    from browser import free_port
-
-    config = uvicorn.Config(app, host="127.0.0.1", port=free_port(), log_level="warning")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.05)
-
-    def stop() -> None:
-        server.should_exit = True
-        thread.join(10)
-
-    return f"http://127.0.0.1:{config.port}", stop
+@contextmanager
+def serving(images: Path, name: str, checkpoint: Path | None, runtime: str, threads: int | None,
+            log: Path) -> Iterator[str]:
+    """``segany serve --web-runtime RUNTIME`` on a free port (``benchmarks/serve_load.py``'s way); its URL."""
+    port = free_port()
+    process = start_server(images, argparse.Namespace(model=name, threads=threads), checkpoint, port, log,
+                           ("--web-runtime", runtime))
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        process.terminate()
+        process.wait(30)
 
 
 def measure(page, url: str, points: np.ndarray, hover_source: str) -> dict:
@@ -104,48 +101,42 @@ def main() -> None:
     parser.add_argument("--model", nargs="+", default=["classic", "vit_t"], help="classic, vit_t, vit_b, ...")
     parser.add_argument("--tries", type=int, default=20)
     parser.add_argument("--image", type=Path, default=IMAGE)
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    parser.add_argument("--threads", type=int, default=None, help="the server's OMP_NUM_THREADS (default: torch's)")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "annotator_latency.json")
     args = parser.parse_args()
 
-    import torch
     from playwright.sync_api import sync_playwright
 
-    import segany
     from browser import CHROMIUM, FLAGS
-    from segany.serve import create_app
     from segany.serve.web_runtime import ensure_web_runtime
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
     runtime = ensure_web_runtime(progress=False)
     width, height = Image.open(args.image).size
     points = np.random.default_rng(0).uniform([0.1 * width, 0.1 * height], [0.9 * width, 0.9 * height], (args.tries, 2))
     rows = []
     with tempfile.TemporaryDirectory() as tmp, sync_playwright() as playwright:
-        images = Path(tmp) / "images"
+        folder = Path(tmp)
+        images = folder / "images"
         images.mkdir()
         shutil.copy(args.image, images / args.image.name)
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS, headless=True)
         for name in args.model:
-            model = segany.build_model(name)
-            paths = [("browser", runtime), ("server", None)] if name != "classic" else [("server", None)]
-            for source, folder in paths:
-                app = create_app(images, model, Path(tmp) / f"{name}-{source}.json", model_name=name, web_runtime=folder)
-                url, stop = serve(app)
-                page = browser.new_page(viewport={"width": 1200, "height": 720})
-                try:
-                    result = measure(page, url, points, source)
-                finally:
-                    page.close()
-                    stop()
+            checkpoint = random_checkpoint(name, folder)
+            runs = [("browser", str(runtime)), ("server", "none")] if name != "classic" else [("server", "none")]
+            for source, choice in runs:
+                with serving(images, name, checkpoint, choice, args.threads, folder / f"{name}-{source}.log") as url:
+                    page = browser.new_page(viewport={"width": 1200, "height": 720})
+                    try:
+                        result = measure(page, url, points, source)
+                    finally:
+                        page.close()
                 rows.append({"model": name, "hover_decoder": source, **result})
                 print(json.dumps(rows[-1]), flush=True)
         browser.close()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"image": args.image.name, "size": [height, width], "tries": args.tries,
                                     "machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
-                                    "torch_threads": torch.get_num_threads(), "load": os.getloadavg(),
+                                    "threads": args.threads, "load": os.getloadavg(),
                                     "rows": rows}, indent=2))
     print("| model | hover decoded by | click → mask ms, median / p90 | hover ms, median / p90 | hover after the debounce |")
     print("|---|---|---|---|---|")

@@ -125,3 +125,4 @@ def test_serve_web_runtime_option_picks_the_folder(tmp_path: Path, monkeypatch: 
     assert chosen(str(tmp_path / "mine")) == tmp_path / "mine"
     fake_runtime(web_runtime.default_dir())
     assert chosen(None) == chosen("download") == web_runtime.default_dir()  # cached: nothing to download
+    assert chosen("none") is None

@@ -70,11 +70,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              "page's 'find' field, proposals for the classes typed (e.g. \"cat, dog\")")
     parser.add_argument("--text-engine", choices=("grounding-dino", "owlv2"), default="grounding-dino",
                         help="the kind of --detector model (default grounding-dino)")
-    parser.add_argument("--web-runtime", default=None, metavar="DIR|download",
+    parser.add_argument("--web-runtime", default=None, metavar="DIR|download|none",
                         help="onnxruntime-web's files for the page's in-browser decoder (hover preview without a "
-                             "request per mouse move; SAM 1 / MobileSAM): a folder, or 'download' to fetch the npm "
-                             "package once (sha256-checked) into the segany cache (default: that cached copy if "
-                             "present, else previews come from the server)")
+                             "request per mouse move; SAM 1 / MobileSAM): a folder, 'download' to fetch the npm "
+                             "package once (sha256-checked) into the segany cache, or 'none' (default: that cached "
+                             "copy if present, else previews come from the server)")
     add_image_arguments(parser)
     add_model_arguments(parser)
     parser.set_defaults(handler=run)
@@ -86,6 +86,8 @@ def web_runtime(choice: str | None) -> Path | None:
 
     if choice is None:
         return cached_runtime()
+    if choice == "none":
+        return None
     return ensure_web_runtime() if choice == "download" else Path(choice)
 
 
