@@ -592,7 +592,7 @@ $("redo").addEventListener("click", guarded(redo));
 $("brush").addEventListener("click", () => editor.setTool("brush"));
 $("eraser").addEventListener("click", () => editor.setTool("eraser"));
 $("save-edit").addEventListener("click", guarded(editor.save));
-window.addEventListener("resize", () => { fitCanvas(); draw(); });
+new ResizeObserver(() => { fitCanvas(); draw(); }).observe(canvas); // window or panel size changes
 $("fit").addEventListener("click", zoomed(() => view.fit()));
 $("zoom-in").addEventListener("click", zoomed(() => view.zoomCentre(ZOOM_STEP)));
 $("zoom-out").addEventListener("click", zoomed(() => view.zoomCentre(1 / ZOOM_STEP)));
@@ -630,14 +630,15 @@ const keys = {
 };
 
 window.addEventListener("keydown", (event) => {
-  if (event.key === " " && !(event.target instanceof HTMLInputElement || event.target instanceof HTMLButtonElement)) {
-    event.preventDefault(); // no page scroll: Space + drag pans
+  if (event.key === " " && !(event.target instanceof HTMLInputElement)) {
+    event.preventDefault(); // no page scroll, no button press: Space + drag pans
     spaceHeld = true;
     canvas.style.cursor = "grab";
   }
 });
 window.addEventListener("keyup", (event) => {
-  if (event.key !== " ") return;
+  if (event.key !== " " || event.target instanceof HTMLInputElement) return;
+  event.preventDefault();
   spaceHeld = false;
   if (!state.pan) canvas.style.cursor = "";
 });
