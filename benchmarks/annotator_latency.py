@@ -108,7 +108,7 @@ def main() -> None:
     from playwright.sync_api import sync_playwright
 
     from browser import CHROMIUM, FLAGS
-    from segany.serve.web_runtime import ensure_web_runtime
+    from segany.cli.serve import ensure_web_runtime
 
     runtime = ensure_web_runtime(progress=False)
     width, height = Image.open(args.image).size

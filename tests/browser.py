@@ -128,10 +128,10 @@ def predict_answer(page, action) -> tuple[dict, dict]:
 
 
 def web_runtime_or_skip() -> Path:
-    """onnxruntime-web's folder (:func:`segany.serve.web_runtime.ensure_web_runtime`: downloaded once
+    """onnxruntime-web's folder (:func:`segany.cli.serve.ensure_web_runtime`: downloaded once
     from the npm registry, sha256-checked, into the segany cache); skips the test when unreachable."""
+    from segany.cli.serve import ensure_web_runtime
     from segany.errors import WeightsUnavailableError
-    from segany.serve.web_runtime import ensure_web_runtime
 
     try:
         return ensure_web_runtime(progress=False)

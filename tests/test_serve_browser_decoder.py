@@ -97,8 +97,12 @@ def test_web_runtime_folder_must_hold_the_runtime(images: Path, tmp_path: Path) 
 
 
 def test_web_runtime_is_extracted_from_the_npm_tarball(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import segany.weights
+    from segany.cli.serve import ensure_web_runtime, web_runtime_dir
+    from segany.registry import ONNXRUNTIME_WEB
+
     monkeypatch.setenv("SEGANY_HOME", str(tmp_path / "cache"))
-    tarball = tmp_path / "cache" / web_runtime.WEB_RUNTIME.filename
+    tarball = tmp_path / "cache" / ONNXRUNTIME_WEB.filename
     tarball.parent.mkdir()
     with tarfile.open(tarball, "w:gz") as archive:
         for name in (*web_runtime.FILES, "ort.all.min.mjs", "../escape"):
@@ -107,22 +111,31 @@ def test_web_runtime_is_extracted_from_the_npm_tarball(tmp_path: Path, monkeypat
             member.size = len(data)
             archive.addfile(member, io.BytesIO(data))
     fetched = []
-    monkeypatch.setattr(web_runtime, "ensure_file", lambda spec, progress: fetched.append(spec) or tarball)
-    assert web_runtime.cached_runtime() is None
-    folder = web_runtime.ensure_web_runtime(progress=False)
-    assert fetched == [web_runtime.WEB_RUNTIME] and folder == web_runtime.default_dir()
+    monkeypatch.setattr(segany.weights, "ensure_file", lambda spec, progress: fetched.append(spec) or tarball)
+    folder = ensure_web_runtime(progress=False)
+    assert fetched == [ONNXRUNTIME_WEB] and folder == web_runtime_dir() == tmp_path / "cache" / "onnxruntime-web-1.30.0"
     assert sorted(p.name for p in folder.iterdir()) == sorted(web_runtime.FILES)  # only the files the page loads
     assert (folder / web_runtime.ENTRY).read_text() == f"file {web_runtime.ENTRY}"
     assert not tarball.exists(), "the tarball goes once extracted"
-    assert web_runtime.ensure_web_runtime(progress=False) == folder and len(fetched) == 1
+    assert ensure_web_runtime(progress=False) == folder and len(fetched) == 1
+
+
+def test_a_tarball_without_the_runtime_is_refused(tmp_path: Path) -> None:
+    tarball = tmp_path / "other.tgz"
+    with tarfile.open(tarball, "w:gz") as archive:
+        archive.addfile(tarfile.TarInfo("package/index.js"), io.BytesIO(b""))
+    with pytest.raises(ConfigError, match="no package/dist/ort.wasm.min.mjs"):
+        web_runtime.extract_runtime(tarball, tmp_path / "runtime")
+    assert not (tmp_path / "runtime").exists() and list(tmp_path.iterdir()) == [tarball]
 
 
 def test_serve_web_runtime_option_picks_the_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from segany.cli.serve import web_runtime as chosen
+    from segany.cli.serve import web_runtime_dir
 
     monkeypatch.setenv("SEGANY_HOME", str(tmp_path / "cache"))
     assert chosen(None) is None, "nothing cached: the page previews through the server"
     assert chosen(str(tmp_path / "mine")) == tmp_path / "mine"
-    fake_runtime(web_runtime.default_dir())
-    assert chosen(None) == chosen("download") == web_runtime.default_dir()  # cached: nothing to download
+    fake_runtime(web_runtime_dir())
+    assert chosen(None) == chosen("download") == web_runtime_dir()  # cached: nothing to download
     assert chosen("none") is None

@@ -80,12 +80,35 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(handler=run)
 
 
+def web_runtime_dir() -> Path:
+    """Where ``--web-runtime download`` puts onnxruntime-web: ``<segany cache>/onnxruntime-web-<version>``."""
+    from ..serve.web_runtime import VERSION
+    from ..weights import cache_dir
+
+    return cache_dir() / f"onnxruntime-web-{VERSION}"
+
+
+def ensure_web_runtime(progress: bool = True) -> Path:
+    """The cached onnxruntime-web folder; on first use the npm tarball is downloaded (sha256-checked,
+    :func:`segany.weights.ensure_file`), its files extracted and the tarball removed."""
+    from ..registry import ONNXRUNTIME_WEB
+    from ..serve.web_runtime import extract_runtime, is_runtime
+    from ..weights import cached_path, ensure_file
+
+    folder = web_runtime_dir()
+    if is_runtime(folder):
+        return folder
+    extract_runtime(ensure_file(ONNXRUNTIME_WEB, progress=progress), folder)
+    cached_path(ONNXRUNTIME_WEB).unlink(missing_ok=True)
+    return folder
+
+
 def web_runtime(choice: str | None) -> Path | None:
     """The ``--web-runtime`` folder: the one given, the cached copy (fetched for ``download``), or none."""
-    from ..serve.web_runtime import cached_runtime, ensure_web_runtime
+    from ..serve.web_runtime import is_runtime
 
     if choice is None:
-        return cached_runtime()
+        return web_runtime_dir() if is_runtime(web_runtime_dir()) else None
     if choice == "none":
         return None
     return ensure_web_runtime() if choice == "download" else Path(choice)

@@ -1,12 +1,10 @@
 """What the page's in-browser decoder needs (the hover preview, ``js/hover.js``): the model's prompt
-decoder as ONNX (:func:`segany.deploy.onnx.export_decoder`, official signature, exported once and
-kept in memory) and an image's embedding as raw little-endian float32. SAM 1 / MobileSAM models
-only: the classic engine has no network, SAM 2's decoder also needs its high-resolution maps."""
+decoder as ONNX (its engine family's ``browser_decoder``: SAM's official web-demo export, exported
+once and kept in memory) and an image's embedding as raw little-endian float32. SAM 1 / MobileSAM
+models only: the classic engine has no network, SAM 2's decoder also needs its high-resolution maps."""
 from __future__ import annotations
 
-import tempfile
 import threading
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -19,7 +17,7 @@ from ..errors import SeganyError, UnsupportedOperationError
 def unsupported_reason(model: Any) -> str | None:
     """Why ``model`` has no browser decoder, or ``None`` when it has one."""
     try:
-        if family_of(model).name == "sam":
+        if family_of(model).browser_decoder is not None:
             return None
     except SeganyError:
         pass
@@ -36,19 +34,17 @@ class DecoderExport:
         self._lock = threading.Lock()
 
     def onnx(self) -> bytes:
-        """The ``decoder.onnx`` bytes with ``return_single_mask`` (as the official web demo): for one
-        point (and its padding point) the best of the three multimask tokens, upsampled to the
-        original size; the server's best multimask candidate, at a quarter of the upsampling work."""
+        """The family's ``decoder.onnx`` bytes; SAM's has ``return_single_mask`` (as the official web
+        demo): for one point (and its padding point) the best of the three multimask tokens,
+        upsampled to the original size, i.e. the server's best multimask candidate."""
         reason = unsupported_reason(self.model)
         if reason is not None:
             raise UnsupportedOperationError(reason)
         with self._lock:
             if self._onnx is None:
-                from ..deploy.onnx import DECODER, export_decoder
-
-                with tempfile.TemporaryDirectory(prefix="segany-decoder-") as folder:
-                    path = export_decoder(self.model, Path(folder) / DECODER, return_single_mask=True)
-                    self._onnx = path.read_bytes()
+                export = family_of(self.model).browser_decoder
+                assert export is not None  # unsupported_reason said so
+                self._onnx = export(self.model)
             return self._onnx
 
 
