@@ -96,8 +96,9 @@ def server_command(images: Path, args: argparse.Namespace, checkpoint: Path | No
     return command + (["--checkpoint", str(checkpoint)] if checkpoint is not None else [])
 
 
-def start_server(images: Path, args: argparse.Namespace, checkpoint: Path | None, port: int, log: Path) -> subprocess.Popen:
-    command = server_command(images, args, checkpoint, port)
+def start_server(images: Path, args: argparse.Namespace, checkpoint: Path | None, port: int, log: Path,
+                 extra: tuple[str, ...] = ()) -> subprocess.Popen:
+    command = server_command(images, args, checkpoint, port) + list(extra)
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)} if args.threads else None
     process = subprocess.Popen(command, stdout=log.open("w"), stderr=subprocess.STDOUT, env=env)
     deadline = time.monotonic() + 300

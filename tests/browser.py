@@ -4,6 +4,7 @@ fixtures (``server``, ``page``) are registered for every test module by ``confte
 test where Chromium, Playwright or uvicorn is missing. Screenshots go to ``ARTIFACTS`` (git-ignored)."""
 from __future__ import annotations
 
+import base64
 import contextlib
 import shutil
 import socket
@@ -26,10 +27,26 @@ FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-
 WIDTH, HEIGHT = 200, 150
 MARKER_PIXELS = 8  # point markers: 6 screen px discs with a 2 px outline, whatever the zoom
 
-CANVAS_PIXELS = """() => {
-  const c = document.getElementById('canvas');
-  return Array.from(c.getContext('2d').getImageData(0, 0, c.width, c.height).data);
-}"""
+# The canvas as shown, sampled at each image pixel's centre through the page's view transform
+# (window.seganyView: the canvas fills the stage, zoomed and panned): RGBA at image resolution, 0 where
+# the pixel is off the canvas. CANVAS_PIXELS answers a list (slow: ~2 s per call); canvas_pixels() an array.
+_SAMPLE = """(() => {
+  const c = document.getElementById('canvas'), view = window.seganyView, d = view.dpr;
+  const all = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+  const out = new Uint8Array(4 * view.width * view.height);
+  for (let y = 0, o = 0; y < view.height; y++) for (let x = 0; x < view.width; x++, o += 4) {
+    const cx = Math.floor(((x + 0.5) * view.scale + view.x) * d), cy = Math.floor(((y + 0.5) * view.scale + view.y) * d);
+    if (cx >= 0 && cy >= 0 && cx < c.width && cy < c.height) out.set(all.subarray(4 * (cy * c.width + cx), 4 * (cy * c.width + cx) + 4), o);
+  }
+  return out;
+})()"""
+CANVAS_PIXELS = f"() => Array.from({_SAMPLE})"
+_CANVAS_BASE64 = f"""() => {{
+  const bytes = {_SAMPLE};
+  let text = '';
+  for (let i = 0; i < bytes.length; i += 8192) text += String.fromCharCode(...bytes.subarray(i, i + 8192));
+  return btoa(text);
+}}"""
 
 
 def free_port() -> int:
@@ -48,7 +65,9 @@ def require_browser() -> None:
 @pytest.fixture()
 def server(request: pytest.FixtureRequest, tmp_path: Path, tiny_random_sam) -> Iterator[tuple[str, Path]]:
     """The annotator on a free port; parametrized indirectly with "gdino", with a tiny random Grounding
-    DINO (box threshold 0: every query is proposed) for the page's 'find' field."""
+    DINO (box threshold 0: every query is proposed) for the page's 'find' field; with "web-runtime",
+    serving onnxruntime-web (fetched once into the segany cache; skips when it cannot be) for the
+    in-browser decoder."""
     require_browser()
     images = tmp_path / "images"
     images.mkdir()
@@ -63,7 +82,9 @@ def server(request: pytest.FixtureRequest, tmp_path: Path, tiny_random_sam) -> I
         from tiny_text_models import save_tiny_grounding_dino
 
         detector = GroundingDino(save_tiny_grounding_dino(tmp_path / "gdino"), box_threshold=0.0)
-    app = create_app(images, tiny_random_sam, annotations, model_name="tiny_random_sam", detector=detector)
+    runtime = web_runtime_or_skip() if getattr(request, "param", None) == "web-runtime" else None
+    app = create_app(images, tiny_random_sam, annotations, model_name="tiny_random_sam", detector=detector,
+                     web_runtime=runtime)
     with serving(app) as url:
         yield url, annotations
 
@@ -167,3 +188,31 @@ def serving(app) -> Iterator[str]:
         yield served.url
     finally:
         served.stop()
+
+
+def web_runtime_or_skip() -> Path:
+    """onnxruntime-web's folder (:func:`segany.cli.serve.ensure_web_runtime`: downloaded once
+    from the npm registry, sha256-checked, into the segany cache); skips the test when unreachable."""
+    from segany.cli.serve import ensure_web_runtime
+    from segany.errors import WeightsUnavailableError
+
+    try:
+        return ensure_web_runtime(progress=False)
+    except WeightsUnavailableError as exc:
+        pytest.skip(f"onnxruntime-web is not cached and cannot be downloaded: {exc}")
+
+
+def screen_point(page, x: float, y: float) -> tuple[float, float]:
+    """Where image point (x, y) is on the page now (viewport pixels), through the zoom and pan."""
+    sx, sy = page.evaluate("([x, y]) => window.seganyView.toScreen(x, y)", [x, y])
+    return sx, sy
+
+
+def view_scale(page) -> float:
+    """Screen pixels per image pixel now."""
+    return page.evaluate("window.seganyView.scale")
+
+
+def canvas_pixels(page) -> np.ndarray:
+    """The canvas as shown at image resolution, (HEIGHT, WIDTH, 4) RGBA (as CANVAS_PIXELS, fast)."""
+    return np.frombuffer(base64.b64decode(page.evaluate(_CANVAS_BASE64)), np.uint8).reshape(HEIGHT, WIDTH, 4)

@@ -9,7 +9,18 @@ import numpy as np
 import pytest
 from pycocotools.coco import COCO
 
-from browser import ARTIFACTS, CANVAS_PIXELS, HEIGHT, MARKER_PIXELS, WIDTH, away_from, changed, predict_answer
+from browser import (
+    ARTIFACTS,
+    HEIGHT,
+    MARKER_PIXELS,
+    WIDTH,
+    away_from,
+    canvas_pixels,
+    changed,
+    predict_answer,
+    screen_point,
+    view_scale,
+)
 from segany.masks import decode_rle, encode_rle
 
 
@@ -19,28 +30,26 @@ def test_click_gives_a_mask_that_is_accepted_into_coco(server, page) -> None:
     page.wait_for_function("document.body.dataset.embedding === 'ready'", timeout=120_000)
     assert page.locator("#spinner").is_hidden()
     assert "Ctrl+Z" in page.inner_text("#shortcuts")
-    canvas = page.locator("#canvas")
-    box = canvas.bounding_box()
-    zoom = box["width"] / WIDTH  # small images are shown enlarged
-    assert zoom >= 1 and abs(box["height"] / HEIGHT - zoom) < 0.02
-    before = page.evaluate(CANVAS_PIXELS)
+    zoom = view_scale(page)  # small images are shown enlarged
+    assert zoom >= 1
+    before = canvas_pixels(page)
 
     click = (55, 65)  # inside the red square, in image pixels
-    body, first = predict_answer(page, lambda: canvas.click(position={"x": click[0] * zoom, "y": click[1] * zoom}))
+    body, first = predict_answer(page, lambda: page.mouse.click(*screen_point(page, *click)))
     assert np.allclose(body["points"], [click], atol=1 / zoom) and body["labels"] == [1] and body["multimask"] is True
     page.wait_for_selector("#candidates li >> nth=2")
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "browser_candidates.png"))
     best = decode_rle(first["candidates"][0]["rle"])
     assert best.any(), "the tiny model's best mask for this click is not empty"
-    tinted = changed(before, page.evaluate(CANVAS_PIXELS))
+    tinted = changed(before, canvas_pixels(page))
     region = away_from([click], MARKER_PIXELS / zoom + 1)
     # the overlay tints exactly the best candidate's pixels (the click marker aside)
     assert np.mean(tinted[region] == best[region]) > 0.99
     assert tinted[region].sum() > 0.9 * best[region].sum()
 
     # right click: a background point refining the mask, then undo it with the keyboard
-    body, _ = predict_answer(page, lambda: canvas.click(position={"x": 150 * zoom, "y": 40 * zoom}, button="right"))
+    body, _ = predict_answer(page, lambda: page.mouse.click(*screen_point(page, 150, 40), button="right"))
     assert body["labels"] == [1, 0] and body["logits"] == first["candidates"][0]["logits"]
     assert body["multimask"] is False
     page.wait_for_function("document.querySelectorAll('#candidates li').length === 1")

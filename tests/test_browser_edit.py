@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from pycocotools.coco import COCO
 
-from browser import ARTIFACTS, HEIGHT, WIDTH, predict_answer
+from browser import ARTIFACTS, HEIGHT, WIDTH, predict_answer, screen_point, view_scale
 from segany.masks import decode_rle, encode_rle
 
 READY = "document.body.dataset.embedding === 'ready'"
@@ -20,7 +20,7 @@ def _open(page, url: str) -> tuple[object, float]:
     page.goto(url)
     page.wait_for_function(READY, timeout=120_000)
     canvas = page.locator("#canvas")
-    return canvas, canvas.bounding_box()["width"] / WIDTH
+    return canvas, view_scale(page)
 
 
 def _stored_mask(annotations, ann_id: int) -> np.ndarray:
@@ -36,12 +36,11 @@ def _saved(page, action) -> tuple[dict, dict]:
     return info.value.request.post_data_json, info.value.json()
 
 
-def _stroke(page, canvas, zoom: float, a: tuple[float, float], b: tuple[float, float]) -> None:
+def _stroke(page, a: tuple[float, float], b: tuple[float, float]) -> None:
     """Drag the mouse from image pixel a to b."""
-    box = canvas.bounding_box()
-    page.mouse.move(box["x"] + a[0] * zoom, box["y"] + a[1] * zoom)
+    page.mouse.move(*screen_point(page, *a))
     page.mouse.down()
-    page.mouse.move(box["x"] + b[0] * zoom, box["y"] + b[1] * zoom, steps=8)
+    page.mouse.move(*screen_point(page, *b), steps=8)
     page.mouse.up()
 
 
@@ -63,8 +62,9 @@ def test_refine_an_accepted_mask_with_clicks_brush_and_eraser(server, page) -> N
     page.click("#annotations li")
     assert page.locator("#edit-tools").is_visible()
 
-    def at(x: float, y: float) -> dict:  # image pixels to a canvas position
-        return {"x": x * zoom, "y": y * zoom}
+    def at(x: float, y: float) -> dict:  # image pixels to a canvas position, through the page's zoom and pan
+        (sx, sy), box = screen_point(page, x, y), canvas.bounding_box()
+        return {"x": sx - box["x"], "y": sy - box["y"]}
 
     # a click adds SAM's best mask for it, a right click subtracts one; Enter saves the result
     body, added = predict_answer(page, lambda: canvas.click(position=at(150, 100)))
@@ -86,7 +86,7 @@ def test_refine_an_accepted_mask_with_clicks_brush_and_eraser(server, page) -> N
     radius = int(page.inner_text("#brush-size").split()[0])
     assert radius > 10
     a, b = (20, 130), (90, 125)
-    _stroke(page, canvas, zoom, a, b)
+    _stroke(page, a, b)
     page.screenshot(path=str(ARTIFACTS / "browser_edit_brush.png"))
     _saved(page, lambda: page.click("#save-edit"))
     brushed = _stored_mask(annotations, made["id"])
@@ -96,7 +96,7 @@ def test_refine_an_accepted_mask_with_clicks_brush_and_eraser(server, page) -> N
 
     # the eraser (Shift+B) takes a stroke out again; Esc drops the unsaved change, Ctrl+Z brings it back
     page.keyboard.press("Shift+B")
-    _stroke(page, canvas, zoom, a, b)
+    _stroke(page, a, b)
     page.keyboard.press("Escape")
     assert page.locator("#edit-tools").is_hidden() and "Ctrl+Z" in page.inner_text("#status")
     page.keyboard.press("Control+z")
@@ -130,8 +130,8 @@ def test_page_rle_encoder_is_pycocotools(server, page) -> None:
 
 def test_undo_and_redo_accept_delete_and_relabel(server, page) -> None:
     url, annotations = server
-    canvas, zoom = _open(page, url)
-    _, first = predict_answer(page, lambda: canvas.click(position={"x": 55 * zoom, "y": 65 * zoom}))
+    _open(page, url)
+    _, first = predict_answer(page, lambda: page.mouse.click(*screen_point(page, 55, 65)))
     page.wait_for_selector("#candidates li")
     page.fill("#category", "red square")
     page.press("#category", "Enter")

@@ -144,7 +144,8 @@ class EngineFamily:
     **options)`` and ``generator(model_or_predictor, *args, **options)`` build its engines.
     ``generator_options``: the official generator arguments its generator honours (others are
     accepted only at their defaults); clients pass on only these. ``video_predictor(model,
-    **options)``: its tracker, where the family has one.
+    **options)``: its tracker, where the family has one. ``browser_decoder(model)``: its prompt
+    decoder as ONNX bytes for onnxruntime-web (the annotator's in-browser hover preview), where it has one.
     """
 
     name: str
@@ -153,6 +154,7 @@ class EngineFamily:
     generator: Callable[..., AutomaticMaskGenerator]
     generator_options: frozenset[str]
     video_predictor: Callable[..., VideoTracker] | None = None
+    browser_decoder: Callable[[Any], bytes] | None = None
 
 
 _families: list[EngineFamily] = []

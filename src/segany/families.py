@@ -19,12 +19,21 @@ from .predict.predictor import SamPredictor
 from .predict.sam2_predictor import Sam2Predictor
 from .video.sam2_video import Sam2VideoPredictor
 
+
+def _sam_browser_decoder(model: Sam) -> bytes:
+    """The official web demo's decoder (``return_single_mask``: for one point the best multimask token)."""
+    from .deploy.onnx import decoder_bytes
+
+    return decoder_bytes(model, return_single_mask=True)
+
+
 SAM = register_family(EngineFamily(
     name="sam",
     owns=lambda obj: isinstance(obj, (Sam, SamPredictor)),
     predictor=SamPredictor,
     generator=SamMaskGenerator,
     generator_options=GENERATOR_OPTIONS,
+    browser_decoder=_sam_browser_decoder,
 ))
 CLASSIC = register_family(EngineFamily(
     name="classic",

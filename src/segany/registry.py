@@ -71,6 +71,20 @@ LAMA = WeightFile(
 )
 
 
+# onnxruntime-web (MIT), the browser's ONNX runtime: the annotator's in-browser decoder (hover preview);
+# segany.cli.serve extracts the three files the page loads (segany.serve.web_runtime.FILES).
+ONNXRUNTIME_WEB = WeightFile(
+    name="onnxruntime-web 1.30.0",
+    url="https://registry.npmjs.org/onnxruntime-web/-/onnxruntime-web-1.30.0.tgz",
+    num_bytes=33_106_585,
+    sha256="d2228df7e4616bc3348bf504ee888f3bec43789a273f0a63f3e68d203ce3bf71",
+    description="onnxruntime-web 1.30.0, the npm package (WebAssembly ONNX runtime for the annotator page)",
+    source="https://www.npmjs.com/package/onnxruntime-web",
+    local_option="--web-runtime DIR (its dist/ files ort.wasm.min.mjs, ort-wasm-simd-threaded.mjs, "
+                 "ort-wasm-simd-threaded.wasm)",
+)
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     """One downloadable model: its engine family (:mod:`segany.engine`), its architecture, and

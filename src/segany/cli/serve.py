@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .common import (
@@ -78,9 +79,48 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              "click objects on any frame and track them with the model's tracker (classic, SAM 2)")
     parser.add_argument("--tracks", default=None, metavar="DIR",
                         help="where the video page keeps prompts, masks and accepted tracks (default DIR/.segany-tracks)")
+    parser.add_argument("--web-runtime", default=None, metavar="DIR|download|none",
+                        help="onnxruntime-web's files for the page's in-browser decoder (hover preview without a "
+                             "request per mouse move; SAM 1 / MobileSAM): a folder, 'download' to fetch the npm "
+                             "package once (sha256-checked) into the segany cache, or 'none' (default: that cached "
+                             "copy if present, else previews come from the server)")
     add_image_arguments(parser)
     add_model_arguments(parser)
     parser.set_defaults(handler=run)
+
+
+def web_runtime_dir() -> Path:
+    """Where ``--web-runtime download`` puts onnxruntime-web: ``<segany cache>/onnxruntime-web-<version>``."""
+    from ..serve.web_runtime import VERSION
+    from ..weights import cache_dir
+
+    return cache_dir() / f"onnxruntime-web-{VERSION}"
+
+
+def ensure_web_runtime(progress: bool = True) -> Path:
+    """The cached onnxruntime-web folder; on first use the npm tarball is downloaded (sha256-checked,
+    :func:`segany.weights.ensure_file`), its files extracted and the tarball removed."""
+    from ..registry import ONNXRUNTIME_WEB
+    from ..serve.web_runtime import extract_runtime, is_runtime
+    from ..weights import cached_path, ensure_file
+
+    folder = web_runtime_dir()
+    if is_runtime(folder):
+        return folder
+    extract_runtime(ensure_file(ONNXRUNTIME_WEB, progress=progress), folder)
+    cached_path(ONNXRUNTIME_WEB).unlink(missing_ok=True)
+    return folder
+
+
+def web_runtime(choice: str | None) -> Path | None:
+    """The ``--web-runtime`` folder: the one given, the cached copy (fetched for ``download``), or none."""
+    from ..serve.web_runtime import is_runtime
+
+    if choice is None:
+        return web_runtime_dir() if is_runtime(web_runtime_dir()) else None
+    if choice == "none":
+        return None
+    return ensure_web_runtime() if choice == "download" else Path(choice)
 
 
 def load_detector(args: argparse.Namespace) -> TunableDetector | None:
@@ -99,6 +139,7 @@ def run(args: argparse.Namespace) -> int:
 
     model = load_model_from_args(args)
     detector = load_detector(args)
+    runtime = web_runtime(args.web_runtime)
     app = create_app(
         args.images_dir, model, args.annotations, model_name=str(args.model),
         max_embeddings=args.cache_embeddings, max_embedding_bytes=args.cache_mb * MiB,
@@ -108,6 +149,7 @@ def run(args: argparse.Namespace) -> int:
         embeddings=args.embeddings, checkpoint_sha256=checkpoint_sha256(args) if args.embeddings else None, detector=detector,
         categories=args.categories,
         videos=args.videos, tracks=args.tracks,
+        web_runtime=runtime,
     )
     catalogue, store = app.state.catalogue, app.state.store
     info(f"{len(catalogue)} images under {catalogue.root}; annotations in {store.path}")
@@ -115,6 +157,8 @@ def run(args: argparse.Namespace) -> int:
         info(f"text search ('find') with the {args.text_engine} detector {args.detector}")
     if app.state.videos is not None:
         info(f"{len(app.state.videos.entries)} video(s) under {args.videos}: open /video")
+    info(f"hover preview: onnxruntime-web from {runtime}" if runtime is not None
+         else "hover preview through the server (no --web-runtime)")
     if args.embeddings:
         info(f"stored embeddings from {args.embeddings} (an image without a matching one is computed, said once)")
     info(f"open http://{args.host}:{args.port}/ (API docs at /docs); Ctrl+C to stop")

@@ -45,6 +45,7 @@ SAM 2 / 2.1 models (:class:`~segany.models.sam2.Sam2`, ``SAM2ImagePredictor`` se
 from __future__ import annotations
 
 import os
+import tempfile
 import warnings
 from pathlib import Path
 
@@ -189,6 +190,12 @@ def export_decoder(model: Sam, path: str | os.PathLike, return_single_mask: bool
     with torch.inference_mode(False), torch.no_grad():
         _export(module.eval(), tuple(example[name] for name in names), path, names, outputs, dynamic)
     return path
+
+
+def decoder_bytes(model: Sam, return_single_mask: bool = False) -> bytes:
+    """:func:`export_decoder`'s ``decoder.onnx`` (official signature) as bytes, through a temporary folder."""
+    with tempfile.TemporaryDirectory(prefix="segany-decoder-") as folder:
+        return export_decoder(model, Path(folder) / DECODER, return_single_mask).read_bytes()
 
 
 def export_encoder(model: Sam, path: str | os.PathLike, fold_preprocessing: bool = False) -> Path:

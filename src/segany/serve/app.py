@@ -44,6 +44,7 @@ from ..inpaint.base import dilate_mask
 from ..inpaint.classic import FAST_METHOD, ClassicInpainter
 from ..text.detectors import TunableDetector
 from . import schemas
+from .browser_decoder import DecoderExport, embedding_payload, unsupported_reason
 from .catalogue import ImageCatalogue
 from .categories import read_categories
 from .guard import SameOriginGuard
@@ -54,6 +55,7 @@ from .service import DEFAULT_MAX_EVERYTHING_QUEUE, DEFAULT_MAX_QUEUE, MiB, Segme
 from .store import AnnotationStore
 from .stored import StoredEmbeddings
 from .videos import VideoLibrary, video_routes
+from .web_runtime import ENTRY, check_runtime
 
 STATIC = Path(__file__).parent / "static"
 DEFAULT_ANNOTATIONS = "annotations.coco.json"
@@ -61,11 +63,22 @@ LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "[::1]")
 RETRY_AFTER_S = 1
 CLIENT_CLOSED = 499  # nginx's status for "the client went away first": nobody reads it
 V = TypeVar("V")
+# The page is cross-origin isolated (it loads nothing from elsewhere), so onnxruntime-web may use threads.
+ISOLATED = {"Cross-Origin-Opener-Policy": "same-origin", "Cross-Origin-Embedder-Policy": "require-corp"}
 
 # Every segany error that is a ValueError (prompts, masks, images, generator settings) is the
 # client's to fix: 422.
 _STATUS = ((NotFoundError, 404), (NotConfiguredError, 409), (ConflictError, 409), (UnsupportedOperationError, 501),
            (ServerBusyError, 503), (ValueError, 422))
+
+
+class IsolatedStaticFiles(StaticFiles):
+    """Static files with the cross-origin isolation headers (onnxruntime-web's worker threads)."""
+
+    def file_response(self, *args: Any, **kwargs: Any) -> Response:
+        response = super().file_response(*args, **kwargs)
+        response.headers.update(ISOLATED)
+        return response
 
 
 class _ClientGone(Exception):
@@ -145,6 +158,7 @@ def create_app(
     categories: str | os.PathLike | None = None,
     videos: str | os.PathLike | None = None,
     tracks: str | os.PathLike | None = None,
+    web_runtime: str | os.PathLike | None = None,
 ) -> FastAPI:
     """The annotator app for the images under ``images_dir``, predicting with ``model`` (any segany
     model: its engine comes from :mod:`segany.engine`).
@@ -160,6 +174,8 @@ def create_app(
     ``categories``: a project category file (:mod:`.categories`) merged into the annotation file's.
     ``videos``: a folder of videos (frame folders, video files) for the video page ``/video``, tracked
     with ``model``'s tracker, their prompts and masks kept in ``tracks`` (:mod:`.videos`).
+    ``web_runtime``: a folder of onnxruntime-web's files (:mod:`.web_runtime`), served at ``/runtime/``
+    for the page's in-browser decoder (the hover preview); without it the page previews through the server.
     """
     catalogue = ImageCatalogue(images_dir, max_pixels=max_pixels)
     stored = None if embeddings is None else StoredEmbeddings(embeddings, model_name_of(model), checkpoint_sha256)
@@ -167,6 +183,8 @@ def create_app(
     if categories is not None:
         store.add_categories(read_categories(categories))
     generator_options = sorted(family_of(model).generator_options)
+    runtime = None if web_runtime is None else check_runtime(web_runtime)
+    decoder_export = DecoderExport(model)
     service = SegmentService(model, catalogue, max_embeddings=max_embeddings, max_embedding_bytes=max_embedding_bytes,
                              max_queue=max_queue, max_everything_queue=max_everything_queue,
                              max_points_per_side=max_points_per_side, stored=stored, detector=detector)
@@ -301,6 +319,37 @@ def create_app(
         return await outcome(request, service.start_find(image_id, body.text, body.box_threshold,
                                                          body.text_threshold))
 
+    @app.get("/api/browser-decoder", response_model=schemas.BrowserDecoder, tags=["embeddings"])
+    def browser_decoder() -> dict:
+        unsupported = unsupported_reason(model)
+        reason = unsupported or (None if runtime is not None else "no onnxruntime-web for the page (segany serve "
+                                 "--web-runtime DIR|download): previews come from the server")
+        return {"decoder": None if unsupported else "/api/browser-decoder.onnx",
+                "runtime": None if runtime is None else f"/runtime/{ENTRY}", "reason": reason}
+
+    @app.get("/api/browser-decoder.onnx", tags=["embeddings"], response_class=Response,
+             responses={200: {"content": {"application/octet-stream": {}},
+                              "description": "the model's prompt decoder as ONNX (segany export onnx's decoder.onnx)"}})
+    async def browser_decoder_onnx(request: Request) -> Response:
+        unsupported = unsupported_reason(model)
+        if unsupported is not None:
+            raise UnsupportedOperationError(unsupported)
+        onnx = await outcome(request, service.decoder.job(lambda _: decoder_export.onnx()))  # not while decoding
+        return Response(onnx, media_type="application/octet-stream", headers={"Cache-Control": "max-age=3600"})
+
+    @app.get("/api/images/{image_id}/embedding.f32", tags=["embeddings"], response_class=Response,
+             responses={200: {"content": {"application/octet-stream": {}},
+                              "description": "the image embedding, raw little-endian float32 in C order; headers "
+                                             "X-Embedding-Shape (1,C,h,w), X-Input-Size (h,w in the model's frame), "
+                                             "X-Original-Size (H,W)"}})
+    async def embedding_raw(request: Request, image_id: str) -> Response:
+        unsupported = unsupported_reason(model)
+        if unsupported is not None:
+            raise UnsupportedOperationError(unsupported)
+        predictor = await outcome(request, service.embedding(image_id))
+        data, headers = embedding_payload(model, predictor.image_features())
+        return Response(data, media_type="application/octet-stream", headers=headers)
+
     @app.get("/api/images/{image_id}/annotations", response_model=list[schemas.Annotation], tags=["annotations"])
     def list_annotations(image_id: str, polygons: bool = Query(False, description="add each mask's outline as "
                                                                                 "COCO polygons")) -> list[dict]:
@@ -373,8 +422,10 @@ def create_app(
 
     @app.get("/", include_in_schema=False)
     def index() -> FileResponse:
-        return FileResponse(STATIC / "index.html", media_type="text/html")
+        return FileResponse(STATIC / "index.html", media_type="text/html", headers=ISOLATED)
 
     app.include_router(video_routes(library, outcome, STATIC))
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    if runtime is not None:
+        app.mount("/runtime", IsolatedStaticFiles(directory=runtime), name="runtime")
     return app

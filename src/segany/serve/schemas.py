@@ -227,3 +227,10 @@ class ServerInfo(BaseModel):
                                                    "(segany serve --detector), or null")
     generator_options: list[str] = Field(default_factory=list, description="the 'everything' options this "
                                                                            "model's generator honours")
+
+
+class BrowserDecoder(BaseModel):
+    decoder: str | None = Field(description="URL of the model's ONNX prompt decoder, or null (no browser decoder "
+                                            "for this engine)")
+    runtime: str | None = Field(description="URL of onnxruntime-web's module (segany serve --web-runtime), or null")
+    reason: str | None = Field(None, description="why the page cannot decode in the browser, when it cannot")

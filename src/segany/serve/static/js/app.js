@@ -6,13 +6,20 @@ import { createEditor } from "./edit.js";
 import { css, overlay, overlayCache } from "./masks.js";
 import { drawPolygons } from "./polygons.js";
 import { annotated, buildImageList, renderProgress, toggleState, unfinished } from "./progress.js";
-import { drawFocused, everythingBody, proposalText, setGeneratorOptions, showFocused, withColours } from "./review.js";
+import { drawFocused, everythingBody, proposalText, setGeneratorOptions, showFocused, view as reviewView, withColours } from "./review.js";
 import { focusable, setStatus, tracked } from "./status.js";
 import { createUndoable } from "./undoable.js";
+import { View, ZOOM_STEP } from "./view.js";
+import { HoverPreview } from "./hover.js";
 
 const $ = (id) => document.getElementById(id);
 const canvas = $("canvas");
 const ctx = canvas.getContext("2d");
+const view = new View(canvas);
+reviewView.centerOn = (bbox) => { view.centerOn(bbox); draw(); }; // the focused proposal, in sight
+window.seganyView = view; // tests: toScreen(x, y) / toImage(clientX, clientY), scale
+const hover = new HoverPreview(() => draw());
+window.seganyHover = hover; // tests: .last, the preview drawn
 const DRAG_PIXELS = 5; // a press that moves further than this (screen pixels) is a box, not a click
 const ACCENT = [255, 40, 200]; // the mask being edited: magenta, rare in photographs
 
@@ -31,6 +38,7 @@ const state = {
   proposals: [],
   focused: 0, // index of the focused proposal
   drag: null,
+  pan: null, // [clientX, clientY] of the last pointer position while panning
   preview: null, // {id, bitmap}: the image with annotation #id's object removed, shown instead of the image
   sequence: 0, // ignores answers to superseded requests
 };
@@ -52,13 +60,14 @@ const candidates = () => (step().result ? step().result.candidates : []);
 const candidate = () => candidates()[step().selected] || null;
 
 function draw() {
-  ctx.clearRect(0, 0, canvas.width, canvas.height);
+  view.begin(ctx);
   if (!state.bitmap) return;
+  const { width, height } = state.image;
   if (state.preview) {
-    ctx.drawImage(state.preview.bitmap, 0, 0, canvas.width, canvas.height);
+    ctx.drawImage(state.preview.bitmap, 0, 0, width, height);
     return;
   }
-  ctx.drawImage(state.bitmap, 0, 0, canvas.width, canvas.height);
+  ctx.drawImage(state.bitmap, 0, 0, width, height);
   for (const ann of state.annotations) {
     const selected = ann.id === state.selected;
     if (selected && editor.active()) continue; // its working mask is drawn below
@@ -69,7 +78,8 @@ function draw() {
   });
   const chosen = editor.active() ? null : candidate();
   if (chosen) ctx.drawImage(overlay(chosen.rle, ACCENT, 0.5), 0, 0);
-  const scale = canvas.width / canvas.getBoundingClientRect().width || 1;
+  else if (hover.layer && !editor.active()) ctx.drawImage(hover.layer, 0, 0);
+  const scale = 1 / view.scale; // image pixels per screen pixel: markers keep their screen size
   editor.drawOver(ctx, scale);
   drawFocused(ctx, state.proposals[state.focused], scale);
   drawPolygons(ctx, state.image.id, state.annotations.find((a) => a.id === state.selected), scale, draw);
@@ -88,13 +98,26 @@ function draw() {
 }
 
 function fitCanvas() {
-  // show the image as large as the stage allows (small images scaled up), aspect kept
-  const stage = $("stage");
-  const room = [stage.clientWidth - 24, stage.clientHeight - 24 - $("hint").offsetHeight - 8];
-  const zoom = Math.max(0.05, Math.min(room[0] / canvas.width, room[1] / canvas.height));
-  canvas.style.width = `${Math.floor(canvas.width * zoom)}px`;
-  canvas.style.height = `${Math.floor(canvas.height * zoom)}px`;
-  canvas.style.imageRendering = zoom >= 2 ? "pixelated" : "auto"; // see the pixels being annotated
+  // the canvas fills the stage in device pixels; the view keeps the image fitted until zoomed or panned
+  view.resize();
+  showZoom();
+}
+
+const showZoom = () => { $("zoom").textContent = `${Math.round(view.scale * 100)}%`; };
+
+function toggleHover() {
+  const on = hover.toggle();
+  $("hover").textContent = `Hover: ${on ? "on" : "off"} (H)`;
+  setStatus(`hover preview ${on ? "on" : "off"}`);
+}
+
+function zoomed(change) {
+  return () => {
+    if (!state.image) return;
+    change();
+    showZoom();
+    draw();
+  };
 }
 
 function drawBox([x0, y0, x1, y1], color) {
@@ -201,12 +224,13 @@ async function openImage(index) {
   // the index moves only once the image is there: a failed N leaves it where it was
   Object.assign(state, { index, image, bitmap, annotations, steps: [emptyStep()], cursor: 0, selected: null, proposals: [] });
   overlayCache.clear();
-  canvas.width = image.width;
-  canvas.height = image.height;
   $("hint").textContent = image.file_name;
+  view.setImage(image.width, image.height);
   fitCanvas();
+  hover.setImage(image);
   refresh();
   await ensureEmbedding(image.id);
+  hover.ready(image);
 }
 
 async function ensureEmbedding(imageId) {
@@ -304,25 +328,51 @@ function clearPrompts() {
 }
 
 function toImage(event) {
-  const rect = canvas.getBoundingClientRect();
-  const x = ((event.clientX - rect.left) * canvas.width) / rect.width;
-  const y = ((event.clientY - rect.top) * canvas.height) / rect.height;
-  return [Math.min(Math.max(x, 0), canvas.width), Math.min(Math.max(y, 0), canvas.height)];
+  // image coordinates of a mouse event through the view (zoom, pan), clamped to the image
+  const [x, y] = view.toImage(event.clientX, event.clientY);
+  return [Math.min(Math.max(x, 0), view.width), Math.min(Math.max(y, 0), view.height)];
 }
 
+let spaceHeld = false; // Space + drag pans
 canvas.addEventListener("contextmenu", (event) => event.preventDefault());
 canvas.addEventListener("mousedown", (event) => {
   if (!state.image) return;
   event.preventDefault(); // no text selection or image dragging; keys go to the page, not an input
   if (document.activeElement instanceof HTMLElement) document.activeElement.blur();
+  hover.clear();
+  if (event.button === 1 || spaceHeld) {
+    state.pan = [event.clientX, event.clientY];
+    canvas.style.cursor = "grabbing";
+    return;
+  }
   if (event.ctrlKey || event.metaKey) { // ctrl/cmd+click: select the annotation under the cursor for editing
     editor.select(editor.annotationAt(toImage(event))?.id ?? null);
     return;
   }
-  state.drag = { start: toImage(event), screen: [event.clientX, event.clientY], button: event.button, shift: event.shiftKey, moved: false };
+  const inside = view.contains(view.toImage(event.clientX, event.clientY));
+  state.drag = { start: toImage(event), screen: [event.clientX, event.clientY], button: event.button, shift: event.shiftKey, moved: false, inside };
   editor.down(state.drag);
 });
+canvas.addEventListener("wheel", (event) => {
+  if (!state.image) return;
+  event.preventDefault();
+  const factor = Math.exp(-event.deltaY * (event.deltaMode === 1 ? 0.05 : 0.0015)); // lines or pixels
+  zoomed(() => view.zoomAt(factor, event.clientX, event.clientY))();
+}, { passive: false });
+canvas.addEventListener("mousemove", (event) => {
+  if (state.drag || state.pan || !state.image) return;
+  const point = view.toImage(event.clientX, event.clientY);
+  if (view.contains(point) && !step().points.length && !step().box && !editor.active() && !state.preview) hover.move(point);
+  else hover.clear();
+});
+canvas.addEventListener("mouseleave", () => hover.clear());
 window.addEventListener("mousemove", (event) => {
+  if (state.pan) {
+    view.panBy(event.clientX - state.pan[0], event.clientY - state.pan[1]);
+    state.pan = [event.clientX, event.clientY];
+    draw();
+    return;
+  }
   if (editor.move(event)) return; // painting with the brush or the eraser
   const drag = state.drag;
   if (!drag || drag.button !== 0) return;
@@ -334,13 +384,18 @@ window.addEventListener("mousemove", (event) => {
   draw();
 });
 window.addEventListener("mouseup", (event) => {
+  if (state.pan) {
+    state.pan = null;
+    canvas.style.cursor = "";
+    return;
+  }
   const drag = state.drag;
   if (!drag) return;
   state.drag = null;
   if (editor.up(drag)) return; // a click, box or stroke on the selected annotation
   if (drag.moved) {
     pushStep({ box: drag.box });
-  } else {
+  } else if (drag.inside) {
     const background = drag.button === 2 || drag.shift;
     pushStep({ points: [...step().points, drag.start], labels: [...step().labels, background ? 0 : 1] });
   }
@@ -561,12 +616,16 @@ $("redo").addEventListener("click", guarded(redo));
 $("brush").addEventListener("click", () => editor.setTool("brush"));
 $("eraser").addEventListener("click", () => editor.setTool("eraser"));
 $("save-edit").addEventListener("click", guarded(editor.save));
-window.addEventListener("resize", () => { fitCanvas(); draw(); });
 $("mark-done").addEventListener("click", guarded(() => markState("done")));
 $("mark-empty").addEventListener("click", guarded(() => markState("empty")));
 $("next-unfinished").addEventListener("click", guarded(() => openUnfinished(1)));
 $("prev-unfinished").addEventListener("click", guarded(() => openUnfinished(-1)));
 initCategories(reloadAnnotations);
+new ResizeObserver(() => { fitCanvas(); draw(); }).observe(canvas); // window or panel size changes
+$("fit").addEventListener("click", zoomed(() => view.fit()));
+$("zoom-in").addEventListener("click", zoomed(() => view.zoomCentre(ZOOM_STEP)));
+$("zoom-out").addEventListener("click", zoomed(() => view.zoomCentre(1 / ZOOM_STEP)));
+$("hover").addEventListener("click", () => toggleHover());
 
 const keys = {
   "1": () => selectCandidate(0),
@@ -596,6 +655,11 @@ const keys = {
   U: () => openUnfinished(-1),
   d: () => markState("done"),
   m: () => markState("empty"),
+  "0": zoomed(() => view.fit()),
+  "+": zoomed(() => view.zoomCentre(ZOOM_STEP)),
+  "=": zoomed(() => view.zoomCentre(ZOOM_STEP)),
+  "-": zoomed(() => view.zoomCentre(1 / ZOOM_STEP)),
+  h: () => toggleHover(),
 };
 
 function categoryKey(event) {
@@ -613,6 +677,20 @@ function categoryKey(event) {
   guarded(() => keepAs(hotkey))();
   return true;
 }
+
+window.addEventListener("keydown", (event) => {
+  if (event.key === " " && !(event.target instanceof HTMLInputElement)) {
+    event.preventDefault(); // no page scroll, no button press: Space + drag pans
+    spaceHeld = true;
+    canvas.style.cursor = "grab";
+  }
+});
+window.addEventListener("keyup", (event) => {
+  if (event.key !== " " || event.target instanceof HTMLInputElement) return;
+  event.preventDefault();
+  spaceHeld = false;
+  if (!state.pan) canvas.style.cursor = "";
+});
 
 window.addEventListener("keydown", (event) => {
   if (event.target instanceof HTMLInputElement) {

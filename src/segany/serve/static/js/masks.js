@@ -40,7 +40,14 @@ export function overlay(rle, color, alpha) {
   let cached = overlayCache.get(key);
   if (cached) return cached;
   const [h, w] = rle.size;
-  const mask = rleToMask(rle);
+  const layer = maskLayer(rleToMask(rle), w, h, color, alpha);
+  if (overlayCache.size > 300) overlayCache.clear();
+  overlayCache.set(key, layer);
+  return layer;
+}
+
+/** A (h, w) 0/1 row-major mask as a canvas at its resolution: ``color`` at ``alpha``, edges opaque. */
+export function maskLayer(mask, w, h, color, alpha) {
   const layer = document.createElement("canvas");
   layer.width = w;
   layer.height = h;
@@ -60,8 +67,6 @@ export function overlay(rle, color, alpha) {
     }
   }
   layerCtx.putImageData(pixels, 0, 0);
-  if (overlayCache.size > 300) overlayCache.clear();
-  overlayCache.set(key, layer);
   return layer;
 }
 
