@@ -18,18 +18,11 @@ from segany.train import TrainConfig, train
 from segany.train import loop as train_loop
 from segany.train.data import NO_AUGMENT
 from segany.train.synthetic import write_shapes_dataset
+from test_train import one_thread  # noqa: F401  (autouse: tiny models on one thread)
 from tiny_models import TINY_IMAGE_SIZE, save_tiny_sam2
 
 FAST = {"epochs": 1, "points": 1, "silent": 1, "max_objects": 2, "lr": 1e-3}
 VIDEO_PREFIXES = ("memory_attention.", "memory_encoder.", "maskmem_tpos_enc", "obj_ptr", "no_obj", "mask_downsample.")
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
@@ -95,7 +88,7 @@ def test_sam2_losses_include_the_object_score_loss(tiny_sam2, one_image):
     assert len(features) == 3  # the stride-16 embedding and the two high-resolution maps
     losses = train_loop.interactive_losses(model, features, masks, np.random.default_rng(0),
                                            TrainConfig(points=1, silent=0))
-    assert float(losses["loss_class"]) > 0
+    assert float(losses["loss_class"].detach()) > 0
     assert model.sam_mask_decoder.training is False  # decoder back in eval mode after the training passes
 
 
