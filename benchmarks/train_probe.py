@@ -1,4 +1,4 @@
-"""Why ``benchmarks/train.py`` stays at ~0 box mIoU: two small probes of the same random-init SAM (issue 16).
+"""The empty-mask plateau of ``benchmarks/train.py``'s random-init SAM: two small probes of it (issue 16).
 
 ``overfit``: the training pieces of :mod:`segany.train.loop` (model-frame masks, prompts, decode, losses,
 validation) on ONE shapes image, box prompts, no augmentation — held-out = the same image.
