@@ -20,6 +20,8 @@ import argparse
 import json
 import sys
 import time
+from dataclasses import replace
+from fractions import Fraction
 from pathlib import Path
 
 import torch
@@ -31,8 +33,8 @@ if str(REPO / "src") not in sys.path:
 from segany.models.config import SamConfig, ViTConfig
 from segany.models.sam import Sam
 from segany.train import TrainConfig, train
-from segany.train.losses import LossWeights
 from segany.train.loop import evaluate_model
+from segany.train.losses import LossWeights
 from segany.train.synthetic import write_shapes_dataset
 
 
@@ -62,27 +64,38 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", default="7,7,4", help="epochs per mode, in --modes order")
     parser.add_argument("--lr", type=float, default=1e-3, help="AdamW peak learning rate")
     parser.add_argument("--warmup", type=int, default=100, help="linear warm-up steps")
+    parser.add_argument("--decay-at", default="2/3,26/27", help="x0.1 lr decays at these fractions of the steps (SAM's)")
     parser.add_argument("--points", type=int, default=0, help="error-region points per object (the paper: 8)")
     parser.add_argument("--silent", type=int, default=0, help="iterations without a new point (the paper: 2)")
     parser.add_argument("--focal-alpha", type=float, default=0.25, help="focal term's class weight (SAM: 0.25; -1: none)")
     parser.add_argument("--neck-scale", type=float, default=1.0, help="initial scale of the encoder's last LayerNorm (1: plain init)")
+    parser.add_argument("--decoder-first", type=int, default=0, metavar="EPOCHS",
+                        help="full / lora: first this many decoder-mode epochs (cached features of the random encoder), "
+                             "in the same timed run (its own folder MODE/decoder_first)")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     data = write_shapes_dataset(args.out / "data" / "train", args.train_images, args.size, seed=1)
     held_out = write_shapes_dataset(args.out / "data" / "val", args.val_images, args.size, seed=2)
     rows = []
+    decay_at = tuple(float(Fraction(f)) for f in args.decay_at.split(",") if f)
     for mode, epochs in zip(args.modes.split(","), map(int, args.epochs.split(","))):
         config = TrainConfig(mode=mode, epochs=epochs, lr=args.lr, points=args.points, silent=args.silent,
-                             warmup_steps=args.warmup, seed=0, loss=LossWeights(focal_alpha=args.focal_alpha))
+                             warmup_steps=args.warmup, decay_at=decay_at, seed=0,
+                             loss=LossWeights(focal_alpha=args.focal_alpha))
         model = bench_model(args.size, args.neck_scale)
         before = evaluate_model(model, held_out, config)
+        first = args.decoder_first if mode != "decoder" else 0
         start = time.perf_counter()
+        if first:
+            train(model, data, args.out / mode / "decoder_first", replace(config, mode="decoder", epochs=first),
+                  val=held_out, progress=False, resume=False)
         result = train(model, data, args.out / mode, config, val=held_out, progress=False, resume=False)
         seconds = time.perf_counter() - start
         after = result.metrics[-1]
         best = max(m["val_box_miou"] for m in result.metrics)
-        rows.append({"mode": mode, "epochs": epochs, "steps": epochs * args.train_images, "seconds": round(seconds, 1),
+        rows.append({"mode": mode, "decoder_first": first, "epochs": epochs, "steps": (first + epochs) * args.train_images,
+                     "seconds": round(seconds, 1),
                      "box_before": before["val_box_miou"], "box_after": after["val_box_miou"], "box_best": best,
                      "point_before": before["val_point_miou"], "point_after": after["val_point_miou"],
                      "curves": str(args.out / mode / "curves.png")})
@@ -95,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     summary = args.out / "summary.json"  # rows of earlier runs of other modes are kept
     earlier = json.loads(summary.read_text())["rows"] if summary.is_file() else []
     settings = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
-    kept = [r for r in earlier if r["mode"] not in {row["mode"] for row in rows}]
+    kept = [r for r in earlier if (r["mode"], r.get("decoder_first", 0)) not in {(row["mode"], row["decoder_first"]) for row in rows}]
     summary.write_text(json.dumps({"rows": kept + [{**r, "settings": settings} for r in rows]}, indent=1))
     return 0
 
