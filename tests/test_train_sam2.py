@@ -5,12 +5,16 @@ that ``load_model`` loads strictly."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+import yaml
 
+from conftest import SHARED
 from segany.build import load_model
 from segany.cli import main
 from segany.models.sam2 import Sam2
@@ -18,8 +22,8 @@ from segany.train import TrainConfig, train
 from segany.train import loop as train_loop
 from segany.train.data import NO_AUGMENT
 from segany.train.synthetic import write_shapes_dataset
-from test_train import one_thread  # noqa: F401  (autouse: tiny models on one thread)
-from tiny_models import TINY_IMAGE_SIZE, save_tiny_sam2
+from test_train import BENCH_PYTHON, REPO, one_thread  # noqa: F401  (one_thread: autouse, tiny models on one thread)
+from tiny_models import TINY_DIM, TINY_IMAGE_SIZE, save_tiny_sam2
 
 FAST = {"epochs": 1, "points": 1, "silent": 1, "max_objects": 2, "lr": 1e-3}
 VIDEO_PREFIXES = ("memory_attention.", "memory_encoder.", "maskmem_tpos_enc", "obj_ptr", "no_obj", "mask_downsample.")
@@ -102,3 +106,23 @@ def test_sam2_train_cli_decoder_mode(tiny_sam2, one_image, tmp_path, capsys):
     assert printed.parent == tmp_path / "run" and printed.name in ("best.pth", "last.pth")
     assert isinstance(load_model(yaml_path, checkpoint=printed), Sam2)
     assert sorted(p.name for p in (tmp_path / "run" / "features").rglob("*.pt")) == ["000000_0.pt"]
+
+
+def test_sam2_run_checkpoint_loads_strictly_in_the_official_sam2(tiny_sam2, one_image, tmp_path):
+    if not BENCH_PYTHON.is_file() or not (SHARED / "reference" / "tv_shim.py").is_file():
+        pytest.skip("the benchmark environment with the sam2 package (and its torchvision shim) is not here")
+    yaml_path, checkpoint = tiny_sam2
+    train(yaml_path, one_image, tmp_path, TrainConfig(mode="lora", **FAST), checkpoint=checkpoint, progress=False)
+    document = yaml.safe_load(yaml_path.read_text())
+    # the official MaskDownSampler's width defaults to 256; segany's tiny config implies its in_dim
+    document["model"]["memory_encoder"]["mask_downsampler"]["embed_dim"] = TINY_DIM
+    official_yaml = tmp_path / "official.yaml"
+    official_yaml.write_text(yaml.safe_dump(document, sort_keys=False))
+    code = ("import sys; sys.path.insert(0, sys.argv[3]); from benchmarks.common import import_official; import_official(); "
+            "import torch, yaml; from hydra.utils import instantiate; from omegaconf import OmegaConf; "
+            "model = instantiate(OmegaConf.create(yaml.safe_load(open(sys.argv[1]))).model, _recursive_=True); "
+            "model.load_state_dict(torch.load(sys.argv[2], map_location='cpu', weights_only=True)['model']); print('ok')")
+    proc = subprocess.run([str(BENCH_PYTHON), "-c", code, str(official_yaml), str(tmp_path / "last.pth"), str(REPO)],
+                          capture_output=True, text=True, check=False, timeout=120,
+                          env={**os.environ, "SEGANY_SHARED": str(SHARED)})
+    assert proc.returncode == 0 and proc.stdout.strip().endswith("ok"), proc.stderr[-2000:]

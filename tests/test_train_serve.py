@@ -2,7 +2,6 @@
 serves the fine-tuned model (a tiny SAM trained two steps here) and /predict answers with its masks."""
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 import pytest
