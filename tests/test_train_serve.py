@@ -2,24 +2,23 @@
 serves the fine-tuned model (a tiny SAM trained two steps here) and /predict answers with its masks."""
 from __future__ import annotations
 
-
 import numpy as np
 import pytest
 import torch
 
 pytest.importorskip("fastapi", reason="the serve extra (fastapi) is not installed")
-from fastapi.testclient import TestClient  # noqa: E402
+from fastapi.testclient import TestClient
 
-from segany import Predictor  # noqa: E402
-from segany.build import build_model, load_model  # noqa: E402
-from segany.cli import build_parser  # noqa: E402
-from segany.cli.common import load_model_from_args  # noqa: E402
-from segany.data.images import load_image  # noqa: E402
-from segany.masks import decode_rle  # noqa: E402
-from segany.serve import create_app  # noqa: E402
-from segany.train import TrainConfig, train  # noqa: E402
-from segany.train.synthetic import write_shapes_dataset  # noqa: E402
-from tiny_models import tiny_sam_config  # noqa: E402
+from segany import Predictor
+from segany.build import build_model, load_model
+from segany.cli import build_parser
+from segany.cli.common import load_model_from_args
+from segany.data.images import load_image
+from segany.masks import decode_rle
+from segany.serve import create_app
+from segany.train import TrainConfig, train
+from segany.train.synthetic import write_shapes_dataset
+from tiny_models import tiny_sam_config
 
 
 def test_serve_checkpoint_of_a_training_run_predicts_with_the_trained_model(tmp_path):

@@ -85,7 +85,7 @@ def decode(model: TrainableModel, features: Features, state: PromptState, mask_i
     return low, iou, None
 
 
-class training_heads:  # noqa: N801 - used as a context manager, like torch.no_grad
+class training_heads:  # lower case: used as a context manager, like torch.no_grad
     """SAM 2's mask decoder in training mode within the block (the official trainer's: no dynamic
     multimask fallback for single-mask outputs; the rest of the model stays in eval mode)."""
 
