@@ -20,7 +20,7 @@ from segany.cli import main
 from segany.models.sam2 import Sam2
 from segany.train import TrainConfig, train
 from segany.train import loop as train_loop
-from segany.train.data import NO_AUGMENT
+from segany.train.data import NO_AUGMENT, FeatureCache
 from segany.train.synthetic import write_shapes_dataset
 from test_train import BENCH_PYTHON, REPO, one_thread  # noqa: F401  (one_thread: autouse, tiny models on one thread)
 from tiny_models import TINY_DIM, TINY_IMAGE_SIZE, save_tiny_sam2
@@ -126,3 +126,15 @@ def test_sam2_run_checkpoint_loads_strictly_in_the_official_sam2(tiny_sam2, one_
                           capture_output=True, text=True, check=False, timeout=120,
                           env={**os.environ, "SEGANY_SHARED": str(SHARED)})
     assert proc.returncode == 0 and proc.stdout.strip().endswith("ok"), proc.stderr[-2000:]
+
+
+def test_feature_cache_recomputes_a_file_of_the_earlier_layout(tmp_path):
+    cache = FeatureCache(tmp_path, "abc")
+    path = tmp_path / "abc" / "000000_0.pt"
+    path.parent.mkdir(parents=True)
+    masks = np.zeros((1, 4, 4), bool)
+    torch.save({"embedding": torch.zeros(1, 2, 1, 1), "masks": torch.from_numpy(masks)}, path)
+    fresh = (torch.ones(1, 2, 1, 1), torch.ones(1, 1, 2, 2))
+    features, _ = cache.get(0, False, lambda: (fresh, masks))
+    assert cache.computed == 1 and all(torch.equal(a, b) for a, b in zip(features, fresh))
+    assert cache.get(0, False, lambda: pytest.fail("must come from disk"))[0][1].shape == (1, 1, 2, 2)

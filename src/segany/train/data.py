@@ -125,7 +125,8 @@ class FeatureCache:
         path = self.folder / f"{index:06d}_{int(flip)}.pt"
         if path.is_file():
             stored = torch.load(path, map_location="cpu", weights_only=True)
-            return tuple(stored["features"]), stored["masks"].numpy()
+            if "features" in stored:  # else the earlier layout (a lone "embedding", SAM 1 only): recomputed
+                return tuple(stored["features"]), stored["masks"].numpy()
         features, masks = compute()
         features = tuple(f.detach().cpu() for f in features)
         with AtomicFile(path) as tmp:
