@@ -9,7 +9,7 @@ with the curves (``curves.png``) of every run folder. CPU, one thread per run (t
 The recipe is SAM's (focal + dice 20:1, IoU MSE, box or point first prompt at random, AdamW, warm-up,
 x0.1 decays at 2/3 and 26/27) with what a random-init model on a shared CPU needs, each a flag: lr 1e-3
 with a 100-step warm-up, and ``--points 0 --silent 0``: the first prompt only, no error-point iterations
-(each costs a decoder pass and its backward: with ``--points 1`` a step takes ~3x longer here). Two
+(each costs a decoder pass and its backward: with ``--points 1`` a step took 2-3x longer here). Two
 variants that did not shorten the empty-mask plateau measurably in 1000-1250-step probes stay as flags:
 ``--focal-alpha -1`` (no class weighting in the focal term) and ``--neck-scale 0.05`` (the encoder's last
 LayerNorm starts small, so the decoder first sees a near-blank embedding).
