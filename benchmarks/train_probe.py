@@ -1,4 +1,4 @@
-"""Why ``benchmarks/train.py`` stays at ~0 box mIoU: two small probes of the same random-init SAM (issue 16).
+"""The empty-mask plateau of ``benchmarks/train.py``'s random-init SAM: two small probes of it (issue 16).
 
 ``overfit``: the training pieces of :mod:`segany.train.loop` (model-frame masks, prompts, decode, losses,
 validation) on ONE shapes image, box prompts, no augmentation — held-out = the same image.
@@ -74,7 +74,7 @@ def geometry(model: Sam, steps: int, lr: float, every: int, count: int = 8) -> N
         for mask, (x0, y0, x1, y1) in zip(masks, boxes.round().astype(int)):
             mask[y0:y1 + 1, x0:x1 + 1] = True
         state = PromptState(np.zeros((count, 0, 2), np.float32), np.zeros((count, 0), np.int64), boxes)
-        low, iou = loop.decode(model, embedding, state, None, False)
+        low, iou, _ = loop.decode(model, (embedding,), state, None, False)
         high, truth = loop._upsample(low, size), torch.from_numpy(masks)
         if step % every == 0:
             score = float(mask_ious(high.detach(), truth[:, None]).mean())

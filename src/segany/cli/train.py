@@ -1,4 +1,4 @@
-"""``segany train``: fine-tune SAM / MobileSAM on your masks (SAM's interactive recipe) into a run folder
+"""``segany train``: fine-tune SAM / MobileSAM / SAM 2 (image) on your masks (SAM's interactive recipe) into a run folder
 whose ``best.pth`` / ``last.pth`` are official-format checkpoints."""
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "(official checkpoint format), config.json, metrics.jsonl, curves.png and trained_on.json to -o. "
                     "Rerun the same command to resume after an interruption.")
     parser.add_argument("--model", required=True, metavar="NAME|CONFIG",
-                        help="zoo name (vit_t, vit_b, ...) or a JSON config; a config without --checkpoint starts from random init")
+                        help="zoo name (vit_t, vit_b, sam2.1_hiera_t, ...), a JSON config or an official SAM 2 YAML; a config without --checkpoint starts from random init")
     parser.add_argument("--checkpoint", default=None, help="starting weights (default: the zoo's for a zoo name)")
     parser.add_argument("--data", required=True, metavar="COCO.json|DIR", help="training objects: COCO instances file or images/ + masks/ folder")
     parser.add_argument("--images", default=None, metavar="DIR",

@@ -67,10 +67,12 @@ NO_AUGMENT = Augment(0.0, (1.0, 1.0))
 
 
 def to_model_frame(image: np.ndarray, masks: np.ndarray, size: int, flip: bool = False, scale: float = 1.0,
-                   crop: tuple[float, float] = (0.0, 0.0)) -> tuple[np.ndarray, np.ndarray]:
-    """The image resized so its longest side is ``size * scale`` (cropped to ``size`` at the relative
-    offset ``crop`` (y, x) when larger), optionally mirrored, and its masks padded to (N, size, size)."""
-    h, w = preprocess_shape(image.shape[0], image.shape[1], max(1, round(size * scale)))
+                   crop: tuple[float, float] = (0.0, 0.0), keep_aspect: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """The image resized so its longest side is ``size * scale`` (SAM 1; ``keep_aspect=False``: both sides,
+    SAM 2's square frame), cropped to ``size`` at the relative offset ``crop`` (y, x) when larger,
+    optionally mirrored, and its masks padded to (N, size, size)."""
+    long_side = max(1, round(size * scale))
+    h, w = preprocess_shape(image.shape[0], image.shape[1], long_side) if keep_aspect else (long_side, long_side)
     image = cv2.resize(image, (w, h), interpolation=cv2.INTER_LINEAR)
     masks = np.stack([cv2.resize(m.astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST) for m in masks]).astype(bool)
     top, left = int(crop[0] * max(h - size, 0)), int(crop[1] * max(w - size, 0))
@@ -83,11 +85,12 @@ def to_model_frame(image: np.ndarray, masks: np.ndarray, size: int, flip: bool =
 
 
 def augmented(image: np.ndarray, masks: np.ndarray, size: int, augment: Augment,
-              rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+              rng: np.random.Generator, keep_aspect: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """:func:`to_model_frame` with a random flip, scale and crop; objects left (almost) empty are dropped."""
     flip = bool(rng.random() < augment.flip)
     scale = float(rng.uniform(*augment.scale))
-    image, masks = to_model_frame(image, masks, size, flip, scale, (float(rng.random()), float(rng.random())))
+    image, masks = to_model_frame(image, masks, size, flip, scale, (float(rng.random()), float(rng.random())),
+                                  keep_aspect)
     return image, masks[masks.reshape(len(masks), -1).sum(1) >= MIN_OBJECT_PIXELS]
 
 
@@ -115,18 +118,21 @@ class FeatureCache:
         self.folder = Path(folder) / encoder_fingerprint
         self.computed = 0
 
-    def get(self, index: int, flip: bool, compute: Callable[[], tuple[torch.Tensor, np.ndarray]]
-            ) -> tuple[torch.Tensor, np.ndarray]:
-        """(embedding (1, C, g, g), masks (N, S, S) bool) of image ``index``, from disk or ``compute()``."""
+    def get(self, index: int, flip: bool, compute: Callable[[], tuple[tuple[torch.Tensor, ...], np.ndarray]]
+            ) -> tuple[tuple[torch.Tensor, ...], np.ndarray]:
+        """(features: the embedding (1, C, g, g) and any high-resolution maps, masks (N, S, S) bool) of
+        image ``index``, from disk or ``compute()``."""
         path = self.folder / f"{index:06d}_{int(flip)}.pt"
         if path.is_file():
             stored = torch.load(path, map_location="cpu", weights_only=True)
-            return stored["embedding"], stored["masks"].numpy()
-        embedding, masks = compute()
+            if "features" in stored:  # else the earlier layout (a lone "embedding", SAM 1 only): recomputed
+                return tuple(stored["features"]), stored["masks"].numpy()
+        features, masks = compute()
+        features = tuple(f.detach().cpu() for f in features)
         with AtomicFile(path) as tmp:
-            torch.save({"embedding": embedding.detach().cpu(), "masks": torch.from_numpy(masks)}, tmp)
+            torch.save({"features": list(features), "masks": torch.from_numpy(masks)}, tmp)
         self.computed += 1
-        return embedding.detach().cpu(), masks
+        return features, masks
 
 
 def split_names(images: Sequence[TrainImage]) -> list[str]:

@@ -26,12 +26,14 @@ import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
+import yaml
 
 from ..build import build_model, load_model
 from ..errors import ConfigError, SettingsMismatchError, UnsupportedOperationError
 from ..fileio import AtomicFile, atomic_write_json, atomic_write_text, ensure_directory, json_text
 from ..models.sam import Sam
-from ..registry import MODELS, NameOrConfig, config_to_dict
+from ..models.sam2 import Sam2
+from ..registry import MODELS, SAM2_MODELS, NameOrConfig, config_to_dict, sam2_config_of
 from ..version import __version__
 from .data import (
     Augment,
@@ -44,6 +46,7 @@ from .data import (
     to_model_frame,
     weights_fingerprint,
 )
+from .heads import Features, TrainableModel, checkpoint_payload, decode, encode, family, training_heads
 from .losses import LossWeights, mask_ious, multistep_losses
 from .modes import enable_gradient_checkpointing, official_state_dict, prepare_mode
 from .plot import save_curves
@@ -103,53 +106,54 @@ class TrainResult:
 
 # --- model ------------------------------------------------------------------------------------------
 
-def _initial_model(model: NameOrConfig | Sam, checkpoint: str | os.PathLike | None, seed: int) -> Sam:
+def _initial_model(model: NameOrConfig | TrainableModel, checkpoint: str | os.PathLike | None,
+                   seed: int) -> TrainableModel:
     """The starting model: given, loaded with ``checkpoint`` (or the zoo's weights), or seeded random init
     for a config that is not in the zoo and comes without a checkpoint."""
-    if isinstance(model, Sam):
+    if isinstance(model, (Sam, Sam2)):
         return model
-    if checkpoint is None and not (isinstance(model, str) and model in MODELS):
+    if checkpoint is None and not (isinstance(model, str) and (model in MODELS or model in SAM2_MODELS)):
         torch.manual_seed(seed)
         built = build_model(model)
     else:
         built = load_model(model, checkpoint=checkpoint, progress=False)
-    if not isinstance(built, Sam):
+    if not isinstance(built, (Sam, Sam2)):
         raise UnsupportedOperationError(
-            f"training supports SAM 1 / MobileSAM models; {type(built).__name__} cannot be fine-tuned yet")
+            f"training supports SAM 1 / MobileSAM and SAM 2 models; {type(built).__name__} cannot be fine-tuned")
     return built
 
 
-def decode(model: Sam, embedding: torch.Tensor, state: PromptState, mask_input: torch.Tensor | None,
-           multimask: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """Low-res logits (N, M, l, l) and IoU predictions (N, M) for N objects' prompts on one image embedding."""
-    device = embedding.device
-    points = None
-    if state.coords.shape[1]:
-        points = (torch.from_numpy(state.coords).to(device), torch.from_numpy(state.labels).to(device))
-    boxes = None if state.boxes is None else torch.from_numpy(state.boxes).to(device)
-    sparse, dense = model.prompt_encoder(points=points, boxes=boxes, masks=mask_input)
-    return model.mask_decoder(embedding, model.prompt_encoder.get_dense_pe(), sparse, dense, multimask_output=multimask)
+def _architecture(model: NameOrConfig | TrainableModel, sam: TrainableModel) -> dict[str, Any] | None:
+    """``config.json``: what ``--model`` takes to rebuild the architecture (SAM 2: the official document
+    of a YAML / JSON config; None for a zoo name or a model given as a module, which need none)."""
+    if isinstance(sam, Sam):
+        return config_to_dict(sam.config)
+    if isinstance(model, (str, Path)) and str(model) not in SAM2_MODELS and sam2_config_of(model) is not None:
+        return yaml.safe_load(Path(model).read_text())  # YAML or its JSON, as load_model reads it
+    return None
 
 
 def _upsample(low: torch.Tensor, size: int) -> torch.Tensor:
     return F.interpolate(low.float(), (size, size), mode="bilinear", align_corners=False)
 
 
-def interactive_losses(model: Sam, embedding: torch.Tensor, masks: np.ndarray, rng: np.random.Generator,
+def interactive_losses(model: TrainableModel, features: Features, masks: np.ndarray, rng: np.random.Generator,
                        config: TrainConfig) -> dict[str, torch.Tensor]:
-    """The summed losses of the interactive simulation of (N, S, S) ``masks`` on one image embedding."""
+    """The summed losses of the interactive simulation of (N, S, S) ``masks`` on one image's features."""
     size = model.image_size
-    truth = torch.from_numpy(masks).to(embedding.device)
+    device = features[0].device
+    truth = torch.from_numpy(masks).to(device)
     state = first_prompts(masks, rng, config.box_probability)
     schedule = point_schedule(config.points, config.silent, rng)
-    rows = torch.arange(len(masks), device=embedding.device)
+    rows = torch.arange(len(masks), device=device)
     mask_input = None
     steps = []
     for step in range(len(schedule) + 1):
         multimask = step == 0 and state.is_single_point
-        low, iou = decode(model, embedding, state, mask_input, multimask)
+        with training_heads(model):
+            low, iou, scores = decode(model, features, state, mask_input, multimask)
         high = _upsample(low, size)
-        steps.append((high, iou.float(), None))
+        steps.append((high, iou.float(), None if scores is None else scores.float()))
         chosen = iou.argmax(1) if multimask else torch.zeros_like(rows)
         mask_input = low[rows, chosen][:, None].detach()
         if step < len(schedule) and schedule[step]:
@@ -173,11 +177,11 @@ def centre_point(mask: np.ndarray) -> np.ndarray:
 
 
 @torch.no_grad()
-def validate(model: Sam, frames: Iterator[tuple[torch.Tensor, np.ndarray]], config: TrainConfig) -> dict[str, float]:
+def validate(model: TrainableModel, frames: Iterator[tuple[Features, np.ndarray]], config: TrainConfig) -> dict[str, float]:
     """mIoU from one exact box and from one centre point (best of 3 by predicted IoU), and their mean loss."""
     box_ious, point_ious, losses = [], [], []
-    for embedding, masks in frames:
-        truth = torch.from_numpy(masks).to(embedding.device)
+    for features, masks in frames:
+        truth = torch.from_numpy(masks).to(features[0].device)
         n = len(masks)
         prompts = {
             "box": PromptState(np.zeros((n, 0, 2), np.float32), np.zeros((n, 0), np.int64),
@@ -186,9 +190,10 @@ def validate(model: Sam, frames: Iterator[tuple[torch.Tensor, np.ndarray]], conf
         }
         for kind, state in prompts.items():
             with _autocast(config):
-                low, iou = decode(model, embedding, state, None, state.is_single_point)
+                low, iou, scores = decode(model, features, state, None, state.is_single_point)
             high = _upsample(low, model.image_size)
-            losses.append(float(multistep_losses([(high, iou.float(), None)], truth, config.loss)["core_loss"]))
+            scores = None if scores is None else scores.float()
+            losses.append(float(multistep_losses([(high, iou.float(), scores)], truth, config.loss)["core_loss"]))
             best = high[torch.arange(n), iou.argmax(1)][:, None]
             (box_ious if kind == "box" else point_ious).extend(mask_ious(best, truth[:, None])[:, 0].tolist())
     if not box_ious:
@@ -200,40 +205,42 @@ def validate(model: Sam, frames: Iterator[tuple[torch.Tensor, np.ndarray]], conf
 # --- the run ------------------------------------------------------------------------------------------
 
 class _Frames:
-    """Image embeddings and model-frame masks of a dataset, through the feature cache when the encoder is frozen."""
+    """Image features and model-frame masks of a dataset, through the feature cache when the encoder is frozen."""
 
-    def __init__(self, model: Sam, images: list[TrainImage], cache: FeatureCache | None, device: torch.device) -> None:
+    def __init__(self, model: TrainableModel, images: list[TrainImage], cache: FeatureCache | None,
+                 device: torch.device) -> None:
         self.model, self.images, self.cache, self.device = model, images, cache, device
+        self.keep_aspect = family(model).keep_aspect
 
-    def _encode(self, image: np.ndarray) -> torch.Tensor:
-        return self.model.image_encoder(self.model.preprocess(image_tensor(image, self.device)))
+    def _encode(self, image: np.ndarray) -> Features:
+        return encode(self.model, image_tensor(image, self.device))
 
-    def _plain(self, index: int, flip: bool) -> tuple[torch.Tensor, np.ndarray]:
+    def _plain(self, index: int, flip: bool) -> tuple[Features, np.ndarray]:
         image, masks = self.images[index].load()
-        image, masks = to_model_frame(image, masks, self.model.image_size, flip=flip)
+        image, masks = to_model_frame(image, masks, self.model.image_size, flip=flip, keep_aspect=self.keep_aspect)
         with torch.no_grad():
             return self._encode(image), masks
 
-    def frozen(self, index: int, flip: bool = False) -> tuple[torch.Tensor, np.ndarray]:
-        """Embedding computed without gradient (cached on disk when there is a cache)."""
+    def frozen(self, index: int, flip: bool = False) -> tuple[Features, np.ndarray]:
+        """Features computed without gradient (cached on disk when there is a cache)."""
         if self.cache is None:
             return self._plain(index, flip)
-        embedding, masks = self.cache.get(index, flip, lambda: self._plain(index, flip))
-        return embedding.to(self.device), masks
+        features, masks = self.cache.get(index, flip, lambda: self._plain(index, flip))
+        return tuple(f.to(self.device) for f in features), masks
 
-    def training(self, index: int, augment: Augment, rng: np.random.Generator) -> tuple[torch.Tensor, np.ndarray]:
+    def training(self, index: int, augment: Augment, rng: np.random.Generator) -> tuple[Features, np.ndarray]:
         """An augmented frame; with a cache only flips apply (the encoder is frozen)."""
         if self.cache is not None:
             return self.frozen(index, bool(rng.random() < augment.flip))
         image, masks = self.images[index].load()
-        image, masks = augmented(image, masks, self.model.image_size, augment, rng)
+        image, masks = augmented(image, masks, self.model.image_size, augment, rng, self.keep_aspect)
         return self._encode(image), masks
 
-    def all_plain(self) -> Iterator[tuple[torch.Tensor, np.ndarray]]:
+    def all_plain(self) -> Iterator[tuple[Features, np.ndarray]]:
         return (self.frozen(i) for i in range(len(self.images)))
 
 
-def evaluate_model(model: Sam, data: str | os.PathLike, config: TrainConfig = TrainConfig()) -> dict[str, float]:
+def evaluate_model(model: TrainableModel, data: str | os.PathLike, config: TrainConfig = TrainConfig()) -> dict[str, float]:
     """Held-out mIoU from one box and from one centre point per object (and the loss) of ``model`` on ``data``."""
     frames = _Frames(model, load_train_images(data), None, torch.device(config.device))
     return validate(model, frames.all_plain(), config)
@@ -254,11 +261,11 @@ def _save_torch(path: Path, obj: Any) -> None:
         torch.save(obj, tmp)
 
 
-def train(model: NameOrConfig | Sam, data: str | os.PathLike, out_dir: str | os.PathLike,
+def train(model: NameOrConfig | TrainableModel, data: str | os.PathLike, out_dir: str | os.PathLike,
           config: TrainConfig = TrainConfig(), val: str | os.PathLike | None = None,
           checkpoint: str | os.PathLike | None = None, progress: bool = True, resume: bool = True,
           image_dir: str | os.PathLike | None = None) -> TrainResult:
-    """Fine-tune ``model`` (a zoo name, a config, or a :class:`Sam`) on ``data`` into ``out_dir``.
+    """Fine-tune ``model`` (a zoo name, a config, a :class:`Sam` or a SAM 2 :class:`Sam2`) on ``data`` into ``out_dir``.
 
     With ``resume`` and a ``train_state.pth`` in ``out_dir``, the run continues after its last finished
     epoch (the settings must be the same). ``image_dir``: the folder a COCO ``data`` / ``val`` file's image
@@ -300,8 +307,9 @@ def train(model: NameOrConfig | Sam, data: str | os.PathLike, out_dir: str | os.
         scheduler.load_state_dict(state["scheduler"])
         metrics, best, start = state["metrics"], state["best"], state["epoch"] + 1
 
-    architecture = config_to_dict(sam.config)
-    atomic_write_json(out / "config.json", architecture, indent=2)
+    architecture = _architecture(model, sam)
+    if architecture is not None:
+        atomic_write_json(out / "config.json", architecture, indent=2)
     for epoch in range(start, config.epochs):
         rng = np.random.default_rng([config.seed, epoch])
         losses = []
@@ -309,12 +317,12 @@ def train(model: NameOrConfig | Sam, data: str | os.PathLike, out_dir: str | os.
                    disable=not progress, leave=False)
         for index in bar:
             with _autocast(config):
-                embedding, masks = frames.training(int(index), config.augment, rng)
+                features, masks = frames.training(int(index), config.augment, rng)
                 if not len(masks):
                     continue
                 if len(masks) > config.max_objects:
                     masks = masks[np.sort(rng.choice(len(masks), config.max_objects, replace=False))]
-                loss = interactive_losses(sam, embedding, masks, rng, config)["core_loss"]
+                loss = interactive_losses(sam, features, masks, rng, config)["core_loss"]
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -325,7 +333,7 @@ def train(model: NameOrConfig | Sam, data: str | os.PathLike, out_dir: str | os.
                                "lr": scheduler.get_last_lr()[0]}
         row.update(validate(sam, val_frames.all_plain(), config))
         metrics.append(row)
-        weights = official_state_dict(sam)
+        weights = checkpoint_payload(sam, official_state_dict(sam))
         _save_torch(out / "last.pth", weights)
         score = row.get("val_box_miou", -row["train_loss"] if row["train_loss"] is not None else -math.inf)
         if score > best:
@@ -335,7 +343,8 @@ def train(model: NameOrConfig | Sam, data: str | os.PathLike, out_dir: str | os.
         save_curves(out / "curves.png", metrics)
         atomic_write_json(out / "trained_on.json", {
             "segany_version": __version__, "model": str(model) if isinstance(model, (str, Path)) else sam.config.name,
-            "base_checkpoint": None if checkpoint is None else str(checkpoint), "architecture": "config.json",
+            "base_checkpoint": None if checkpoint is None else str(checkpoint),
+            "architecture": "config.json" if architecture is not None else None,
             "data": str(data), "images": split_names(images), "objects": sum(len(i.samples) for i in images),
             "val": None if val is None else str(val), "val_images": len(val_images), "epochs_done": epoch + 1,
             "best": {"criterion": "val_box_miou" if val_images else "-train_loss", "value": best},

@@ -2,7 +2,8 @@
 
 ``decoder``: the prompt encoder and mask decoder (the image encoder frozen, its features cached);
 ``lora``: low-rank adapters on the image encoder's attention projections plus the prompt encoder and
-decoder; ``full``: everything. The LoRA module is this file's own (a few lines; ``peft`` would add a
+decoder; ``full``: everything on the image path (SAM 2's video memory modules stay frozen; the
+groups per model family are :mod:`segany.train.heads`'). The LoRA module is this file's own (a few lines; ``peft`` would add a
 dependency for one wrapper): it wraps an ``nn.Linear`` and is merged into the plain weight on export, so
 the checkpoint has exactly the official keys.
 """
@@ -17,10 +18,11 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from ..errors import ConfigError
+from .heads import SAM_FAMILY, Family, family
 
 MODES = ("decoder", "lora", "full")
-HEAD_PREFIXES = ("prompt_encoder.", "mask_decoder.")
-LORA_TARGETS = ("qkv", "proj")  # the attention projections of SAM's ViT and MobileSAM's TinyViT
+LORA_TARGETS = ("qkv", "proj")  # the attention projections of SAM's ViT, MobileSAM's TinyViT and SAM 2's Hiera
+ATTENTION_CLASSES = ("Attention", "MultiScaleAttention")
 
 
 class LoRALinear(nn.Module):
@@ -53,7 +55,7 @@ def _attention_linears(encoder: nn.Module) -> list[tuple[nn.Module, str]]:
     """(parent, attribute) of every attention projection ``nn.Linear`` in the image encoder."""
     found = []
     for module in encoder.modules():
-        if type(module).__name__ == "Attention":
+        if type(module).__name__ in ATTENTION_CLASSES:
             found += [(module, name) for name in LORA_TARGETS if isinstance(getattr(module, name, None), nn.Linear)]
     return found
 
@@ -70,12 +72,12 @@ def add_lora(model: nn.Module, rank: int = 4, alpha: float = 4.0) -> int:
     return len(targets)
 
 
-def is_trained(name: str, mode: str) -> bool:
-    """Whether parameter ``name`` is trained in ``mode``."""
+def is_trained(name: str, mode: str, groups: Family = SAM_FAMILY) -> bool:
+    """Whether parameter ``name`` of a model of ``groups`` (SAM 1 by default) is trained in ``mode``."""
+    if name.startswith(groups.heads):
+        return True
     if mode == "full":
-        return True
-    if name.startswith(HEAD_PREFIXES):
-        return True
+        return name.startswith((groups.encoder, *groups.image_path)) if groups.image_path else True
     return mode == "lora" and (name.endswith((".lora_a", ".lora_b")))
 
 
@@ -85,9 +87,10 @@ def prepare_mode(model: nn.Module, mode: str, lora_rank: int = 4, lora_alpha: fl
         raise ConfigError(f"unknown training mode {mode!r}; choose from {', '.join(MODES)}")
     if mode == "lora":
         add_lora(model, lora_rank, lora_alpha)
+    groups = family(model)
     trained = []
     for name, param in model.named_parameters():
-        param.requires_grad_(is_trained(name, mode))
+        param.requires_grad_(is_trained(name, mode, groups))
         if param.requires_grad:
             trained.append(name)
     return trained
