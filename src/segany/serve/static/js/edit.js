@@ -229,8 +229,10 @@ export function createEditor(page) {
     }
     const before = annotation().segmentation;
     const patch = async (mask, working) => {
+      const sent = state.edit;
       page.applyUpdate(await api("PATCH", `/api/annotations/${id}`, { rle: mask }));
-      show(id, working);
+      // a stroke or click made while the request was out stays: only an untouched working mask is replaced
+      if (!state.edit || (state.edit === sent && state.edit.id === id)) show(id, working);
     };
     await patch(rle, rle);
     history.record({ label: `edit #${id}`, image: imageId(), undo: () => patch(before, rle), redo: () => patch(rle, rle) });
