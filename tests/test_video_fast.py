@@ -28,14 +28,14 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
-def _variant(heads: int, keys_pos: bool) -> Sam2:
-    """The tiny random SAM 2 with ``heads`` cross-attention heads, two memory-attention layers
-    and positions on the cross-attention keys or not."""
+def _variant(heads: int, keys_pos: bool, **layer: object) -> Sam2:
+    """The tiny random SAM 2 with ``heads`` cross-attention heads, two memory-attention layers,
+    positions on the cross-attention keys or not, and other ``MemoryAttentionConfig`` fields."""
     base = tiny_random_sam2().config
     att = base.memory_attention
     config = dataclasses.replace(base, memory_attention=dataclasses.replace(
         att, num_layers=2, pos_enc_at_cross_attn_keys=keys_pos,
-        cross_attention=dataclasses.replace(att.cross_attention, num_heads=heads)))
+        cross_attention=dataclasses.replace(att.cross_attention, num_heads=heads), **layer))
     torch.manual_seed(1)
     model = build_sam2(config)
     with torch.no_grad():  # the trained temporal encodings are far from 0: make them matter
@@ -43,9 +43,15 @@ def _variant(heads: int, keys_pos: bool) -> Sam2:
     return model
 
 
-@pytest.mark.parametrize(("heads", "keys_pos"), [(1, True), (2, False)])
-def test_conditioner_equals_condition_on_memory(heads: int, keys_pos: bool) -> None:
-    model = _variant(heads, keys_pos)
+@pytest.mark.parametrize(("heads", "keys_pos", "layer"), [
+    (1, True, {}), (2, False, {}),
+    # the layer variants of the in-place layer pass: positions at self-attention (q / k one
+    # projection, v another) and at cross-attention queries, a GELU MLP, no positions at the input
+    (1, True, {"pos_enc_at_attn": True, "pos_enc_at_cross_attn_queries": True, "activation": "gelu"}),
+    (2, True, {"pos_enc_at_input": False}),
+])
+def test_conditioner_equals_condition_on_memory(heads: int, keys_pos: bool, layer: dict) -> None:
+    model = _variant(heads, keys_pos, **layer)
     g = torch.Generator().manual_seed(0)
     c, mem_dim, side = model.hidden_dim, model.mem_dim, model.image_size // 16
     features = FrameFeatures(torch.randn(1, c, side, side, generator=g), torch.randn(1, c, side, side, generator=g), [])
