@@ -3,11 +3,11 @@
 rounding (tests/test_video_fast.py compares it with the plain path).
 
 The plain encoder runs in NCHW: every ``LayerNorm2d`` is eight element-wise passes over the map
-and each ConvNeXt block permutes its map to channels-last and back. Here the maps stay
-channels-last from the first convolution on:
+and each ConvNeXt block permutes its map to channels-last and back. Here the stride-16 maps are
+(HW, C) channels-last tokens:
 
-- the mask downsampler's strided convolutions run on channels-last maps (oneDNN), each followed by
-  one ``F.layer_norm`` over the (contiguous) channel axis and an in-place GELU;
+- the mask downsampler's strided convolutions run as in the plain path (NCHW: its first maps have
+  4 to 64 channels, where a channels-last layer norm is slower);
 - the downsampler's final 1x1 convolution and ``pix_feat_proj`` are two matmuls accumulated into
   one (HW, C) token matrix (the frame features' NCHW map read as a transposed operand, not copied);
 - each ConvNeXt block: the depthwise convolution on the tokens viewed as a channels-last map, one
@@ -73,12 +73,8 @@ class MemoryEncoderFast:
                 and pix_feat.dtype == masks.dtype == torch.float32 and not enc.training):
             return enc(pix_feat, masks, skip_mask_sigmoid=skip_mask_sigmoid)
         steps = list(enc.mask_downsampler.encoder)
-        x = masks
-        for conv, norm, act in zip(steps[0:-1:3], steps[1:-1:3], steps[2:-1:3]):
-            y = conv(x.contiguous(memory_format=torch.channels_last)).permute(0, 2, 3, 1)  # (1, h, w, C) contiguous
-            x = F.gelu(_norm_last(y, norm)).permute(0, 3, 1, 2)
         _, _, h, w = pix_feat.shape
-        mask_tokens = x.permute(0, 2, 3, 1).reshape(h * w, -1)
+        mask_tokens = enc.mask_downsampler.encoder[:-1](masks).flatten(2)[0].t()  # (HW, C), a transposed view
         last, proj = _pointwise(steps[-1]), _pointwise(enc.pix_feat_proj)
         tokens = torch.addmm(last.bias + proj.bias, mask_tokens, last.weight[:, :, 0, 0].t())
         tokens.addmm_(pix_feat.flatten(2)[0].t(), proj.weight[:, :, 0, 0].t())
