@@ -13,6 +13,7 @@ from segany.models.sam2 import FrameFeatures, ObjectPointer, Sam2, SpatialMemory
 from segany.predict.runtime import Sam2Runtime
 from segany.video.fast_frames import FrameEncoder
 from segany.video.fast_memory import MemoryConditioner, MemoryKeyCache
+from segany.video.fast_memory_encoder import MemoryEncoderFast
 from segany.video.sam2_video import Sam2VideoPredictor, video_frame_tensor
 from test_sam2_predictor import tiny_random_sam2
 
@@ -28,14 +29,14 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
-def _variant(heads: int, keys_pos: bool) -> Sam2:
-    """The tiny random SAM 2 with ``heads`` cross-attention heads, two memory-attention layers
-    and positions on the cross-attention keys or not."""
+def _variant(heads: int, keys_pos: bool, **layer: object) -> Sam2:
+    """The tiny random SAM 2 with ``heads`` cross-attention heads, two memory-attention layers,
+    positions on the cross-attention keys or not, and other ``MemoryAttentionConfig`` fields."""
     base = tiny_random_sam2().config
     att = base.memory_attention
     config = dataclasses.replace(base, memory_attention=dataclasses.replace(
         att, num_layers=2, pos_enc_at_cross_attn_keys=keys_pos,
-        cross_attention=dataclasses.replace(att.cross_attention, num_heads=heads)))
+        cross_attention=dataclasses.replace(att.cross_attention, num_heads=heads), **layer))
     torch.manual_seed(1)
     model = build_sam2(config)
     with torch.no_grad():  # the trained temporal encodings are far from 0: make them matter
@@ -43,9 +44,15 @@ def _variant(heads: int, keys_pos: bool) -> Sam2:
     return model
 
 
-@pytest.mark.parametrize(("heads", "keys_pos"), [(1, True), (2, False)])
-def test_conditioner_equals_condition_on_memory(heads: int, keys_pos: bool) -> None:
-    model = _variant(heads, keys_pos)
+@pytest.mark.parametrize(("heads", "keys_pos", "layer"), [
+    (1, True, {}), (2, False, {}),
+    # the layer variants of the in-place layer pass: positions at self-attention (q / k one
+    # projection, v another) and at cross-attention queries, a GELU MLP, no positions at the input
+    (1, True, {"pos_enc_at_attn": True, "pos_enc_at_cross_attn_queries": True, "activation": "gelu"}),
+    (2, True, {"pos_enc_at_input": False}),
+])
+def test_conditioner_equals_condition_on_memory(heads: int, keys_pos: bool, layer: dict) -> None:
+    model = _variant(heads, keys_pos, **layer)
     g = torch.Generator().manual_seed(0)
     c, mem_dim, side = model.hidden_dim, model.mem_dim, model.image_size // 16
     features = FrameFeatures(torch.randn(1, c, side, side, generator=g), torch.randn(1, c, side, side, generator=g), [])
@@ -63,6 +70,34 @@ def test_conditioner_equals_condition_on_memory(heads: int, keys_pos: bool) -> N
             assert fast.shape == plain.shape
             assert (fast - plain).abs().max() <= TOL
         assert len(cache) == 4 and cache.computed == 4  # each memory's keys computed once, then reused
+
+
+@pytest.mark.parametrize("layer_scale", [True, False])
+def test_memory_encoder_fast_equals_plain(layer_scale: bool) -> None:
+    model = tiny_random_sam2()
+    encoder = model.memory_encoder
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():  # random, not the near-zero initial layer scale / identity norms: make them matter
+        for p in encoder.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * (0.5 if p.dim() == 1 else 0.2))
+        if not layer_scale:
+            for block in encoder.fuser.layers:
+                block.gamma = None
+    fast = MemoryEncoderFast(encoder)
+    assert fast.covered  # SAM 2.1's layout
+    side = model.image_size // 16
+    pix = torch.randn(1, model.hidden_dim, side, side, generator=g)
+    masks = torch.rand(1, 1, model.image_size, model.image_size, generator=g) * 20 - 10
+    with torch.inference_mode():
+        plain, got = encoder(pix, masks, skip_mask_sigmoid=True), fast(pix, masks, skip_mask_sigmoid=True)
+        frame = FrameFeatures(pix, pix, [])
+        mem_plain, _ = model.encode_memory(frame, masks, torch.ones(1, 1), False)
+        mem, _ = model.encode_memory(frame, masks, torch.ones(1, 1), False, memory_encoder=fast)
+    a, b = got["vision_features"], plain["vision_features"]
+    assert a.shape == b.shape and a.is_contiguous()
+    assert (a - b).abs().max() <= TOL * max(1.0, float(b.abs().max()))
+    assert torch.equal(got["vision_pos_enc"][0], plain["vision_pos_enc"][0])
+    assert (mem - mem_plain).abs().max() <= TOL * max(1.0, float(mem_plain.abs().max()))
 
 
 def test_frame_encoder_equals_frame_features() -> None:

@@ -16,6 +16,10 @@ It does less work per frame than the plain path, not different work:
   256-wide projection (4x less work in the P V product) and the values are never formed.
 - The attention itself runs as two matmuls over blocks of queries, with the softmax's
   normalisation applied to the (block, mem_dim) result.
+- **The layers in place.** The memory-attention layers run on one (N, C) residual stream that each
+  branch's output projection is accumulated into (``addmm_``: no bias broadcast copy, no separate
+  residual add); the self-attention's q / k / v projections are one matmul over the shared input;
+  the MLP's first linear and its ReLU / GELU are one oneDNN kernel (``models.fused.dense_act``).
 """
 from __future__ import annotations
 
@@ -24,14 +28,17 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
+from ..models.fused import dense_act
 from ..models.position_encoding import apply_rotary_enc
 from ..models.sam2 import FrameFeatures, ObjectPointer, Sam2, SpatialMemory
-from ..models.sam2.memory_attention import RoPEAttention
+from ..models.sam2.memory_attention import MemoryAttentionLayer, RoPEAttention
 from ..predict.fast_decoder import values_key
 
 QUERY_BLOCK = 256  # queries per attention block: the (block, keys) weights stay in cache
+_ACTIVATIONS = {"relu": nn.ReLU(), "gelu": nn.GELU(), "glu": nn.GLU()}  # dense_act fuses the first two
 
 
 @dataclass
@@ -188,15 +195,49 @@ class MemoryConditioner:
                 k_in = ptr_tokens + ptr_pos if layer.pos_enc_at_cross_attn_keys else ptr_tokens
                 keys[:, len(entries) * grid:] = _heads(attn.k_proj(k_in), attn)
             attends.append(self._cross_attend(attn, const, keys, values))
-        curr = feats.flatten(2).permute(2, 0, 1)
-        curr_pos = features.vision_pos.flatten(2).permute(2, 0, 1)
-        out = model.memory_attention(curr=curr, memory=None, curr_pos=curr_pos, cross_attends=attends)
-        return out.permute(1, 2, 0).view(b, c, h, w)
+        out = self._layers(feats.flatten(2)[0].t(), features.vision_pos.flatten(2)[0].t(), attends)
+        return out.t().view(b, c, h, w)
+
+    def _layers(self, curr: torch.Tensor, curr_pos: torch.Tensor,
+                attends: Sequence[Callable[[torch.Tensor, torch.Tensor], None]]) -> torch.Tensor:
+        """``model.memory_attention`` of the (N, C) current tokens and positions, each layer's
+        cross-attention given by its ``attends`` entry, on one residual stream (see the module
+        docstring)."""
+        attention = self.model.memory_attention
+        x = curr + 0.1 * curr_pos if attention.pos_enc_at_input else curr.clone()
+        for layer, attend in zip(attention.layers, attends):
+            self._self_attend(layer, layer.norm1(x), curr_pos, x)
+            normed = layer.norm2(x)
+            attend(normed + curr_pos if layer.pos_enc_at_cross_attn_queries else normed, x)
+            normed = layer.norm3(x)
+            hidden = dense_act(normed, layer.linear1.weight, layer.linear1.bias, _ACTIVATIONS[layer.activation_str])
+            x.addmm_(hidden, layer.linear2.weight.t()).add_(layer.linear2.bias)
+        return attention.norm(x)
+
+    @staticmethod
+    def _self_attend(layer: MemoryAttentionLayer, normed: torch.Tensor, pos: torch.Tensor, out: torch.Tensor) -> None:
+        """Adds the layer's self-attention of the (N, C) normed tokens to ``out``; the projections
+        that share an input are one matmul."""
+        attn = layer.self_attn
+        width = attn.internal_dim
+        if layer.pos_enc_at_attn:
+            w = torch.cat([attn.q_proj.weight, attn.k_proj.weight])
+            q, k = F.linear(normed + pos, w, torch.cat([attn.q_proj.bias, attn.k_proj.bias])).split(width, dim=-1)
+            v = attn.v_proj(normed)
+        else:
+            w = torch.cat([attn.q_proj.weight, attn.k_proj.weight, attn.v_proj.weight])
+            b = torch.cat([attn.q_proj.bias, attn.k_proj.bias, attn.v_proj.bias])
+            q, k, v = F.linear(normed, w, b).split(width, dim=-1)
+        q, k = _rotate(_heads(q, attn), attn), _rotate(_heads(k, attn), attn)
+        heads = F.scaled_dot_product_attention(q[None], k[None], _heads(v, attn)[None])[0]  # (h, N, d)
+        out.addmm_(heads.transpose(0, 1).reshape(normed.shape[0], -1), attn.out_proj.weight.t())
+        out.add_(attn.out_proj.bias)
 
     def _cross_attend(self, attn: RoPEAttention, const: _LayerConstants, keys: torch.Tensor,
-                      values: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
-        def attend(queries: torch.Tensor) -> torch.Tensor:
-            q = _rotate(_heads(attn.q_proj(queries[0]), attn), attn)  # (h, N, d)
+                      values: torch.Tensor) -> Callable[[torch.Tensor, torch.Tensor], None]:
+        def attend(queries: torch.Tensor, out: torch.Tensor) -> None:
+            """Adds the cross-attention of the (N, C) queries to ``out``."""
+            q = _rotate(_heads(attn.q_proj(queries), attn), attn)  # (h, N, d)
             heads, n, d = q.shape
             m = keys.shape[1]
             keys_t = keys.transpose(1, 2)
@@ -211,6 +252,6 @@ class MemoryConditioner:
                 block = weighted[:, start:stop]
                 torch.matmul(scores, values, out=block)
                 block.div_(norm)
-            return (weighted.transpose(0, 1).reshape(n, -1) @ const.value_out + const.value_out_bias)[None]
+            out.addmm_(weighted.transpose(0, 1).reshape(n, -1), const.value_out).add_(const.value_out_bias)
 
         return attend

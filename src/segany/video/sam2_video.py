@@ -41,6 +41,7 @@ from ..predict.sam2_transforms import SAM2_PIXEL_MEAN, SAM2_PIXEL_STD
 from ..prompts import as_array, check_boxes, check_inside, check_labels
 from .fast_frames import FrameEncoder
 from .fast_memory import MemoryConditioner, MemoryKeyCache
+from .fast_memory_encoder import MemoryEncoderFast
 from .memory_store import FrameOutput, FrameStore, SpillFolder
 
 FRAME_CACHE = 4  # decoded frames kept by the frame source
@@ -232,7 +233,9 @@ class Sam2VideoPredictor:
     :class:`~segany.video.fast_frames.FrameEncoder` (the high-resolution projections folded into
     the neck's), tracked frames conditioned on their memories by
     :class:`~segany.video.fast_memory.MemoryConditioner` (each memory's keys computed once, no
-    value projection); False runs the plain ``Sam2.frame_features`` / ``condition_on_memory``.
+    value projection), memories encoded channels-last by
+    :class:`~segany.video.fast_memory_encoder.MemoryEncoderFast`; False runs the plain
+    ``Sam2.frame_features`` / ``condition_on_memory`` / ``encode_memory``.
     """
 
     def __init__(self, model: Sam2, fill_hole_area: int = 8, non_overlap_masks: bool = False,
@@ -256,6 +259,7 @@ class Sam2VideoPredictor:
         self.fast_memory = MemoryConditioner(model) if fast else None
         # the image path's runtime keeps the trunk's position embedding
         self.frame_encoder = FrameEncoder(model, Sam2Runtime(model)) if fast else None
+        self.memory_encoder = MemoryEncoderFast(model.memory_encoder) if fast else None
         cfg = model.config
         self._frames_lock = threading.Lock()
         self._reader: ThreadPoolExecutor | None = None  # reads the next frame ahead while tracking
@@ -551,7 +555,8 @@ class Sam2VideoPredictor:
         """The frame's memory, stored in bfloat16 as the official code does (its position
         encoding is the same on every frame: kept once in the state)."""
         maskmem, pos = self.model.encode_memory(feats, high_res_masks, object_score_logits,
-                                                binarize=self.binarize_mask_from_pts_for_mem_enc and from_points)
+                                                binarize=self.binarize_mask_from_pts_for_mem_enc and from_points,
+                                                memory_encoder=self.memory_encoder)
         if state.maskmem_pos_enc is None:
             state.maskmem_pos_enc = pos[0:1].clone()
         return maskmem.to(torch.bfloat16).to(state.storage_device)

@@ -9,7 +9,7 @@ scalp) and ``vision_pos_enc`` (their position encodings).
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -431,18 +431,20 @@ class Sam2(nn.Module):
         return obj_ptrs, obj_pos
 
     def encode_memory(self, features: FrameFeatures, high_res_masks: torch.Tensor, object_score_logits: torch.Tensor,
-                      binarize: bool) -> tuple[torch.Tensor, torch.Tensor]:
+                      binarize: bool, memory_encoder: Callable[..., dict] | None = None,
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
         """A frame's memory (1, mem_dim, h, w) float32 and its position encoding (``_encode_new_memory``)
         from the (1, 1, S, S) mask logits: binarised (``> 0``) when ``binarize`` (prompted frames with
         ``binarize_mask_from_pts_for_mem_enc``), else a sigmoid; then ``* 20 - 10`` (the configured
-        scale / bias); ``no_obj_embed_spatial`` is added where the object is absent."""
+        scale / bias); ``no_obj_embed_spatial`` is added where the object is absent.
+        ``memory_encoder`` (inference fast paths) replaces ``self.memory_encoder``, called the same way."""
         mask = (high_res_masks > 0).float() if binarize else torch.sigmoid(high_res_masks)
         cfg = self.config
         if cfg.sigmoid_scale_for_mem_enc != 1.0:
             mask = mask * cfg.sigmoid_scale_for_mem_enc
         if cfg.sigmoid_bias_for_mem_enc != 0.0:
             mask = mask + cfg.sigmoid_bias_for_mem_enc
-        out = self.memory_encoder(features.vision_feats, mask, skip_mask_sigmoid=True)
+        out = (memory_encoder or self.memory_encoder)(features.vision_feats, mask, skip_mask_sigmoid=True)
         maskmem, pos = out["vision_features"], out["vision_pos_enc"][-1]
         if self.no_obj_embed_spatial is not None:
             appearing = (object_score_logits > 0).float()
