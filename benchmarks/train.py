@@ -71,6 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--mask-weight", type=float, default=20.0, help="focal term's weight (SAM: 20, dice 1)")
     parser.add_argument("--dice-weight", type=float, default=1.0, help="dice term's weight (SAM: 1)")
     parser.add_argument("--box-probability", type=float, default=0.5, help="first prompt a box (else a point; SAM: 0.5)")
+    parser.add_argument("--prompts", type=int, default=1, help="prompts per object per step (SAM: 1; the decoder is cheap)")
     parser.add_argument("--decoder-lr", type=float, default=None, help="--decoder-first phase's peak lr (default: --lr)")
     parser.add_argument("--neck-scale", type=float, default=1.0, help="initial scale of the encoder's last LayerNorm (1: plain init)")
     parser.add_argument("--decoder-first", type=int, default=0, metavar="EPOCHS",
@@ -86,14 +87,15 @@ def main(argv: list[str] | None = None) -> int:
     for mode, epochs in zip(args.modes.split(","), map(int, args.epochs.split(","))):
         config = TrainConfig(mode=mode, epochs=epochs, lr=args.lr, points=args.points, silent=args.silent,
                              warmup_steps=args.warmup, decay_at=decay_at, seed=0,
-                             box_probability=args.box_probability,
+                             box_probability=args.box_probability, prompts_per_object=args.prompts,
                              loss=LossWeights(mask=args.mask_weight, dice=args.dice_weight, focal_alpha=args.focal_alpha))
         model = bench_model(args.size, args.neck_scale)
         before = evaluate_model(model, held_out, config)
         first = args.decoder_first if mode != "decoder" else 0
         start = time.perf_counter()
         if first:
-            train(model, data, args.out / mode / "decoder_first", replace(config, mode="decoder", epochs=first, lr=args.decoder_lr or args.lr),
+            train(model, data, args.out / mode / "decoder_first", replace(config, mode="decoder", epochs=first, lr=args.decoder_lr or args.lr,
+                                                                    decay_at=()),
                   val=held_out, progress=False, resume=False)
         result = train(model, data, args.out / mode, config, val=held_out, progress=False, resume=False)
         seconds = time.perf_counter() - start
