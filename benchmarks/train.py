@@ -6,13 +6,17 @@ with the curves (``curves.png``) of every run folder. CPU, one thread per run (t
 
     PYTHONPATH=src python benchmarks/train.py --out benchmarks/results/train
 
-The recipe is SAM's (focal + dice 20:1, IoU MSE, box or point first prompt at random, AdamW, warm-up,
-x0.1 decays at 2/3 and 26/27) with what a random-init model on a shared CPU needs, each a flag: lr 1e-3
-with a 100-step warm-up, and ``--points 0 --silent 0``: the first prompt only, no error-point iterations
-(each costs a decoder pass and its backward: with ``--points 1`` a step took 2-3x longer here). Two
-variants that did not shorten the empty-mask plateau measurably in 1000-1250-step probes stay as flags:
-``--focal-alpha -1`` (no class weighting in the focal term) and ``--neck-scale 0.05`` (the encoder's last
-LayerNorm starts small, so the decoder first sees a near-blank embedding).
+The recipe is SAM's (focal + dice, IoU MSE, box or point first prompt at random, AdamW, warm-up,
+x0.1 decays at 2/3 and 26/27) with what a random-init model on a shared CPU needs, each a flag: a 100-step
+warm-up, ``--points 0 --silent 0``: the first prompt only, no error-point iterations (each costs a decoder
+pass and its backward: with ``--points 1`` a step took 2-3x longer here). The best run so far adds (see
+benchmarks/RESULTS.md): ``--mask-weight 1`` (focal:dice 1:1 instead of SAM's 20:1 — with 20:1 the random-init
+decoder sits ~1500-2000 steps in an empty-mask plateau, with 1:1 it has left it after one 500-step epoch)
+and ``--decoder-first 3 --decoder-lr 2e-3 --lr 5e-4``: a warm start of decoder-mode epochs on the frozen
+random encoder (cached features, constant lr, no decay) inside the timed run, then full mode at a lower lr.
+Variants that did not help stay as flags: ``--focal-alpha -1`` (no class weighting in the focal term),
+``--neck-scale 0.05`` (the encoder's last LayerNorm starts small), ``--prompts 4`` (each object four times
+per step: the decoder's cost grew ~2.5x a step, the mIoU per epoch did not).
 """
 from __future__ import annotations
 
