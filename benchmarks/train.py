@@ -6,13 +6,17 @@ with the curves (``curves.png``) of every run folder. CPU, one thread per run (t
 
     PYTHONPATH=src python benchmarks/train.py --out benchmarks/results/train
 
-The recipe is SAM's (focal + dice 20:1, IoU MSE, box or point first prompt at random, AdamW, warm-up,
-x0.1 decays at 2/3 and 26/27) with what a random-init model on a shared CPU needs, each a flag: lr 1e-3
-with a 100-step warm-up, and ``--points 0 --silent 0``: the first prompt only, no error-point iterations
-(each costs a decoder pass and its backward: with ``--points 1`` a step took 2-3x longer here). Two
-variants that did not shorten the empty-mask plateau measurably in 1000-1250-step probes stay as flags:
-``--focal-alpha -1`` (no class weighting in the focal term) and ``--neck-scale 0.05`` (the encoder's last
-LayerNorm starts small, so the decoder first sees a near-blank embedding).
+The recipe is SAM's (focal + dice, IoU MSE, box or point first prompt at random, AdamW, warm-up,
+x0.1 decays at 2/3 and 26/27) with what a random-init model on a shared CPU needs, each a flag: a 100-step
+warm-up, ``--points 0 --silent 0``: the first prompt only, no error-point iterations (each costs a decoder
+pass and its backward: with ``--points 1`` a step took 2-3x longer here). The best run so far adds (see
+benchmarks/RESULTS.md): ``--mask-weight 1`` (focal:dice 1:1 instead of SAM's 20:1 — with 20:1 the random-init
+decoder sits ~1500-2000 steps in an empty-mask plateau, with 1:1 it has left it after one 500-step epoch)
+and ``--decoder-first 3 --decoder-lr 2e-3 --lr 5e-4``: a warm start of decoder-mode epochs on the frozen
+random encoder (cached features, constant lr, no decay) inside the timed run, then full mode at a lower lr.
+Variants that did not help stay as flags: ``--focal-alpha -1`` (no class weighting in the focal term),
+``--neck-scale 0.05`` (the encoder's last LayerNorm starts small), ``--prompts 4`` (each object four times
+per step: the decoder's cost grew ~2.5x a step, the mIoU per epoch did not).
 """
 from __future__ import annotations
 
@@ -68,6 +72,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--points", type=int, default=0, help="error-region points per object (the paper: 8)")
     parser.add_argument("--silent", type=int, default=0, help="iterations without a new point (the paper: 2)")
     parser.add_argument("--focal-alpha", type=float, default=0.25, help="focal term's class weight (SAM: 0.25; -1: none)")
+    parser.add_argument("--mask-weight", type=float, default=20.0, help="focal term's weight (SAM: 20, dice 1)")
+    parser.add_argument("--dice-weight", type=float, default=1.0, help="dice term's weight (SAM: 1)")
+    parser.add_argument("--box-probability", type=float, default=0.5, help="first prompt a box (else a point; SAM: 0.5)")
+    parser.add_argument("--prompts", type=int, default=1, help="prompts per object per step (SAM: 1; the decoder is cheap)")
+    parser.add_argument("--decoder-lr", type=float, default=None, help="--decoder-first phase's peak lr (default: --lr)")
     parser.add_argument("--neck-scale", type=float, default=1.0, help="initial scale of the encoder's last LayerNorm (1: plain init)")
     parser.add_argument("--decoder-first", type=int, default=0, metavar="EPOCHS",
                         help="full / lora: first this many decoder-mode epochs (cached features of the random encoder), "
@@ -82,13 +91,15 @@ def main(argv: list[str] | None = None) -> int:
     for mode, epochs in zip(args.modes.split(","), map(int, args.epochs.split(","))):
         config = TrainConfig(mode=mode, epochs=epochs, lr=args.lr, points=args.points, silent=args.silent,
                              warmup_steps=args.warmup, decay_at=decay_at, seed=0,
-                             loss=LossWeights(focal_alpha=args.focal_alpha))
+                             box_probability=args.box_probability, prompts_per_object=args.prompts,
+                             loss=LossWeights(mask=args.mask_weight, dice=args.dice_weight, focal_alpha=args.focal_alpha))
         model = bench_model(args.size, args.neck_scale)
         before = evaluate_model(model, held_out, config)
         first = args.decoder_first if mode != "decoder" else 0
         start = time.perf_counter()
         if first:
-            train(model, data, args.out / mode / "decoder_first", replace(config, mode="decoder", epochs=first),
+            train(model, data, args.out / mode / "decoder_first", replace(config, mode="decoder", epochs=first, lr=args.decoder_lr or args.lr,
+                                                                    decay_at=()),
                   val=held_out, progress=False, resume=False)
         result = train(model, data, args.out / mode, config, val=held_out, progress=False, resume=False)
         seconds = time.perf_counter() - start

@@ -236,3 +236,17 @@ def test_full_mode_overfits_one_image_from_its_boxes(one_image):
         optimizer.step()
     after = train_loop.validate(model, frames.all_plain(), config)["val_box_miou"]
     assert before < 0.2 and after > 0.8, (before, after)
+
+
+def test_step_masks_caps_the_objects_and_repeats_each_for_its_own_prompts():
+    masks = np.zeros((5, 8, 8), bool)
+    for i in range(5):
+        masks[i, i, :] = True  # object i: row i
+    config = TrainConfig(max_objects=3, prompts_per_object=2)
+    chosen = train_loop.step_masks(masks, np.random.default_rng(0), config)
+    assert chosen.shape == (6, 8, 8)
+    rows = [int(np.flatnonzero(m.any(1))[0]) for m in chosen]
+    assert rows[0::2] == rows[1::2] and len(set(rows)) == 3  # 3 distinct objects, each twice in a row
+    assert train_loop.step_masks(masks, np.random.default_rng(0), TrainConfig(max_objects=8)).shape == (5, 8, 8)
+    with pytest.raises(ConfigError, match="prompts_per_object"):
+        TrainConfig(prompts_per_object=0)

@@ -70,6 +70,7 @@ class TrainConfig:
     silent: int = 2
     box_probability: float = 0.5
     max_objects: int = 16
+    prompts_per_object: int = 1  # >1: each object simulated that many times per step, own prompts (a larger decoder batch)
     seed: int = 0
     bf16: bool = False
     gradient_checkpointing: bool = False
@@ -80,8 +81,9 @@ class TrainConfig:
     device: str = "cpu"
 
     def __post_init__(self) -> None:
-        if self.epochs < 1 or self.lr <= 0 or self.max_objects < 1 or self.points < 0 or self.silent < 0:
-            raise ConfigError("epochs and max_objects must be >= 1, lr > 0, points and silent >= 0")
+        if (self.epochs < 1 or self.lr <= 0 or self.max_objects < 1 or self.prompts_per_object < 1
+                or self.points < 0 or self.silent < 0):
+            raise ConfigError("epochs, max_objects and prompts_per_object must be >= 1, lr > 0, points and silent >= 0")
         if not 0 <= self.box_probability <= 1 or not 0 <= self.augment.flip <= 1:
             raise ConfigError("box_probability and the flip probability must be in [0, 1]")
         lo, hi = self.augment.scale
@@ -160,6 +162,14 @@ def interactive_losses(model: TrainableModel, features: Features, masks: np.ndar
             predicted = (high[rows, chosen] > 0).cpu().numpy()
             state.add(*error_points(predicted, masks, rng))
     return multistep_losses(steps, truth, config.loss)
+
+
+def step_masks(masks: np.ndarray, rng: np.random.Generator, config: TrainConfig) -> np.ndarray:
+    """One step's objects: at most ``max_objects`` of an image's (N, S, S) masks, drawn at random, each
+    repeated ``prompts_per_object`` times (every copy gets its own prompts in :func:`interactive_losses`)."""
+    if len(masks) > config.max_objects:
+        masks = masks[np.sort(rng.choice(len(masks), config.max_objects, replace=False))]
+    return np.repeat(masks, config.prompts_per_object, axis=0) if config.prompts_per_object > 1 else masks
 
 
 def _autocast(config: TrainConfig) -> contextlib.AbstractContextManager:
@@ -320,9 +330,7 @@ def train(model: NameOrConfig | TrainableModel, data: str | os.PathLike, out_dir
                 features, masks = frames.training(int(index), config.augment, rng)
                 if not len(masks):
                     continue
-                if len(masks) > config.max_objects:
-                    masks = masks[np.sort(rng.choice(len(masks), config.max_objects, replace=False))]
-                loss = interactive_losses(sam, features, masks, rng, config)["core_loss"]
+                loss = interactive_losses(sam, features, step_masks(masks, rng, config), rng, config)["core_loss"]
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
