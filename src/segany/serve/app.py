@@ -4,8 +4,9 @@ Errors are answered as ``{"detail": message}``: 404 for unknown ids, 422 for pro
 images or fields that do not fit (400 when the body is not JSON at all, or for a Host header
 the server was not started for), 403 for a state-changing request from another site, 413 for
 oversized bodies, 409 for a feature the server was started without (text search needs
-``--detector``) or that conflicts with the data (restoring a live annotation), 501 for a capability the installation lacks, 503 with ``Retry-After`` when
-the work queue is full, the server is stopping or memory ran out.
+``--detector``) or a change that conflicts with the data (restoring a live annotation), 501 for
+a capability the installation lacks, 503 with ``Retry-After`` when the work queue is full, the
+server is stopping or memory ran out.
 
 Compute routes (embedding, predict, everything, find) wait for their job without holding a thread;
 when the client disconnects first, its job is cancelled (dropped if it has not started).
@@ -319,6 +320,12 @@ def create_app(
         return await outcome(request, service.start_find(image_id, body.text, body.box_threshold,
                                                          body.text_threshold))
 
+    def require_browser_decoder() -> None:
+        """:class:`UnsupportedOperationError` (501) where the model has no ONNX decoder for the page."""
+        unsupported = unsupported_reason(model)
+        if unsupported is not None:
+            raise UnsupportedOperationError(unsupported)
+
     @app.get("/api/browser-decoder", response_model=schemas.BrowserDecoder, tags=["embeddings"])
     def browser_decoder() -> dict:
         unsupported = unsupported_reason(model)
@@ -331,9 +338,7 @@ def create_app(
              responses={200: {"content": {"application/octet-stream": {}},
                               "description": "the model's prompt decoder as ONNX (segany export onnx's decoder.onnx)"}})
     async def browser_decoder_onnx(request: Request) -> Response:
-        unsupported = unsupported_reason(model)
-        if unsupported is not None:
-            raise UnsupportedOperationError(unsupported)
+        require_browser_decoder()
         onnx = await outcome(request, service.decoder.job(lambda _: decoder_export.onnx()))  # not while decoding
         return Response(onnx, media_type="application/octet-stream", headers={"Cache-Control": "max-age=3600"})
 
@@ -343,9 +348,7 @@ def create_app(
                                              "X-Embedding-Shape (1,C,h,w), X-Input-Size (h,w in the model's frame), "
                                              "X-Original-Size (H,W)"}})
     async def embedding_raw(request: Request, image_id: str) -> Response:
-        unsupported = unsupported_reason(model)
-        if unsupported is not None:
-            raise UnsupportedOperationError(unsupported)
+        require_browser_decoder()
         predictor = await outcome(request, service.embedding(image_id))
         data, headers = embedding_payload(model, predictor.image_features())
         return Response(data, media_type="application/octet-stream", headers=headers)
