@@ -12,6 +12,7 @@ import torch
 from segany.models.sam2 import FrameFeatures, ObjectPointer, Sam2, SpatialMemory, build_sam2
 from segany.predict.runtime import Sam2Runtime
 from segany.video.fast_frames import FrameEncoder
+from segany.video import fast_memory
 from segany.video.fast_memory import MemoryConditioner, MemoryKeyCache
 from segany.video.fast_memory_encoder import MemoryEncoderFast
 from segany.video.sam2_video import Sam2VideoPredictor, video_frame_tensor
@@ -51,7 +52,13 @@ def _variant(heads: int, keys_pos: bool, **layer: object) -> Sam2:
     (1, True, {"pos_enc_at_attn": True, "pos_enc_at_cross_attn_queries": True, "activation": "gelu"}),
     (2, True, {"pos_enc_at_input": False}),
 ])
-def test_conditioner_equals_condition_on_memory(heads: int, keys_pos: bool, layer: dict) -> None:
+@pytest.mark.parametrize("tiled", [False, True], ids=["rows", "tiles"])
+def test_conditioner_equals_condition_on_memory(heads: int, keys_pos: bool, layer: dict, tiled: bool,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    if tiled:  # the keys in tiles with an online softmax (large memories), here in small tiles
+        monkeypatch.setattr(fast_memory, "SCORE_BYTES", 0)
+        monkeypatch.setattr(fast_memory, "TILE_QUERIES", 24)
+        monkeypatch.setattr(fast_memory, "TILE_KEYS", 40)
     model = _variant(heads, keys_pos, **layer)
     g = torch.Generator().manual_seed(0)
     c, mem_dim, side = model.hidden_dim, model.mem_dim, model.image_size // 16

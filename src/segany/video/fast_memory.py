@@ -15,7 +15,10 @@ It does less work per frame than the plain path, not different work:
   (P X) (W_o W_v)^T + (W_o b_v + b_o)``: the weights multiply the 64-wide memory instead of its
   256-wide projection (4x less work in the P V product) and the values are never formed.
 - The attention itself runs as two matmuls over blocks of queries, with the softmax's
-  normalisation applied to the (block, mem_dim) result.
+  normalisation applied to the (block, mem_dim) result. When a block's rows of weights would not
+  stay in cache (many memory tokens: 7 x 4096 at 1024 px), the keys are taken in tiles with an
+  online softmax (running row maximum and sum, the partial P V rescaled when the maximum grows,
+  as flash attention does), so the weights are written and read from cache instead of memory.
 - **The layers in place.** The memory-attention layers run on one (N, C) residual stream that each
   branch's output projection is accumulated into (``addmm_``: no bias broadcast copy, no separate
   residual add); the self-attention's q / k / v projections are one matmul over the shared input;
@@ -38,6 +41,8 @@ from ..models.sam2.memory_attention import MemoryAttentionLayer, RoPEAttention
 from ..predict.fast_decoder import values_key
 
 QUERY_BLOCK = 256  # queries per attention block: the (block, keys) weights stay in cache
+SCORE_BYTES = 8 << 20  # larger (block, keys) weights than this: keys in tiles, online softmax
+TILE_QUERIES, TILE_KEYS = 1024, 512  # the tiled path's block: 2 MiB of weights, one core's L2
 _ACTIVATIONS = {"relu": nn.ReLU(), "gelu": nn.GELU(), "glu": nn.GLU()}  # dense_act fuses the first two
 
 
@@ -242,16 +247,58 @@ class MemoryConditioner:
             m = keys.shape[1]
             keys_t = keys.transpose(1, 2)
             weighted = values.new_empty(heads, n, values.shape[1])
-            scores_buffer = self._buffer(self._scores, 0, (heads * QUERY_BLOCK * m,), values)
-            for start in range(0, n, QUERY_BLOCK):
-                stop = min(start + QUERY_BLOCK, n)
-                scores = scores_buffer[:heads * (stop - start) * m].view(heads, stop - start, m)
-                torch.baddbmm(scores, q[:, start:stop], keys_t, beta=0.0, alpha=d ** -0.5, out=scores)
-                scores.sub_(scores.amax(dim=-1, keepdim=True)).exp_()
-                norm = scores.sum(dim=-1, keepdim=True)
-                block = weighted[:, start:stop]
-                torch.matmul(scores, values, out=block)
-                block.div_(norm)
+            if QUERY_BLOCK * m * keys.element_size() <= SCORE_BYTES:
+                self._attend_rows(q * d ** -0.5, keys_t, values, weighted)
+            else:
+                self._attend_tiles(q * d ** -0.5, keys_t, values, weighted)
             out.addmm_(weighted.transpose(0, 1).reshape(n, -1), const.value_out).add_(const.value_out_bias)
 
         return attend
+
+    def _attend_rows(self, q: torch.Tensor, keys_t: torch.Tensor, values: torch.Tensor, out: torch.Tensor) -> None:
+        """``out`` (h, N, mem_dim) = softmax(q keys_t) values, by blocks of whole rows of weights;
+        q (h, N, d) already scaled, keys_t (h, d, M), values (M, mem_dim)."""
+        heads, n, _ = q.shape
+        m = keys_t.shape[-1]
+        scores_buffer = self._buffer(self._scores, 0, (heads * QUERY_BLOCK * m,), values)
+        for start in range(0, n, QUERY_BLOCK):
+            stop = min(start + QUERY_BLOCK, n)
+            scores = scores_buffer[:heads * (stop - start) * m].view(heads, stop - start, m)
+            torch.bmm(q[:, start:stop], keys_t, out=scores)
+            scores.sub_(scores.amax(dim=-1, keepdim=True)).exp_()
+            norm = scores.sum(dim=-1, keepdim=True)
+            block = out[:, start:stop]
+            torch.matmul(scores, values, out=block)
+            block.div_(norm)
+
+    def _attend_tiles(self, q: torch.Tensor, keys_t: torch.Tensor, values: torch.Tensor, out: torch.Tensor) -> None:
+        """:meth:`_attend_rows` with the keys in tiles and an online softmax (see the module docstring)."""
+        heads, n, _ = q.shape
+        m = keys_t.shape[-1]
+        scores_buffer = self._buffer(self._scores, 1, (heads * TILE_QUERIES * TILE_KEYS,), values)
+        for start in range(0, n, TILE_QUERIES):
+            stop = min(start + TILE_QUERIES, n)
+            acc = out[:, start:stop]
+            top = total = None
+            for first in range(0, m, TILE_KEYS):
+                last = min(first + TILE_KEYS, m)
+                scores = scores_buffer[:heads * (stop - start) * (last - first)].view(heads, stop - start, last - first)
+                torch.bmm(q[:, start:stop], keys_t[:, :, first:last], out=scores)
+                tile_top = scores.amax(dim=-1, keepdim=True)
+                if top is None:
+                    top = tile_top
+                elif bool((tile_top > top).any()):
+                    grown = torch.maximum(top, tile_top)
+                    scale = top.sub_(grown).exp_()
+                    total.mul_(scale)
+                    acc.mul_(scale)
+                    top = grown
+                scores.sub_(top).exp_()
+                tile_values = values[first:last].expand(heads, -1, -1)
+                if total is None:
+                    total = scores.sum(dim=-1, keepdim=True)
+                    torch.bmm(scores, tile_values, out=acc)
+                else:
+                    total.add_(scores.sum(dim=-1, keepdim=True))
+                    acc.baddbmm_(scores, tile_values)
+            acc.div_(total)
