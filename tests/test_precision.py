@@ -257,3 +257,21 @@ def test_fused_linear_and_conv_match_the_plain_ops(act: torch.nn.Module) -> None
     trained = linear_act(x.requires_grad_(), linear, act)  # autograd: the plain ops
     trained.sum().backward()
     assert x.grad is not None and linear.weight.grad is not None
+
+
+def test_narrow_linear_matches_the_plain_layer() -> None:
+    """``fused.linear``: a narrow layer through oneDNN equals ``nn.Linear``; wide layers, other
+    modules and autograd take the layer itself."""
+    from segany.models import fused
+
+    torch.manual_seed(0)
+    x = torch.randn(2, 16, 16, 32)
+    narrow, wide = torch.nn.Linear(32, 96), torch.nn.Linear(fused.NARROW + 1, 8)
+    with torch.inference_mode():
+        assert torch.allclose(fused.linear(x, narrow), narrow(x), atol=1e-5)
+        wide_x = torch.randn(4, fused.NARROW + 1)
+        assert torch.equal(fused.linear(wide_x, wide), wide(wide_x))
+        assert torch.equal(fused.linear(x, torch.nn.Identity()), x)
+    trained = fused.linear(x.requires_grad_(), narrow)
+    trained.sum().backward()
+    assert x.grad is not None and narrow.weight.grad is not None

@@ -2,7 +2,10 @@
 
 The activation is applied while the output is still in cache instead of in a second pass over a
 large tensor (the MLP hidden layer, TinyViT's 256x256 MBConv features): the same values up to
-float rounding, 20-40% less time for the pair. Used only where oneDNN can run it and nothing
+float rounding, 20-40% less time for the pair. :func:`linear` runs a narrow linear layer (few input
+features: Hiera's early stages) the same way without an activation: oneDNN adds the bias in the
+kernel, where ``addmm`` first broadcasts it into the output (a 65536 x 32 → 128 layer took 11 ms
+instead of 50 ms on one Sapphire Rapids core; from ~768 input features on it is no faster). Used only where oneDNN can run it and nothing
 needs the plain ops — CPU float32 or bfloat16 under ``torch.inference_mode`` (how the predictor
 runs), not while compiling (torch.compile fuses them itself) — and otherwise falls back to the
 two separate ops: training, autograd and ONNX export (run outside inference mode) see plain ops.
@@ -32,21 +35,34 @@ def _fusable(x: torch.Tensor) -> torch.dtype | None:
     return dtype if dtype in (torch.float32, torch.bfloat16) else None
 
 
-def dense_act(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, act: nn.Module) -> torch.Tensor:
-    """``act(F.linear(x, weight, bias))`` (weight (out, in)) for GELU (exact) or ReLU, fused on CPU."""
-    postop = _postop(act)
+def dense_act(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, act: nn.Module | None) -> torch.Tensor:
+    """``act(F.linear(x, weight, bias))`` (weight (out, in)) for GELU (exact), ReLU or no
+    activation (``act`` None), fused on CPU."""
+    postop = "none" if act is None else _postop(act)
     dtype = _fusable(x) if postop else None
     if dtype is None:
-        return act(F.linear(x, weight, bias))
+        y = F.linear(x, weight, bias)
+        return y if act is None else act(y)
     bias = None if bias is None else bias.to(dtype)
     return torch.ops.mkldnn._linear_pointwise(x.to(dtype), weight.to(dtype), bias, postop, [None], "none")
 
 
-def linear_act(x: torch.Tensor, linear: nn.Module, act: nn.Module) -> torch.Tensor:
-    """``act(linear(x))``; fused on CPU for a plain ``nn.Linear`` (not, e.g., a quantised one)."""
-    if type(linear) is not nn.Linear:
-        return act(linear(x))
-    return dense_act(x, linear.weight, linear.bias, act)
+NARROW = 256  # input features up to which :func:`linear` runs the oneDNN kernel
+
+
+def linear(x: torch.Tensor, layer: nn.Module) -> torch.Tensor:
+    """``layer(x)``; a plain ``nn.Linear`` of at most :data:`NARROW` input features runs as one
+    oneDNN kernel on CPU (see the module docstring)."""
+    if type(layer) is not nn.Linear or layer.in_features > NARROW:
+        return layer(x)
+    return dense_act(x, layer.weight, layer.bias, None)
+
+
+def linear_act(x: torch.Tensor, layer: nn.Module, act: nn.Module) -> torch.Tensor:
+    """``act(layer(x))``; fused on CPU for a plain ``nn.Linear`` (not, e.g., a quantised one)."""
+    if type(layer) is not nn.Linear:
+        return act(layer(x))
+    return dense_act(x, layer.weight, layer.bias, act)
 
 
 def conv_act(

@@ -22,7 +22,8 @@ It does less work per frame than the plain path, not different work:
 - **The layers in place.** The memory-attention layers run on one (N, C) residual stream that each
   branch's output projection is accumulated into (``addmm_``: no bias broadcast copy, no separate
   residual add); the self-attention's q / k / v projections are one matmul over the shared input;
-  the MLP's first linear and its ReLU / GELU are one oneDNN kernel (``models.fused.dense_act``).
+  the MLP's first linear and its ReLU / GELU are one oneDNN kernel (``models.fused.dense_act``), the
+  projections oneDNN kernels with the bias added in the kernel (``models.fused.linear``).
 """
 from __future__ import annotations
 
@@ -34,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..models.fused import dense_act
+from ..models.fused import dense_act, linear
 from ..models.position_encoding import apply_rotary_enc
 from ..models.sam2 import FrameFeatures, ObjectPointer, Sam2, SpatialMemory
 from ..models.sam2.memory_attention import MemoryAttentionLayer, RoPEAttention
@@ -157,7 +158,7 @@ class MemoryConditioner:
         keys = []
         for layer, attn in self._cross_attentions():
             k_in = tokens + spatial_pos if layer.pos_enc_at_cross_attn_keys else tokens
-            keys.append(_rotate(_heads(attn.k_proj(k_in), attn), attn))
+            keys.append(_rotate(_heads(linear(k_in, attn.k_proj), attn), attn))
         return MemoryKeys(features, tokens, keys)
 
     def condition(self, features: FrameFeatures, memories: Sequence[SpatialMemory], pointers: Sequence[ObjectPointer],
@@ -198,7 +199,7 @@ class MemoryConditioner:
                     torch.add(entry.keys[i], const.slot_keys[slot], out=keys[:, j * grid:(j + 1) * grid])
             if ptr_tokens is not None:
                 k_in = ptr_tokens + ptr_pos if layer.pos_enc_at_cross_attn_keys else ptr_tokens
-                keys[:, len(entries) * grid:] = _heads(attn.k_proj(k_in), attn)
+                keys[:, len(entries) * grid:] = _heads(linear(k_in, attn.k_proj), attn)
             attends.append(self._cross_attend(attn, const, keys, values))
         out = self._layers(feats.flatten(2)[0].t(), features.vision_pos.flatten(2)[0].t(), attends)
         return out.t().view(b, c, h, w)
@@ -227,12 +228,12 @@ class MemoryConditioner:
         width = attn.internal_dim
         if layer.pos_enc_at_attn:
             w = torch.cat([attn.q_proj.weight, attn.k_proj.weight])
-            q, k = F.linear(normed + pos, w, torch.cat([attn.q_proj.bias, attn.k_proj.bias])).split(width, dim=-1)
-            v = attn.v_proj(normed)
+            q, k = dense_act(normed + pos, w, torch.cat([attn.q_proj.bias, attn.k_proj.bias]), None).split(width, dim=-1)
+            v = linear(normed, attn.v_proj)
         else:
             w = torch.cat([attn.q_proj.weight, attn.k_proj.weight, attn.v_proj.weight])
             b = torch.cat([attn.q_proj.bias, attn.k_proj.bias, attn.v_proj.bias])
-            q, k, v = F.linear(normed, w, b).split(width, dim=-1)
+            q, k, v = dense_act(normed, w, b, None).split(width, dim=-1)
         q, k = _rotate(_heads(q, attn), attn), _rotate(_heads(k, attn), attn)
         heads = F.scaled_dot_product_attention(q[None], k[None], _heads(v, attn)[None])[0]  # (h, N, d)
         out.addmm_(heads.transpose(0, 1).reshape(normed.shape[0], -1), attn.out_proj.weight.t())
@@ -242,7 +243,7 @@ class MemoryConditioner:
                       values: torch.Tensor) -> Callable[[torch.Tensor, torch.Tensor], None]:
         def attend(queries: torch.Tensor, out: torch.Tensor) -> None:
             """Adds the cross-attention of the (N, C) queries to ``out``."""
-            q = _rotate(_heads(attn.q_proj(queries), attn), attn)  # (h, N, d)
+            q = _rotate(_heads(linear(queries, attn.q_proj), attn), attn)  # (h, N, d)
             heads, n, d = q.shape
             m = keys.shape[1]
             keys_t = keys.transpose(1, 2)

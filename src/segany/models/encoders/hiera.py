@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import HieraConfig
-from ..fused import linear_act
+from ..fused import linear, linear_act
 from ..mask_decoder import MLP
 from ..position_encoding import PositionEmbeddingSine
 
@@ -89,13 +89,13 @@ class MultiScaleAttention(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, h, w, _ = x.shape
-        q, k, v = self.qkv(x).reshape(b, h * w, 3, self.num_heads, -1).unbind(2)  # each (B, HW, heads, hd)
+        q, k, v = linear(x, self.qkv).reshape(b, h * w, 3, self.num_heads, -1).unbind(2)  # each (B, HW, heads, hd)
         if self.q_pool is not None:
             q = do_pool(q.reshape(b, h, w, -1), self.q_pool)
             h, w = q.shape[1:3]
             q = q.reshape(b, h * w, self.num_heads, -1)
         x = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))
-        return self.proj(x.transpose(1, 2).reshape(b, h, w, -1))
+        return linear(x.transpose(1, 2).reshape(b, h, w, -1), self.proj)
 
 
 class HieraMLP(MLP):
@@ -107,7 +107,7 @@ class HieraMLP(MLP):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         first, second = self.layers
-        return second(linear_act(x, first, self.act))
+        return linear(linear_act(x, first, self.act), second)
 
 
 class MultiScaleBlock(nn.Module):
@@ -144,7 +144,7 @@ class MultiScaleBlock(nn.Module):
         shortcut = x
         x = self.norm1(x)
         if self.dim != self.dim_out:
-            shortcut = do_pool(self.proj(x), self.pool)
+            shortcut = do_pool(linear(x, self.proj), self.pool)
         window_size = self.window_size
         if window_size > 0:
             x, pad_hw = window_partition(x, window_size)
