@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .common import MLPBlock
+from .fused import linear
 
 
 class Attention(nn.Module):
@@ -42,15 +43,15 @@ class Attention(nn.Module):
         return x.transpose(1, 2).flatten(2)
 
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        q = self.separate_heads(self.q_proj(q))
-        k = self.separate_heads(self.k_proj(k))
-        v = self.separate_heads(self.v_proj(v))
+        q = self.separate_heads(linear(q, self.q_proj))
+        k = self.separate_heads(linear(k, self.k_proj))
+        v = self.separate_heads(linear(v, self.v_proj))
         if q.shape[0] != k.shape[0]:  # one side's batch of 1 shared by the other's
             batch = max(q.shape[0], k.shape[0])
             q, k, v = q.expand(batch, -1, -1, -1), k.expand(batch, -1, -1, -1), v.expand(batch, -1, -1, -1)
         # softmax(q k^T / sqrt(d)) v, the official formula, as one fused kernel
         out = F.scaled_dot_product_attention(q, k, v)
-        return self.out_proj(self.recombine_heads(out))
+        return linear(self.recombine_heads(out), self.out_proj)
 
 
 class TwoWayAttentionBlock(nn.Module):
