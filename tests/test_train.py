@@ -105,6 +105,12 @@ def test_resume_after_an_interruption_equals_the_uninterrupted_run(shapes, tmp_p
               progress=False)
 
 
+def test_the_optimizer_is_the_fused_adamw_on_cpu(one_image, tmp_path):
+    train(_config(), one_image, tmp_path, TrainConfig(mode="decoder", **FAST), progress=False)
+    state = torch.load(tmp_path / train_loop.STATE_FILE, weights_only=False)
+    assert state["optimizer"]["param_groups"][0]["fused"] is True
+
+
 def test_run_folder_outputs_and_strict_reload(shapes, tmp_path):
     result = train(_config(), shapes, tmp_path, TrainConfig(mode="lora", **FAST), val=shapes, progress=False)
     for name in ("last.pth", "best.pth", "config.json", "metrics.jsonl", "curves.png", "trained_on.json"):
