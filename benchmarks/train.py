@@ -16,7 +16,12 @@ and ``--decoder-first 3 --decoder-lr 2e-3 --lr 5e-4``: a warm start of decoder-m
 random encoder (cached features, constant lr, no decay) inside the timed run, then full mode at a lower lr.
 Variants that did not help stay as flags: ``--focal-alpha -1`` (no class weighting in the focal term),
 ``--neck-scale 0.05`` (the encoder's last LayerNorm starts small), ``--prompts 4`` (each object four times
-per step: the decoder's cost grew ~2.5x a step, the mIoU per epoch did not).
+per step: the decoder's cost grew ~2.5x a step, the mIoU per epoch did not). The 2026-12-02 runs
+(RESULTS.md): with the fused AdamW of the loop a step is ~20 % cheaper, so the 15 minutes hold 19 full
+epochs; ``--decay-at 3/4,19/20`` decays later than SAM's 2/3. Probed and not kept (flags stay): ``--bf16``
+(slower on this model: its ops are too small for AMX to pay for the casts), ``--patch 4`` (a 32x32 grid;
+more per step, 4x slower a step) and its ``--global-attn`` variants. More than the 500 training images is
+not what is missing: the trained model's box mIoU on training images equals the held-out one (it underfits).
 """
 from __future__ import annotations
 
