@@ -16,7 +16,12 @@ and ``--decoder-first 3 --decoder-lr 2e-3 --lr 5e-4``: a warm start of decoder-m
 random encoder (cached features, constant lr, no decay) inside the timed run, then full mode at a lower lr.
 Variants that did not help stay as flags: ``--focal-alpha -1`` (no class weighting in the focal term),
 ``--neck-scale 0.05`` (the encoder's last LayerNorm starts small), ``--prompts 4`` (each object four times
-per step: the decoder's cost grew ~2.5x a step, the mIoU per epoch did not).
+per step: the decoder's cost grew ~2.5x a step, the mIoU per epoch did not). The 2026-12-02 runs
+(RESULTS.md): with the fused AdamW of the loop a step is ~20 % cheaper, so the 15 minutes hold 19 full
+epochs; ``--decay-at 3/4,19/20`` decays later than SAM's 2/3. Probed and not kept (flags stay): ``--bf16``
+(slower on this model: its ops are too small for AMX to pay for the casts), ``--patch 4`` (a 32x32 grid;
+more per step, 4x slower a step) and its ``--global-attn`` variants. More than the 500 training images is
+not what is missing: the trained model's box mIoU on training images equals the held-out one (it underfits).
 """
 from __future__ import annotations
 
@@ -27,6 +32,7 @@ import time
 from dataclasses import replace
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -42,17 +48,21 @@ from segany.train.losses import LossWeights
 from segany.train.synthetic import write_shapes_dataset
 
 
-def bench_config(size: int) -> SamConfig:
-    """A small SAM: 4-block ViT (dim 96, patch 8: a 16x16 grid at 128 px), 64-wide prompt encoder / decoder."""
-    encoder = ViTConfig(96, 4, 4, (1, 3), window_size=8, img_size=size, patch_size=8, out_chans=64)
-    return SamConfig(name=f"bench_sam_{size}", encoder=encoder, prompt_embed_dim=64, mask_in_chans=8,
-                     decoder_mlp_dim=256, decoder_num_heads=4, iou_head_hidden_dim=64)
+def bench_config(size: int, patch: int = 8, embed_dim: int = 96, depth: int = 4,
+                 global_attn: tuple[int, ...] = (1, 3), window: int = 8, prompt_dim: int = 64) -> SamConfig:
+    """A small SAM: by default a 4-block ViT (dim 96, patch 8: a 16x16 grid at 128 px, global attention in
+    blocks 1 and 3, 8x8 windows elsewhere), 64-wide prompt encoder / decoder (MLP 4x)."""
+    encoder = ViTConfig(embed_dim, depth, 4, global_attn, window_size=window, img_size=size, patch_size=patch,
+                        out_chans=prompt_dim)
+    return SamConfig(name=f"bench_sam_{size}", encoder=encoder, prompt_embed_dim=prompt_dim, mask_in_chans=8,
+                     decoder_mlp_dim=4 * prompt_dim, decoder_num_heads=4, iou_head_hidden_dim=64)
 
 
-def bench_model(size: int, neck_scale: float = 1.0) -> Sam:
-    """:func:`bench_config`'s model, seeded random init; the encoder's last LayerNorm scaled by ``neck_scale``."""
+def bench_model(size: int, neck_scale: float = 1.0, **shape: Any) -> Sam:
+    """:func:`bench_config`'s model (``shape``: its keyword arguments), seeded random init; the encoder's last
+    LayerNorm scaled by ``neck_scale``."""
     torch.manual_seed(0)
-    model = Sam(bench_config(size)).eval()
+    model = Sam(bench_config(size, **shape)).eval()
     with torch.no_grad():
         model.image_encoder.neck[-1].weight.fill_(neck_scale)
     return model
@@ -81,6 +91,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--decoder-first", type=int, default=0, metavar="EPOCHS",
                         help="full / lora: first this many decoder-mode epochs (cached features of the random encoder), "
                              "in the same timed run (its own folder MODE/decoder_first)")
+    parser.add_argument("--patch", type=int, default=8, help="encoder patch size (8: a 16x16 grid at 128 px, 4: 32x32)")
+    parser.add_argument("--embed-dim", type=int, default=96, help="encoder width")
+    parser.add_argument("--depth", type=int, default=4, help="encoder blocks")
+    parser.add_argument("--global-attn", default="1,3", help="encoder blocks with global attention (others: windows)")
+    parser.add_argument("--window", type=int, default=8, help="encoder attention window (tokens a side)")
+    parser.add_argument("--prompt-dim", type=int, default=64, help="prompt encoder / decoder width")
+    parser.add_argument("--bf16", action="store_true", help="bf16 autocast (TrainConfig.bf16)")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -88,12 +105,14 @@ def main(argv: list[str] | None = None) -> int:
     held_out = write_shapes_dataset(args.out / "data" / "val", args.val_images, args.size, seed=2)
     rows = []
     decay_at = tuple(float(Fraction(f)) for f in args.decay_at.split(",") if f)
+    shape = {"patch": args.patch, "embed_dim": args.embed_dim, "depth": args.depth, "window": args.window,
+             "global_attn": tuple(int(b) for b in args.global_attn.split(",") if b), "prompt_dim": args.prompt_dim}
     for mode, epochs in zip(args.modes.split(","), map(int, args.epochs.split(","))):
         config = TrainConfig(mode=mode, epochs=epochs, lr=args.lr, points=args.points, silent=args.silent,
                              warmup_steps=args.warmup, decay_at=decay_at, seed=0,
-                             box_probability=args.box_probability, prompts_per_object=args.prompts,
+                             box_probability=args.box_probability, prompts_per_object=args.prompts, bf16=args.bf16,
                              loss=LossWeights(mask=args.mask_weight, dice=args.dice_weight, focal_alpha=args.focal_alpha))
-        model = bench_model(args.size, args.neck_scale)
+        model = bench_model(args.size, args.neck_scale, **shape)
         before = evaluate_model(model, held_out, config)
         first = args.decoder_first if mode != "decoder" else 0
         start = time.perf_counter()

@@ -1,13 +1,18 @@
-"""The empty-mask plateau of ``benchmarks/train.py``'s random-init SAM: two small probes of it (issue 16).
+"""Probes of ``benchmarks/train.py``'s random-init SAM (issue 16): its empty-mask plateau, its speed, its ceiling.
 
 ``overfit``: the training pieces of :mod:`segany.train.loop` (model-frame masks, prompts, decode, losses,
 validation) on ONE shapes image, box prompts, no augmentation — held-out = the same image.
 ``geometry``: the prompt encoder + mask decoder alone on a zero image embedding, target = the filled box
 (no image content at all: only the box → mask geometry is to learn), 8 random boxes per step.
-Both print the box mIoU every ``--every`` steps; one thread:
+Both print the box mIoU every ``--every`` steps. ``speed``: full-mode training steps per second of the
+model shape given (``--patch``, ``--global-attn``), fp32 and bf16 autocast. ``ceiling``: the held-out box
+mIoU of the ground-truth masks themselves brought to the low-res mask grid and upsampled as the loop
+upsamples the model's logits (what a perfect low-res prediction would score). One thread:
 
     PYTHONPATH=src python benchmarks/train_probe.py overfit --steps 200
     PYTHONPATH=src python benchmarks/train_probe.py geometry --steps 400 --lr 1e-3
+    PYTHONPATH=src python benchmarks/train_probe.py speed --steps 50 [--patch 4 --global-attn 3]
+    PYTHONPATH=src python benchmarks/train_probe.py ceiling
 """
 from __future__ import annotations
 
@@ -30,7 +35,7 @@ from train import bench_config  # noqa: E402  (benchmarks/train.py)
 from segany.models.sam import Sam  # noqa: E402
 from segany.train import TrainConfig  # noqa: E402
 from segany.train import loop  # noqa: E402
-from segany.train.data import NO_AUGMENT  # noqa: E402
+from segany.train.data import NO_AUGMENT, to_model_frame  # noqa: E402
 from segany.train.losses import mask_ious, multistep_losses  # noqa: E402
 from segany.train.modes import prepare_mode  # noqa: E402
 from segany.train.sampler import PromptState  # noqa: E402
@@ -85,18 +90,63 @@ def geometry(model: Sam, steps: int, lr: float, every: int, count: int = 8) -> N
         optimizer.step()
 
 
+def speed(model: Sam, steps: int, lr: float, every: int) -> None:
+    """Full-mode steps per second (after 5 warm-up steps) on 30 shapes images, fp32 then bf16 autocast."""
+    initial = {k: v.clone() for k, v in model.state_dict().items()}
+    with tempfile.TemporaryDirectory() as tmp:
+        images = loop.load_train_images(write_shapes_dataset(Path(tmp), 30, model.image_size, seed=1))
+        for bf16 in (False, True):
+            model.load_state_dict(initial)
+            config = TrainConfig(mode="full", points=0, silent=0, bf16=bf16)
+            prepare_mode(model, "full")
+            frames = loop._Frames(model, images, None, torch.device("cpu"))
+            optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=config.weight_decay)
+            rng = np.random.default_rng(0)
+            losses = []
+            for step in range(steps + 5):
+                if step == 5:
+                    start = time.perf_counter()
+                with loop._autocast(config):
+                    features, masks = frames.training(step % len(images), config.augment, rng)
+                    loss = loop.interactive_losses(model, features, loop.step_masks(masks, rng, config), rng, config)["core_loss"]
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+                losses.append(float(loss.detach()))
+            rate = steps / (time.perf_counter() - start)
+            print(f"bf16={bf16}: {rate:.2f} steps/s; mean loss of the first / last 10 steps "
+                  f"{np.mean(losses[:10]):.3f} / {np.mean(losses[-10:]):.3f}", flush=True)
+
+
+def ceiling(model: Sam, steps: int, lr: float, every: int) -> None:
+    """Box mIoU of the held-out set's own masks, area-downsampled to the low-res side and upsampled back."""
+    with tempfile.TemporaryDirectory() as tmp:
+        images = loop.load_train_images(write_shapes_dataset(Path(tmp), 40, model.image_size, seed=2))
+        truth = torch.from_numpy(np.concatenate([
+            to_model_frame(*image.load(), model.image_size)[1] for image in images])).float()[:, None]
+    for side in sorted({model.config.low_res_size, model.config.embedding_size, 2 * model.config.embedding_size}):
+        logits = (torch.nn.functional.interpolate(truth, (side, side), mode="area") - 0.5) * 10
+        score = float(mask_ious(loop._upsample(logits, model.image_size), truth).mean())
+        print(f"{side}x{side} perfect mask upsampled to {model.image_size}: box mIoU ceiling {score:.3f}"
+              + (" (the model's low-res mask)" if side == model.config.low_res_size else ""), flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("probe", choices=("overfit", "geometry"))
+    parser.add_argument("probe", choices=("overfit", "geometry", "speed", "ceiling"))
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--lr", type=float, default=3e-4)
     parser.add_argument("--every", type=int, default=25)
     parser.add_argument("--size", type=int, default=128)
+    parser.add_argument("--patch", type=int, default=8)
+    parser.add_argument("--global-attn", default="1,3")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     torch.manual_seed(0)
-    model = Sam(bench_config(args.size)).eval()
-    (overfit if args.probe == "overfit" else geometry)(model, args.steps, args.lr, args.every)
+    model = Sam(bench_config(args.size, patch=args.patch,
+                             global_attn=tuple(int(b) for b in args.global_attn.split(",") if b))).eval()
+    probes = {"overfit": overfit, "geometry": geometry, "speed": speed, "ceiling": ceiling}
+    probes[args.probe](model, args.steps, args.lr, args.every)
     return 0
 
 

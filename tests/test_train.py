@@ -105,6 +105,26 @@ def test_resume_after_an_interruption_equals_the_uninterrupted_run(shapes, tmp_p
               progress=False)
 
 
+def test_a_training_image_is_read_once_for_all_its_objects(shapes, monkeypatch):
+    from segany.data import datasets, images
+    from segany.train import data as train_data
+
+    image = train_data.load_train_images(shapes)[0]
+    expected_image, expected_masks = image.samples[0].load()[0], np.stack([s.load()[1].mask for s in image.samples])
+    reads = []
+    for module in (datasets, train_data):  # wherever the image is read from
+        monkeypatch.setattr(module, "load_image", lambda path: reads.append(path) or images.load_image(path), raising=False)
+    loaded, masks = image.load()
+    assert len(image.samples) > 1 and reads == [image.path]
+    assert np.array_equal(loaded, expected_image) and np.array_equal(masks, expected_masks)
+
+
+def test_the_optimizer_is_the_fused_adamw_on_cpu(one_image, tmp_path):
+    train(_config(), one_image, tmp_path, TrainConfig(mode="decoder", **FAST), progress=False)
+    state = torch.load(tmp_path / train_loop.STATE_FILE, weights_only=False)
+    assert state["optimizer"]["param_groups"][0]["fused"] is True
+
+
 def test_run_folder_outputs_and_strict_reload(shapes, tmp_path):
     result = train(_config(), shapes, tmp_path, TrainConfig(mode="lora", **FAST), val=shapes, progress=False)
     for name in ("last.pth", "best.pth", "config.json", "metrics.jsonl", "curves.png", "trained_on.json"):

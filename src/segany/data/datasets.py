@@ -85,12 +85,16 @@ class Sample:
     def load(self) -> tuple[np.ndarray, Target]:
         """(HWC RGB uint8 image, Target), checked to have the same size."""
         image = load_image(self.image_path)
+        return image, self.target_on(image)
+
+    def target_on(self, image: np.ndarray) -> Target:
+        """This object's Target on its already loaded ``image``, checked to have its size and to be non-empty."""
         target = self.read_target(image.shape[:2])
         if target.mask.shape != image.shape[:2]:
             raise DatasetError(f"{self.name}: mask is {target.mask.shape[::-1]} (WxH) but the image is {image.shape[1::-1]}")
         if not target.mask.any():
             raise DatasetError(f"{self.name}: the ground-truth mask is empty")
-        return image, target
+        return target
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from ..data.datasets import Sample, load_coco, open_dataset
-from ..data.images import preprocess_shape
+from ..data.images import load_image, preprocess_shape
 from ..errors import DatasetError
 from ..fileio import AtomicFile
 
@@ -33,9 +33,9 @@ class TrainImage:
     samples: tuple[Sample, ...]
 
     def load(self) -> tuple[np.ndarray, np.ndarray]:
-        """(HxWx3 uint8 RGB image, (N, H, W) bool masks)."""
-        loaded = [sample.load() for sample in self.samples]
-        return loaded[0][0], np.stack([target.mask for _, target in loaded])
+        """(HxWx3 uint8 RGB image, (N, H, W) bool masks); the image file is read once for all its objects."""
+        image = load_image(self.path)
+        return image, np.stack([sample.target_on(image).mask for sample in self.samples])
 
 
 def load_train_images(data: str | os.PathLike, image_dir: str | os.PathLike | None = None) -> list[TrainImage]:
