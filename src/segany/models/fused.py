@@ -7,9 +7,10 @@ features: Hiera's early stages) the same way without an activation: oneDNN adds 
 kernel, where ``addmm`` first broadcasts it into the output (a 65536 x 32 → 128 layer took 11 ms
 instead of 50 ms on one Sapphire Rapids core; from ~768 input features on it is no faster).
 
-Used only where oneDNN can run it and nothing needs the plain ops — CPU float32 or bfloat16 under ``torch.inference_mode`` (how the predictor
-runs), not while compiling (torch.compile fuses them itself) — and otherwise falls back to the
-two separate ops: training, autograd and ONNX export (run outside inference mode) see plain ops.
+Used only where oneDNN can run it and nothing needs the plain ops — CPU float32 or bfloat16 under
+``torch.inference_mode`` (how the predictor runs), not while compiling (torch.compile fuses them
+itself) — and otherwise falls back to the plain ops: training, autograd and ONNX export (run
+outside inference mode) see them.
 """
 from __future__ import annotations
 
