@@ -50,7 +50,7 @@ CLIP = SHARED / "data" / "davis2016_clips" / "JPEGImages" / "480p" / "blackswan"
 YAML = "sam2.1_hiera_golden_tiny.yaml"
 CLICK = (335, 250)  # on the swan in frame 0 (the golden video_click_forward click)
 SAMPLE_EVERY = 10  # masks of every 10th frame are kept to compare the implementations
-IMPLS = ("segany", "segany-bf16", "official")
+IMPLS = ("segany", "segany-bf16", "official", "official-bf16")
 
 
 def ping_pong(num_frames: int, length: int) -> list[int]:
@@ -153,11 +153,13 @@ def worker(impl: str, frames: Path, num_frames: int, image_size: int, work: Path
 
     torch.set_num_threads(threads)
     checkpoint = _checkpoint(work)
-    if impl == "official":
+    if impl.startswith("official"):
         predictor = _official_predictor(checkpoint, image_size)
     else:
         predictor = _segany_predictor(checkpoint, image_size, "bfloat16" if impl == "segany-bf16" else None)
     rss_model = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    if impl == "official-bf16":  # as the official notebooks run it on CUDA: the whole session under autocast
+        torch.autocast("cpu", dtype=torch.bfloat16).__enter__()
     start = time.perf_counter()
     state = predictor.init_state(str(frames))
     predictor.add_new_points_or_box(state, 0, 1, points=np.array([CLICK], np.float32), labels=np.array([1], np.int32))
@@ -263,14 +265,15 @@ def report(args: argparse.Namespace, work: Path) -> int:
             ratio = by[impl, large]["peak_rss_mb"] / by[impl, small]["peak_rss_mb"]
             print(f"{impl}: peak RSS {large} / {small} frames = {ratio:.2f}x")
     for n in args.frames:
-        for impl in ("segany", "segany-bf16"):
-            if (impl, n) not in by or ("official", n) not in by:
+        for impl, base in (("segany", "official"), ("segany-bf16", "official"), ("segany-bf16", "official-bf16"),
+                           ("official-bf16", "official")):
+            if (impl, n) not in by or (base, n) not in by:
                 continue
-            speed = by["official", n]["s_per_frame"] / by[impl, n]["s_per_frame"]
-            loop = by["official", n]["loop_s_per_frame"] / by[impl, n]["loop_s_per_frame"]
-            cpu = by["official", n]["loop_cpu_s_per_frame"] / by[impl, n]["loop_cpu_s_per_frame"]
+            speed = by[base, n]["s_per_frame"] / by[impl, n]["s_per_frame"]
+            loop = by[base, n]["loop_s_per_frame"] / by[impl, n]["loop_s_per_frame"]
+            cpu = by[base, n]["loop_cpu_s_per_frame"] / by[impl, n]["loop_cpu_s_per_frame"]
             ious = mask_ious(np.load(work / f"masks_{impl}_{n}.npy"), np.load(work / f"masks_official_{n}.npy"))
-            print(f"{n} frames: {impl} {speed:.2f}x the official speed per frame (tracking loop {loop:.2f}x, "
+            print(f"{n} frames: {impl} {speed:.2f}x the {base} speed per frame (tracking loop {loop:.2f}x, "
                   f"its CPU time {cpu:.2f}x); "
                   f"mask IoU with the official on every {SAMPLE_EVERY}th frame: min {ious.min():.4f}, "
                   f"mean {ious.mean():.4f}")
