@@ -15,7 +15,9 @@ loading), the tracking loop alone, and the IoU of the masks of every 10th frame 
 official ones; also the tracking loop's CPU time (``time.process_time``: on a shared machine it
 counts this process's work, not the time other jobs hold the core). One torch thread by default (``--threads``): on a shared machine two OpenMP threads
 wait for each other whenever one is descheduled. ``--repeat`` interleaves repeated runs and keeps
-the fastest. ``segany-bf16`` is ``Sam2VideoPredictor(dtype=torch.bfloat16)``.
+the fastest. ``segany-bf16`` is ``Sam2VideoPredictor(dtype=torch.bfloat16)``;
+``official-bf16`` the official predictor with the whole session under ``torch.autocast("cpu", torch.bfloat16)``
+(how the official notebooks run it on CUDA), so bf16 is compared with bf16 as well as with the official fp32.
 
 The work per frame is counted too: the floating-point operations of steady-state frames (all
 ``num_maskmem`` memories filled; ``torch.utils.flop_counter``, with the CPU flash-attention kernel
