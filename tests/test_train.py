@@ -147,6 +147,16 @@ def test_decoder_mode_caches_features_once(shapes, tmp_path):
     assert [p.stat().st_mtime_ns for p in sorted((tmp_path / "features").rglob("*.pt"))] == stamps
 
 
+def test_decoder_mode_trains_a_mobilesam(one_image, tmp_path):
+    """TinyViT's batch norms hold 0-d step counters: the feature cache's weight fingerprint must take them."""
+    config = tiny_mobilesam_config()
+    before = _initial(config)
+    train(config, one_image, tmp_path, TrainConfig(mode="decoder", **FAST), progress=False)
+    after = torch.load(tmp_path / "last.pth", weights_only=True)
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed and all(k.startswith(("mask_decoder.", "prompt_encoder.")) for k in changed)
+
+
 @pytest.mark.parametrize("kind", ["sam", "mobilesam"])
 def test_lora_merge_gives_the_adapted_outputs(kind):
     config = tiny_sam_config() if kind == "sam" else tiny_mobilesam_config()
