@@ -122,6 +122,23 @@ def test_frame_encoder_equals_frame_features() -> None:
         assert (a - b).abs().max() <= TOL * max(1.0, float(b.abs().max()))
 
 
+def test_bf16_frame_encoder_runs_the_cast_copy_and_returns_float32() -> None:
+    """dtype=bfloat16: the trunk and neck run the runtime's bf16 copy of the encoder, the features
+    come back in float32 within bf16 rounding of the plain float32 ones (and the model stays float32)."""
+    model = tiny_random_sam2()
+    runtime = Sam2Runtime(model, torch.bfloat16)
+    encoder = FrameEncoder(model, runtime)
+    assert runtime.encoder is not model.image_encoder and next(runtime.encoder.parameters()).dtype == torch.bfloat16
+    image = torch.randn(1, 3, model.image_size, model.image_size, generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        plain, cast = model.frame_features(image), encoder(image)
+    assert next(model.parameters()).dtype == torch.float32
+    assert not torch.equal(cast.vision_feats, plain.vision_feats)  # computed in bf16, not the float32 answers
+    for a, b in zip([cast.vision_feats, cast.vision_pos, *cast.high_res], [plain.vision_feats, plain.vision_pos, *plain.high_res]):
+        assert a.dtype == torch.float32 and a.shape == b.shape
+        assert (a - b).abs().max() <= 0.05 * max(1.0, float(b.abs().max()))  # but within bf16 rounding of them
+
+
 def _clip(n: int) -> list[np.ndarray]:
     rng = np.random.default_rng(3)
     frames = []

@@ -209,6 +209,11 @@ class Sam2Runtime:
         # (embeddings, image index, its skips, its shared tokens once a prompt without mask input came)
         self._image: tuple[torch.Tensor, int, HighResSkips | None, SharedImageTokens | None] | None = None
 
+    @property
+    def encoder(self) -> nn.Module:
+        """The image encoder the runtime runs: the model's, or its copy in ``dtype``."""
+        return self._encoder
+
     def encode(self, images: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """Normalised (B, 3, S, S) images → float32 ``Sam2.image_features``: the embeddings and the
         projected high-resolution maps. A Hiera encoder gets its position embedding from a cache

@@ -9,6 +9,8 @@ input, and their position encodings are not used by the tracker, so the pair is 
 trunk's channels-last output, it skips the 256-channel maps at 4x and 2x the stride-16 resolution
 (the largest tensors of a frame) and 8x the multiply-adds of those levels. The coarser levels
 run through the neck as usual; the trunk gets its position embedding from the image path's cache.
+With a bfloat16 runtime the trunk and neck run its bf16 copy of the encoder (weights cast once) and
+the features come back in float32; the folded projections stay float32.
 """
 from __future__ import annotations
 
@@ -76,16 +78,20 @@ class FrameEncoder:
         return folded
 
     def __call__(self, image: torch.Tensor) -> FrameFeatures:
-        """:class:`FrameFeatures` of one normalised (1, 3, S, S) float32 frame."""
-        model, encoder = self.model, self.model.image_encoder
-        if not isinstance(encoder, Sam2ImageEncoder):
-            return model.frame_features(image)
-        pos_embed = self.runtime.trunk_pos_embed(encoder.trunk, image)
-        if self.pairs is None:
-            return model.frame_features(image, pos_embed)
-        stages = encoder.trunk(image, pos_embed)
+        """float32 :class:`FrameFeatures` of one normalised (1, 3, S, S) float32 frame."""
+        model, plain = self.model, self.model.image_encoder
+        if not isinstance(plain, Sam2ImageEncoder) or self.pairs is None:
+            dtype = self.runtime.dtype
+            with torch.autocast(image.device.type, dtype=dtype, enabled=dtype != torch.float32):
+                features = (model.frame_features(image, self.runtime.trunk_pos_embed(plain.trunk, image))
+                            if isinstance(plain, Sam2ImageEncoder) else model.frame_features(image))
+            return FrameFeatures(features.vision_feats.float(), features.vision_pos.float(),
+                                 [f.float() for f in features.high_res])
+        encoder = self.runtime.encoder
+        image = image.to(self.runtime.dtype)
+        stages = encoder.trunk(image, self.runtime.trunk_pos_embed(encoder.trunk, image))
         levels, pos = encoder.neck(stages, positions=True, finest=FOLDED_LEVELS)
         # (out, C) @ the stage's (C, HW) channels-last view (a transposed operand, not copied): NCHW out
-        high_res = [(weight @ stage.flatten(2)).add_(bias[:, None]).view(stage.shape[0], -1, *stage.shape[2:])
+        high_res = [(weight @ stage.flatten(2).float()).add_(bias[:, None]).view(stage.shape[0], -1, *stage.shape[2:])
                     for stage, (weight, bias) in zip(stages, self._folded_weights())]
-        return FrameFeatures(levels[FOLDED_LEVELS], pos[FOLDED_LEVELS], high_res)
+        return FrameFeatures(levels[FOLDED_LEVELS].float(), pos[FOLDED_LEVELS].float(), high_res)

@@ -227,15 +227,17 @@ class Sam2VideoPredictor:
     leave the memory window to ``spill_dir`` (a temporary folder; default: the system's) so
     corrections on old frames give the official answers; False forgets them (bounded RAM, no disk).
     ``dtype`` (float32: the official answers; bfloat16 / float16 faster where the CPU has them)
-    runs the image encoder and the memory attention under ``torch.autocast``; their outputs are
-    taken back to float32 and everything else stays float32. ``fast`` (float32, the default): the
-    inference fast paths, same answers up to float rounding — frames encoded by
+    runs the image encoder (a copy with its weights cast once) and the memory attention (under
+    ``torch.autocast``) in that dtype; their outputs are taken back to float32 and everything else
+    stays float32. ``fast`` (the default): the inference fast paths, in float32 the same answers up
+    to float rounding — frames encoded by
     :class:`~segany.video.fast_frames.FrameEncoder` (the high-resolution projections folded into
     the neck's), tracked frames conditioned on their memories by
     :class:`~segany.video.fast_memory.MemoryConditioner` (each memory's keys computed once, no
     value projection), memories encoded channels-last by
     :class:`~segany.video.fast_memory_encoder.MemoryEncoderFast`; False runs the plain
-    ``Sam2.frame_features`` / ``condition_on_memory`` / ``encode_memory``.
+    ``Sam2.frame_features`` / ``condition_on_memory`` / ``encode_memory``. In bfloat16 / float16
+    only the frame encoder's fast path runs (on the encoder's copy in that dtype).
     """
 
     def __init__(self, model: Sam2, fill_hole_area: int = 8, non_overlap_masks: bool = False,
@@ -255,11 +257,11 @@ class Sam2VideoPredictor:
         self.keep_history = bool(keep_history)
         self.spill_dir = spill_dir
         self.dtype = resolve_dtype(dtype)
-        fast = fast and self.dtype == torch.float32
-        self.fast_memory = MemoryConditioner(model) if fast else None
-        # the image path's runtime keeps the trunk's position embedding
-        self.frame_encoder = FrameEncoder(model, Sam2Runtime(model)) if fast else None
-        self.memory_encoder = MemoryEncoderFast(model.memory_encoder) if fast else None
+        exact = fast and self.dtype == torch.float32
+        self.fast_memory = MemoryConditioner(model) if exact else None
+        # the image path's runtime keeps the trunk's position embedding (and a bf16 copy of the encoder)
+        self.frame_encoder = FrameEncoder(model, Sam2Runtime(model, self.dtype)) if fast else None
+        self.memory_encoder = MemoryEncoderFast(model.memory_encoder) if exact else None
         cfg = model.config
         self._frames_lock = threading.Lock()
         self._reader: ThreadPoolExecutor | None = None  # reads the next frame ahead while tracking
