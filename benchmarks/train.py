@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 from dataclasses import replace
@@ -98,6 +99,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--window", type=int, default=8, help="encoder attention window (tokens a side)")
     parser.add_argument("--prompt-dim", type=int, default=64, help="prompt encoder / decoder width")
     parser.add_argument("--bf16", action="store_true", help="bf16 autocast (TrainConfig.bf16)")
+    parser.add_argument("--images-per-step", type=int, default=1,
+                        help="images per step: one encoder batch, their objects decoded together (TrainConfig.images_per_step)")
+    parser.add_argument("--decoder-images-per-step", type=int, default=None,
+                        help="--decoder-first phase's images per step (default: --images-per-step)")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -111,20 +116,23 @@ def main(argv: list[str] | None = None) -> int:
         config = TrainConfig(mode=mode, epochs=epochs, lr=args.lr, points=args.points, silent=args.silent,
                              warmup_steps=args.warmup, decay_at=decay_at, seed=0,
                              box_probability=args.box_probability, prompts_per_object=args.prompts, bf16=args.bf16,
+                             images_per_step=args.images_per_step,
                              loss=LossWeights(mask=args.mask_weight, dice=args.dice_weight, focal_alpha=args.focal_alpha))
         model = bench_model(args.size, args.neck_scale, **shape)
         before = evaluate_model(model, held_out, config)
         first = args.decoder_first if mode != "decoder" else 0
         start = time.perf_counter()
         if first:
-            train(model, data, args.out / mode / "decoder_first", replace(config, mode="decoder", epochs=first, lr=args.decoder_lr or args.lr,
-                                                                    decay_at=()),
-                  val=held_out, progress=False, resume=False)
+            warm = replace(config, mode="decoder", epochs=first, lr=args.decoder_lr or args.lr, decay_at=(),
+                           images_per_step=args.decoder_images_per_step or args.images_per_step)
+            train(model, data, args.out / mode / "decoder_first", warm, val=held_out, progress=False, resume=False)
         result = train(model, data, args.out / mode, config, val=held_out, progress=False, resume=False)
         seconds = time.perf_counter() - start
         after = result.metrics[-1]
         best = max(m["val_box_miou"] for m in result.metrics)
-        rows.append({"mode": mode, "decoder_first": first, "epochs": epochs, "steps": (first + epochs) * args.train_images,
+        steps = first * math.ceil(args.train_images / (args.decoder_images_per_step or args.images_per_step))
+        steps += epochs * math.ceil(args.train_images / args.images_per_step)
+        rows.append({"mode": mode, "decoder_first": first, "epochs": epochs, "steps": steps,
                      "seconds": round(seconds, 1),
                      "box_before": before["val_box_miou"], "box_after": after["val_box_miou"], "box_best": best,
                      "point_before": before["val_point_miou"], "point_after": after["val_point_miou"],
