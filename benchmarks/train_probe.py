@@ -14,6 +14,7 @@ upsamples the model's logits (what a perfect low-res prediction would score). On
     PYTHONPATH=src python benchmarks/train_probe.py speed --steps 50 [--patch 4 --global-attn 3]
     PYTHONPATH=src python benchmarks/train_probe.py speed --steps 30 --images-per-step 1,2,4,8 --fp32-only
     PYTHONPATH=src python benchmarks/train_probe.py ceiling
+    PYTHONPATH=src python benchmarks/train_probe.py errors --checkpoint RUN/full/last.pth
 """
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
 
@@ -136,9 +138,45 @@ def ceiling(model: Sam, steps: int, lr: float, every: int) -> None:
               + (" (the model's low-res mask)" if side == model.config.low_res_size else ""), flush=True)
 
 
+def errors(model: Sam, checkpoint: Path, size_bins: tuple[float, ...] = (0.01, 0.03, 0.1)) -> None:
+    """A trained model's held-out box IoU per object-size bin (area / image area), next to the 16x16 token-grid
+    ceiling of the same objects, and the share of its error pixels within 2 px of the true boundary."""
+    model.load_state_dict(torch.load(checkpoint, map_location="cpu", weights_only=True))
+    config = TrainConfig()
+    rows = []
+    grid = model.config.embedding_size
+    with tempfile.TemporaryDirectory() as tmp, torch.no_grad():
+        images = loop.load_train_images(write_shapes_dataset(Path(tmp), 40, model.image_size, seed=2))
+        frames = loop._Frames(model, images, None, torch.device("cpu"))
+        for features, masks in frames.all_plain():
+            n = len(masks)
+            state = PromptState(np.zeros((n, 0, 2), np.float32), np.zeros((n, 0), np.int64),
+                                np.stack([loop.mask_box(m) for m in masks]))
+            low, _, _ = loop.decode(model, features, state, None, False)
+            predicted = loop._upsample(low, model.image_size)[:, 0] > 0
+            truth = torch.from_numpy(masks)
+            coarse = torch.nn.functional.interpolate(truth[:, None].float(), (grid, grid), mode="area")
+            at_grid = loop._upsample((coarse - 0.5) * 10, model.image_size)[:, 0] > 0
+            for pred, cell, gt in zip(predicted.numpy(), at_grid.numpy(), masks):
+                band = cv2.morphologyEx(gt.astype(np.uint8), cv2.MORPH_GRADIENT, np.ones((5, 5), np.uint8)) > 0
+                wrong = pred != gt
+                iou = lambda a: float((a & gt).sum() / max((a | gt).sum(), 1))  # noqa: E731
+                rows.append((gt.mean(), iou(pred), iou(cell), wrong.sum(), (wrong & band).sum()))
+    table = np.array(rows, dtype=np.float64)
+    edges = (0.0, *size_bins, 1.01)
+    print(f"all {len(table)} objects: box IoU {table[:, 1].mean():.3f}, token-grid ceiling {table[:, 2].mean():.3f}, "
+          f"error pixels within 2 px of the boundary {table[:, 4].sum() / max(table[:, 3].sum(), 1):.0%}")
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        part = table[(table[:, 0] >= lo) & (table[:, 0] < hi)]
+        if len(part):
+            print(f"area {lo:.0%}-{min(hi, 1):.0%}: {len(part):3d} objects, box IoU {part[:, 1].mean():.3f}, "
+                  f"token-grid ceiling {part[:, 2].mean():.3f}, IoU < 0.5: {(part[:, 1] < 0.5).mean():.0%}, "
+                  f"error pixels at the boundary {part[:, 4].sum() / max(part[:, 3].sum(), 1):.0%}", flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("probe", choices=("overfit", "geometry", "speed", "ceiling"))
+    parser.add_argument("probe", choices=("overfit", "geometry", "speed", "ceiling", "errors"))
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--lr", type=float, default=3e-4)
     parser.add_argument("--every", type=int, default=25)
@@ -146,14 +184,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--patch", type=int, default=8)
     parser.add_argument("--global-attn", default="1,3")
     parser.add_argument("--images-per-step", default="1", help="speed: comma-separated images_per_step values")
+    parser.add_argument("--checkpoint", type=Path, help="errors: a trained bench model's last.pth / best.pth")
+    parser.add_argument("--prompt-dim", type=int, default=64)
     parser.add_argument("--fp32-only", action="store_true", help="speed: no bf16 autocast runs")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     torch.manual_seed(0)
-    model = Sam(bench_config(args.size, patch=args.patch,
+    model = Sam(bench_config(args.size, patch=args.patch, prompt_dim=args.prompt_dim,
                              global_attn=tuple(int(b) for b in args.global_attn.split(",") if b))).eval()
     probes = {"overfit": overfit, "geometry": geometry, "speed": speed, "ceiling": ceiling}
-    if args.probe == "speed":
+    if args.probe == "errors":
+        errors(model, args.checkpoint)
+    elif args.probe == "speed":
         speed(model, args.steps, args.lr, args.every, tuple(int(b) for b in args.images_per_step.split(",")),
               (False,) if args.fp32_only else (False, True))
     else:

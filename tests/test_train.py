@@ -110,6 +110,18 @@ def test_resume_after_an_interruption_equals_the_uninterrupted_run(shapes, tmp_p
               progress=False)
 
 
+def test_a_run_from_before_a_new_setting_resumes_with_its_default(one_image, tmp_path):
+    config = TrainConfig(mode="decoder", **FAST)
+    train(_config(), one_image, tmp_path, config, progress=False)
+    state_path = tmp_path / train_loop.STATE_FILE
+    state = torch.load(state_path, weights_only=False)
+    del state["config"]["images_per_step"]  # as written before the setting existed
+    torch.save(state, state_path)
+    assert len(train(_config(), one_image, tmp_path, config, progress=False).metrics) == 1
+    with pytest.raises(SettingsMismatchError, match="images_per_step"):
+        train(_config(), one_image, tmp_path, TrainConfig(mode="decoder", images_per_step=2, **FAST), progress=False)
+
+
 def test_a_training_image_is_read_once_for_all_its_objects(shapes, monkeypatch):
     from segany.data import datasets, images
     from segany.train import data as train_data
