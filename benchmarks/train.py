@@ -80,9 +80,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lr", type=float, default=1e-3, help="AdamW peak learning rate")
     parser.add_argument("--warmup", type=int, default=100, help="linear warm-up steps")
     parser.add_argument("--decay-at", default="2/3,26/27", help="x0.1 lr decays at these fractions of the steps (SAM's)")
-    parser.add_argument("--schedule", choices=("step", "cosine"), default="step",
-                        help="lr after the warm-up: x0.1 steps at --decay-at, or a cosine to 0")
-    parser.add_argument("--grad-clip", type=float, default=0.0, help="global gradient-norm clip (0: none)")
     parser.add_argument("--points", type=int, default=0, help="error-region points per object (the paper: 8)")
     parser.add_argument("--silent", type=int, default=0, help="iterations without a new point (the paper: 2)")
     parser.add_argument("--focal-alpha", type=float, default=0.25, help="focal term's class weight (SAM: 0.25; -1: none)")
@@ -119,14 +116,14 @@ def main(argv: list[str] | None = None) -> int:
         config = TrainConfig(mode=mode, epochs=epochs, lr=args.lr, points=args.points, silent=args.silent,
                              warmup_steps=args.warmup, decay_at=decay_at, seed=0,
                              box_probability=args.box_probability, prompts_per_object=args.prompts, bf16=args.bf16,
-                             images_per_step=args.images_per_step, schedule=args.schedule, grad_clip=args.grad_clip,
+                             images_per_step=args.images_per_step,
                              loss=LossWeights(mask=args.mask_weight, dice=args.dice_weight, focal_alpha=args.focal_alpha))
         model = bench_model(args.size, args.neck_scale, **shape)
         before = evaluate_model(model, held_out, config)
         first = args.decoder_first if mode != "decoder" else 0
         start = time.perf_counter()
         if first:
-            warm = replace(config, mode="decoder", epochs=first, lr=args.decoder_lr or args.lr, decay_at=(), schedule="step",
+            warm = replace(config, mode="decoder", epochs=first, lr=args.decoder_lr or args.lr, decay_at=(),
                            images_per_step=args.decoder_images_per_step or args.images_per_step)
             train(model, data, args.out / mode / "decoder_first", warm, val=held_out, progress=False, resume=False)
         result = train(model, data, args.out / mode, config, val=held_out, progress=False, resume=False)

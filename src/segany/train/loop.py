@@ -69,8 +69,6 @@ class TrainConfig:
     warmup_steps: int | None = None  # None: min(250, a tenth of the steps)
     decay_at: tuple[float, ...] = (2 / 3, 26 / 27)
     decay_factor: float = 0.1
-    schedule: str = "step"  # "step": x decay_factor at decay_at; "cosine": half a cosine to 0 after the warm-up
-    grad_clip: float = 0.0  # > 0: gradients clipped to this global norm
     points: int = 8
     silent: int = 2
     box_probability: float = 0.5
@@ -91,8 +89,6 @@ class TrainConfig:
                 or self.images_per_step < 1 or self.points < 0 or self.silent < 0):
             raise ConfigError("epochs, max_objects, prompts_per_object and images_per_step must be >= 1, lr > 0, "
                               "points and silent >= 0")
-        if self.schedule not in ("step", "cosine") or self.grad_clip < 0:
-            raise ConfigError(f"schedule must be 'step' or 'cosine' (got {self.schedule!r}), grad_clip >= 0")
         if not 0 <= self.box_probability <= 1 or not 0 <= self.augment.flip <= 1:
             raise ConfigError("box_probability and the flip probability must be in [0, 1]")
         lo, hi = self.augment.scale
@@ -298,8 +294,6 @@ def _schedule(total: int, config: TrainConfig):
 
     def factor(step: int) -> float:
         ramp = min(1.0, (step + 1) / warmup) if warmup > 0 else 1.0
-        if config.schedule == "cosine":
-            return ramp * 0.5 * (1 + math.cos(math.pi * min(1.0, max(0, step - warmup) / max(1, total - warmup))))
         return ramp * config.decay_factor ** sum(step >= m for m in milestones)
     return factor
 
@@ -377,8 +371,6 @@ def train(model: NameOrConfig | TrainableModel, data: str | os.PathLike, out_dir
                 loss = interactive_losses(sam, step[0], step[1], rng, config, step[2])["core_loss"]
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            if config.grad_clip:
-                torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
             optimizer.step()
             scheduler.step()
             losses.append(float(loss.detach()))
