@@ -4,6 +4,7 @@ LoRA merge == adapted model, the CLI."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 from pathlib import Path
@@ -22,6 +23,7 @@ from segany.train import TrainConfig, train
 from segany.train import loop as train_loop
 from segany.train.data import NO_AUGMENT
 from segany.train.modes import LoRALinear, add_lora, official_state_dict, prepare_mode
+from segany.train.sampler import PromptState, mask_box
 from segany.train.synthetic import write_shapes_dataset
 from tiny_models import tiny_mobilesam_config, tiny_sam_config
 
@@ -77,8 +79,9 @@ def test_one_step_changes_exactly_the_mode_parameters(one_image, tmp_path, mode)
         assert {k for k in before if k.startswith("image_encoder.blocks.")} <= encoder
 
 
-def test_resume_after_an_interruption_equals_the_uninterrupted_run(shapes, tmp_path, monkeypatch):
-    config = TrainConfig(mode="full", **{**FAST, "epochs": 2})
+@pytest.mark.parametrize("images_per_step", [1, 2])
+def test_resume_after_an_interruption_equals_the_uninterrupted_run(shapes, tmp_path, monkeypatch, images_per_step):
+    config = TrainConfig(mode="full", images_per_step=images_per_step, **{**FAST, "epochs": 2})
     train(_config(), shapes, tmp_path / "whole", config, val=shapes, progress=False)
     real_validate = train_loop.validate
     calls = []
@@ -98,11 +101,25 @@ def test_resume_after_an_interruption_equals_the_uninterrupted_run(shapes, tmp_p
     cut = torch.load(tmp_path / "cut" / "last.pth", weights_only=True)
     assert all(torch.equal(whole[k], cut[k]) for k in whole)
     assert [m["epoch"] for m in resumed.metrics] == [1, 2]
+    steps = torch.load(tmp_path / "cut" / train_loop.STATE_FILE, weights_only=False)["scheduler"]["last_epoch"]
+    assert steps == 2 * math.ceil(2 / images_per_step)  # an epoch: ceil(images / images_per_step) steps
     lines = (tmp_path / "cut" / "metrics.jsonl").read_text().splitlines()
     assert lines == (tmp_path / "whole" / "metrics.jsonl").read_text().splitlines()
     with pytest.raises(SettingsMismatchError, match="lr"):
         train(_config(), shapes, tmp_path / "cut", TrainConfig(mode="full", **{**FAST, "epochs": 2, "lr": 1e-2}),
               progress=False)
+
+
+def test_a_run_from_before_a_new_setting_resumes_with_its_default(one_image, tmp_path):
+    config = TrainConfig(mode="decoder", **FAST)
+    train(_config(), one_image, tmp_path, config, progress=False)
+    state_path = tmp_path / train_loop.STATE_FILE
+    state = torch.load(state_path, weights_only=False)
+    del state["config"]["images_per_step"]  # as written before the setting existed
+    torch.save(state, state_path)
+    assert len(train(_config(), one_image, tmp_path, config, progress=False).metrics) == 1
+    with pytest.raises(SettingsMismatchError, match="images_per_step"):
+        train(_config(), one_image, tmp_path, TrainConfig(mode="decoder", images_per_step=2, **FAST), progress=False)
 
 
 def test_a_training_image_is_read_once_for_all_its_objects(shapes, monkeypatch):
@@ -280,3 +297,38 @@ def test_step_masks_caps_the_objects_and_repeats_each_for_its_own_prompts():
     assert train_loop.step_masks(masks, np.random.default_rng(0), TrainConfig(max_objects=8)).shape == (5, 8, 8)
     with pytest.raises(ConfigError, match="prompts_per_object"):
         TrainConfig(prompts_per_object=0)
+    with pytest.raises(ConfigError, match="images_per_step"):
+        TrainConfig(images_per_step=0)
+
+
+def assert_a_batched_step_equals_its_images_one_by_one(model: torch.nn.Module, data: Path, monkeypatch) -> None:
+    """Full mode, exact-box prompts: the loss and gradients of a step of 2 images (one encoder batch, all
+    objects decoded together) are their one-image steps' averaged per object. Feeding an object another
+    image's embedding, or averaging per image, breaks the equality."""
+    monkeypatch.setattr(train_loop, "first_prompts", lambda masks, rng, probability: PromptState(
+        np.zeros((len(masks), 0, 2), np.float32), np.zeros((len(masks), 0), np.int64),
+        np.stack([mask_box(m) for m in masks])))
+    prepare_mode(model, "full")
+    names, params = zip(*[(n, p) for n, p in model.named_parameters() if p.requires_grad])
+    config = TrainConfig(mode="full", points=0, silent=0, augment=NO_AUGMENT, images_per_step=2)
+    frames = train_loop._Frames(model, train_loop.load_train_images(data), None, torch.device("cpu"))
+
+    def step(indices: list[int]) -> tuple[int, torch.Tensor, list[torch.Tensor]]:
+        rng = np.random.default_rng(0)
+        features, masks, image_of = frames.training_step(indices, rng, config)
+        loss = train_loop.interactive_losses(model, features, masks, rng, config, image_of)["core_loss"]
+        grads = torch.autograd.grad(loss, params, allow_unused=True)
+        return len(masks), loss.detach(), [torch.zeros_like(p) if g is None else g for p, g in zip(params, grads)]
+
+    count, loss, grads = step([0, 1])
+    (count0, loss0, grads0), (count1, loss1, grads1) = step([0]), step([1])
+    assert count0 and count1 and count == count0 + count1
+    torch.testing.assert_close(loss, (count0 * loss0 + count1 * loss1) / count)
+    for grad, grad0, grad1 in zip(grads, grads0, grads1):
+        torch.testing.assert_close(grad, (count0 * grad0 + count1 * grad1) / count, rtol=1e-4, atol=1e-6)
+    assert any(g.abs().sum() > 0 for name, g in zip(names, grads) if name.startswith("image_encoder."))  # batched encoder
+
+
+def test_a_batched_step_equals_its_images_one_by_one(shapes, monkeypatch):
+    torch.manual_seed(0)
+    assert_a_batched_step_equals_its_images_one_by_one(Sam(_config()), shapes, monkeypatch)

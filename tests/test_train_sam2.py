@@ -22,7 +22,7 @@ from segany.train import TrainConfig, train
 from segany.train import loop as train_loop
 from segany.train.data import NO_AUGMENT, FeatureCache
 from segany.train.synthetic import write_shapes_dataset
-from test_train import BENCH_PYTHON, REPO, one_thread  # noqa: F401  (one_thread: autouse, tiny models on one thread)
+from test_train import BENCH_PYTHON, REPO, assert_a_batched_step_equals_its_images_one_by_one, one_thread  # noqa: F401  (one_thread: autouse, tiny models on one thread)
 from tiny_models import TINY_DIM, TINY_IMAGE_SIZE, save_tiny_sam2
 
 FAST = {"epochs": 1, "points": 1, "silent": 1, "max_objects": 2, "lr": 1e-3}
@@ -138,3 +138,9 @@ def test_feature_cache_recomputes_a_file_of_the_earlier_layout(tmp_path):
     features, _ = cache.get(0, False, lambda: (fresh, masks))
     assert cache.computed == 1 and all(torch.equal(a, b) for a, b in zip(features, fresh))
     assert cache.get(0, False, lambda: pytest.fail("must come from disk"))[0][1].shape == (1, 1, 2, 2)
+
+
+def test_sam2_a_batched_step_equals_its_images_one_by_one(tiny_sam2, tmp_path, monkeypatch):
+    yaml_path, checkpoint = tiny_sam2
+    data = write_shapes_dataset(tmp_path, 2, size=TINY_IMAGE_SIZE, seed=3)
+    assert_a_batched_step_equals_its_images_one_by_one(load_model(yaml_path, checkpoint=checkpoint), data, monkeypatch)

@@ -12,6 +12,7 @@ image path: no mode trains them and they are saved unchanged.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -23,7 +24,7 @@ from ..models.sam2 import Sam2
 from ..predict.sam2_transforms import SAM2_PIXEL_MEAN, SAM2_PIXEL_STD
 from .sampler import PromptState
 
-Features = tuple[torch.Tensor, ...]  # (image embedding (1, C, g, g), *high-resolution maps)
+Features = tuple[torch.Tensor, ...]  # (image embeddings (B, C, g, g), *high-resolution maps)
 TrainableModel = Sam | Sam2
 
 
@@ -47,23 +48,27 @@ def family(model: nn.Module) -> Family:
     return SAM2_FAMILY if isinstance(model, Sam2) else SAM_FAMILY
 
 
-def encode(model: TrainableModel, image: torch.Tensor) -> Features:
-    """:data:`Features` of a (1, 3, h, w) float image in 0..255 in the model's frame (h, w <= S: a
-    scale-jittered image smaller than the input is zero-padded after normalising, bottom / right)."""
+def encode(model: TrainableModel, images: Sequence[torch.Tensor]) -> Features:
+    """:data:`Features` of (1, 3, h, w) float images in 0..255 in the model's frame, as one encoder batch
+    (h, w <= S: a scale-jittered image smaller than the input is zero-padded after normalising, bottom / right)."""
+    size = model.image_size
     if isinstance(model, Sam2):
-        mean = torch.tensor(SAM2_PIXEL_MEAN, device=image.device).view(-1, 1, 1) * 255
-        std = torch.tensor(SAM2_PIXEL_STD, device=image.device).view(-1, 1, 1) * 255
-        h, w = image.shape[-2:]
-        size = model.image_size
-        embedding, high_res = model.image_features(F.pad((image - mean) / std, (0, size - w, 0, size - h)))
+        mean = torch.tensor(SAM2_PIXEL_MEAN, device=images[0].device).view(-1, 1, 1) * 255
+        std = torch.tensor(SAM2_PIXEL_STD, device=images[0].device).view(-1, 1, 1) * 255
+        inputs = [F.pad((image - mean) / std, (0, size - image.shape[-1], 0, size - image.shape[-2])) for image in images]
+    else:
+        inputs = [model.preprocess(image) for image in images]
+    batch = inputs[0] if len(inputs) == 1 else torch.cat(inputs)  # one image uncopied: bit for bit the 1-image step
+    if isinstance(model, Sam2):
+        embedding, high_res = model.image_features(batch)
         return (embedding, *high_res)
-    return (model.image_encoder(model.preprocess(image)),)
+    return (model.image_encoder(batch),)
 
 
 def decode(model: TrainableModel, features: Features, state: PromptState, mask_input: torch.Tensor | None,
            multimask: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """Low-res logits (N, M, l, l), IoU predictions (N, M) and object-score logits (N, 1) (None for SAM 1)
-    for N objects' prompts on one image's features."""
+    for N objects' prompts on one image's features, or on each object's own (``features`` of N rows)."""
     embedding = features[0]
     device = embedding.device
     coords = labels = None
@@ -75,7 +80,7 @@ def decode(model: TrainableModel, features: Features, state: PromptState, mask_i
         low, iou, _, scores = model.sam_mask_decoder(
             image_embeddings=embedding, image_pe=model.sam_prompt_encoder.get_dense_pe(),
             sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense, multimask_output=multimask,
-            repeat_image=sparse.shape[0] > 1,
+            repeat_image=embedding.shape[0] != sparse.shape[0],
             high_res_features=list(features[1:]) if model.use_high_res_features_in_sam else None)
         return low, iou, scores if model.pred_obj_scores else None
     points = None if coords is None else (coords, labels)

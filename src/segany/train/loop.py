@@ -1,8 +1,11 @@
 """The fine-tuning loop: ``train(model, data, out_dir, TrainConfig(...))``.
 
-One step is one image with up to ``max_objects`` of its objects, each taken through the interactive
-simulation of :mod:`segany.train.sampler` (1 + ``points`` + ``silent`` decoder passes), the losses of
-every pass summed (:func:`segany.train.losses.multistep_losses`). AdamW with a linear warm-up and
+One step is ``images_per_step`` images (default 1) with up to ``max_objects`` objects each: the images
+go through the encoder as one batch, all their objects through the decoder together (each with its own
+image's embedding), each taken through the interactive simulation of :mod:`segany.train.sampler`
+(1 + ``points`` + ``silent`` decoder passes), the losses of every pass summed and divided by the
+step's number of objects (:func:`segany.train.losses.multistep_losses`). An epoch is
+``ceil(images / images_per_step)`` steps. AdamW with a linear warm-up and
 step decay (x0.1 at 2/3 and 26/27 of the steps, as the paper's 60k / 86.7k of 90k). Every epoch ends
 with a validation (one box and one centre point per object: mIoU and loss) and writes, atomically:
 ``last.pth`` (and ``best.pth``, by validation box mIoU) — plain state_dicts with the official keys —
@@ -17,7 +20,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -71,6 +74,7 @@ class TrainConfig:
     box_probability: float = 0.5
     max_objects: int = 16
     prompts_per_object: int = 1  # >1: each object simulated that many times per step, own prompts (a larger decoder batch)
+    images_per_step: int = 1  # >1: that many images per step, one encoder batch, their objects decoded together
     seed: int = 0
     bf16: bool = False
     gradient_checkpointing: bool = False
@@ -82,8 +86,9 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         if (self.epochs < 1 or self.lr <= 0 or self.max_objects < 1 or self.prompts_per_object < 1
-                or self.points < 0 or self.silent < 0):
-            raise ConfigError("epochs, max_objects and prompts_per_object must be >= 1, lr > 0, points and silent >= 0")
+                or self.images_per_step < 1 or self.points < 0 or self.silent < 0):
+            raise ConfigError("epochs, max_objects, prompts_per_object and images_per_step must be >= 1, lr > 0, "
+                              "points and silent >= 0")
         if not 0 <= self.box_probability <= 1 or not 0 <= self.augment.flip <= 1:
             raise ConfigError("box_probability and the flip probability must be in [0, 1]")
         lo, hi = self.augment.scale
@@ -140,10 +145,14 @@ def _upsample(low: torch.Tensor, size: int) -> torch.Tensor:
 
 
 def interactive_losses(model: TrainableModel, features: Features, masks: np.ndarray, rng: np.random.Generator,
-                       config: TrainConfig) -> dict[str, torch.Tensor]:
-    """The summed losses of the interactive simulation of (N, S, S) ``masks`` on one image's features."""
+                       config: TrainConfig, image_of: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    """The summed losses of the interactive simulation of (N, S, S) ``masks`` on one image's features, or on
+    several images' (``image_of``: the (N,) row of ``features`` each object is on). The first prompt's kind
+    (box or point) is drawn once for all N, as SAM 2's trainer draws it once per batch."""
     size = model.image_size
     device = features[0].device
+    if image_of is not None and features[0].shape[0] > 1:
+        features = tuple(f[image_of.to(device)] for f in features)
     truth = torch.from_numpy(masks).to(device)
     state = first_prompts(masks, rng, config.box_probability)
     schedule = point_schedule(config.points, config.silent, rng)
@@ -222,8 +231,8 @@ class _Frames:
         self.model, self.images, self.cache, self.device = model, images, cache, device
         self.keep_aspect = family(model).keep_aspect
 
-    def _encode(self, image: np.ndarray) -> Features:
-        return encode(self.model, image_tensor(image, self.device))
+    def _encode(self, *images: np.ndarray) -> Features:
+        return encode(self.model, [image_tensor(image, self.device) for image in images])
 
     def _plain(self, index: int, flip: bool) -> tuple[Features, np.ndarray]:
         image, masks = self.images[index].load()
@@ -238,13 +247,36 @@ class _Frames:
         features, masks = self.cache.get(index, flip, lambda: self._plain(index, flip))
         return tuple(f.to(self.device) for f in features), masks
 
-    def training(self, index: int, augment: Augment, rng: np.random.Generator) -> tuple[Features, np.ndarray]:
-        """An augmented frame; with a cache only flips apply (the encoder is frozen)."""
+    def _augmented(self, index: int, augment: Augment, rng: np.random.Generator
+                   ) -> tuple[Features | np.ndarray, np.ndarray]:
+        """An augmented frame: its image (its cached features when there is a cache: then only flips apply,
+        the encoder is frozen) and its masks."""
         if self.cache is not None:
             return self.frozen(index, bool(rng.random() < augment.flip))
         image, masks = self.images[index].load()
-        image, masks = augmented(image, masks, self.model.image_size, augment, rng, self.keep_aspect)
-        return self._encode(image), masks
+        return augmented(image, masks, self.model.image_size, augment, rng, self.keep_aspect)
+
+    def training(self, index: int, augment: Augment, rng: np.random.Generator) -> tuple[Features, np.ndarray]:
+        """An augmented frame's features and masks."""
+        inputs, masks = self._augmented(index, augment, rng)
+        return (inputs if self.cache is not None else self._encode(inputs)), masks
+
+    def training_step(self, indices: Sequence[int], rng: np.random.Generator, config: TrainConfig
+                      ) -> tuple[Features, np.ndarray, torch.Tensor] | None:
+        """A step's augmented frames: the features of those with objects left (one encoder batch), their
+        :func:`step_masks` concatenated (N, S, S) and the (N,) frame of each; None when no object is left."""
+        kept = []
+        for index in indices:
+            inputs, masks = self._augmented(int(index), config.augment, rng)
+            if len(masks):
+                kept.append((inputs, step_masks(masks, rng, config)))
+        if not kept:
+            return None
+        inputs, masks = zip(*kept)
+        features = (tuple(torch.cat(parts) for parts in zip(*inputs)) if self.cache is not None
+                    else self._encode(*inputs))
+        image_of = torch.repeat_interleave(torch.arange(len(masks)), torch.tensor([len(m) for m in masks]))
+        return features, np.concatenate(masks), image_of
 
     def all_plain(self) -> Iterator[tuple[Features, np.ndarray]]:
         return (self.frozen(i) for i in range(len(self.images)))
@@ -302,7 +334,8 @@ def train(model: NameOrConfig | TrainableModel, data: str | os.PathLike, out_dir
     # of benchmarks/train.py's small SAM; ~3 ms fused)
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay,
                                   fused=device.type in ("cpu", "cuda") or None)
-    total = config.epochs * len(images)
+    steps_per_epoch = math.ceil(len(images) / config.images_per_step)
+    total = config.epochs * steps_per_epoch
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(total, config))
     record = asdict(config)
     metrics: list[dict[str, Any]] = []
@@ -311,8 +344,9 @@ def train(model: NameOrConfig | TrainableModel, data: str | os.PathLike, out_dir
     state_path = out / STATE_FILE
     if resume and state_path.is_file():
         state = torch.load(state_path, map_location=device, weights_only=False)
-        if state["config"] != record:
-            changed = sorted(k for k in record if state["config"].get(k) != record[k])
+        stored = {**asdict(TrainConfig()), **state["config"]}  # a setting newer than the run: its default
+        if stored != record:
+            changed = sorted(k for k in record if stored[k] != record[k])
             raise SettingsMismatchError(f"{out} was trained with other settings ({', '.join(changed)}): "
                                         "use a new run folder or the same settings")
         sam.load_state_dict(state["model"])
@@ -326,14 +360,15 @@ def train(model: NameOrConfig | TrainableModel, data: str | os.PathLike, out_dir
     for epoch in range(start, config.epochs):
         rng = np.random.default_rng([config.seed, epoch])
         losses = []
-        bar = tqdm(rng.permutation(len(images)), desc=f"epoch {epoch + 1}/{config.epochs}", unit="image",
+        order = rng.permutation(len(images))
+        bar = tqdm(np.array_split(order, steps_per_epoch), desc=f"epoch {epoch + 1}/{config.epochs}", unit="step",
                    disable=not progress, leave=False)
-        for index in bar:
+        for indices in bar:
             with _autocast(config):
-                features, masks = frames.training(int(index), config.augment, rng)
-                if not len(masks):
+                step = frames.training_step(indices, rng, config)
+                if step is None:
                     continue
-                loss = interactive_losses(sam, features, step_masks(masks, rng, config), rng, config)["core_loss"]
+                loss = interactive_losses(sam, step[0], step[1], rng, config, step[2])["core_loss"]
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
