@@ -19,6 +19,7 @@ upsamples the model's logits (what a perfect low-res prediction would score). On
 from __future__ import annotations
 
 import argparse
+import itertools
 import sys
 import tempfile
 import time
@@ -138,11 +139,14 @@ def ceiling(model: Sam, steps: int, lr: float, every: int) -> None:
               + (" (the model's low-res mask)" if side == model.config.low_res_size else ""), flush=True)
 
 
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    return float((a & b).sum() / max((a | b).sum(), 1))
+
+
 def errors(model: Sam, checkpoint: Path, size_bins: tuple[float, ...] = (0.01, 0.03, 0.1)) -> None:
     """A trained model's held-out box IoU per object-size bin (area / image area), next to the 16x16 token-grid
     ceiling of the same objects, and the share of its error pixels within 2 px of the true boundary."""
     model.load_state_dict(torch.load(checkpoint, map_location="cpu", weights_only=True))
-    config = TrainConfig()
     rows = []
     grid = model.config.embedding_size
     with tempfile.TemporaryDirectory() as tmp, torch.no_grad():
@@ -160,13 +164,12 @@ def errors(model: Sam, checkpoint: Path, size_bins: tuple[float, ...] = (0.01, 0
             for pred, cell, gt in zip(predicted.numpy(), at_grid.numpy(), masks):
                 band = cv2.morphologyEx(gt.astype(np.uint8), cv2.MORPH_GRADIENT, np.ones((5, 5), np.uint8)) > 0
                 wrong = pred != gt
-                iou = lambda a: float((a & gt).sum() / max((a | gt).sum(), 1))  # noqa: E731
-                rows.append((gt.mean(), iou(pred), iou(cell), wrong.sum(), (wrong & band).sum()))
+                rows.append((gt.mean(), _iou(pred, gt), _iou(cell, gt), wrong.sum(), (wrong & band).sum()))
     table = np.array(rows, dtype=np.float64)
     edges = (0.0, *size_bins, 1.01)
     print(f"all {len(table)} objects: box IoU {table[:, 1].mean():.3f}, token-grid ceiling {table[:, 2].mean():.3f}, "
           f"error pixels within 2 px of the boundary {table[:, 4].sum() / max(table[:, 3].sum(), 1):.0%}")
-    for lo, hi in zip(edges[:-1], edges[1:]):
+    for lo, hi in itertools.pairwise(edges):
         part = table[(table[:, 0] >= lo) & (table[:, 0] < hi)]
         if len(part):
             print(f"area {lo:.0%}-{min(hi, 1):.0%}: {len(part):3d} objects, box IoU {part[:, 1].mean():.3f}, "
