@@ -35,6 +35,15 @@ def _pointwise(conv: nn.Module) -> nn.Conv2d | None:
     return None
 
 
+def frame_features_in(model: Sam2, image: torch.Tensor, dtype: torch.dtype,
+                      pos_embed: torch.Tensor | None = None) -> FrameFeatures:
+    """The plain ``model.frame_features`` of a (1, 3, S, S) float32 frame, under ``torch.autocast``
+    in ``dtype`` unless it is float32, returned in float32."""
+    with torch.autocast(image.device.type, dtype=dtype, enabled=dtype != torch.float32):
+        features = model.frame_features(image) if pos_embed is None else model.frame_features(image, pos_embed)
+    return FrameFeatures(features.vision_feats.float(), features.vision_pos.float(), [f.float() for f in features.high_res])
+
+
 class FrameEncoder:
     """``model.frame_features`` of a frame with the high-resolution projections folded into the
     lateral ones (see the module docstring); falls back to the plain path for encoders or
@@ -81,12 +90,8 @@ class FrameEncoder:
         """float32 :class:`FrameFeatures` of one normalised (1, 3, S, S) float32 frame."""
         model, plain = self.model, self.model.image_encoder
         if not isinstance(plain, Sam2ImageEncoder) or self.pairs is None:
-            dtype = self.runtime.dtype
-            with torch.autocast(image.device.type, dtype=dtype, enabled=dtype != torch.float32):
-                features = (model.frame_features(image, self.runtime.trunk_pos_embed(plain.trunk, image))
-                            if isinstance(plain, Sam2ImageEncoder) else model.frame_features(image))
-            return FrameFeatures(features.vision_feats.float(), features.vision_pos.float(),
-                                 [f.float() for f in features.high_res])
+            pos_embed = self.runtime.trunk_pos_embed(plain.trunk, image) if isinstance(plain, Sam2ImageEncoder) else None
+            return frame_features_in(model, image, self.runtime.dtype, pos_embed)
         encoder = self.runtime.encoder
         image = image.to(self.runtime.dtype)
         stages = encoder.trunk(image, self.runtime.trunk_pos_embed(encoder.trunk, image))

@@ -39,7 +39,7 @@ from ..models.sam2 import NO_OBJ_SCORE, FrameFeatures, ObjectPointer, Sam2, Spat
 from ..predict.runtime import Sam2Runtime, resolve_dtype
 from ..predict.sam2_transforms import SAM2_PIXEL_MEAN, SAM2_PIXEL_STD
 from ..prompts import as_array, check_boxes, check_inside, check_labels
-from .fast_frames import FrameEncoder
+from .fast_frames import FrameEncoder, frame_features_in
 from .fast_memory import MemoryConditioner, MemoryKeyCache
 from .fast_memory_encoder import MemoryEncoderFast
 from .memory_store import FrameOutput, FrameStore, SpillFolder
@@ -439,15 +439,8 @@ class Sam2VideoPredictor:
         else:
             image = self._frame_tensor(state, frame_idx)
         image = image[None].to(state.device)
-        if self.frame_encoder is not None:
-            features = self.frame_encoder(image)
-        elif self.dtype == torch.float32:
-            features = self.model.frame_features(image)
-        else:
-            with self._autocast():
-                features = self.model.frame_features(image)
-            features = FrameFeatures(features.vision_feats.float(), features.vision_pos.float(),
-                                     [f.float() for f in features.high_res])
+        features = (self.frame_encoder(image) if self.frame_encoder is not None
+                    else frame_features_in(self.model, image, self.dtype))
         state.cached_features = (frame_idx, features)
         return features
 
