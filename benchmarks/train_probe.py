@@ -189,11 +189,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--images-per-step", default="1", help="speed: comma-separated images_per_step values")
     parser.add_argument("--checkpoint", type=Path, help="errors: a trained bench model's last.pth / best.pth")
     parser.add_argument("--prompt-dim", type=int, default=64)
+    parser.add_argument("--embed-dim", type=int, default=96, help="encoder width")
+    parser.add_argument("--depth", type=int, default=4, help="encoder blocks")
+    parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--fp32-only", action="store_true", help="speed: no bf16 autocast runs")
     args = parser.parse_args(argv)
-    torch.set_num_threads(1)
+    torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    model = Sam(bench_config(args.size, patch=args.patch, prompt_dim=args.prompt_dim,
+    model = Sam(bench_config(args.size, patch=args.patch, prompt_dim=args.prompt_dim, embed_dim=args.embed_dim,
+                             depth=args.depth,
                              global_attn=tuple(int(b) for b in args.global_attn.split(",") if b))).eval()
     probes = {"overfit": overfit, "geometry": geometry, "speed": speed, "ceiling": ceiling}
     if args.probe == "errors":

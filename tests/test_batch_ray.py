@@ -180,4 +180,14 @@ def test_label_ray_equals_local(tmp_path, tiny_model_files, capsys) -> None:
     assert "label: done 2, skipped 0, failed 0, retried 0" in capsys.readouterr().err
     local, distributed = (json.loads((tmp_path / name / "annotations.json").read_text()) for name in ("local", "ray"))
     assert [c["name"] for c in distributed["categories"]] == ["cat", "dog"]
-    assert len(distributed["images"]) == 2 and distributed["annotations"] and distributed == local
+    assert len(distributed["images"]) == 2 and distributed["annotations"]
+    # the detector's scores and box-derived prompt points are float32 sums: with another thread count
+    # (a Ray actor has one CPU) some CPUs' kernels round them differently; everything else is equal
+    floats = ("score", "point_coords")
+    assert {k: v for k, v in distributed.items() if k != "annotations"} == \
+        {k: v for k, v in local.items() if k != "annotations"}
+    assert [{k: v for k, v in a.items() if k not in floats} for a in distributed["annotations"]] == \
+        [{k: v for k, v in a.items() if k not in floats} for a in local["annotations"]]
+    for a, b in zip(distributed["annotations"], local["annotations"]):
+        for k in floats:
+            assert (k in a) == (k in b) and np.allclose(a.get(k, 0), b.get(k, 0), rtol=1e-5, atol=1e-5), (k, a, b)

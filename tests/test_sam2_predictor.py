@@ -155,8 +155,9 @@ def test_image_features_round_trip_and_pil(golden_sam2: Sam2, sam2_images: dict[
     assert np.array_equal(other.predict(*point)[2], photo_predictor.predict(*point)[2])
     other.set_image(Image.fromarray(sam2_images["small"]))
     assert other.original_size == sam2_images["small"].shape[:2]
-    assert torch.equal(other.get_image_embedding(), golden_sam2.image_features(
-        preprocess_image(sam2_images["small"])[None])[0])
+    with torch.no_grad():  # the plain model (outside inference mode: no fused CPU kernels, other float rounding)
+        plain = golden_sam2.image_features(preprocess_image(sam2_images["small"])[None])[0]
+    torch.testing.assert_close(other.get_image_embedding(), plain, rtol=0, atol=1e-5)
 
 
 AMG_CASES = ["amg_photo_pps6_nms1", "amg_photo_pps4_m2m_nms1", "amg_photo_pps4_crop1"]

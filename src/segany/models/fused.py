@@ -7,7 +7,8 @@ features: Hiera's early stages) the same way without an activation: oneDNN adds 
 kernel, where ``addmm`` first broadcasts it into the output (a 65536 x 32 → 128 layer took 11 ms
 instead of 50 ms on one Sapphire Rapids core; from ~768 input features on it is no faster).
 
-Used only where oneDNN can run it and nothing needs the plain ops — CPU float32 or bfloat16 under
+Used only where oneDNN can run it and nothing needs the plain ops — CPU float32 or bfloat16 (where
+the CPU has bf16 instructions) under
 ``torch.inference_mode`` (how the predictor runs), not while compiling (torch.compile fuses them
 itself) — and otherwise falls back to the plain ops: training, autograd and ONNX export (run
 outside inference mode) see them.
@@ -20,6 +21,9 @@ from torch import nn
 
 _POSTOPS = {nn.GELU: "gelu", nn.ReLU: "relu"}
 _MKLDNN = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+# oneDNN's bfloat16 kernels need the CPU's bf16 instructions (AVX-512 BF16 / AMX): without them
+# (e.g. AMD Zen 3) they fail to build, and bfloat16 runs the plain ops
+_MKLDNN_BF16 = _MKLDNN and torch.ops.mkldnn._is_mkldnn_bf16_supported()
 
 
 def _postop(act: nn.Module) -> str | None:
@@ -34,7 +38,7 @@ def _fusable(x: torch.Tensor) -> torch.dtype | None:
     if not _MKLDNN or x.device.type != "cpu" or not torch.is_inference_mode_enabled() or torch.compiler.is_compiling():
         return None  # no backward (nor ONNX symbol) for the fused kernel
     dtype = torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else x.dtype
-    return dtype if dtype in (torch.float32, torch.bfloat16) else None
+    return dtype if dtype == torch.float32 or (dtype == torch.bfloat16 and _MKLDNN_BF16) else None
 
 
 def dense_act(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, act: nn.Module | None) -> torch.Tensor:
