@@ -28,6 +28,7 @@ from test_sam2_predictor import IOU_TOL as GOLDEN_IOU_TOL  # noqa: E402
 LOGIT_TOL = 1e-3  # as tests/test_onnx.py: float32 reordering
 IOU_TOL = 1e-4
 EMBED_TOL = 1e-4
+FEATURE_NAMES = ("image_embed", "high_res_feats_0", "high_res_feats_1")  # encoder.onnx outputs, decoder inputs
 IMAGE = np.random.default_rng(3).integers(0, 256, (50, 70, 3), dtype=np.uint8)  # not square: no padding to crop
 
 
@@ -153,7 +154,7 @@ def test_signature_and_manifest(export_dir: Path, random_sam2: Sam2) -> None:
 def test_encoder_matches_set_image(export_dir: Path, random_sam2: Sam2, predictor: Sam2Predictor) -> None:
     ours = _encode(export_dir, random_sam2, IMAGE)
     maps = predictor.image_features().maps
-    for name, ref in zip(("image_embed", "high_res_feats_0", "high_res_feats_1"), maps):
+    for name, ref in zip(FEATURE_NAMES, maps):
         np.testing.assert_allclose(ours[name], ref.numpy(), rtol=0, atol=EMBED_TOL)
 
 
@@ -207,8 +208,7 @@ def test_single_mask_export_matches_the_stability_fallback(random_sam2: Sam2, tm
     export_onnx(model, tmp_path, encoder=False, return_single_mask=True)
     predictor = Sam2Predictor(model)
     predictor.set_image(IMAGE)
-    features = {name: ref.numpy() for name, ref in zip(("image_embed", "high_res_feats_0", "high_res_feats_1"),
-                                                       predictor.image_features().maps)}
+    features = {name: ref.numpy() for name, ref in zip(FEATURE_NAMES, predictor.image_features().maps)}
     fallbacks = 0
     for spec in PROMPTS.values():
         prompts = _predictor_prompts(spec)
@@ -235,7 +235,7 @@ def test_cli_exports_the_golden_sam2(sam2_dir: Path, tiny_sam2_pt: Path, golden_
     predictor = Sam2Predictor(model)
     predictor.set_image(photo)
     features = _encode(out, model, photo)
-    for name, ref in zip(("image_embed", "high_res_feats_0", "high_res_feats_1"), predictor.image_features().maps):
+    for name, ref in zip(FEATURE_NAMES, predictor.image_features().maps):
         np.testing.assert_allclose(features[name], ref.numpy(), rtol=0, atol=EMBED_TOL)
     h, w = photo.shape[:2]
     spec = {"boxes": [[w * 0.2, h * 0.2, w * 0.7, h * 0.8]], "points": [[w * 0.4, h * 0.5]], "labels": [1]}
