@@ -14,6 +14,7 @@ from browser import ARTIFACTS, HEIGHT, WIDTH, predict_answer, screen_point, view
 from segany.masks import decode_rle, encode_rle
 
 READY = "document.body.dataset.embedding === 'ready'"
+SAVABLE = "!document.getElementById('edit-tools').hidden && !document.getElementById('save-edit').disabled"
 
 
 def _open(page, url: str) -> tuple[object, float]:
@@ -51,8 +52,21 @@ def _segment_distance(width: int, height: int, a: tuple[float, float], b: tuple[
     return np.hypot(xs - ax - t * (bx - ax), ys - ay - t * (by - ay))
 
 
-def test_refine_an_accepted_mask_with_clicks_brush_and_eraser(server, page) -> None:
+SLOW_ANSWERS = """{ const fetch = window.fetch;  // the page gets each PATCH answer %d ms after it came
+  window.fetch = async (...args) => {
+    const answer = await fetch(...args);
+    if (args[1] && args[1].method === "PATCH") await new Promise((done) => setTimeout(done, %d));
+    return answer;
+  }; }"""
+
+
+@pytest.mark.parametrize("answer_delay_ms", [0, 400], ids=["", "saves-answered-late"])
+def test_refine_an_accepted_mask_with_clicks_brush_and_eraser(server, page, answer_delay_ms: int) -> None:
+    """With saves answered late (a remote server), the next stroke, Esc and Ctrl+Z come while a save
+    is out: strokes land where they are drawn, and the history keeps the order they were made in."""
     url, annotations = server
+    if answer_delay_ms:
+        page.add_init_script(SLOW_ANSWERS % (answer_delay_ms, answer_delay_ms))
     start = np.zeros((HEIGHT, WIDTH), bool)
     start[40:60, 30:50] = True
     image_id = page.request.get(f"{url}/api/images").json()[0]["id"]
@@ -72,7 +86,7 @@ def test_refine_an_accepted_mask_with_clicks_brush_and_eraser(server, page) -> N
     body, removed = predict_answer(page, lambda: canvas.click(position=at(60, 45), button="right"))
     expected = (start | decode_rle(added["candidates"][0]["rle"])) & ~decode_rle(removed["candidates"][0]["rle"])
     assert expected.any() and not np.array_equal(expected, start)
-    page.wait_for_function("!document.getElementById('save-edit').disabled")
+    page.wait_for_function(SAVABLE)
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "browser_edit_clicks.png"))
     sent, answer = _saved(page, lambda: page.keyboard.press("Enter"))
@@ -100,7 +114,7 @@ def test_refine_an_accepted_mask_with_clicks_brush_and_eraser(server, page) -> N
     page.keyboard.press("Escape")
     assert page.locator("#edit-tools").is_hidden() and "Ctrl+Z" in page.inner_text("#status")
     page.keyboard.press("Control+z")
-    page.wait_for_function("!document.getElementById('save-edit').disabled")
+    page.wait_for_function(SAVABLE)
     _saved(page, lambda: page.keyboard.press("Enter"))
     erased = _stored_mask(annotations, made["id"])
     assert not erased[distance < radius - 1].any()

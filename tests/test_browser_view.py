@@ -19,6 +19,21 @@ def open_page(page, url: str) -> None:
     page.wait_for_function(READY, timeout=120_000)
 
 
+def test_the_image_keeps_its_place_while_requests_are_out(server, page) -> None:
+    """The header is one line whatever it shows (the busy indicator, a long status): the canvas, and
+    so the image under a stroke being drawn, does not move when a request goes out or comes back."""
+    url, _ = server
+    open_page(page, url)
+    where = "() => [document.getElementById('canvas').getBoundingClientRect().toJSON(), window.seganyView.toScreen(20, 130)]"
+    before = page.evaluate(where)
+    page.evaluate("""() => {
+      document.getElementById('busy').hidden = false;
+      document.getElementById('status').textContent = 'a status much longer than the header has room for '.repeat(4);
+    }""")
+    page.wait_for_timeout(100)  # a frame: the canvas's resize observer refits the view
+    assert page.evaluate(where) == before
+
+
 def wheel_zoom(page, cursor: tuple[int, int], factor: float) -> float:
     """Wheel-zoom by ``factor`` with the mouse at ``cursor`` (viewport pixels); the new scale."""
     before = browser.view_scale(page)

@@ -86,6 +86,7 @@ export function paint(mask, height, width, points, r, value) {
 export function createEditor(page) {
   const { state, history } = page;
   const tools = { tool: "click", brush: 10, stroke: null, cursor: null };
+  let saving = null; // the working mask whose save is out
 
   const annotation = () => state.annotations.find((a) => a.id === state.selected) || null;
   const active = () => Boolean(state.edit && state.image && state.edit.id === state.selected && annotation());
@@ -221,21 +222,30 @@ export function createEditor(page) {
   }
 
   async function save() {
-    if (!pending()) return;
+    if (!pending() || saving === state.edit) return; // Enter again while this mask's save is out: one save
     const { id, rle } = state.edit;
     if (!rleToMask(rle).some((v) => v)) {
       page.setStatus(`#${id} would be empty: delete it instead (Delete)`, true);
       return;
     }
-    const before = annotation().segmentation;
-    const patch = async (mask, working) => {
+    let before = null; // the server's mask when this save goes out (after any save still out before it)
+    const patch = async (mask, working, reopen) => {
       const sent = state.edit;
       page.applyUpdate(await api("PATCH", `/api/annotations/${id}`, { rle: mask }));
-      // a stroke or click made while the request was out stays: only an untouched working mask is replaced
-      if (!state.edit || (state.edit === sent && state.edit.id === id)) show(id, working);
+      // a stroke or click made while the request was out stays: only an untouched working mask is
+      // replaced; an undo or redo opens the annotation again if it was left, the save itself does not
+      if ((reopen && !state.edit) || (state.edit === sent && sent?.id === id)) show(id, working);
     };
-    await patch(rle, rle);
-    history.record({ label: `edit #${id}`, image: imageId(), undo: () => patch(before, rle), redo: () => patch(rle, rle) });
+    saving = state.edit;
+    try {
+      await history.perform({ label: `edit #${id}`, image: imageId(), undo: () => patch(before, rle, true),
+        redo: () => patch(rle, rle, true) }, () => {
+        before = state.annotations.find((a) => a.id === id).segmentation;
+        return patch(rle, rle, false);
+      });
+    } finally {
+      saving = null;
+    }
     page.setStatus(`saved the new mask of #${id} — Ctrl+Z to undo`);
   }
 

@@ -3,7 +3,8 @@
 // annotation undoes with a request (an accept with DELETE, a delete with PUT restoring the same id, a
 // relabel or an edit with PATCH back). Entries name their image: undoing one of another image opens
 // that image first. Undo and redo run one at a time, in the order asked; a failed one leaves the
-// history where it was (its error goes to the caller).
+// history where it was (its error goes to the caller). An action that waits on the server (a save)
+// takes its place in the history when it is asked, not when its answer comes.
 
 export class History {
   /** goTo(imageId): a promise that shows that image (a no-op when it is shown already). */
@@ -27,6 +28,31 @@ export class History {
     this.entries.length = this.cursor;
     this.entries.push(entry);
     this.cursor = this.entries.length;
+    this.onChange();
+  }
+
+  /** Record entry where it is asked, then run action (its first doing, e.g. a save's request) in the
+   * undo/redo queue: an undo asked while it is out waits for it, and steps made meanwhile keep their
+   * order after it. A failed action takes its entry out again (its error goes to the caller). */
+  perform(entry, action) {
+    this.record(entry);
+    const done = this.queue.then(async () => {
+      try {
+        await action();
+      } catch (error) {
+        this.#forget(entry);
+        throw error;
+      }
+    });
+    this.queue = done.catch(() => {});
+    return done;
+  }
+
+  #forget(entry) {
+    const index = this.entries.indexOf(entry);
+    if (index < 0) return;
+    this.entries.splice(index, 1);
+    if (index < this.cursor) this.cursor -= 1;
     this.onChange();
   }
 
