@@ -52,12 +52,14 @@ def _segment_distance(width: int, height: int, a: tuple[float, float], b: tuple[
     return np.hypot(xs - ax - t * (bx - ax), ys - ay - t * (by - ay))
 
 
-SLOW_ANSWERS = """{ const fetch = window.fetch;  // the page gets each PATCH answer %d ms after it came
-  window.fetch = async (...args) => {
-    const answer = await fetch(...args);
-    if (args[1] && args[1].method === "PATCH") await new Promise((done) => setTimeout(done, %d));
-    return answer;
-  }; }"""
+def _answers_late(page, methods: list[str], delay_ms: int) -> None:
+    """The page gets the answers of these requests delay_ms after they came (a remote server)."""
+    page.add_init_script(f"""{{ const fetch = window.fetch, methods = {json.dumps(methods)};
+      window.fetch = async (...args) => {{
+        const answer = await fetch(...args);
+        if (args[1] && methods.includes(args[1].method)) await new Promise((done) => setTimeout(done, {delay_ms}));
+        return answer;
+      }}; }}""")
 
 
 @pytest.mark.parametrize("answer_delay_ms", [0, 400], ids=["", "saves-answered-late"])
@@ -66,7 +68,7 @@ def test_refine_an_accepted_mask_with_clicks_brush_and_eraser(server, page, answ
     is out: strokes land where they are drawn, and the history keeps the order they were made in."""
     url, annotations = server
     if answer_delay_ms:
-        page.add_init_script(SLOW_ANSWERS % (answer_delay_ms, answer_delay_ms))
+        _answers_late(page, ["PATCH"], answer_delay_ms)
     start = np.zeros((HEIGHT, WIDTH), bool)
     start[40:60, 30:50] = True
     image_id = page.request.get(f"{url}/api/images").json()[0]["id"]
@@ -194,6 +196,28 @@ def test_undo_and_redo_accept_delete_and_relabel(server, page) -> None:
     assert restored["id"] == accepted["id"] and coco.loadCats(restored["category_id"])[0]["name"] == "blob"
     assert np.array_equal(coco.annToMask(restored).astype(bool), mask)
     assert page.errors == []
+
+
+def test_delete_then_undo_at_once_with_late_answers(server, page) -> None:
+    """Ctrl+Z pressed while the delete's answer is still out undoes the delete (it waits for it), not
+    the step before it; the annotation comes back with its id."""
+    url, annotations = server
+    _answers_late(page, ["DELETE", "PUT"], 400)
+    _open(page, url)
+    predict_answer(page, lambda: page.mouse.click(*screen_point(page, 55, 65)))
+    page.wait_for_selector("#candidates li")
+    page.fill("#category", "red square")
+    page.press("#category", "Enter")
+    page.wait_for_selector("#annotations li")
+    [accepted] = json.loads(annotations.read_text())["annotations"]
+    page.click("#annotations li")
+    with page.expect_response(lambda r: r.request.method == "PUT") as restored:
+        page.keyboard.press("Delete")
+        page.keyboard.press("Control+z")
+    assert restored.value.ok, restored.value.text()
+    page.wait_for_function("document.getElementById('status').textContent.includes('undid delete')")
+    assert [a["id"] for a in json.loads(annotations.read_text())["annotations"]] == [accepted["id"]]
+    assert page.locator("#annotations li").count() == 1 and page.errors == []
 
 
 def test_undo_and_redo_keep_and_drop_of_proposals(server, page) -> None:

@@ -56,18 +56,22 @@ export function createUndoable(page) {
     });
   }
 
-  /** Delete an annotation, undoably. */
+  /** Delete an annotation, undoably (the step is in the history from the moment it is asked). */
   async function remove(ann) {
-    await unsave(ann);
-    history.record({ label: `delete #${ann.id}`, image: state.image.id, undo: () => resave(ann), redo: () => unsave(ann) });
+    await history.perform({ label: `delete #${ann.id}`, image: state.image.id, undo: () => resave(ann),
+      redo: () => unsave(ann) }, () => unsave(ann));
   }
 
-  /** Relabel an annotation with PATCH, undoably; resolves to the server's answer. */
+  /** Relabel an annotation with PATCH, undoably (in the history from the moment it is asked);
+   * resolves to the server's answer. */
   async function relabel(id, name, apply) {
-    const before = state.annotations.find((a) => a.id === id).category;
     const label = async (category) => apply(await api("PATCH", `/api/annotations/${id}`, { category }));
-    const updated = await label(name);
-    history.record({ label: `relabel #${id}`, image: state.image.id, undo: () => label(before), redo: () => label(name) });
+    let before = null, updated = null; // its category when the request goes out (after any still out before it)
+    await history.perform({ label: `relabel #${id}`, image: state.image.id, undo: () => label(before),
+      redo: () => label(name) }, async () => {
+      before = state.annotations.find((a) => a.id === id).category;
+      updated = await label(name);
+    });
     return updated;
   }
 
