@@ -220,6 +220,25 @@ def test_delete_then_undo_at_once_with_late_answers(server, page) -> None:
     assert page.locator("#annotations li").count() == 1 and page.errors == []
 
 
+def test_accept_then_undo_at_once_with_late_answers(server, page) -> None:
+    """Enter then Ctrl+Z before the accept's answer is in: the undo takes the accept back (DELETE once
+    the annotation exists) and its prompt and masks come back; a second Enter saves nothing twice."""
+    url, annotations = server
+    _answers_late(page, ["POST"], 400)
+    _open(page, url)
+    predict_answer(page, lambda: page.mouse.click(*screen_point(page, 55, 65)))
+    page.wait_for_selector("#candidates li")
+    page.fill("#category", "red square")
+    with page.expect_response(lambda r: r.request.method == "DELETE") as undone:
+        page.press("#category", "Enter")
+        page.keyboard.press("Enter")
+        page.keyboard.press("Control+z")
+    assert undone.value.ok, undone.value.text()
+    page.wait_for_selector("#candidates li >> nth=2")
+    assert json.loads(annotations.read_text())["annotations"] == []
+    assert page.locator("#annotations li").count() == 0 and page.errors == []
+
+
 def test_undo_and_redo_keep_and_drop_of_proposals(server, page) -> None:
     pytest.importorskip("segany.amg.generator", reason="segany.amg (the automatic mask generator) is not available")
     url, annotations = server

@@ -453,13 +453,22 @@ async function saveAnnotation(rle, score, name = category()) {
 async function accept() {
   if (editor.active()) return editor.save(); // Enter saves the edited mask
   const chosen = candidate();
-  if (!chosen) return;
+  const name = chosen && category();
+  if (!name) return;
   const before = prompts();
-  const ann = await saveAnnotation(chosen.rle, chosen.score);
-  if (!ann) return;
   $("category").blur(); // shortcuts (Ctrl+Z: undo this accept) work at once
-  clearPrompts();
-  undoable.recordSaved("accept", ann, () => undoable.showPrompts(before), clearPrompts);
+  clearPrompts(); // at once: a second Enter does not save it twice; clicks made meanwhile are the next object's
+  const cleared = state.steps;
+  try {
+    await undoable.performSaved("accept", async () => {
+      const ann = await saveAnnotation(chosen.rle, chosen.score, name);
+      refresh(); // its row in the list
+      return ann;
+    }, () => undoable.showPrompts(before), clearPrompts);
+  } catch (error) {
+    if (state.steps === cleared) undoable.showPrompts(before); // not saved: its prompts come back, unless new ones were made
+    throw error;
+  }
 }
 
 async function relabel() {

@@ -33,16 +33,19 @@ export class History {
 
   /** Record entry where it is asked, then run action (its first doing, e.g. a save's request) in the
    * undo/redo queue: an undo asked while it is out waits for it, and steps made meanwhile keep their
-   * order after it. A failed action takes its entry out again (its error goes to the caller). */
+   * order after it. An action that fails, or resolves to false (nothing was done), takes its entry
+   * out again (an error goes to the caller). */
   perform(entry, action) {
     this.record(entry);
     const done = this.queue.then(async () => {
+      let result;
       try {
-        await action();
+        result = await action();
       } catch (error) {
         this.#forget(entry);
         throw error;
       }
+      if (result === false) this.#forget(entry);
     });
     this.queue = done.catch(() => {});
     return done;

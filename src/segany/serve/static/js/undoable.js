@@ -47,13 +47,30 @@ export function createUndoable(page) {
     refresh();
   }
 
-  /** An annotation just saved (accept, keep): undo deletes it, then undo(); redo restores it, then redo(). */
+  /** The entry of a saved annotation (annOf() gives it): undo deletes it, then undo(); redo restores
+   * it, then redo(). */
+  function savedEntry(label, annOf, undo, redo) {
+    return {
+      get label() { return annOf() ? `${label} #${annOf().id}` : label; }, image: state.image.id,
+      undo: async () => { await unsave(annOf()); undo(); },
+      redo: async () => { await resave(annOf()); redo(); },
+    };
+  }
+
+  /** An annotation just saved (keep), undoably (see savedEntry). */
   function recordSaved(label, ann, undo, redo) {
-    history.record({
-      label: `${label} #${ann.id}`, image: state.image.id,
-      undo: async () => { await unsave(ann); undo(); },
-      redo: async () => { await resave(ann); redo(); },
+    history.record(savedEntry(label, () => ann, undo, redo));
+  }
+
+  /** Save an annotation (save() resolves to it, or to null: nothing saved) undoably, the step in the
+   * history from the moment it is asked (see savedEntry); resolves to the annotation. */
+  async function performSaved(label, save, undo, redo) {
+    let ann = null;
+    await history.perform(savedEntry(label, () => ann, undo, redo), async () => {
+      ann = await save();
+      return ann !== null;
     });
+    return ann;
   }
 
   /** Delete an annotation, undoably (the step is in the history from the moment it is asked). */
@@ -113,5 +130,5 @@ export function createUndoable(page) {
                      redo: () => show([]) });
   }
 
-  return { history, prompts, showPrompts, recordPrompts, recordSaved, recordKept, remove, relabel, dropFocused, dropAll };
+  return { history, prompts, showPrompts, recordPrompts, performSaved, recordKept, remove, relabel, dropFocused, dropAll };
 }
