@@ -239,6 +239,23 @@ def test_accept_then_undo_at_once_with_late_answers(server, page) -> None:
     assert page.locator("#annotations li").count() == 0 and page.errors == []
 
 
+def test_a_failed_accept_leaves_its_prompts_and_no_step(server, page) -> None:
+    """The server refuses the accept: the prompt and its masks are back, the error is shown, and the
+    history has no accept to undo."""
+    url, annotations = server
+    page.route("**/annotations", lambda route: route.fulfill(status=507, json={"detail": "disk full"})
+               if route.request.method == "POST" else route.fallback())
+    _open(page, url)
+    predict_answer(page, lambda: page.mouse.click(*screen_point(page, 55, 65)))
+    page.wait_for_selector("#candidates li")
+    page.fill("#category", "red square")
+    page.press("#category", "Enter")
+    page.wait_for_function("document.getElementById('status').textContent.includes('disk full')")
+    assert page.locator("#candidates li").count() == 3
+    assert "accept" not in page.get_attribute("#undo", "title")
+    assert not annotations.exists() or json.loads(annotations.read_text())["annotations"] == []
+
+
 def test_undo_and_redo_keep_and_drop_of_proposals(server, page) -> None:
     pytest.importorskip("segany.amg.generator", reason="segany.amg (the automatic mask generator) is not available")
     url, annotations = server
