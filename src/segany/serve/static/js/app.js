@@ -555,11 +555,11 @@ async function keepProposal(as = null) {
     askForCategory("keep this proposal");
     return;
   }
-  const at = state.focused;
-  const ann = await saveAnnotation(proposal.rle, proposal.predicted_iou, name);
-  if (!ann) return;
-  dropProposal();
-  undoable.recordKept(ann, proposal, at);
+  await undoable.performKept(proposal, state.focused, async () => {
+    const ann = await saveAnnotation(proposal.rle, proposal.predicted_iou, name);
+    refresh(); // its row in the list
+    return ann;
+  });
 }
 
 async function keepAs(hotkey) {

@@ -52,6 +52,10 @@ export class History {
   }
 
   #forget(entry) {
+    if (this.collecting && this.collecting.includes(entry)) { // inside grouped(): not part of the group
+      this.collecting.splice(this.collecting.indexOf(entry), 1);
+      return;
+    }
     const index = this.entries.indexOf(entry);
     if (index < 0) return;
     this.entries.splice(index, 1);

@@ -57,11 +57,6 @@ export function createUndoable(page) {
     };
   }
 
-  /** An annotation just saved (keep), undoably (see savedEntry). */
-  function recordSaved(label, ann, undo, redo) {
-    history.record(savedEntry(label, () => ann, undo, redo));
-  }
-
   /** Save an annotation (save() resolves to it, or to null: nothing saved) undoably, the step in the
    * history from the moment it is asked (see savedEntry); resolves to the annotation. */
   async function performSaved(label, save, undo, redo) {
@@ -105,9 +100,16 @@ export function createUndoable(page) {
     page.dropProposal();
   }
 
-  /** A proposal just kept (it was at index at) as annotation ann. */
-  function recordKept(ann, proposal, at) {
-    recordSaved("keep", ann, () => insertProposal(at, proposal), () => removeProposal(proposal));
+  /** Keep a proposal (the focused one, at index at) as the annotation save() resolves to, undoably:
+   * it leaves the list at once (a second keep takes the next one) and comes back if the save fails. */
+  async function performKept(proposal, at, save) {
+    page.dropProposal();
+    try {
+      return await performSaved("keep", save, () => insertProposal(at, proposal), () => removeProposal(proposal));
+    } catch (error) {
+      insertProposal(at, proposal);
+      throw error;
+    }
   }
 
   /** Drop the focused proposal, undoably. */
@@ -130,5 +132,5 @@ export function createUndoable(page) {
                      redo: () => show([]) });
   }
 
-  return { history, prompts, showPrompts, recordPrompts, performSaved, recordKept, remove, relabel, dropFocused, dropAll };
+  return { history, prompts, showPrompts, recordPrompts, performSaved, performKept, remove, relabel, dropFocused, dropAll };
 }
