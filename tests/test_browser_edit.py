@@ -24,6 +24,15 @@ def _open(page, url: str) -> tuple[object, float]:
     return canvas, view_scale(page)
 
 
+def _click_the_red_square(page, url: str) -> dict:
+    """Open the page, click the red square (its masks listed) and name the category; the predict answer."""
+    _open(page, url)
+    _, answer = predict_answer(page, lambda: page.mouse.click(*screen_point(page, 55, 65)))
+    page.wait_for_selector("#candidates li")
+    page.fill("#category", "red square")
+    return answer
+
+
 def _stored_mask(annotations, ann_id: int) -> np.ndarray:
     coco = COCO(str(annotations))
     return coco.annToMask(coco.loadAnns([ann_id])[0]).astype(bool)
@@ -146,10 +155,7 @@ def test_page_rle_encoder_is_pycocotools(server, page) -> None:
 
 def test_undo_and_redo_accept_delete_and_relabel(server, page) -> None:
     url, annotations = server
-    _open(page, url)
-    _, first = predict_answer(page, lambda: page.mouse.click(*screen_point(page, 55, 65)))
-    page.wait_for_selector("#candidates li")
-    page.fill("#category", "red square")
+    first = _click_the_red_square(page, url)
     page.press("#category", "Enter")
     page.wait_for_selector("#annotations li")
     [accepted] = json.loads(annotations.read_text())["annotations"]
@@ -203,10 +209,7 @@ def test_delete_then_undo_at_once_with_late_answers(server, page) -> None:
     the step before it; the annotation comes back with its id."""
     url, annotations = server
     _answers_late(page, ["DELETE", "PUT"], 400)
-    _open(page, url)
-    predict_answer(page, lambda: page.mouse.click(*screen_point(page, 55, 65)))
-    page.wait_for_selector("#candidates li")
-    page.fill("#category", "red square")
+    _click_the_red_square(page, url)
     page.press("#category", "Enter")
     page.wait_for_selector("#annotations li")
     [accepted] = json.loads(annotations.read_text())["annotations"]
@@ -225,10 +228,7 @@ def test_accept_then_undo_at_once_with_late_answers(server, page) -> None:
     the annotation exists) and its prompt and masks come back; a second Enter saves nothing twice."""
     url, annotations = server
     _answers_late(page, ["POST"], 400)
-    _open(page, url)
-    predict_answer(page, lambda: page.mouse.click(*screen_point(page, 55, 65)))
-    page.wait_for_selector("#candidates li")
-    page.fill("#category", "red square")
+    _click_the_red_square(page, url)
     with page.expect_response(lambda r: r.request.method == "DELETE") as undone:
         page.press("#category", "Enter")
         page.keyboard.press("Enter")
@@ -245,10 +245,7 @@ def test_a_failed_accept_leaves_its_prompts_and_no_step(server, page) -> None:
     url, annotations = server
     page.route("**/annotations", lambda route: route.fulfill(status=507, json={"detail": "disk full"})
                if route.request.method == "POST" else route.fallback())
-    _open(page, url)
-    predict_answer(page, lambda: page.mouse.click(*screen_point(page, 55, 65)))
-    page.wait_for_selector("#candidates li")
-    page.fill("#category", "red square")
+    _click_the_red_square(page, url)
     page.press("#category", "Enter")
     page.wait_for_function("document.getElementById('status').textContent.includes('disk full')")
     assert page.locator("#candidates li").count() == 3
