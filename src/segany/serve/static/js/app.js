@@ -439,12 +439,14 @@ function category() {
   return name;
 }
 
-async function saveAnnotation(rle, score, name = category()) {
+/** Save a mask of image (the entry of state.images it was made on: by the time a queued save runs,
+ * the page may show another image) as an annotation of category name. */
+async function saveAnnotation(rle, score, name, image) {
   if (!name) return null;
-  const ann = await api("POST", `/api/images/${state.image.id}/annotations`, { category: name, rle, score });
-  state.annotations.push(ann);
-  state.images[state.index].annotations += 1;
-  annotated(state.images[state.index]);
+  const ann = await api("POST", `/api/images/${image.id}/annotations`, { category: name, rle, score });
+  if (state.image && state.image.id === image.id) state.annotations.push(ann);
+  image.annotations += 1;
+  annotated(image);
   setStatus(`saved annotation #${ann.id} (${ann.category})`);
   await refreshCategories();
   return ann;
@@ -455,13 +457,13 @@ async function accept() {
   const chosen = candidate();
   const name = chosen && category();
   if (!name) return;
-  const before = prompts();
+  const before = prompts(), image = state.images[state.index];
   $("category").blur(); // shortcuts (Ctrl+Z: undo this accept) work at once
   clearPrompts(); // at once: a second Enter does not save it twice; clicks made meanwhile are the next object's
   const cleared = state.steps;
   try {
     await undoable.performSaved("accept", async () => {
-      const ann = await saveAnnotation(chosen.rle, chosen.score, name);
+      const ann = await saveAnnotation(chosen.rle, chosen.score, name, image);
       refresh(); // its row in the list
       return ann;
     }, () => undoable.showPrompts(before), clearPrompts);
@@ -555,8 +557,9 @@ async function keepProposal(as = null) {
     askForCategory("keep this proposal");
     return;
   }
+  const image = state.images[state.index];
   await undoable.performKept(proposal, state.focused, async () => {
-    const ann = await saveAnnotation(proposal.rle, proposal.predicted_iou, name);
+    const ann = await saveAnnotation(proposal.rle, proposal.predicted_iou, name, image);
     refresh(); // its row in the list
     return ann;
   });

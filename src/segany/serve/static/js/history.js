@@ -3,8 +3,9 @@
 // annotation undoes with a request (an accept with DELETE, a delete with PUT restoring the same id, a
 // relabel or an edit with PATCH back). Entries name their image: undoing one of another image opens
 // that image first. Undo and redo run one at a time, in the order asked; a failed one leaves the
-// history where it was (its error goes to the caller). An action that waits on the server (a save)
-// takes its place in the history when it is asked, not when its answer comes.
+// history where it was (its error goes to the caller). An action that waits on the server (accept,
+// keep, save, delete, relabel) takes its place in the history when it is asked, not when its answer
+// comes, and runs in the same queue.
 
 export class History {
   /** goTo(imageId): a promise that shows that image (a no-op when it is shown already). */
