@@ -71,7 +71,7 @@ def _answers_late(page, methods: list[str], delay_ms: int) -> None:
       }}; }}""")
 
 
-@pytest.mark.parametrize("answer_delay_ms", [0, 400], ids=["", "saves-answered-late"])
+@pytest.mark.parametrize("answer_delay_ms", [0, 400], ids=["saves-answered-at-once", "saves-answered-late"])
 def test_refine_an_accepted_mask_with_clicks_brush_and_eraser(server, page, answer_delay_ms: int) -> None:
     """With saves answered late (a remote server), the next stroke, Esc and Ctrl+Z come while a save
     is out: strokes land where they are drawn, and the history keeps the order they were made in."""
