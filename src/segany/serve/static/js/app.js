@@ -449,6 +449,7 @@ async function saveAnnotation(rle, score, name, image) {
   annotated(image);
   setStatus(`saved annotation #${ann.id} (${ann.category})`);
   await refreshCategories();
+  refresh(); // its row in the list
   return ann;
 }
 
@@ -462,11 +463,8 @@ async function accept() {
   clearPrompts(); // at once: a second Enter does not save it twice; clicks made meanwhile are the next object's
   const cleared = state.steps;
   try {
-    await undoable.performSaved("accept", async () => {
-      const ann = await saveAnnotation(chosen.rle, chosen.score, name, image);
-      refresh(); // its row in the list
-      return ann;
-    }, () => undoable.showPrompts(before), clearPrompts);
+    await undoable.performSaved("accept", () => saveAnnotation(chosen.rle, chosen.score, name, image),
+      () => undoable.showPrompts(before), clearPrompts);
   } catch (error) {
     if (state.steps === cleared) undoable.showPrompts(before); // not saved: its prompts come back, unless new ones were made
     throw error;
@@ -558,11 +556,8 @@ async function keepProposal(as = null) {
     return;
   }
   const image = state.images[state.index];
-  await undoable.performKept(proposal, state.focused, async () => {
-    const ann = await saveAnnotation(proposal.rle, proposal.predicted_iou, name, image);
-    refresh(); // its row in the list
-    return ann;
-  });
+  await undoable.performKept(proposal, state.focused,
+    () => saveAnnotation(proposal.rle, proposal.predicted_iou, name, image));
 }
 
 async function keepAs(hotkey) {
