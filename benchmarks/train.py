@@ -47,20 +47,34 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO / "src") not in sys.path:
     sys.path.insert(0, str(REPO / "src"))
 
-from segany.models.config import SamConfig, ViTConfig
+from segany.models.config import HieraConfig, SamConfig, TinyViTConfig, ViTConfig
 from segany.models.sam import Sam
+from segany.models.sam2 import Sam2, build_sam2
+from segany.models.sam2.config import (MemoryAttentionConfig, MemoryEncoderConfig, RoPEAttentionConfig, Sam2Config,
+                                       SinePositionConfig)
 from segany.train import TrainConfig, train
+from segany.train.data import Augment
 from segany.train.loop import evaluate_model
 from segany.train.losses import LossWeights
 from segany.train.synthetic import write_shapes_dataset
 
 
 def bench_config(size: int, patch: int = 8, embed_dim: int = 96, depth: int = 4,
-                 global_attn: tuple[int, ...] = (1, 3), window: int = 8, prompt_dim: int = 64) -> SamConfig:
+                 global_attn: tuple[int, ...] = (1, 3), window: int = 8, prompt_dim: int = 64,
+                 tinyvit: tuple[int, ...] | None = None) -> SamConfig:
     """A small SAM: by default a 4-block ViT (dim 96, patch 8: a 16x16 grid at 128 px, global attention in
-    blocks 1 and 3, 8x8 windows elsewhere), 64-wide prompt encoder / decoder (MLP 4x)."""
-    encoder = ViTConfig(embed_dim, depth, 4, global_attn, window_size=window, img_size=size, patch_size=patch,
-                        out_chans=prompt_dim)
+    blocks 1 and 3, 8x8 windows elsewhere), 64-wide prompt encoder / decoder (MLP 4x). ``tinyvit``: instead
+    MobileSAM's TinyViT with these four stage widths, the last 320 (MobileSAM's stride-1 last merging): the
+    conv stem and one MBConv block at stride 4, one attention block at stride 8, two at 16, then only the
+    merging to the last width (no blocks); a 16x16 grid at 256 px."""
+    if tinyvit:
+        grid = size // 16
+        encoder = TinyViTConfig(embed_dims=tuple(tinyvit), depths=(1, 1, 2, 0),
+                                num_heads=tuple(max(1, d // 32) for d in tinyvit),
+                                window_sizes=(grid // 2, grid, grid, grid), img_size=size, out_chans=prompt_dim)
+    else:
+        encoder = ViTConfig(embed_dim, depth, 4, global_attn, window_size=window, img_size=size, patch_size=patch,
+                            out_chans=prompt_dim)
     return SamConfig(name=f"bench_sam_{size}", encoder=encoder, prompt_embed_dim=prompt_dim, mask_in_chans=8,
                      decoder_mlp_dim=4 * prompt_dim, decoder_num_heads=4, iou_head_hidden_dim=64)
 
@@ -73,6 +87,39 @@ def bench_model(size: int, neck_scale: float = 1.0, **shape: Any) -> Sam:
     with torch.no_grad():
         model.image_encoder.neck[-1].weight.fill_(neck_scale)
     return model
+
+
+def bench_sam2_config(size: int, embed_dim: int = 32, stages: tuple[int, ...] = (1, 2, 2, 1),
+                      prompt_dim: int = 64) -> Sam2Config:
+    """A small SAM 2.1 image model: a 4-stage Hiera of width ``embed_dim`` (strides 4 / 8 / 16 / 32, 8x8
+    windows but 4x4 in stage 2, the last block of stage 3 global), the FPN neck and the mask decoder at
+    ``prompt_dim`` with SAM 2.1's high-resolution features (stride 4 and 8 maps added in the decoder's
+    upscaling), object-score head and sigmoid IoU; a one-layer memory attention / encoder (not on the
+    image path, untrained). At 256 px the decoder's grid is 16x16, as :func:`bench_config`'s at 128 px."""
+    blocks = sum(stages)
+    encoder = HieraConfig(embed_dim=embed_dim, stages=stages, global_att_blocks=(blocks - stages[-1] - 1,),
+                          window_spec=(8, 4, 8, 8), window_pos_embed_bkg_spatial_size=(4, 4),
+                          backbone_channel_list=tuple(embed_dim * 2 ** i for i in range(len(stages)))[::-1],
+                          d_model=prompt_dim, position_num_pos_feats=prompt_dim, img_size=size)
+    grid = (size // 16, size // 16)
+    attention = RoPEAttentionConfig(embedding_dim=prompt_dim, feat_sizes=grid)
+    memory = MemoryAttentionConfig(d_model=prompt_dim, num_layers=1, dim_feedforward=2 * prompt_dim,
+                                   self_attention=attention,
+                                   cross_attention=replace(attention, rope_k_repeat=True, kv_in_dim=prompt_dim // 4))
+    return Sam2Config(name=f"bench_sam2_{size}", encoder=encoder, memory_attention=memory,
+                      memory_encoder=MemoryEncoderConfig(out_dim=prompt_dim // 4, in_dim=prompt_dim,
+                                                         position_encoding=SinePositionConfig(prompt_dim // 4),
+                                                         fuser_num_layers=1, cx_dim=prompt_dim),
+                      hidden_dim=prompt_dim, image_size=size, use_high_res_features_in_sam=True,
+                      multimask_output_in_sam=True, iou_prediction_use_sigmoid=True, pred_obj_scores=True,
+                      pred_obj_scores_mlp=True, directly_add_no_mem_embed=True, use_obj_ptrs_in_encoder=True,
+                      fixed_no_obj_ptr=True, multimask_min_pt_num=0, multimask_max_pt_num=1)
+
+
+def bench_sam2_model(size: int, **shape: Any) -> Sam2:
+    """:func:`bench_sam2_config`'s model, seeded random init."""
+    torch.manual_seed(0)
+    return build_sam2(bench_sam2_config(size, **shape))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -92,12 +139,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--mask-weight", type=float, default=20.0, help="focal term's weight (SAM: 20, dice 1)")
     parser.add_argument("--dice-weight", type=float, default=1.0, help="dice term's weight (SAM: 1)")
     parser.add_argument("--box-probability", type=float, default=0.5, help="first prompt a box (else a point; SAM: 0.5)")
+    parser.add_argument("--both-prompts", action="store_true",
+                        help="every object from its box and from a point each step (TrainConfig.both_prompts)")
     parser.add_argument("--prompts", type=int, default=1, help="prompts per object per step (SAM: 1; the decoder is cheap)")
     parser.add_argument("--decoder-lr", type=float, default=None, help="--decoder-first phase's peak lr (default: --lr)")
     parser.add_argument("--neck-scale", type=float, default=1.0, help="initial scale of the encoder's last LayerNorm (1: plain init)")
     parser.add_argument("--decoder-first", type=int, default=0, metavar="EPOCHS",
                         help="full / lora: first this many decoder-mode epochs (cached features of the random encoder), "
                              "in the same timed run (its own folder MODE/decoder_first)")
+    parser.add_argument("--family", choices=("sam", "sam2"), default="sam",
+                        help="sam: bench_config's ViT SAM; sam2: bench_sam2_config's Hiera SAM 2.1 (high-res features)")
+    parser.add_argument("--stages", default="1,2,2,1", help="sam2: Hiera blocks per stage")
+    parser.add_argument("--tinyvit", default="", help="sam: a TinyViT encoder of these four stage widths (default: the ViT)")
     parser.add_argument("--patch", type=int, default=8, help="encoder patch size (8: a 16x16 grid at 128 px, 4: 32x32)")
     parser.add_argument("--embed-dim", type=int, default=96, help="encoder width")
     parser.add_argument("--depth", type=int, default=4, help="encoder blocks")
@@ -109,6 +162,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="images per step: one encoder batch, their objects decoded together (TrainConfig.images_per_step)")
     parser.add_argument("--decoder-images-per-step", type=int, default=None,
                         help="--decoder-first phase's images per step (default: --images-per-step)")
+    parser.add_argument("--weight-decay", type=float, default=0.1, help="AdamW weight decay (SAM: 0.1)")
+    parser.add_argument("--scale-jitter", default="0.75,1.25", help="augmentation: the longest side times U(LO, HI)")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -117,14 +172,21 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     decay_at = tuple(float(Fraction(f)) for f in args.decay_at.split(",") if f)
     shape = {"patch": args.patch, "embed_dim": args.embed_dim, "depth": args.depth, "window": args.window,
-             "global_attn": tuple(int(b) for b in args.global_attn.split(",") if b), "prompt_dim": args.prompt_dim}
+             "global_attn": tuple(int(b) for b in args.global_attn.split(",") if b), "prompt_dim": args.prompt_dim,
+             "tinyvit": tuple(int(d) for d in args.tinyvit.split(",") if d) or None}
     for mode, epochs in zip(args.modes.split(","), map(int, args.epochs.split(","))):
         config = TrainConfig(mode=mode, epochs=epochs, lr=args.lr, points=args.points, silent=args.silent,
-                             warmup_steps=args.warmup, decay_at=decay_at, seed=0,
-                             box_probability=args.box_probability, prompts_per_object=args.prompts, bf16=args.bf16,
+                             warmup_steps=args.warmup, decay_at=decay_at, seed=0, weight_decay=args.weight_decay,
+                             box_probability=args.box_probability, both_prompts=args.both_prompts,
+                             prompts_per_object=args.prompts, bf16=args.bf16,
                              images_per_step=args.images_per_step,
+                             augment=Augment(scale=tuple(float(v) for v in args.scale_jitter.split(","))),
                              loss=LossWeights(mask=args.mask_weight, dice=args.dice_weight, focal_alpha=args.focal_alpha))
-        model = bench_model(args.size, args.neck_scale, **shape)
+        if args.family == "sam2":
+            model = bench_sam2_model(args.size, embed_dim=args.embed_dim, prompt_dim=args.prompt_dim,
+                                     stages=tuple(int(b) for b in args.stages.split(",")))
+        else:
+            model = bench_model(args.size, args.neck_scale, **shape)
         before = evaluate_model(model, held_out, config)
         first = args.decoder_first if mode != "decoder" else 0
         start = time.perf_counter()

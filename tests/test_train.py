@@ -7,6 +7,7 @@ import json
 import math
 import os
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -229,9 +230,11 @@ def test_cli_train_decoder_run(shapes, tmp_path, capsys):
     config_path = tmp_path / "tiny.json"
     config_path.write_text(json.dumps(config_to_dict(_config())))
     code = main(["train", "--model", str(config_path), "--data", str(shapes), "--val", str(shapes), "--mode", "decoder",
-                 "-o", str(tmp_path / "run"), "--epochs", "1", "--points", "1", "--silent", "0", "--quiet"])
+                 "-o", str(tmp_path / "run"), "--epochs", "1", "--points", "1", "--silent", "0", "--both-prompts",
+                 "--quiet"])
     assert code == 0
     assert capsys.readouterr().out.strip() == str(tmp_path / "run" / "best.pth")
+    assert json.loads((tmp_path / "run" / "trained_on.json").read_text())["settings"]["both_prompts"] is True
     assert load_model(tmp_path / "run" / "config.json", checkpoint=tmp_path / "run" / "best.pth")
 
 
@@ -299,6 +302,32 @@ def test_step_masks_caps_the_objects_and_repeats_each_for_its_own_prompts():
         TrainConfig(prompts_per_object=0)
     with pytest.raises(ConfigError, match="images_per_step"):
         TrainConfig(images_per_step=0)
+
+
+def test_both_prompts_trains_the_box_and_the_point_path_every_step(one_image, monkeypatch):
+    """``both_prompts``: the step's loss is the mean of the simulation from every object's box and the one
+    from a point, each decoded (single-mask for the boxes, multimask for the points) in every step."""
+    torch.manual_seed(0)
+    model = Sam(_config())
+    frames = train_loop._Frames(model, train_loop.load_train_images(one_image), None, torch.device("cpu"))
+    config = TrainConfig(mode="full", points=1, silent=0, augment=NO_AUGMENT, both_prompts=True)
+    features, masks, image_of = frames.training_step([0], np.random.default_rng(0), config)
+    decoded = []
+    plain_decode = train_loop.decode
+
+    def recording_decode(model, features, state, mask_input, multimask):
+        decoded.append(("box" if state.boxes is not None else "point", multimask, mask_input is None))
+        return plain_decode(model, features, state, mask_input, multimask)
+
+    monkeypatch.setattr(train_loop, "decode", recording_decode)
+    loss = train_loop.step_loss(model, features, masks, np.random.default_rng(1), config, image_of)
+    firsts = [(kind, multimask) for kind, multimask, first in decoded if first]
+    assert firsts == [("box", False), ("point", True)]
+    rng = np.random.default_rng(1)
+    box, point = (train_loop.interactive_losses(model, features, masks, rng, replace(config, box_probability=p),
+                                                image_of)["core_loss"] for p in (1.0, 0.0))
+    assert not torch.isclose(box, point)
+    torch.testing.assert_close(loss, (box + point) / 2)
 
 
 def assert_a_batched_step_equals_its_images_one_by_one(model: torch.nn.Module, data: Path, monkeypatch) -> None:

@@ -21,7 +21,7 @@ import contextlib
 import math
 import os
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +72,7 @@ class TrainConfig:
     points: int = 8
     silent: int = 2
     box_probability: float = 0.5
+    both_prompts: bool = False  # every step simulates each object from its box and from a point (box_probability unused)
     max_objects: int = 16
     prompts_per_object: int = 1  # >1: each object simulated that many times per step, own prompts (a larger decoder batch)
     images_per_step: int = 1  # >1: that many images per step, one encoder batch, their objects decoded together
@@ -171,6 +172,17 @@ def interactive_losses(model: TrainableModel, features: Features, masks: np.ndar
             predicted = (high[rows, chosen] > 0).cpu().numpy()
             state.add(*error_points(predicted, masks, rng))
     return multistep_losses(steps, truth, config.loss)
+
+
+def step_loss(model: TrainableModel, features: Features, masks: np.ndarray, rng: np.random.Generator,
+              config: TrainConfig, image_of: torch.Tensor | None = None) -> torch.Tensor:
+    """A step's ``core_loss``: :func:`interactive_losses` from the first prompt ``box_probability`` draws or,
+    with ``both_prompts``, the mean of the simulation from every object's box and the one from a point each
+    (the single-mask box path and the multimask point path both trained every step, on one encoder pass)."""
+    if not config.both_prompts:
+        return interactive_losses(model, features, masks, rng, config, image_of)["core_loss"]
+    kinds = (replace(config, box_probability=1.0), replace(config, box_probability=0.0))
+    return sum(interactive_losses(model, features, masks, rng, kind, image_of)["core_loss"] for kind in kinds) / 2
 
 
 def step_masks(masks: np.ndarray, rng: np.random.Generator, config: TrainConfig) -> np.ndarray:
@@ -368,7 +380,7 @@ def train(model: NameOrConfig | TrainableModel, data: str | os.PathLike, out_dir
                 step = frames.training_step(indices, rng, config)
                 if step is None:
                     continue
-                loss = interactive_losses(sam, step[0], step[1], rng, config, step[2])["core_loss"]
+                loss = step_loss(sam, step[0], step[1], rng, config, step[2])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
