@@ -52,7 +52,8 @@ def run(args: argparse.Namespace) -> int:
 
     config = TrainConfig(
         mode=args.mode, epochs=args.epochs, lr=args.lr, weight_decay=args.weight_decay, warmup_steps=args.warmup,
-        points=args.points, silent=args.silent, both_prompts=args.both_prompts, max_objects=args.max_objects, seed=args.seed, bf16=args.bf16,
+        points=args.points, silent=args.silent, both_prompts=args.both_prompts, max_objects=args.max_objects,
+        seed=args.seed, bf16=args.bf16,
         gradient_checkpointing=args.gradient_checkpointing, lora_rank=args.lora_rank, lora_alpha=float(args.lora_rank),
         augment=NO_AUGMENT if args.no_augment else Augment(), device=check_device(args.device))
     result = train(args.model, args.data, args.out, config, val=args.val, checkpoint=args.checkpoint,
