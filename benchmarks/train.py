@@ -122,6 +122,11 @@ def bench_sam2_model(size: int, **shape: Any) -> Sam2:
     return build_sam2(bench_sam2_config(size, **shape))
 
 
+def _ints(text: str) -> tuple[int, ...]:
+    """A flag's comma-separated integers ("" gives none)."""
+    return tuple(int(v) for v in text.split(",") if v)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "train")
@@ -172,8 +177,8 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     decay_at = tuple(float(Fraction(f)) for f in args.decay_at.split(",") if f)
     shape = {"patch": args.patch, "embed_dim": args.embed_dim, "depth": args.depth, "window": args.window,
-             "global_attn": tuple(int(b) for b in args.global_attn.split(",") if b), "prompt_dim": args.prompt_dim,
-             "tinyvit": tuple(int(d) for d in args.tinyvit.split(",") if d) or None}
+             "global_attn": _ints(args.global_attn), "prompt_dim": args.prompt_dim,
+             "tinyvit": _ints(args.tinyvit) or None}
     for mode, epochs in zip(args.modes.split(","), map(int, args.epochs.split(","))):
         config = TrainConfig(mode=mode, epochs=epochs, lr=args.lr, points=args.points, silent=args.silent,
                              warmup_steps=args.warmup, decay_at=decay_at, seed=0, weight_decay=args.weight_decay,
@@ -184,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
                              loss=LossWeights(mask=args.mask_weight, dice=args.dice_weight, focal_alpha=args.focal_alpha))
         if args.family == "sam2":
             model = bench_sam2_model(args.size, embed_dim=args.embed_dim, prompt_dim=args.prompt_dim,
-                                     stages=tuple(int(b) for b in args.stages.split(",")))
+                                     stages=_ints(args.stages))
         else:
             model = bench_model(args.size, args.neck_scale, **shape)
         before = evaluate_model(model, held_out, config)
