@@ -143,6 +143,31 @@ def test_the_optimizer_is_the_fused_adamw_on_cpu(one_image, tmp_path):
     assert state["optimizer"]["param_groups"][0]["fused"] is True
 
 
+def test_encoder_lr_scale_scales_only_the_encoder_step(one_image, tmp_path):
+    """AdamW's first step is ~lr * (sign of the gradient + weight decay * weight): with the encoder's lr a
+    quarter of the rest, its weights move a quarter as far and every other weight exactly as far."""
+    config = _config()
+    before = _initial(config)
+    deltas = []
+    for scale in (1.0, 0.25):
+        out = tmp_path / str(scale)
+        train(config, one_image, out, TrainConfig(mode="full", box_probability=1.0, encoder_lr_scale=scale,
+                                                  augment=NO_AUGMENT, warmup_steps=0, **{**FAST, "points": 0, "silent": 0}),
+              progress=False)
+        after = torch.load(out / "last.pth", weights_only=True)
+        deltas.append({k: after[k] - before[k] for k in before if before[k].is_floating_point()})
+    full, scaled = deltas
+    encoder = [k for k in full if k.startswith("image_encoder.blocks.") and full[k].abs().max() > 0]
+    assert encoder
+    for k in encoder:
+        torch.testing.assert_close(scaled[k], 0.25 * full[k], rtol=1e-3, atol=1e-7)
+    for k in full:
+        if not k.startswith("image_encoder."):
+            torch.testing.assert_close(scaled[k], full[k], rtol=0, atol=0)
+    with pytest.raises(ConfigError, match="encoder_lr_scale"):
+        TrainConfig(encoder_lr_scale=0)
+
+
 def test_run_folder_outputs_and_strict_reload(shapes, tmp_path):
     result = train(_config(), shapes, tmp_path, TrainConfig(mode="lora", **FAST), val=shapes, progress=False)
     for name in ("last.pth", "best.pth", "config.json", "metrics.jsonl", "curves.png", "trained_on.json"):
@@ -231,10 +256,11 @@ def test_cli_train_decoder_run(shapes, tmp_path, capsys):
     config_path.write_text(json.dumps(config_to_dict(_config())))
     code = main(["train", "--model", str(config_path), "--data", str(shapes), "--val", str(shapes), "--mode", "decoder",
                  "-o", str(tmp_path / "run"), "--epochs", "1", "--points", "1", "--silent", "0", "--both-prompts",
-                 "--quiet"])
+                 "--encoder-lr-scale", "2", "--quiet"])
     assert code == 0
     assert capsys.readouterr().out.strip() == str(tmp_path / "run" / "best.pth")
-    assert json.loads((tmp_path / "run" / "trained_on.json").read_text())["settings"]["both_prompts"] is True
+    settings = json.loads((tmp_path / "run" / "trained_on.json").read_text())["settings"]
+    assert settings["both_prompts"] is True and settings["encoder_lr_scale"] == 2.0
     assert load_model(tmp_path / "run" / "config.json", checkpoint=tmp_path / "run" / "best.pth")
 
 

@@ -28,6 +28,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("-o", "--out", required=True, metavar="RUN_DIR", help="run folder")
     parser.add_argument("--epochs", type=number_type(int, 1), default=10)
     parser.add_argument("--lr", type=number_type(float, 0, exclusive=True), default=1e-4, help="AdamW peak learning rate (default 1e-4)")
+    parser.add_argument("--encoder-lr-scale", type=number_type(float, 0, exclusive=True), default=1.0, metavar="S",
+                        help="lora/full: the image encoder's lr as S times --lr (default 1: the same)")
     parser.add_argument("--weight-decay", type=float, default=0.1)
     parser.add_argument("--warmup", type=number_type(int, 0), default=None, metavar="STEPS", help="linear warm-up steps (default min(250, 10%%))")
     parser.add_argument("--points", type=number_type(int, 0), default=8, help="error-region points per object after the first prompt (default 8)")
@@ -51,7 +53,8 @@ def run(args: argparse.Namespace) -> int:
     from ..train.data import NO_AUGMENT, Augment
 
     config = TrainConfig(
-        mode=args.mode, epochs=args.epochs, lr=args.lr, weight_decay=args.weight_decay, warmup_steps=args.warmup,
+        mode=args.mode, epochs=args.epochs, lr=args.lr, encoder_lr_scale=args.encoder_lr_scale,
+        weight_decay=args.weight_decay, warmup_steps=args.warmup,
         points=args.points, silent=args.silent, both_prompts=args.both_prompts, max_objects=args.max_objects,
         seed=args.seed, bf16=args.bf16,
         gradient_checkpointing=args.gradient_checkpointing, lora_rank=args.lora_rank, lora_alpha=float(args.lora_rank),

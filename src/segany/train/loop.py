@@ -65,6 +65,7 @@ class TrainConfig:
     mode: str = "decoder"
     epochs: int = 10
     lr: float = 1e-4
+    encoder_lr_scale: float = 1.0  # the image encoder's lr as a multiple of ``lr`` (SAM 2's trainer sets a vision lr)
     weight_decay: float = 0.1
     warmup_steps: int | None = None  # None: min(250, a tenth of the steps)
     decay_at: tuple[float, ...] = (2 / 3, 26 / 27)
@@ -86,10 +87,10 @@ class TrainConfig:
     device: str = "cpu"
 
     def __post_init__(self) -> None:
-        if (self.epochs < 1 or self.lr <= 0 or self.max_objects < 1 or self.prompts_per_object < 1
+        if (self.epochs < 1 or self.lr <= 0 or self.encoder_lr_scale <= 0 or self.max_objects < 1 or self.prompts_per_object < 1
                 or self.images_per_step < 1 or self.points < 0 or self.silent < 0):
-            raise ConfigError("epochs, max_objects, prompts_per_object and images_per_step must be >= 1, lr > 0, "
-                              "points and silent >= 0")
+            raise ConfigError("epochs, max_objects, prompts_per_object and images_per_step must be >= 1, lr and "
+                              "encoder_lr_scale > 0, points and silent >= 0")
         if not 0 <= self.box_probability <= 1 or not 0 <= self.augment.flip <= 1:
             raise ConfigError("box_probability and the flip probability must be in [0, 1]")
         lo, hi = self.augment.scale
@@ -310,6 +311,16 @@ def _schedule(total: int, config: TrainConfig):
     return factor
 
 
+def _param_groups(sam: TrainableModel, config: TrainConfig) -> list[dict[str, Any]]:
+    """The optimizer's groups of trainable parameters: the image encoder's at ``lr * encoder_lr_scale``, the rest
+    (prompt encoder, mask decoder, SAM 2's embeddings) at ``lr``; empty groups left out."""
+    encoder = {id(p) for p in sam.image_encoder.parameters()}
+    params = [p for p in sam.parameters() if p.requires_grad]
+    groups = [{"params": [p for p in params if id(p) not in encoder], "lr": config.lr},
+              {"params": [p for p in params if id(p) in encoder], "lr": config.lr * config.encoder_lr_scale}]
+    return [g for g in groups if g["params"]]
+
+
 def _save_torch(path: Path, obj: Any) -> None:
     with AtomicFile(path) as tmp:
         torch.save(obj, tmp)
@@ -341,10 +352,9 @@ def train(model: NameOrConfig | TrainableModel, data: str | os.PathLike, out_dir
     frames = _Frames(sam, images, FeatureCache(cache_root / "train", fingerprint) if fingerprint else None, device)
     val_frames = _Frames(sam, val_images, FeatureCache(cache_root / "val", fingerprint) if fingerprint else None, device)
 
-    params = [p for p in sam.parameters() if p.requires_grad]
     # the fused kernel: one call for all parameters (the default per-tensor loop was ~20 ms of a ~80 ms CPU step
     # of benchmarks/train.py's small SAM; ~3 ms fused)
-    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay,
+    optimizer = torch.optim.AdamW(_param_groups(sam, config), weight_decay=config.weight_decay,
                                   fused=device.type in ("cpu", "cuda") or None)
     steps_per_epoch = math.ceil(len(images) / config.images_per_step)
     total = config.epochs * steps_per_epoch
