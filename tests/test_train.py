@@ -151,9 +151,9 @@ def test_encoder_lr_scale_scales_only_the_encoder_step(one_image, tmp_path):
     deltas = []
     for scale in (1.0, 0.25):
         out = tmp_path / str(scale)
-        train(config, one_image, out, TrainConfig(mode="full", box_probability=1.0, encoder_lr_scale=scale,
-                                                  augment=NO_AUGMENT, warmup_steps=0, **{**FAST, "points": 0, "silent": 0}),
-              progress=False)
+        settings = TrainConfig(mode="full", box_probability=1.0, encoder_lr_scale=scale, augment=NO_AUGMENT,
+                               warmup_steps=0, **{**FAST, "points": 0, "silent": 0})
+        train(config, one_image, out, settings, progress=False)
         after = torch.load(out / "last.pth", weights_only=True)
         deltas.append({k: after[k] - before[k] for k in before if before[k].is_floating_point()})
     full, scaled = deltas

@@ -87,8 +87,8 @@ class TrainConfig:
     device: str = "cpu"
 
     def __post_init__(self) -> None:
-        if (self.epochs < 1 or self.lr <= 0 or self.encoder_lr_scale <= 0 or self.max_objects < 1 or self.prompts_per_object < 1
-                or self.images_per_step < 1 or self.points < 0 or self.silent < 0):
+        if (self.epochs < 1 or self.lr <= 0 or self.encoder_lr_scale <= 0 or self.max_objects < 1
+                or self.prompts_per_object < 1 or self.images_per_step < 1 or self.points < 0 or self.silent < 0):
             raise ConfigError("epochs, max_objects, prompts_per_object and images_per_step must be >= 1, lr and "
                               "encoder_lr_scale > 0, points and silent >= 0")
         if not 0 <= self.box_probability <= 1 or not 0 <= self.augment.flip <= 1:
