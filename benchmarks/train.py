@@ -32,11 +32,12 @@ a decoder-first lr of 4e-3 (back into the empty-mask plateau), a cosine schedule
 (``--prompt-dim 128``) learns only at a lower lr than the 64-wide ViT SAM (``--decoder-lr 6e-4 --lr 4e-4``;
 at 2e-3 / 1e-3 its loss sits at ~0.83 and a 16-image overfit rises again after 400 steps); with them it
 reaches the ViT's box mIoU in about half the time (its 8x8 grid is cheap, the stride-4 / stride-8 maps
-give the decoder the detail). The best run inside the 15 minutes (0.770 box / 0.717 point mIoU, 821 s at two
-threads): ``--modes full --epochs 32 --decoder-first 3 --decoder-lr 6e-4 --lr 4e-4 --images-per-step 4
---mask-weight 1 --dice-weight 1 --decay-at 3/4,19/20 --threads 2 --both-prompts --family sam2 --embed-dim 48
---prompt-dim 128``. Probed and not kept: ``--encoder-lr-scale 2.5`` / ``5`` (Hiera at a higher lr than the
-decoder: no better per epoch).
+give the decoder the detail). At 128 px: 0.770 box / 0.717 point mIoU in 821 s at two threads (``--epochs 32
+--embed-dim 48``). The best run inside the 15 minutes (2026-12-03; 0.814 box / 0.736 point mIoU, 888 s at two
+threads) is at 192 px, a 12x12 grid: ``--modes full --epochs 28 --decoder-first 3 --decoder-lr 6e-4 --lr 4e-4
+--images-per-step 4 --mask-weight 1 --dice-weight 1 --decay-at 3/4,19/20 --threads 2 --both-prompts --family
+sam2 --size 192 --embed-dim 32 --prompt-dim 128``. Probed and not kept: ``--encoder-lr-scale 2.5`` / ``5``
+(Hiera at a higher lr than the decoder: no better per epoch), ``--stages 1,2,4,1``, 256 px (1.8x an epoch).
 """
 from __future__ import annotations
 
