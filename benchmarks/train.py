@@ -37,7 +37,8 @@ give the decoder the detail). At 128 px: 0.770 box / 0.717 point mIoU in 821 s a
 threads) is at 192 px, a 12x12 grid: ``--modes full --epochs 28 --decoder-first 3 --decoder-lr 6e-4 --lr 4e-4
 --images-per-step 4 --mask-weight 1 --dice-weight 1 --decay-at 3/4,19/20 --threads 2 --both-prompts --family
 sam2 --size 192 --embed-dim 32 --prompt-dim 128``. Probed and not kept: ``--encoder-lr-scale 2.5`` / ``5``
-(Hiera at a higher lr than the decoder: no better per epoch), ``--stages 1,2,4,1``, 256 px (1.8x an epoch).
+(Hiera at a higher lr than the decoder: no better per epoch), ``--stages 1,2,4,1``, 224 and 256 px, width 48
+at 192 px (no better, slower).
 """
 from __future__ import annotations
 
