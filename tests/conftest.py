@@ -4,7 +4,9 @@ absent, and fail where it exists without the golden files. Tests that need no go
 the tiny random models (``tiny_random_sam``, ``tiny_random_mobilesam``; see ``tiny_models.py``)."""
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +20,17 @@ GOLDEN = SHARED / "golden"
 pytest_plugins = ["browser"]  # the annotator-in-Chromium fixtures: server, page
 
 torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+
+@contextlib.contextmanager
+def torch_threads(count: int) -> Iterator[None]:
+    """torch's intra-op threads set to ``count`` inside the block, the previous number restored after."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def require_golden(shared: Path | None = None) -> Path:

@@ -16,7 +16,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import REPO, SHARED
+from conftest import REPO, SHARED, torch_threads
 from segany.batch import find_images, job_settings, label_images
 from segany.batch.executors import ATTEMPTS_FOLDER
 from segany.cli import main
@@ -175,12 +175,8 @@ def test_label_ray_equals_local(tmp_path, tiny_model_files, capsys) -> None:
     folder = write_images(tmp_path / "in", 2)
     command = ["label", str(folder), "--classes", "cat, dog", "--engine", "owlv2", "--detector",
                str(tiny_text_model_folders()["owlv2"]), "--box-threshold", "0.0", *model_args(tiny_model_files)]
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # as a Ray actor of one CPU runs
-    try:
+    with torch_threads(1):  # as a Ray actor of one CPU runs
         assert main([*command, "-o", str(tmp_path / "local")]) == 0
-    finally:
-        torch.set_num_threads(threads)
     assert main([*command, "-o", str(tmp_path / "ray"), "--executor", "ray"]) == 0
     assert "label: done 2, skipped 0, failed 0, retried 0" in capsys.readouterr().err
     local, distributed = (json.loads((tmp_path / name / "annotations.json").read_text()) for name in ("local", "ray"))

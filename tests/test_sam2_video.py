@@ -14,6 +14,7 @@ import torch
 
 import segany
 import segany.engine
+from conftest import torch_threads
 from segany.data.frames import open_frames
 from segany.errors import BackendError, NotFoundError, PredictorStateError, PromptError, VideoError
 from segany.masks import fill_holes_in_mask_scores
@@ -36,10 +37,8 @@ LOOSE = WITH_CORRECTION | {"video_reverse_box"}
 def one_thread():
     """Tracking runs many small ops: on the shared 2-core machine two OpenMP threads wait for each
     other whenever one is descheduled (10x slower under load), one thread does not."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    with torch_threads(1):
+        yield
 
 
 @pytest.fixture(scope="module")

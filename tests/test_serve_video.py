@@ -13,13 +13,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 pytest.importorskip("fastapi", reason="the serve extra (fastapi) is not installed")
 from fastapi.testclient import TestClient
 
 import segany
+from conftest import torch_threads
 from segany.errors import NotFoundError, PromptError, UnsupportedOperationError, VideoError
 from segany.masks import decode_rle
 from segany.serve import create_app
@@ -317,10 +317,8 @@ def test_errors_are_typed(client, folders, tiny_random_sam) -> None:
 def one_thread() -> Iterator[None]:
     """One torch thread: tracking runs many small ops, and on a loaded 2-core machine two OpenMP
     threads wait for each other (as tests/test_sam2_video.py found: 10x slower under load)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    with torch_threads(1):
+        yield
 
 
 def test_sam2_tracks_through_the_same_api(tmp_path: Path, one_thread) -> None:

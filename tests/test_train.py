@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import SHARED
+from conftest import SHARED, torch_threads
 from segany.build import load_model
 from segany.cli import main
 from segany.errors import ConfigError, SettingsMismatchError
@@ -36,10 +36,8 @@ FAST = {"epochs": 1, "points": 1, "silent": 1, "max_objects": 2, "lr": 1e-3}
 @pytest.fixture(autouse=True, scope="module")
 def one_thread():
     """Tiny models run faster on one thread (and do not fight the other tests' workers)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    with torch_threads(1):
+        yield
 
 
 @pytest.fixture(scope="module")

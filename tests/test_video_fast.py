@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import torch_threads
 from segany.models.sam2 import FrameFeatures, ObjectPointer, Sam2, SpatialMemory, build_sam2
 from segany.predict.runtime import Sam2Runtime
 from segany.video.fast_frames import FrameEncoder
@@ -24,10 +25,8 @@ TOL = 1e-5
 @pytest.fixture(scope="module", autouse=True)
 def one_thread():
     """Many small ops: one thread (two wait for each other on a busy 2-core machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    with torch_threads(1):
+        yield
 
 
 def _variant(heads: int, keys_pos: bool, **layer: object) -> Sam2:
