@@ -159,6 +159,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--mask-weight", type=float, default=20.0, help="focal term's weight (SAM: 20, dice 1)")
     parser.add_argument("--dice-weight", type=float, default=1.0, help="dice term's weight (SAM: 1)")
     parser.add_argument("--box-probability", type=float, default=0.5, help="first prompt a box (else a point; SAM: 0.5)")
+    parser.add_argument("--box-noise", type=float, default=0.1,
+                        help="training boxes' noise: std as a fraction of the side, at most 20 px (SAM: 0.1; 0: exact)")
     parser.add_argument("--both-prompts", action="store_true",
                         help="every object from its box and from a point each step (TrainConfig.both_prompts)")
     parser.add_argument("--prompts", type=int, default=1, help="prompts per object per step (SAM: 1; the decoder is cheap)")
@@ -198,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
         config = TrainConfig(mode=mode, epochs=epochs, lr=args.lr, encoder_lr_scale=args.encoder_lr_scale,
                              points=args.points, silent=args.silent,
                              warmup_steps=args.warmup, decay_at=decay_at, seed=0, weight_decay=args.weight_decay,
-                             box_probability=args.box_probability, both_prompts=args.both_prompts,
+                             box_probability=args.box_probability, box_noise=args.box_noise, both_prompts=args.both_prompts,
                              prompts_per_object=args.prompts, bf16=args.bf16,
                              images_per_step=args.images_per_step,
                              augment=Augment(scale=tuple(float(v) for v in args.scale_jitter.split(","))),

@@ -24,7 +24,6 @@ from segany.train import TrainConfig, train
 from segany.train import loop as train_loop
 from segany.train.data import NO_AUGMENT
 from segany.train.modes import LoRALinear, add_lora, official_state_dict, prepare_mode
-from segany.train.sampler import PromptState, mask_box
 from segany.train.synthetic import write_shapes_dataset
 from tiny_models import tiny_mobilesam_config, tiny_sam_config
 
@@ -254,11 +253,11 @@ def test_cli_train_decoder_run(shapes, tmp_path, capsys):
     config_path.write_text(json.dumps(config_to_dict(_config())))
     code = main(["train", "--model", str(config_path), "--data", str(shapes), "--val", str(shapes), "--mode", "decoder",
                  "-o", str(tmp_path / "run"), "--epochs", "1", "--points", "1", "--silent", "0", "--both-prompts",
-                 "--encoder-lr-scale", "2", "--quiet"])
+                 "--encoder-lr-scale", "2", "--box-noise", "0.05", "--quiet"])
     assert code == 0
     assert capsys.readouterr().out.strip() == str(tmp_path / "run" / "best.pth")
     settings = json.loads((tmp_path / "run" / "trained_on.json").read_text())["settings"]
-    assert settings["both_prompts"] is True and settings["encoder_lr_scale"] == 2.0
+    assert settings["both_prompts"] is True and settings["encoder_lr_scale"] == 2.0 and settings["box_noise"] == 0.05
     assert load_model(tmp_path / "run" / "config.json", checkpoint=tmp_path / "run" / "best.pth")
 
 
@@ -354,16 +353,14 @@ def test_both_prompts_trains_the_box_and_the_point_path_every_step(one_image, mo
     torch.testing.assert_close(loss, (box + point) / 2)
 
 
-def assert_a_batched_step_equals_its_images_one_by_one(model: torch.nn.Module, data: Path, monkeypatch) -> None:
+def assert_a_batched_step_equals_its_images_one_by_one(model: torch.nn.Module, data: Path) -> None:
     """Full mode, exact-box prompts: the loss and gradients of a step of 2 images (one encoder batch, all
     objects decoded together) are their one-image steps' averaged per object. Feeding an object another
     image's embedding, or averaging per image, breaks the equality."""
-    monkeypatch.setattr(train_loop, "first_prompts", lambda masks, rng, probability: PromptState(
-        np.zeros((len(masks), 0, 2), np.float32), np.zeros((len(masks), 0), np.int64),
-        np.stack([mask_box(m) for m in masks])))
     prepare_mode(model, "full")
     names, params = zip(*[(n, p) for n, p in model.named_parameters() if p.requires_grad])
-    config = TrainConfig(mode="full", points=0, silent=0, augment=NO_AUGMENT, images_per_step=2)
+    config = TrainConfig(mode="full", points=0, silent=0, box_probability=1.0, box_noise=0.0, augment=NO_AUGMENT,
+                         images_per_step=2)
     frames = train_loop._Frames(model, train_loop.load_train_images(data), None, torch.device("cpu"))
 
     def step(indices: list[int]) -> tuple[int, torch.Tensor, list[torch.Tensor]]:
@@ -382,6 +379,6 @@ def assert_a_batched_step_equals_its_images_one_by_one(model: torch.nn.Module, d
     assert any(g.abs().sum() > 0 for name, g in zip(names, grads) if name.startswith("image_encoder."))  # batched encoder
 
 
-def test_a_batched_step_equals_its_images_one_by_one(shapes, monkeypatch):
+def test_a_batched_step_equals_its_images_one_by_one(shapes):
     torch.manual_seed(0)
-    assert_a_batched_step_equals_its_images_one_by_one(Sam(_config()), shapes, monkeypatch)
+    assert_a_batched_step_equals_its_images_one_by_one(Sam(_config()), shapes)

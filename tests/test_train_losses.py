@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from segany.train.losses import SAM2_WEIGHTS, LossWeights, multistep_losses
+from segany.train.losses import SAM2_WEIGHTS, LossWeights, dice_loss, mask_terms, multistep_losses, sigmoid_focal_loss
 
 ROOT = Path(__file__).resolve().parent.parent
 FROZEN = np.load(ROOT / "tests" / "data" / "train_losses.npz")
@@ -52,6 +52,29 @@ def test_best_candidate_is_the_one_supervised():
     losses["core_loss"].backward()
     norms = logits.grad.flatten(2).abs().sum(-1)[0]
     assert norms[1] > 0 and norms[0] == 0 and norms[2] == 0
+
+
+@pytest.mark.parametrize("alpha, gamma", [(0.25, 2.0), (-1.0, 2.0), (0.5, 0.0), (0.25, 3.0)])
+def test_mask_terms_equal_the_plain_losses_and_their_gradients(alpha, gamma):
+    """The fused per-candidate focal / dice losses against the official formulas through autograd: values and
+    the gradient of a random combination of them (large logits included, where 1 - p_t rounds)."""
+    generator = torch.Generator().manual_seed(0)
+    logits = torch.randn(3, 2, 9, 11, generator=generator, dtype=torch.float64) * 6
+    logits[0, 0, 0, :3] = torch.tensor([40.0, -40.0, 0.0])
+    targets = torch.rand(3, 1, 9, 11, generator=generator) > 0.6
+    mix_focal, mix_dice = torch.rand(2, 3, 2, generator=generator, dtype=torch.float64)
+    leaves = [logits.clone().requires_grad_() for _ in range(2)]
+    focal, dice = mask_terms(leaves[0], targets.double(), alpha, gamma)
+    plain_targets = targets.double().expand_as(logits)
+    plain_focal = sigmoid_focal_loss(leaves[1], plain_targets, 1.0, alpha, gamma, per_candidate=True)
+    plain_dice = dice_loss(leaves[1], plain_targets, 1.0, per_candidate=True)
+    torch.testing.assert_close(focal, plain_focal, rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(dice, plain_dice, rtol=1e-12, atol=1e-14)
+    ((focal * mix_focal).sum() + (dice * mix_dice).sum()).backward()
+    ((plain_focal * mix_focal).sum() + (plain_dice * mix_dice).sum()).backward()
+    torch.testing.assert_close(leaves[0].grad, leaves[1].grad, rtol=1e-10, atol=1e-14)
+    with torch.no_grad():  # no gradient buffers without a gradient
+        assert torch.equal(mask_terms(logits, targets, alpha, gamma)[0], focal.detach())
 
 
 def _official_module():

@@ -140,7 +140,7 @@ def test_feature_cache_recomputes_a_file_of_the_earlier_layout(tmp_path):
     assert cache.get(0, False, lambda: pytest.fail("must come from disk"))[0][1].shape == (1, 1, 2, 2)
 
 
-def test_sam2_a_batched_step_equals_its_images_one_by_one(tiny_sam2, tmp_path, monkeypatch):
+def test_sam2_a_batched_step_equals_its_images_one_by_one(tiny_sam2, tmp_path):
     yaml_path, checkpoint = tiny_sam2
     data = write_shapes_dataset(tmp_path, 2, size=TINY_IMAGE_SIZE, seed=3)
-    assert_a_batched_step_equals_its_images_one_by_one(load_model(yaml_path, checkpoint=checkpoint), data, monkeypatch)
+    assert_a_batched_step_equals_its_images_one_by_one(load_model(yaml_path, checkpoint=checkpoint), data)

@@ -63,6 +63,16 @@ def test_box_noise_is_clipped_to_twenty_pixels_and_the_image():
         assert np.abs(box - mask_box(mask)).max() <= 20.0 + 1e-4
 
 
+def test_box_noise_scales_with_the_setting_and_zero_gives_the_exact_box():
+    masks = np.stack([_square(2, 3, 6), _square(10, 12, 15)])
+    exact = np.stack([mask_box(m) for m in masks])
+    shifts = {}
+    for noise in (0.0, 0.05, 0.2):
+        boxes = [first_prompts(masks, np.random.default_rng(seed), 1.0, noise).boxes for seed in range(40)]
+        shifts[noise] = np.mean([np.abs(b - exact).mean() for b in boxes])
+    assert shifts[0.0] == 0.0 and 0 < shifts[0.05] < shifts[0.2]
+
+
 def test_point_schedule_paper_eight_points_two_silent():
     for seed in range(10):
         schedule = point_schedule(8, 2, np.random.default_rng(seed))

@@ -34,6 +34,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--warmup", type=number_type(int, 0), default=None, metavar="STEPS", help="linear warm-up steps (default min(250, 10%%))")
     parser.add_argument("--points", type=number_type(int, 0), default=8, help="error-region points per object after the first prompt (default 8)")
     parser.add_argument("--silent", type=number_type(int, 0), default=2, help="iterations without a new point (default 2)")
+    parser.add_argument("--box-noise", type=number_type(float, 0), default=0.1, metavar="F",
+                        help="first boxes' noise: std as a fraction of the side, at most 20 px (default 0.1, SAM's; "
+                             "0: the exact boxes, e.g. for training on a detector's boxes)")
     parser.add_argument("--both-prompts", action="store_true",
                         help="simulate every object from its box and from a point each step (default: one of the two at random)")
     parser.add_argument("--max-objects", type=number_type(int, 1), default=16, help="objects per image per step (default 16)")
@@ -55,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
     config = TrainConfig(
         mode=args.mode, epochs=args.epochs, lr=args.lr, encoder_lr_scale=args.encoder_lr_scale,
         weight_decay=args.weight_decay, warmup_steps=args.warmup,
-        points=args.points, silent=args.silent, both_prompts=args.both_prompts, max_objects=args.max_objects,
+        points=args.points, silent=args.silent, box_noise=args.box_noise, both_prompts=args.both_prompts, max_objects=args.max_objects,
         seed=args.seed, bf16=args.bf16,
         gradient_checkpointing=args.gradient_checkpointing, lora_rank=args.lora_rank, lora_alpha=float(args.lora_rank),
         augment=NO_AUGMENT if args.no_augment else Augment(), device=check_device(args.device))

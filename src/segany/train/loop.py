@@ -53,7 +53,7 @@ from .heads import Features, TrainableModel, checkpoint_payload, decode, encode,
 from .losses import LossWeights, mask_ious, multistep_losses
 from .modes import enable_gradient_checkpointing, official_state_dict, prepare_mode
 from .plot import save_curves
-from .sampler import PromptState, error_points, first_prompts, mask_box, point_schedule
+from .sampler import BOX_NOISE, PromptState, error_points, first_prompts, mask_box, point_schedule
 
 STATE_FILE = "train_state.pth"
 
@@ -73,6 +73,7 @@ class TrainConfig:
     points: int = 8
     silent: int = 2
     box_probability: float = 0.5
+    box_noise: float = BOX_NOISE  # the first box's noise: std as a fraction of its side (at most 20 px; SAM: 0.1)
     both_prompts: bool = False  # every step simulates each object from its box and from a point (box_probability unused)
     max_objects: int = 16
     prompts_per_object: int = 1  # >1: each object simulated that many times per step, own prompts (a larger decoder batch)
@@ -93,6 +94,8 @@ class TrainConfig:
                               "encoder_lr_scale > 0, points and silent >= 0")
         if not 0 <= self.box_probability <= 1 or not 0 <= self.augment.flip <= 1:
             raise ConfigError("box_probability and the flip probability must be in [0, 1]")
+        if self.box_noise < 0:
+            raise ConfigError(f"box_noise must be >= 0, got {self.box_noise}")
         lo, hi = self.augment.scale
         if not 0 < lo <= hi:
             raise ConfigError(f"scale jitter must be 0 < lo <= hi, got {self.augment.scale}")
@@ -156,7 +159,7 @@ def interactive_losses(model: TrainableModel, features: Features, masks: np.ndar
     if image_of is not None and features[0].shape[0] > 1:
         features = tuple(f[image_of.to(device)] for f in features)
     truth = torch.from_numpy(masks).to(device)
-    state = first_prompts(masks, rng, config.box_probability)
+    state = first_prompts(masks, rng, config.box_probability, config.box_noise)
     schedule = point_schedule(config.points, config.silent, rng)
     rows = torch.arange(len(masks), device=device)
     mask_input = None

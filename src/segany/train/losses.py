@@ -6,6 +6,12 @@ configs use L1), and for SAM 2 a focal loss on the object-score logit. With seve
 per prompt, the mask losses back-propagate through the candidate with the lowest
 ``focal * w_mask + dice * w_dice`` only; the IoU loss through that one too, or through all
 (``supervise_all_iou``). All are divided by the number of objects of the batch.
+
+:func:`dice_loss` and :func:`sigmoid_focal_loss` are the official formulas term by term; a step's
+candidates go through :func:`mask_terms`, the same two losses for {0, 1} targets with their gradient
+formed in the forward pass (a few full-resolution passes instead of the ~30 that autograd records:
+the losses of a training step at 192 px took ~20 % of it), equal to them to float rounding
+(``tests/test_train_losses.py``).
 """
 from __future__ import annotations
 
@@ -48,11 +54,55 @@ def sigmoid_focal_loss(logits: torch.Tensor, targets: torch.Tensor, num_objects:
     return loss.mean(1).sum() / num_objects
 
 
+class _MaskTerms(torch.autograd.Function):
+    """Per-candidate focal and dice losses of (N, M, H, W) logits against (N, 1, H, W) {0, 1} float targets."""
+
+    @staticmethod
+    def forward(ctx, logits: torch.Tensor, targets: torch.Tensor, alpha: float, gamma: float
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        n, m = logits.shape[:2]
+        x = logits.reshape(n, m, -1)
+        t = targets.reshape(n, 1, -1).to(x.dtype)
+        sign = 1 - 2 * t  # d(1 - p_t) / dp
+        prob = x.sigmoid()
+        miss = torch.addcmul(t, prob, sign)  # 1 - p_t
+        ce = F.softplus(x).sub_(x * t)  # the logits' binary cross-entropy
+        weight = miss.square() if gamma == 2 else miss.pow(gamma)
+        class_weight = (1 - alpha) + t * (2 * alpha - 1) if alpha >= 0 else torch.ones_like(t)
+        pixels = x.shape[-1]
+        focal = (ce * weight).mul_(class_weight).sum(-1) / pixels
+        numerator = 2 * (prob * t).sum(-1) + 1
+        denominator = prob.sum(-1) + t.sum(-1) + 1
+        dice = 1 - numerator / denominator
+        if ctx.needs_input_grad[0]:
+            # d focal / d x = sign a_t (1-p_t)^g (1-p_t + g p_t ce) / HW; d dice / d x = p (1-p) (A - 2tB) / B^2
+            grad_focal = torch.addcmul(miss, ce, 1 - miss, value=gamma).mul_(weight).mul_(sign * class_weight / pixels)
+            scale = (numerator / denominator.square())[..., None]
+            grad_dice = torch.addcmul(scale, t, (2 / denominator)[..., None], value=-1).mul_(prob - prob.square())
+            ctx.save_for_backward(grad_focal, grad_dice)
+            ctx.shape = logits.shape
+        return focal, dice
+
+    @staticmethod
+    def backward(ctx, grad_focal_out: torch.Tensor, grad_dice_out: torch.Tensor):  # type: ignore[override]
+        grad_focal, grad_dice = ctx.saved_tensors
+        grad = grad_focal * grad_focal_out[..., None]
+        grad.addcmul_(grad_dice, grad_dice_out[..., None])
+        return grad.reshape(ctx.shape), None, None, None
+
+
+def mask_terms(logits: torch.Tensor, targets: torch.Tensor, alpha: float = 0.25,
+               gamma: float = 2.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """(N, M) focal (:func:`sigmoid_focal_loss`) and (N, M) dice (:func:`dice_loss`) losses of each candidate of
+    (N, M, H, W) logits against (N, 1, H, W) {0, 1} targets, not yet divided by the number of objects."""
+    return _MaskTerms.apply(logits, targets > 0, alpha, gamma)
+
+
 def mask_ious(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """IoU of ``logits > 0`` with ``targets > 0`` per (N, M) candidate (an empty union counts as 1 pixel)."""
     pred, gt = logits.flatten(2) > 0, targets.flatten(2) > 0
     inter = (pred & gt).sum(-1).float()
-    union = (pred | gt).sum(-1).float()
+    union = pred.sum(-1).float() + gt.sum(-1).float() - inter
     return inter / union.clamp(min=1.0)
 
 
@@ -91,9 +141,8 @@ def step_losses(logits: torch.Tensor, targets: torch.Tensor, ious: torch.Tensor,
     ``logits`` (N, M, H, W) candidates, ``targets`` (N, 1, H, W) {0, 1}, ``ious`` (N, M);
     ``object_score_logits`` (N, 1) for SAM 2 (None: every object counts as present, no class loss).
     """
-    targets = targets.float().expand_as(logits)
-    focal = sigmoid_focal_loss(logits, targets, num_objects, weights.focal_alpha, weights.focal_gamma, per_candidate=True)
-    dice = dice_loss(logits, targets, num_objects, per_candidate=True)
+    focal, dice = mask_terms(logits, targets, weights.focal_alpha, weights.focal_gamma)
+    focal, dice = focal / num_objects, dice / num_objects
     iou = iou_loss(logits, targets, ious, num_objects, use_l1=weights.iou_use_l1)
     if object_score_logits is None:
         present = torch.ones(logits.shape[0], 1, dtype=focal.dtype, device=focal.device)

@@ -76,12 +76,14 @@ def region_point(region: np.ndarray, rng: np.random.Generator) -> np.ndarray | N
     return np.array([x, y], dtype=np.float32)
 
 
-def first_prompts(masks: np.ndarray, rng: np.random.Generator, box_probability: float = 0.5) -> PromptState:
-    """Every object's first prompt: all boxes or all single points (one draw per image, so the batch shares a shape)."""
+def first_prompts(masks: np.ndarray, rng: np.random.Generator, box_probability: float = 0.5,
+                  box_noise: float = BOX_NOISE) -> PromptState:
+    """Every object's first prompt: all boxes (:func:`noisy_box` at ``box_noise``) or all single points (one draw
+    per image, so the batch shares a shape)."""
     masks = _check_masks(masks)
     n = len(masks)
     if rng.random() < box_probability:
-        boxes = np.stack([noisy_box(m, rng) for m in masks]) if n else np.zeros((0, 4), np.float32)
+        boxes = np.stack([noisy_box(m, rng, box_noise) for m in masks]) if n else np.zeros((0, 4), np.float32)
         return PromptState(np.zeros((n, 0, 2), np.float32), np.zeros((n, 0), np.int64), boxes)
     points = [region_point(m, rng) for m in masks]
     if any(p is None for p in points):
