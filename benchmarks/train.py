@@ -101,7 +101,7 @@ def bench_model(size: int, neck_scale: float = 1.0, **shape: Any) -> Sam:
 
 
 def bench_sam2_config(size: int, embed_dim: int = 32, stages: tuple[int, ...] = (1, 2, 2, 1),
-                      prompt_dim: int = 64) -> Sam2Config:
+                      prompt_dim: int = 64, windows: tuple[int, ...] = (8, 4, 8, 8)) -> Sam2Config:
     """A small SAM 2.1 image model: a 4-stage Hiera of width ``embed_dim`` (strides 4 / 8 / 16 / 32, 8x8
     windows but 4x4 in stage 2, the last block of stage 3 global), the FPN neck and the mask decoder at
     ``prompt_dim`` with SAM 2.1's high-resolution features (stride 4 and 8 maps added in the decoder's
@@ -111,7 +111,7 @@ def bench_sam2_config(size: int, embed_dim: int = 32, stages: tuple[int, ...] = 
     wide trains at ~4e-4, 256 at ~2e-4 (AdamW); the ViT SAM's 1e-3 stalls both."""
     blocks = sum(stages)
     encoder = HieraConfig(embed_dim=embed_dim, stages=stages, global_att_blocks=(blocks - stages[-1] - 1,),
-                          window_spec=(8, 4, 8, 8), window_pos_embed_bkg_spatial_size=(4, 4),
+                          window_spec=windows, window_pos_embed_bkg_spatial_size=(4, 4),
                           backbone_channel_list=tuple(embed_dim * 2 ** i for i in range(len(stages)))[::-1],
                           d_model=prompt_dim, position_num_pos_feats=prompt_dim, img_size=size)
     grid = (size // 16, size // 16)
@@ -172,6 +172,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--family", choices=("sam", "sam2"), default="sam",
                         help="sam: bench_config's ViT SAM; sam2: bench_sam2_config's Hiera SAM 2.1 (high-res features)")
     parser.add_argument("--stages", default="1,2,2,1", help="sam2: Hiera blocks per stage")
+    parser.add_argument("--windows", default="8,4,8,8",
+                        help="sam2: Hiera attention window per stage (tokens a side; a window that does not divide its "
+                             "stage's grid is zero-padded, as the official Hiera pads)")
     parser.add_argument("--tinyvit", default="", help="sam: a TinyViT encoder of these four stage widths (default: the ViT)")
     parser.add_argument("--patch", type=int, default=8, help="encoder patch size (8: a 16x16 grid at 128 px, 4: 32x32)")
     parser.add_argument("--embed-dim", type=int, default=96, help="encoder width")
@@ -200,14 +203,15 @@ def main(argv: list[str] | None = None) -> int:
         config = TrainConfig(mode=mode, epochs=epochs, lr=args.lr, encoder_lr_scale=args.encoder_lr_scale,
                              points=args.points, silent=args.silent,
                              warmup_steps=args.warmup, decay_at=decay_at, seed=0, weight_decay=args.weight_decay,
-                             box_probability=args.box_probability, box_noise=args.box_noise, both_prompts=args.both_prompts,
+                             box_probability=args.box_probability, box_noise=args.box_noise,
+                             both_prompts=args.both_prompts,
                              prompts_per_object=args.prompts, bf16=args.bf16,
                              images_per_step=args.images_per_step,
                              augment=Augment(scale=tuple(float(v) for v in args.scale_jitter.split(","))),
                              loss=LossWeights(mask=args.mask_weight, dice=args.dice_weight, focal_alpha=args.focal_alpha))
         if args.family == "sam2":
             model = bench_sam2_model(args.size, embed_dim=args.embed_dim, prompt_dim=args.prompt_dim,
-                                     stages=_ints(args.stages))
+                                     stages=_ints(args.stages), windows=_ints(args.windows))
         else:
             model = bench_model(args.size, args.neck_scale, **shape)
         before = evaluate_model(model, held_out, config)

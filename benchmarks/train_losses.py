@@ -69,7 +69,8 @@ def main(argv: list[str] | None = None) -> int:
         tensors = _inputs(args.objects, candidates, args.size, seed=candidates)
         times: dict[str, list[float]] = {"official": [], "segany": []}
         for _ in range(args.repeat):
-            for name, run in (("official", lambda: _official(criterion, *tensors)), ("segany", lambda: _segany(*tensors))):
+            runs = (("official", lambda: _official(criterion, *tensors)), ("segany", lambda: _segany(*tensors)))
+            for name, run in runs:
                 start = time.perf_counter()
                 run()
                 times[name].append(time.perf_counter() - start)

@@ -58,7 +58,8 @@ def run(args: argparse.Namespace) -> int:
     config = TrainConfig(
         mode=args.mode, epochs=args.epochs, lr=args.lr, encoder_lr_scale=args.encoder_lr_scale,
         weight_decay=args.weight_decay, warmup_steps=args.warmup,
-        points=args.points, silent=args.silent, box_noise=args.box_noise, both_prompts=args.both_prompts, max_objects=args.max_objects,
+        points=args.points, silent=args.silent, box_noise=args.box_noise, both_prompts=args.both_prompts,
+        max_objects=args.max_objects,
         seed=args.seed, bf16=args.bf16,
         gradient_checkpointing=args.gradient_checkpointing, lora_rank=args.lora_rank, lora_alpha=float(args.lora_rank),
         augment=NO_AUGMENT if args.no_augment else Augment(), device=check_device(args.device))
