@@ -38,7 +38,9 @@ threads) is at 192 px, a 12x12 grid: ``--modes full --epochs 28 --decoder-first 
 --images-per-step 4 --mask-weight 1 --dice-weight 1 --decay-at 3/4,19/20 --threads 2 --both-prompts --family
 sam2 --size 192 --embed-dim 32 --prompt-dim 128``. Probed and not kept: ``--encoder-lr-scale 2.5`` / ``5``
 (Hiera at a higher lr than the decoder: no better per epoch), ``--stages 1,2,4,1``, 224 and 256 px, width 48
-at 192 px (no better, slower).
+at 192 px (no better, slower). Probed at 192 px and 24 epochs (2026-12-03, sixth session; all end at 0.80-0.82):
+``--box-noise 0`` (exact training boxes), ``--decay-at 7/8``, ``--scale-jitter 1,1``, ``--windows 8,4,6,6`` and
+``8,4,12,6`` (Hiera windows that tile the 12x12 stage-3 grid), ``--focal-alpha -1``.
 """
 from __future__ import annotations
 
