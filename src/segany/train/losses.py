@@ -55,7 +55,7 @@ def sigmoid_focal_loss(logits: torch.Tensor, targets: torch.Tensor, num_objects:
 
 
 class _MaskTerms(torch.autograd.Function):
-    """Per-candidate focal and dice losses of (N, M, H, W) logits against (N, 1, H, W) {0, 1} float targets."""
+    """Per-candidate focal and dice losses of (N, M, H, W) logits against (N, 1, H, W) bool targets."""
 
     @staticmethod
     def forward(ctx, logits: torch.Tensor, targets: torch.Tensor, alpha: float, gamma: float
