@@ -23,7 +23,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "src"))
 sys.path.insert(0, str(REPO / "scripts"))
 
-from make_train_loss_reference import official_loss_fns  # noqa: E402
+from make_train_loss_reference import official_criterion, official_loss_fns  # noqa: E402
 
 from segany.train.losses import SAM2_WEIGHTS, multistep_losses  # noqa: E402
 
@@ -59,10 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    loss_fns = official_loss_fns()
-    criterion = loss_fns.MultiStepMultiMasksAndIous(
-        {"loss_mask": 20, "loss_dice": 1, "loss_iou": 1, "loss_class": 1}, supervise_all_iou=True,
-        iou_use_l1_loss=True, pred_obj_scores=True, focal_gamma_obj_score=0.0, focal_alpha_obj_score=-1.0)
+    criterion = official_criterion(official_loss_fns(), sam2=True)
     print("| candidates | official ms | segany ms | segany vs official | max loss diff | max grad diff |")
     print("| ---: | ---: | ---: | ---: | ---: | ---: |")
     for candidates in (3, 1):

@@ -49,13 +49,18 @@ def case_tensors(seed: int, objects: int, candidates: int, steps: int) -> dict[s
     }
 
 
-def official_losses(loss_fns: types.ModuleType, tensors: dict[str, np.ndarray], sam2: bool) -> dict[str, float]:
+def official_criterion(loss_fns: types.ModuleType, sam2: bool):
+    """The official ``MultiStepMultiMasksAndIous`` as SAM 2.1's training configs set it (``sam2``) or with SAM's
+    weights (focal 20, dice 1, IoU MSE 1)."""
     if sam2:
-        criterion = loss_fns.MultiStepMultiMasksAndIous(
+        return loss_fns.MultiStepMultiMasksAndIous(
             {"loss_mask": 20, "loss_dice": 1, "loss_iou": 1, "loss_class": 1}, supervise_all_iou=True,
             iou_use_l1_loss=True, pred_obj_scores=True, focal_gamma_obj_score=0.0, focal_alpha_obj_score=-1.0)
-    else:
-        criterion = loss_fns.MultiStepMultiMasksAndIous({"loss_mask": 20, "loss_dice": 1, "loss_iou": 1})
+    return loss_fns.MultiStepMultiMasksAndIous({"loss_mask": 20, "loss_dice": 1, "loss_iou": 1})
+
+
+def official_losses(loss_fns: types.ModuleType, tensors: dict[str, np.ndarray], sam2: bool) -> dict[str, float]:
+    criterion = official_criterion(loss_fns, sam2)
     outs = {
         "multistep_pred_multimasks_high_res": list(torch.from_numpy(tensors["logits"])),
         "multistep_pred_ious": list(torch.from_numpy(tensors["ious"])),
