@@ -281,6 +281,9 @@ def test_tiny_random_sam2_generator_without_shared(random_sam2: Sam2, random_ima
     (lambda p: p.predict(np.array([[0.5, 0.5]]), np.array([1]), normalize_coords=False), None, None),
     (lambda p: p.predict(np.array([[2.0, 0.5]]), np.array([1]), normalize_coords=False), PromptError, "outside"),
     (lambda p: p.predict(np.array([[1.0, 2.0]]), np.array([7])), PromptError, "only hold"),
+    (lambda p: p.predict(np.array([[1.0, 2.0]]), np.array([-1])), PromptError, "only hold"),
+    (lambda p: p.predict(np.ones((2, 2, 2)), np.array([[1, -1], [-1, -1]])), PromptError, "padding"),
+    (lambda p: p.predict(np.ones((2, 2, 2)), np.array([[1, -1], [-1, -1]]), box=np.array([[1, 1, 5, 5]] * 2)), None, None),
     (lambda p: p.predict(np.array([[1.0, 2.0]]), np.array([1, 1])), PromptError, "point_labels must have shape"),
     (lambda p: p.predict(box=np.array([30, 30, 10, 10])), PromptError, "reversed"),
     (lambda p: p.predict(box=np.array([1, 2, 3])), PromptError, "box must have shape"),
@@ -302,6 +305,26 @@ def test_bad_input_is_a_typed_error(random_sam2: Sam2, random_image: np.ndarray,
         return
     with pytest.raises(error, match=message):
         call(predictor)
+
+
+def test_batched_clicks_padded_with_minus_one_as_the_official_predictor(random_sam2: Sam2,
+                                                                      random_image: np.ndarray) -> None:
+    """B sets of clicks of different lengths: -1 pads the shorter ones and is embedded as SAM's "not a
+    point" (the official predictor passes the labels to the prompt encoder), each set decoded as alone."""
+    predictor = Sam2Predictor(random_sam2)
+    predictor.set_image(random_image)
+    coords = np.array([[[10.0, 12.0], [20.0, 5.0]], [[30.0, 25.0], [0.0, 0.0]]], np.float32)
+    labels = np.array([[1, 0], [1, -1]])
+    masks, iou, low = predictor.predict(coords, labels, multimask_output=False, return_logits=True)
+    alone = predictor.predict(coords[1:], labels[1:], multimask_output=False, return_logits=True)
+    np.testing.assert_allclose(masks[1], alone[0], atol=1e-4)  # (a leading B of 1 is squeezed, as the official)
+    hw = random_image.shape[:2]
+    model_coords = torch.from_numpy(coords * random_sam2.image_size / np.array([hw[1], hw[0]], np.float32))
+    torch_masks, _, _ = predictor.predict_torch(model_coords, torch.from_numpy(labels).int(), multimask_output=False,
+                                                return_logits=True)
+    np.testing.assert_allclose(masks, torch_masks.numpy(), atol=1e-4)
+    unpadded = predictor.predict(coords[1, :1], labels[1, :1], multimask_output=False, return_logits=True)
+    assert np.abs(unpadded[0] - masks[1]).max() > 1e-3  # the padding token is decoded, not dropped
 
 
 def test_no_image_and_wrong_model_are_typed_errors(random_sam2: Sam2) -> None:
