@@ -253,7 +253,8 @@ class Sam2Predictor:
             # B sets of N clicks: -1 pads the sets with fewer clicks (SAM's "not a point"), as the official accepts
             check_labels(labels, {-1, 0, 1} if coords.ndim == 3 else {0, 1})
             if coords.ndim == 3 and box is None and mask_input is None and (labels == -1).all(axis=1).any():
-                raise PromptError("a prompt set of point_labels -1 only (padding) has no prompt: give it a click or a box")
+                raise PromptError("a prompt set of point_labels -1 only (padding) has no prompt: "
+                                  "give it a click or a box")
             coords_t = torch.as_tensor(coords, dtype=torch.float, device=self.device)
             coords_t = self._transform_coords(coords_t, normalize_coords, orig_hw)
             labels_t = torch.as_tensor(labels, dtype=torch.int, device=self.device)
