@@ -316,7 +316,7 @@ def test_batched_clicks_padded_with_minus_one_as_the_official_predictor(random_s
     predictor.set_image(random_image)
     coords = np.array([[[10.0, 12.0], [20.0, 5.0]], [[30.0, 25.0], [0.0, 0.0]]], np.float32)
     labels = np.array([[1, 0], [1, -1]])
-    masks, iou, low = predictor.predict(coords, labels, multimask_output=False, return_logits=True)
+    masks, _, _ = predictor.predict(coords, labels, multimask_output=False, return_logits=True)
     alone = predictor.predict(coords[1:], labels[1:], multimask_output=False, return_logits=True)
     np.testing.assert_allclose(masks[1], alone[0], atol=1e-4)  # (a leading B of 1 is squeezed, as the official)
     hw = random_image.shape[:2]
