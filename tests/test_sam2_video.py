@@ -302,6 +302,14 @@ def test_tiny_random_sam2_tracks_without_shared(random_sam2: Sam2) -> None:
     assert Sam2VideoPredictor(random_sam2).fill_hole_area == 8  # the official video builder's default
 
 
+def test_add_new_points_is_the_official_earlier_name(random_sam2: Sam2) -> None:
+    predictor = Sam2VideoPredictor(random_sam2, fill_hole_area=0)
+    frames = _clip(2)
+    new = predictor.add_new_points_or_box(predictor.init_state(frames), 1, 3, points=[[20, 15]], labels=[1])
+    old = predictor.add_new_points(predictor.init_state(frames), 1, 3, [[20, 15]], [1])
+    assert old[:2] == new[:2] == (1, [3]) and torch.equal(old[2], new[2])
+
+
 def test_video_file_tracks_like_its_frames(random_sam2: Sam2, tmp_path: Path) -> None:
     """A video file (PyAV) is tracked as the arrays of its decoded frames."""
     av = pytest.importorskip("av")

@@ -367,6 +367,13 @@ class Sam2VideoPredictor:
         obj.temp(is_cond)[frame_idx] = out
         return frame_idx, state.obj_ids, self._consolidated(state, frame_idx, is_cond)
 
+    def add_new_points(self, inference_state: VideoState, frame_idx: int, obj_id: int, points: Any = None,
+                       labels: Any = None, clear_old_points: bool = True, normalize_coords: bool = True,
+                       box: Any = None) -> tuple[int, list[int], torch.Tensor]:
+        """The official predictor's earlier name of :meth:`add_new_points_or_box` (SAM 2's first notebooks)."""
+        return self.add_new_points_or_box(inference_state, frame_idx, obj_id, points, labels, clear_old_points,
+                                          normalize_coords, box)
+
     def _prompt_tensors(self, state: VideoState, points: Any, labels: Any, box: Any, clear_old_points: bool,
                         normalize_coords: bool) -> tuple[torch.Tensor, torch.Tensor]:
         """Checked clicks (and a box as points labelled 2, 3 before them) in the S x S frame."""
