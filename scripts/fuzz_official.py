@@ -183,9 +183,10 @@ def random_box(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
 
 
 def image_prompts(rng: np.random.Generator, h: int, w: int, previous: np.ndarray | None,
-                  batched: bool) -> dict[str, Any]:
+                  batched: bool, relative: bool = False) -> dict[str, Any]:
     """``predict`` arguments: clicks, a box, both, or clicks with the previous low-res logits; with
-    ``batched`` sometimes B sets (B, N, 2) / (B, 4), shorter click sets padded with -1."""
+    ``batched`` sometimes B sets (B, N, 2) / (B, 4), shorter click sets padded with -1; with
+    ``relative`` the coordinates in [0, 1] (``normalize_coords=False``)."""
     kind = int(rng.integers(0, 5))
     sets = int(rng.integers(2, 4)) if batched and rng.random() < 0.4 else 0
     n = int(rng.integers(1, 5))
@@ -202,7 +203,7 @@ def image_prompts(rng: np.random.Generator, h: int, w: int, previous: np.ndarray
         args["box"] = np.stack([random_box(rng, h, w) for _ in range(sets)]) if sets else random_box(rng, h, w)
     if kind == 3 and previous is not None and not sets:
         args["mask_input"] = previous
-    if batched and rng.random() < 0.2:  # relative coordinates
+    if relative:
         args["normalize_coords"] = False
         for key, scale in (("point_coords", [w, h]), ("box", [w, h, w, h])):
             if key in args:
@@ -221,7 +222,7 @@ def fuzz_predictor(seed: int, ours: Any, theirs: Any, sam2: bool, findings: Find
         rng = np.random.default_rng([seed, len(name)])
         previous = None
         for k in range(calls):
-            args = image_prompts(rng, *image.shape[:2], previous, batched=sam2)
+            args = image_prompts(rng, *image.shape[:2], previous, batched=sam2, relative=sam2 and rng.random() < 0.2)
             result = findings.outcome(f"{name} call {k}", lambda p, args=args: p.predict(**args), ours, theirs)
             if result is None:
                 continue
@@ -236,13 +237,13 @@ def fuzz_predictor(seed: int, ours: Any, theirs: Any, sam2: bool, findings: Find
     theirs.set_image_batch(list(images.values()))
     rng = np.random.default_rng([seed, 99])
     for k in range(10):
-        per_image = [image_prompts(rng, *image.shape[:2], None, batched=True) for image in images.values()]
-        for args in per_image:
-            args.pop("normalize_coords", None)
-            args.pop("mask_input", None)
+        relative = bool(rng.random() < 0.2)
+        per_image = [image_prompts(rng, *image.shape[:2], None, batched=True, relative=relative)
+                     for image in images.values()]
         batch = {f"{key}_batch": [args.get(key) for args in per_image]
                  for key in ("point_coords", "point_labels", "box")}
         flags = {key: per_image[0][key] for key in ("multimask_output", "return_logits")}
+        flags["normalize_coords"] = not relative
         result = findings.outcome(f"batch call {k}", lambda p, b=batch, f=flags: p.predict_batch(**b, **f),
                                   ours, theirs)
         if result is None:
