@@ -24,9 +24,6 @@ and relies on ``torch.cat`` with the float32 pointers to promote them. To fuzz p
 from __future__ import annotations
 
 import argparse
-import lzma
-import os
-import shutil
 import sys
 import tempfile
 from collections.abc import Callable
@@ -37,7 +34,11 @@ import numpy as np
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("SEGANY_SHARED", REPO.parent / "shared"))
+sys.path.insert(0, str(REPO))
+
+from benchmarks.common import SHARED, import_official  # noqa: E402
+from benchmarks.video_memory import _checkpoint as sam2_checkpoint  # noqa: E402  (the golden .pt, unpacked once)
+
 GOLDEN = SHARED / "golden"
 SAM2_DIR = GOLDEN / "sam2"
 SAM2_YAML = "sam2.1_hiera_golden_tiny.yaml"
@@ -84,21 +85,6 @@ class Findings:
 
 
 # ---- models ------------------------------------------------------------------------------------
-
-def _official_imports() -> None:
-    sys.path.insert(0, str(SHARED / "reference"))
-    import tv_shim  # the official packages import torchvision; its NMS operator comes from the shim
-
-    tv_shim.install()
-
-
-def sam2_checkpoint(folder: Path) -> Path:
-    path = folder / "tiny_sam2.1.pt"
-    if not path.is_file():
-        with lzma.open(SAM2_DIR / "tiny_sam2.1.pt.xz") as src, open(path, "wb") as dst:
-            shutil.copyfileobj(src, dst)
-    return path
-
 
 def _hydra() -> None:
     from hydra import initialize_config_dir
@@ -467,7 +453,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     first, last = map(int, args.seeds.split("-"))
     torch.set_num_threads(1)
-    _official_imports()
+    import_official()
     failed = 0
     with tempfile.TemporaryDirectory() as tmp:
         fuzz = targets(args.target, Path(tmp))
