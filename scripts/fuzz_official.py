@@ -261,15 +261,9 @@ def generator_settings(rng: np.random.Generator, sam2: bool) -> dict[str, Any]:
 
 def decoded(segmentation: Any, mode: str) -> np.ndarray:
     """A record's mask as an HxW bool array, whatever its ``output_mode``."""
-    from pycocotools import mask as mask_utils
+    from segany.masks import decode_rle
 
-    if mode == "binary_mask":
-        return np.asarray(segmentation, bool)
-    if mode == "coco_rle":
-        return mask_utils.decode(segmentation).astype(bool)
-    h, w = segmentation["size"]
-    flat = np.repeat(np.arange(len(segmentation["counts"])) % 2 == 1, segmentation["counts"])
-    return flat.reshape(w, h).T
+    return np.asarray(segmentation, bool) if mode == "binary_mask" else decode_rle(segmentation)
 
 
 def fuzz_generator(seed: int, ours_model: Any, theirs_model: Any, sam2: bool, findings: Findings) -> str:
