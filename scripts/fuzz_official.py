@@ -16,10 +16,11 @@ beyond float rounding (masks: more than two pixels and more than 5e-3 of the pix
 whose memories amplify rounding, 1e-4 otherwise; values: 1e-3 of their scale), a different
 frame / object list, or segany refusing a call the official code answers. Calls the official code
 fails on and segany answers are counted, not problems: the official generators fail when crop
-layers are on and no mask survives, and the official video predictor cannot track a frame with
-no object pointer before it (a start frame before every prompt): it keeps memories in bfloat16
-and relies on ``torch.cat`` with the float32 pointers to promote them. To fuzz past that,
-``--target video`` upcasts the official memories (exact) before its memory attention.
+layers are on and no mask survives, and the official video predictor (float32, no autocast)
+cannot track an object on a frame with no object pointer before it in the tracking direction (a
+second object first prompted later in the video, a start frame before every prompt): it keeps
+memories in bfloat16 and relies on ``torch.cat`` with the float32 pointers to promote them. To
+fuzz past that, ``--target video`` upcasts the official memories (exact) before its memory attention.
 """
 from __future__ import annotations
 
